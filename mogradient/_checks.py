@@ -1,0 +1,120 @@
+"""Input checks shared by the aggregators, the solvers and ``backward``.
+
+Every check raises a ``ValueError`` (or ``TypeError`` for a wrong type) whose message names the
+offending objective or entry and says how to fix it, so a bad step fails loudly and early instead
+of writing NaN into the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: Relative tolerance used to accept a Gramian as symmetric and positive semi-definite.
+GRAMIAN_TOL = 1e-8
+
+
+def check_jacobian(jacobian: torch.Tensor) -> torch.Tensor:
+    """Validate a Jacobian of shape ``[n_objectives, d]`` and return it."""
+    if not isinstance(jacobian, torch.Tensor):
+        raise TypeError(
+            f"expected the Jacobian as a torch.Tensor of shape [n_objectives, d], "
+            f"got {type(jacobian).__name__}; wrap it with torch.as_tensor(...)"
+        )
+    if jacobian.ndim != 2:
+        raise ValueError(
+            f"expected a Jacobian of shape [n_objectives, d], got shape {tuple(jacobian.shape)}; "
+            "stack one flattened gradient per objective as a row"
+        )
+    if not jacobian.is_floating_point():
+        raise TypeError(
+            f"expected a floating-point Jacobian, got dtype {jacobian.dtype}; "
+            "convert it with .float() or .double()"
+        )
+    if jacobian.shape[0] == 0:
+        raise ValueError("the Jacobian has zero objectives (zero rows); pass at least one")
+    _check_finite_rows(jacobian, "gradient")
+    return jacobian
+
+
+def check_losses(losses: torch.Tensor) -> torch.Tensor:
+    """Validate a vector of per-objective losses and return it."""
+    if losses.ndim != 1:
+        raise ValueError(
+            f"expected one scalar loss per objective, got a tensor of shape {tuple(losses.shape)}; "
+            "reduce each loss to a scalar (for example with .mean()) before aggregating"
+        )
+    if losses.shape[0] == 0:
+        raise ValueError("got zero losses; pass at least one objective")
+    bad = ~torch.isfinite(losses.detach())
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"loss of objective {i} is not finite ({float(losses[i])}); check that objective's "
+            "inputs and learning rate, or skip this batch"
+        )
+    return losses
+
+
+def _check_finite_rows(matrix: torch.Tensor, what: str) -> None:
+    finite = torch.isfinite(matrix).all(dim=1)
+    if not bool(finite.all()):
+        i = int(torch.nonzero(~finite)[0])
+        raise ValueError(
+            f"the {what} of objective {i} contains NaN or Inf; check that objective's loss "
+            "(a log of 0, a division by 0, an exploding learning rate) or skip this batch"
+        )
+
+
+def check_gramian(gramian: np.ndarray, *, tol: float = GRAMIAN_TOL) -> np.ndarray:
+    """Validate a Gramian and return it as a C-contiguous float64 numpy array.
+
+    Checks shape (square, at least 1x1), finiteness (naming the objective), symmetry and
+    positive semi-definiteness within ``tol`` relative to the largest diagonal entry.
+    """
+    g = as_float64_matrix(gramian, "Gramian")
+    n = g.shape[0]
+    if g.shape != (n, n):
+        raise ValueError(
+            f"expected a square Gramian of shape [n_objectives, n_objectives], got {g.shape}; "
+            "form it as J @ J.T from a Jacobian of shape [n_objectives, d]"
+        )
+    if n == 0:
+        raise ValueError("the Gramian has zero objectives; pass at least one")
+    finite = np.isfinite(g)
+    if not finite.all():
+        i = int(np.argwhere(~finite)[0][0])
+        raise ValueError(
+            f"the Gramian has NaN or Inf in row {i} (objective {i}); that objective's gradient "
+            "is not finite: check its loss or skip this batch"
+        )
+    scale = max(float(np.max(np.abs(np.diag(g)))), np.finfo(np.float64).tiny)
+    asym = float(np.max(np.abs(g - g.T)))
+    if asym > tol * scale:
+        raise ValueError(
+            f"the Gramian is not symmetric (max |G - G.T| = {asym:.3g}, scale {scale:.3g}); "
+            "pass J @ J.T, or symmetrise it with (G + G.T) / 2"
+        )
+    if n <= 64:
+        lowest = float(np.linalg.eigvalsh(0.5 * (g + g.T))[0])
+    else:  # a full eigendecomposition is too slow here; the diagonal catches most mistakes
+        lowest = float(np.min(np.diag(g)))
+    if lowest < -tol * scale * n:
+        raise ValueError(
+            f"the Gramian is not positive semi-definite (smallest eigenvalue {lowest:.3g}, "
+            f"scale {scale:.3g}); a Gramian must be J @ J.T for some Jacobian J"
+        )
+    return g
+
+
+def as_float64_matrix(x: object, what: str) -> np.ndarray:
+    """Convert a numpy array or torch tensor to a C-contiguous 2-D float64 numpy array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"expected the {what} as a numpy array or torch tensor, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D {what}, got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"expected a real-valued {what}, got dtype {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float64)

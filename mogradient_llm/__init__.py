@@ -1,0 +1,1 @@
+"""RLHF adapter: multi-objective PPO on top of the ``mogradient`` aggregators."""
