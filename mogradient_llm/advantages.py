@@ -1,0 +1,135 @@
+"""Per-objective token rewards, GAE, whitening, the Noon clip and PAMA's advantage combine.
+
+Tensors are laid out ``[k, batch, T]`` (objectives first, as :func:`mogradient.pama_weights`
+expects); ``mask`` ``[batch, T]`` is 1 on response tokens up to and including the first EOS.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None):
+    """Mean of ``x`` over the positions where ``mask`` is 1 (all of ``dim``, or everything)."""
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Whiten each objective ``x[i]`` over its masked tokens (zero mean, unit variance)."""
+    dims = tuple(range(1, x.ndim))
+    mean = masked_mean(x, mask, dims).view(-1, *([1] * (x.ndim - 1)))
+    var = masked_mean((x - mean) ** 2, mask, dims).view_as(mean)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+class RunningMeanStd:
+    """Running mean and variance per objective (Chan et al. parallel update)."""
+
+    def __init__(self, n_objectives: int):
+        self.mean = torch.zeros(n_objectives, dtype=torch.float64)
+        self.var = torch.ones(n_objectives, dtype=torch.float64)
+        self.count = 0
+
+    def update(self, scores: torch.Tensor) -> None:
+        """Fold in a batch of scores ``[k, batch]``."""
+        x = scores.detach().to("cpu", torch.float64)
+        n = x.shape[1]
+        batch_mean, batch_var = x.mean(1), x.var(1, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean = self.mean + delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, object]:
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.mean = torch.tensor(state["mean"], dtype=torch.float64)
+        self.var = torch.tensor(state["var"], dtype=torch.float64)
+        self.count = int(state["count"])
+
+
+def normalize_scores(
+    scores: torch.Tensor,
+    stats: RunningMeanStd,
+    *,
+    use_score_norm: bool,
+    clip: float | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Scores ``[k, batch]`` divided by the running std (and centred when ``use_score_norm``)."""
+    mean = stats.mean.to(scores) if use_score_norm else torch.zeros_like(stats.mean).to(scores)
+    std = stats.var.to(scores).add(eps).sqrt()
+    out = (scores - mean[:, None]) / std[:, None]
+    return out.clamp(-clip, clip) if clip is not None else out
+
+
+def token_rewards(
+    scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> torch.Tensor:
+    """Token rewards ``[k, batch, T]``: ``-kl_coef * kl`` on every token of every objective,
+    plus objective ``i``'s score on each response's last token."""
+    penalty = -kl_coef * kl * mask
+    rewards = penalty.unsqueeze(0).repeat(scores.shape[0], 1, 1)
+    last = (mask.sum(1).long() - 1).clamp(min=0)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    rewards[:, rows, last] += scores.to(rewards.dtype)
+    return rewards
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation along the last axis; returns ``(advantages, returns)``.
+
+    Works for any leading shape (here ``[k, batch]``); positions where ``mask`` is 0 (after the
+    EOS) have zero reward and value, so they add nothing.
+    """
+    rewards = rewards * mask
+    values = values * mask
+    length = rewards.shape[-1]
+    last = torch.zeros_like(rewards[..., 0])
+    reversed_advantages = []
+    for t in reversed(range(length)):
+        next_value = values[..., t + 1] if t + 1 < length else torch.zeros_like(last)
+        delta = rewards[..., t] + gamma * next_value - values[..., t]
+        last = delta + gamma * lam * last
+        reversed_advantages.append(last)
+    advantages = torch.stack(reversed_advantages[::-1], dim=-1) * mask
+    return advantages, advantages + values
+
+
+def noon_clip(advantages: torch.Tensor) -> torch.Tensor:
+    """Noon PPO: ``max(A, 0)`` per objective and token."""
+    return advantages.clamp(min=0)
+
+
+def pama_advantages(
+    advantages: torch.Tensor, mask: torch.Tensor, granularity: Literal["token", "batch"]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Combine ``[k, batch, T]`` advantages with PAMA into one advantage ``[batch, T]``.
+
+    ``token``: each token's advantage is ``s*`` of its k advantages (after the Noon clip: their
+    minimum). ``batch``: one weight vector ``c`` = PAMA weights of the k batch-mean (masked)
+    advantages, and each token's advantage is ``Σ cᵢ Aᵢ``.
+    Returns ``(advantage, weights, s_star)``: weights ``[k, batch, T]`` / ``[k]``, s* per
+    token / for the batch.
+    """
+    from mogradient import pama_weights
+
+    if granularity == "token":
+        weights, s_star = pama_weights(advantages)
+        return s_star * mask, weights, s_star
+    if granularity == "batch":
+        means = masked_mean(advantages, mask.unsqueeze(0).expand_as(advantages), dim=(1, 2))
+        weights, s_star = pama_weights(means)
+        weights = weights.to(advantages.dtype)
+        return torch.einsum("k,kbt->bt", weights, advantages) * mask, weights, s_star
+    raise ValueError(f"granularity must be 'token' or 'batch', got {granularity!r}")

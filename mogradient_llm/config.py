@@ -1,0 +1,102 @@
+"""Configuration of the multi-objective PPO trainer (TRL's PPO vocabulary)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PAMA_GRANULARITIES = ("token", "batch")
+GRAMIAN_LEVELS = ("parameters", "features")
+
+
+def _default_generation_kwargs() -> dict[str, Any]:
+    return {"max_new_tokens": 32, "do_sample": True, "top_k": 0, "top_p": 1.0}
+
+
+@dataclass
+class MOPPOConfig:
+    """Hyper-parameters of :class:`mogradient_llm.trainer.MOPPOTrainer`.
+
+    The PPO names follow TRL. The multi-objective ones:
+
+    * ``aggregator`` / ``aggregator_kwargs``: a name of the ``mogradient`` registry
+      (``pama``, ``linear``/``morlhf``, ``mean``, ``mgda``, ``pcgrad``, ``cagrad``) and its
+      hyper-parameters; the trainer picks the level (advantages, losses, Gramian) from
+      the aggregator's ``needs``.
+    * ``noon``: clip every objective's advantage at zero before aggregating (Noon PPO).
+    * ``pama_granularity``: ``"token"`` (s* per token) or ``"batch"`` (one weight vector from
+      the batch-mean advantages).
+    * ``gramian_level``: ``"parameters"`` (Gramian of the policy-loss gradients over all policy
+      parameters) or ``"features"`` (over the last hidden states: MGDA-UB).
+    * ``use_score_scaling`` / ``use_score_norm``: divide each objective's score by its running
+      std / also subtract its running mean (TRL's names, applied per objective).
+    """
+
+    learning_rate: float = 1.41e-5
+    batch_size: int = 32
+    mini_batch_size: int = 8
+    ppo_epochs: int = 4
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_coef: float = 0.2
+    adap_kl_ctrl: bool = True
+    target: float = 6.0
+    horizon: float = 10000.0
+    whiten_advantages: bool = True
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    aggregator: str = "pama"
+    aggregator_kwargs: dict[str, Any] = field(default_factory=dict)
+    noon: bool = True
+    pama_granularity: Literal["token", "batch"] = "token"
+    gramian_level: Literal["parameters", "features"] = "parameters"
+    use_score_scaling: bool = True
+    use_score_norm: bool = True
+    score_clip: float | None = None
+    generation_kwargs: dict[str, Any] = field(default_factory=_default_generation_kwargs)
+
+    def __post_init__(self) -> None:
+        positive = ("learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "horizon")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of mini_batch_size "
+                f"({self.mini_batch_size})"
+            )
+        for name in ("cliprange", "cliprange_value", "vf_coef", "kl_coef", "target"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"gamma and lam must lie in [0, 1], got {self.gamma}, {self.lam}")
+        if self.pama_granularity not in PAMA_GRANULARITIES:
+            raise ValueError(
+                f"pama_granularity must be one of {PAMA_GRANULARITIES}, "
+                f"got {self.pama_granularity!r}"
+            )
+        if self.gramian_level not in GRAMIAN_LEVELS:
+            raise ValueError(
+                f"gramian_level must be one of {GRAMIAN_LEVELS}, got {self.gramian_level!r}"
+            )
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if self.score_clip is not None and self.score_clip <= 0:
+            raise ValueError(f"score_clip must be positive or None, got {self.score_clip}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MOPPOConfig:
+        """Build a config from :meth:`to_dict` output, rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
+        return cls(**values)

@@ -1,0 +1,382 @@
+"""Multi-objective PPO: rollouts → k rewards → KL penalty → k GAEs → Noon → aggregation → PPO."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from mogradient_llm.advantages import (
+    RunningMeanStd,
+    gae,
+    masked_mean,
+    masked_whiten,
+    noon_clip,
+    normalize_scores,
+    token_rewards,
+)
+from mogradient_llm.aggregation import ObjectiveCombiner
+from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.kl import AdaptiveKLController, FixedKLController
+from mogradient_llm.loss import policy_losses, value_loss
+from mogradient_llm.metrics import MetricsWriter
+from mogradient_llm.rewards import Reward, RewardFn, as_reward, score_all
+from mogradient_llm.value_heads import PolicyWithValueHeads
+
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class Rollout:
+    """Prompts and sampled completions (left-padded queries, right-padded responses)."""
+
+    prompts: list[str]
+    completions: list[str]
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0 (PPO ratios must not be noisy)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def response_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, query_length: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """Log-probabilities ``[batch, T]`` of the response tokens (those after ``query_length``)."""
+    logits = logits[:, query_length - 1 : -1].float() / temperature
+    targets = input_ids[:, query_length:]
+    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+class MOPPOTrainer:
+    """PPO with k objectives, combined by any ``mogradient`` aggregator.
+
+    Args:
+        config: hyper-parameters.
+        model: a causal LM (any ``AutoModelForCausalLM``); trained in place.
+        tokenizer: its tokenizer (set to left padding; pad = EOS when it has no pad token).
+        rewards: reward functions ``(prompts, completions) -> list[float]``, one per objective.
+        prompts: the prompt dataset (strings).
+        ref_model: the KL reference; by default a frozen copy of ``model``.
+        accelerator: an ``accelerate.Accelerator``; a default one is made if omitted.
+    """
+
+    def __init__(
+        self,
+        config: MOPPOConfig,
+        model: nn.Module,
+        tokenizer: Any,
+        rewards: Sequence[RewardFn | Reward],
+        prompts: Sequence[str],
+        ref_model: nn.Module | None = None,
+        accelerator: Accelerator | None = None,
+    ):
+        self.config = config
+        self.accelerator = accelerator or Accelerator()
+        set_seed(config.seed + self.accelerator.process_index)
+        self.rewards = [as_reward(r) for r in rewards]
+        self.names = [r.name for r in self.rewards]
+        if not self.rewards:
+            raise ValueError("pass at least one reward function")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"reward names must be unique, got {self.names}")
+        self.prompts = list(prompts)
+        if len(self.prompts) < config.batch_size:
+            raise ValueError(
+                f"need at least batch_size={config.batch_size} prompts, got {len(self.prompts)}"
+            )
+        self.tokenizer = tokenizer
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.combiner = ObjectiveCombiner(config, self.names)
+
+        if ref_model is None:
+            ref_model = copy.deepcopy(model)
+        self.ref_model = ref_model.eval().requires_grad_(False).to(self.accelerator.device)
+        disable_dropout(model)
+        wrapped = PolicyWithValueHeads(model, len(self.rewards))
+        optimizer = torch.optim.AdamW(wrapped.parameters(), lr=config.learning_rate)
+        self.model, self.optimizer = self.accelerator.prepare(wrapped, optimizer)
+        self.model.train()
+
+        if config.adap_kl_ctrl:
+            self.kl_ctl = AdaptiveKLController(config.kl_coef, config.target, config.horizon)
+        else:
+            self.kl_ctl = FixedKLController(config.kl_coef)
+        self.score_stats = RunningMeanStd(len(self.rewards))
+        self.generation_kwargs = {
+            **config.generation_kwargs,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
+        self.temperature = float(config.generation_kwargs.get("temperature", 1.0))
+        self.step_count = 0
+        self.last_samples: list[dict[str, Any]] = []
+        self._prompt_rng = torch.Generator().manual_seed(config.seed + self.accelerator.process_index)
+        self._prompt_order: list[int] = []
+
+    # ------------------------------------------------------------------ rollouts
+    @property
+    def policy(self) -> nn.Module:
+        """The causal LM being trained (unwrapped)."""
+        return self.accelerator.unwrap_model(self.model).policy
+
+    def sample_prompts(self) -> list[str]:
+        """The next ``batch_size`` prompts of a reshuffled pass over the prompt dataset."""
+        out = []
+        while len(out) < self.config.batch_size:
+            if not self._prompt_order:
+                self._prompt_order = torch.randperm(
+                    len(self.prompts), generator=self._prompt_rng
+                ).tolist()
+            out.append(self.prompts[self._prompt_order.pop()])
+        return out
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str]) -> Rollout:
+        """Sample one completion per prompt with ``generate`` and ``config.generation_kwargs``."""
+        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
+        enc = enc.to(self.accelerator.device)
+        policy = self.policy
+        was_training = policy.training
+        policy.eval()
+        output = policy.generate(**enc, **self.generation_kwargs)
+        policy.train(was_training)
+        query_length = enc["input_ids"].shape[1]
+        response = output[:, query_length:]
+        is_eos = response == self.tokenizer.eos_token_id
+        after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+        response_mask = (~after_eos).long()
+        completions = [
+            self.tokenizer.decode(row[: int(n)], skip_special_tokens=True)
+            for row, n in zip(response, response_mask.sum(1))
+        ]
+        return Rollout(
+            list(prompts),
+            completions,
+            enc["input_ids"],
+            enc["attention_mask"],
+            response,
+            response_mask,
+        )
+
+    # ------------------------------------------------------------------ advantages
+    def _forward_chunks(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs of the policy and reference, and values ``[k, B, T]``, without grad."""
+        logprobs, ref_logprobs, values = [], [], []
+        step = self.config.mini_batch_size
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        for start in range(0, input_ids.shape[0], step):
+            ids = input_ids[start : start + step]
+            mask = attention_mask[start : start + step]
+            logits, v, _ = self.model(ids, mask)
+            logprobs.append(response_logprobs(logits, ids, query_length, self.temperature))
+            values.append(v[:, query_length - 1 : -1].float())
+            ref_logits = self.ref_model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=position_ids[start : start + step],
+                use_cache=False,
+            ).logits
+            ref_logprobs.append(response_logprobs(ref_logits, ids, query_length, self.temperature))
+        values_kbt = torch.cat(values).permute(2, 0, 1)
+        return torch.cat(logprobs), torch.cat(ref_logprobs), values_kbt
+
+    @torch.no_grad()
+    def prepare_batch(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, Any]:
+        """Everything PPO needs: old log-probs and values, returns, combined advantages.
+
+        Pipeline: scores ``[k, B]`` → running normalisation → KL penalty on every objective's
+        token rewards → GAE per objective → whitening → Noon clip → aggregation.
+        """
+        cfg = self.config
+        device = self.accelerator.device
+        input_ids = torch.cat([rollout.query_ids, rollout.response_ids], 1)
+        attention_mask = torch.cat(
+            [rollout.query_mask, torch.ones_like(rollout.response_ids)], 1
+        )
+        query_length = rollout.query_ids.shape[1]
+        mask = rollout.response_mask.float()
+        logprobs, ref_logprobs, values = self._forward_chunks(
+            input_ids, attention_mask, query_length
+        )
+        kl = (logprobs - ref_logprobs) * mask
+        scores = scores.to(device)
+        if cfg.use_score_scaling:
+            self.score_stats.update(scores)
+            scores = normalize_scores(
+                scores, self.score_stats, use_score_norm=cfg.use_score_norm, clip=cfg.score_clip
+            )
+        rewards = token_rewards(scores, kl, mask, self.kl_ctl.value)
+        advantages, returns = gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        stats = {}
+        for name, adv in zip(self.names, advantages):
+            stats[f"advantages/{name}/positive_frac"] = float(masked_mean((adv > 0).float(), mask))
+        if cfg.noon:
+            advantages = noon_clip(advantages)
+        combined, agg_stats = self.combiner.combine_advantages(advantages, mask)
+        stats.update(agg_stats)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "query_length": query_length,
+            "mask": mask,
+            "old_logprobs": logprobs,
+            "old_values": values,
+            "returns": returns,
+            "advantages": combined,
+            "kl": kl,
+            "stats": stats,
+        }
+
+    # ------------------------------------------------------------------ optimisation
+    def minibatch_losses(
+        self, batch: dict[str, Any], index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-objective policy losses ``[m]``, value loss, hidden states, stats of a minibatch."""
+        q = batch["query_length"]
+        ids = batch["input_ids"][index]
+        logits, values, hidden = self.model(ids, batch["attention_mask"][index])
+        logprobs = response_logprobs(logits, ids, q, self.temperature)
+        values = values[:, q - 1 : -1].float().permute(2, 0, 1)
+        mask = batch["mask"][index]
+        p_losses, p_stats = policy_losses(
+            logprobs,
+            batch["old_logprobs"][index],
+            batch["advantages"][:, index],
+            mask,
+            self.config.cliprange,
+        )
+        v_loss, v_stats = value_loss(
+            values,
+            batch["old_values"][:, index],
+            batch["returns"][:, index],
+            mask,
+            self.config.cliprange_value,
+        )
+        return p_losses, v_loss, hidden, {**p_stats, **v_stats}
+
+    def optimize(self, batch: dict[str, Any]) -> dict[str, float]:
+        """``ppo_epochs`` passes of minibatch updates; returns the averaged statistics."""
+        cfg = self.config
+        n = batch["input_ids"].shape[0]
+        totals: dict[str, float] = {}
+        count = 0
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(n, device=batch["input_ids"].device)
+            for start in range(0, n, cfg.mini_batch_size):
+                index = order[start : start + cfg.mini_batch_size]
+                p_losses, v_loss, hidden, stats = self.minibatch_losses(batch, index)
+                stats.update(
+                    self.combiner.backward(p_losses, v_loss, self.model, hidden, self.accelerator)
+                )
+                if cfg.max_grad_norm is not None:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                stats["loss/policy_avg"] = p_losses.detach().mean()
+                stats["loss/value_avg"] = v_loss.detach()
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
+                count += 1
+        return {key: value / count for key, value in totals.items()}
+
+    def step(self, prompts: Sequence[str] | None = None) -> dict[str, float]:
+        """One PPO step on ``prompts`` (default: the next batch); returns TRL-style metrics.
+
+        Rewards are computed and checked before anything is updated, so a failing reward
+        leaves the model, the heads, the statistics and the step counter untouched.
+        """
+        start = time.perf_counter()
+        prompts = self.sample_prompts() if prompts is None else list(prompts)
+        rollout = self.generate(prompts)
+        scores = score_all(self.rewards, rollout.prompts, rollout.completions)
+        batch = self.prepare_batch(rollout, scores)
+        stats = {
+            f"objective/scores/{name}": float(s.mean()) for name, s in zip(self.names, scores)
+        }
+        mean_kl = float(batch["kl"].sum(1).mean())
+        stats["objective/kl"] = mean_kl
+        stats["objective/kl_coef"] = self.kl_ctl.value
+        stats["objective/entropy"] = float((-batch["old_logprobs"] * batch["mask"]).sum(1).mean())
+        stats["env/response_length"] = float(batch["mask"].sum(1).mean())
+        stats.update(batch["stats"])
+        stats.update(self.optimize(batch))
+        self.kl_ctl.update(mean_kl, len(prompts))
+        self.step_count += 1
+        self.last_samples = [
+            {"prompt": p, "completion": c, **{n: float(s) for n, s in zip(self.names, col)}}
+            for p, c, col in zip(rollout.prompts, rollout.completions, scores.T)
+        ]
+        stats["time/step_s"] = time.perf_counter() - start
+        return stats
+
+    # ------------------------------------------------------------------ loop and checkpoints
+    def train(
+        self,
+        steps: int,
+        output_dir: str | Path | None = None,
+        save_steps: int = 0,
+        n_samples: int = 4,
+        progress: bool = True,
+    ) -> list[dict[str, float]]:
+        """Run ``steps`` PPO steps; with ``output_dir``, log metrics and samples and checkpoint
+        every ``save_steps`` steps (0: only at the end, in ``output_dir/final``)."""
+        writer = MetricsWriter(output_dir) if output_dir and self.accelerator.is_main_process else None
+        history = []
+        bar = tqdm(range(steps), disable=not progress or not self.accelerator.is_main_process)
+        for _ in bar:
+            stats = self.step()
+            history.append(stats)
+            bar.set_postfix(
+                {n.split("/")[-1]: f"{stats[f'objective/scores/{n}']:.3f}" for n in self.names}
+            )
+            if writer is not None:
+                writer.log(self.step_count, stats)
+                writer.log_samples(self.step_count, self.last_samples[:n_samples])
+            if output_dir and save_steps and self.step_count % save_steps == 0:
+                self.save(Path(output_dir) / f"checkpoint-{self.step_count}")
+        if output_dir:
+            self.save(Path(output_dir) / "final")
+        return history
+
+    def save(self, directory: str | Path, extra_state: dict[str, Any] | None = None) -> None:
+        """Policy and tokenizer (``save_pretrained`` in ``policy/``), heads, trainer state."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        directory = Path(directory)
+        self.policy.save_pretrained(directory / "policy")
+        self.tokenizer.save_pretrained(directory / "policy")
+        self.accelerator.unwrap_model(self.model).save_heads(directory)
+        state = {
+            "step": self.step_count,
+            "kl_coef": self.kl_ctl.value,
+            "objectives": self.names,
+            "aggregator": repr(self.combiner.aggregator),
+            "score_stats": self.score_stats.state_dict(),
+            "config": self.config.to_dict(),
+            **(extra_state or {}),
+        }
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2))

@@ -1,0 +1,59 @@
+"""k value heads — one ``Linear(hidden, k)`` — on the trunk of a causal LM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+HEADS_FILE = "value_heads.safetensors"
+
+
+class PolicyWithValueHeads(nn.Module):
+    """A causal LM and a ``Linear(hidden, k)`` value head reading its last hidden states.
+
+    ``forward`` returns ``(logits, values, hidden)`` with ``values`` of shape
+    ``[batch, seq, k]`` and ``hidden`` the last hidden states (the MGDA-UB features).
+    """
+
+    def __init__(self, policy: nn.Module, n_objectives: int):
+        super().__init__()
+        if n_objectives < 1:
+            raise ValueError(f"need at least one objective, got {n_objectives}")
+        self.policy = policy
+        hidden = policy.config.hidden_size
+        self.value_head = nn.Linear(hidden, n_objectives)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.value_head.bias)
+        param = next(policy.parameters())
+        self.value_head.to(device=param.device, dtype=param.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.policy(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        hidden = out.hidden_states[-1]
+        return out.logits, self.value_head(hidden), hidden
+
+    def save_heads(self, directory: str | Path) -> Path:
+        """Write the head to ``directory/value_heads.safetensors``."""
+        path = Path(directory) / HEADS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()}
+        save_file(state, str(path))
+        return path
+
+    def load_heads(self, directory: str | Path) -> None:
+        """Load a head written by :meth:`save_heads`."""
+        self.value_head.load_state_dict(load_file(str(Path(directory) / HEADS_FILE)))
