@@ -47,13 +47,14 @@ def backward(
         coordinate-wise and so has no single weight vector.
     """
     agg = get_aggregator(aggregator, **kwargs)
-    loss_vec = check_losses(_stack(losses))
-    params = _leaves(loss_vec) if params is None else list(params)
+    loss_list = _as_list(losses)
+    check_losses(torch.stack([loss.detach() for loss in loss_list]))
+    params = _leaves(loss_list) if params is None else list(params)
     _check_params(params)
 
     if agg.needs == "losses":
-        w = torch.as_tensor(agg.loss_weights(loss_vec.shape[0]), device=loss_vec.device)
-        _weighted_backward(loss_vec, w, params, retain_graph)
+        w = torch.as_tensor(agg.loss_weights(len(loss_list)), device=loss_list[0].device)
+        _weighted_backward(loss_list, w, params, retain_graph)
         return w
     if features is not None:
         if agg.needs != "gramian":
@@ -63,11 +64,11 @@ def backward(
                 "(mgda, pcgrad, cagrad)"
             )
         feats = [features] if isinstance(features, torch.Tensor) else list(features)
-        w = agg.weights(gramian_of(_jacobian(loss_vec, feats, keep_graph=True)))
-        _weighted_backward(loss_vec, w, params, retain_graph)
+        w = agg.weights(gramian_of(_jacobian(loss_list, feats, keep_graph=True)))
+        _weighted_backward(loss_list, w, params, retain_graph)
         return w
 
-    jac = _jacobian(loss_vec, params, keep_graph=retain_graph)
+    jac = _jacobian(loss_list, params, keep_graph=retain_graph)
     if agg.needs == "gramian":
         w = agg.weights(gramian_of(jac))
         direction = w.to(jac.dtype) @ jac
@@ -78,10 +79,19 @@ def backward(
     return w
 
 
-def _stack(losses: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+def _as_list(losses: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
+    """The losses as separate scalars.
+
+    Each objective is differentiated on its own graph: going through a ``torch.stack`` would
+    send a zero cotangent into the other objectives' branches, and 0 · inf there turns a
+    finite gradient into NaN.
+    """
     if isinstance(losses, torch.Tensor):
-        return losses
-    losses = list(losses)
+        if losses.ndim != 1:
+            check_losses(losses)  # raises the shape error
+        losses = list(losses.unbind())
+    else:
+        losses = list(losses)
     if not losses:
         raise ValueError("got zero losses; pass one scalar loss per objective")
     for i, loss in enumerate(losses):
@@ -91,14 +101,14 @@ def _stack(losses: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
                 f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}; "
                 "reduce it with .mean() or .sum()"
             )
-    return torch.stack([loss.reshape(()) for loss in losses])
+    return [loss.reshape(()) for loss in losses]
 
 
-def _leaves(loss_vec: torch.Tensor) -> list[torch.Tensor]:
-    """Every leaf tensor requiring grad in the graph of ``loss_vec``, in a stable order."""
+def _leaves(losses: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every leaf tensor requiring grad in the losses' graph, in a stable order."""
     found: dict[int, torch.Tensor] = {}
     seen: set[int] = set()
-    stack = [loss_vec.grad_fn] if loss_vec.grad_fn is not None else []
+    stack = [loss.grad_fn for loss in reversed(losses)]
     while stack:
         fn = stack.pop()
         if fn is None or id(fn) in seen:
@@ -128,14 +138,14 @@ def _check_params(params: list[torch.Tensor]) -> None:
 
 
 def _jacobian(
-    loss_vec: torch.Tensor, inputs: list[torch.Tensor], *, keep_graph: bool
+    losses: list[torch.Tensor], inputs: list[torch.Tensor], *, keep_graph: bool
 ) -> torch.Tensor:
     """Rows ∂Lᵢ/∂inputs, flattened and concatenated: ``[n_objectives, Σ numel]``."""
-    n = loss_vec.shape[0]
+    n = len(losses)
     rows = []
-    for i in range(n):
+    for i, loss in enumerate(losses):
         grads = torch.autograd.grad(
-            loss_vec[i], inputs, retain_graph=keep_graph or i < n - 1, allow_unused=True
+            loss, inputs, retain_graph=keep_graph or i < n - 1, allow_unused=True
         )
         rows.append(
             torch.cat(
@@ -149,9 +159,12 @@ def _jacobian(
 
 
 def _weighted_backward(
-    loss_vec: torch.Tensor, weights: torch.Tensor, params: list[torch.Tensor], retain_graph: bool
+    losses: list[torch.Tensor],
+    weights: torch.Tensor,
+    params: list[torch.Tensor],
+    retain_graph: bool,
 ) -> None:
-    total = (weights.to(loss_vec.dtype) * loss_vec).sum()
+    total = sum(float(w) * loss for w, loss in zip(weights, losses))
     grads = torch.autograd.grad(total, params, retain_graph=retain_graph, allow_unused=True)
     _accumulate(params, grads)
 

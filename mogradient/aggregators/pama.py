@@ -83,7 +83,8 @@ class PAMA(CoefficientAggregator):
     Called on a Jacobian ``[n, d]`` there are no advantages, so each coordinate is treated as a
     sample whose shared direction is that coordinate's unit vector: ``"token"`` applies Theorem 1
     column by column (step only where every objective agrees in sign, by the smallest amount);
-    ``"batch"`` takes weights from the column means and returns ``wᵀJ``. The token rule is a
+    ``"batch"`` takes weights from each objective's mean over the coordinates and returns
+    ``wᵀJ``. The token rule is a
     common descent direction (``J d ≥ 0``) that stops where objectives disagree in every
     coordinate.
     """
