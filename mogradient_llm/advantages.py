@@ -12,8 +12,8 @@ import torch
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None):
-    """Mean of ``x`` over the positions where ``mask`` is 1 (all of ``dim``, or everything)."""
-    mask = mask.to(x.dtype)
+    """Mean of ``x`` over the positions where ``mask`` (broadcast to ``x``) is 1."""
+    mask = mask.to(x.dtype).expand_as(x)
     if dim is None:
         return (x * mask).sum() / mask.sum().clamp(min=1)
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
@@ -128,7 +128,7 @@ def pama_advantages(
         weights, s_star = pama_weights(advantages)
         return s_star * mask, weights, s_star
     if granularity == "batch":
-        means = masked_mean(advantages, mask.unsqueeze(0).expand_as(advantages), dim=(1, 2))
+        means = masked_mean(advantages, mask, dim=(1, 2))
         weights, s_star = pama_weights(means)
         weights = weights.to(advantages.dtype)
         return torch.einsum("k,kbt->bt", weights, advantages) * mask, weights, s_star

@@ -25,10 +25,9 @@ def policy_losses(
     unclipped_loss = -advantages * ratio
     clipped_loss = -advantages * clipped
     per_token = torch.maximum(unclipped_loss, clipped_loss)
-    expanded = mask.unsqueeze(0).expand_as(per_token)
-    losses = masked_mean(per_token, expanded, dim=(1, 2))
+    losses = masked_mean(per_token, mask, dim=(1, 2))
     with torch.no_grad():
-        clipfrac = masked_mean((clipped_loss > unclipped_loss).float(), expanded)
+        clipfrac = masked_mean((clipped_loss > unclipped_loss).float(), mask)
         stats = {
             "policy/approxkl_avg": 0.5 * masked_mean(log_ratio**2, mask),
             "policy/clipfrac_avg": clipfrac,
@@ -51,8 +50,7 @@ def value_loss(
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     unclipped_err = (values - returns) ** 2
     clipped_err = (clipped - returns) ** 2
-    expanded = mask.unsqueeze(0).expand_as(values)
-    per_head = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), expanded, dim=(1, 2))
+    per_head = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask, dim=(1, 2))
     with torch.no_grad():
-        stats = {"val/clipfrac_avg": masked_mean((clipped_err > unclipped_err).float(), expanded)}
+        stats = {"val/clipfrac_avg": masked_mean((clipped_err > unclipped_err).float(), mask)}
     return per_head.sum(), stats
