@@ -59,9 +59,7 @@ class ObjectiveCombiner:
         """Advantages ``[k, B, T]`` → ``[m, B, T]`` with ``m = 1`` for PAMA, else ``k``."""
         if self.needs != "coefficients":
             return advantages, {}
-        combined, weights, s_star = pama_advantages(
-            advantages, mask, self.config.pama_granularity
-        )
+        combined, weights, s_star = pama_advantages(advantages, mask, self.config.pama_granularity)
         stats: dict[str, float] = {}
         if self.config.pama_granularity == "token":
             token_mask = mask.to(weights.dtype)
@@ -114,7 +112,8 @@ class ObjectiveCombiner:
         if self.config.gramian_level == "features":
             weights = mogradient.backward(losses, features=hidden, aggregator=self.aggregator)
         else:
-            params = [p for p in accelerator.unwrap_model(model).policy.parameters()
-                      if p.requires_grad]
+            params = [
+                p for p in accelerator.unwrap_model(model).policy.parameters() if p.requires_grad
+            ]
             weights = mogradient.backward(losses, params, aggregator=self.aggregator)
         return {f"agg/weight/{n}": float(x) for n, x in zip(self.names, weights)}

@@ -1,4 +1,4 @@
-"""Metrics and sample completions written to ``metrics.jsonl``, ``metrics.csv``, ``samples.jsonl``."""
+"""Metrics and samples written to ``metrics.jsonl``, ``metrics.csv`` and ``samples.jsonl``."""
 
 from __future__ import annotations
 

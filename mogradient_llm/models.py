@@ -13,16 +13,54 @@ from mogradient_llm.data import clean_review
 
 EOS = "<|endoftext|>"
 
-_OPENERS = ["This movie", "The film", "I think this film", "Honestly, the story", "The acting",
-            "This picture", "The director", "Overall the plot", "The cast", "My friends and I"]
+_OPENERS = [
+    "This movie",
+    "The film",
+    "I think this film",
+    "Honestly, the story",
+    "The acting",
+    "This picture",
+    "The director",
+    "Overall the plot",
+    "The cast",
+    "My friends and I",
+]
 _VERBS = ["was", "felt", "seemed", "turned out to be", "is", "looked"]
-_ADJECTIVES = ["great", "terrible", "wonderful", "boring", "beautiful", "awful", "funny",
-               "dull", "brilliant", "bad", "amazing", "horrible", "good", "weak", "excellent",
-               "poor", "fine", "long", "short", "slow"]
-_TAILS = ["and I would watch it again", "from start to finish", "in every scene",
-          "but the ending was a surprise", "and the music fit the mood", "for a summer movie",
-          "compared to the book", "even with a small budget", "and the dialogue was sharp",
-          "although some parts dragged on", "with a cast that really cared"]
+_ADJECTIVES = [
+    "great",
+    "terrible",
+    "wonderful",
+    "boring",
+    "beautiful",
+    "awful",
+    "funny",
+    "dull",
+    "brilliant",
+    "bad",
+    "amazing",
+    "horrible",
+    "good",
+    "weak",
+    "excellent",
+    "poor",
+    "fine",
+    "long",
+    "short",
+    "slow",
+]
+_TAILS = [
+    "and I would watch it again",
+    "from start to finish",
+    "in every scene",
+    "but the ending was a surprise",
+    "and the music fit the mood",
+    "for a summer movie",
+    "compared to the book",
+    "even with a small budget",
+    "and the dialogue was sharp",
+    "although some parts dragged on",
+    "with a cast that really cared",
+]
 
 
 def synthetic_reviews(n: int, seed: int = 0) -> list[str]:
@@ -60,8 +98,14 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 2000) -> Any:
     )
 
 
-def tiny_gpt2(tokenizer: Any, n_layer: int = 2, n_embd: int = 64, n_head: int = 2,
-              n_positions: int = 128, seed: int = 0) -> Any:
+def tiny_gpt2(
+    tokenizer: Any,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 2,
+    n_positions: int = 128,
+    seed: int = 0,
+) -> Any:
     """A randomly initialised ``GPT2LMHeadModel`` sized for CPU tests and demos."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -111,8 +155,9 @@ def pretrain(
     losses = []
     for _ in range(steps):
         batch = rng.sample(samples, min(batch_size, len(samples)))
-        enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_length)
+        enc = tokenizer(
+            batch, return_tensors="pt", padding=True, truncation=True, max_length=max_length
+        )
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         loss = model(**enc, labels=labels).loss
         loss.backward()

@@ -88,7 +88,10 @@ class LengthReward:
         return [min(max(self._length(c) / self.scale, self.low), self.high) for c in completions]
 
     def __repr__(self) -> str:
-        return f"LengthReward(unit={self.unit!r}, scale={self.scale}, low={self.low}, high={self.high})"
+        return (
+            f"LengthReward(unit={self.unit!r}, scale={self.scale}, low={self.low}, "
+            f"high={self.high})"
+        )
 
 
 class VaderReward:
@@ -103,7 +106,9 @@ class VaderReward:
         self.hv_reference = -1.0
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        texts = [p + c for p, c in zip(prompts, completions)] if self.include_prompt else completions
+        texts = (
+            [p + c for p, c in zip(prompts, completions)] if self.include_prompt else completions
+        )
         return [self.analyzer.polarity_scores(t)["compound"] for t in texts]
 
     def __repr__(self) -> str:
@@ -151,7 +156,9 @@ class ClassifierReward:
             return 1 if n > 1 else 0
         if isinstance(label, str) and not label.isdigit():
             if label not in config.label2id:
-                raise ValueError(f"label {label!r} not in the classifier's labels {config.label2id}")
+                raise ValueError(
+                    f"label {label!r} not in the classifier's labels {config.label2id}"
+                )
             return int(config.label2id[label])
         index = int(label)
         if not 0 <= index < n:
@@ -160,7 +167,9 @@ class ClassifierReward:
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        texts = [p + c for p, c in zip(prompts, completions)] if self.include_prompt else completions
+        texts = (
+            [p + c for p, c in zip(prompts, completions)] if self.include_prompt else completions
+        )
         device = next(self.model.parameters()).device
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):

@@ -6,7 +6,6 @@ import copy
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +30,15 @@ from mogradient_llm.kl import AdaptiveKLController, FixedKLController
 from mogradient_llm.loss import policy_losses, value_loss
 from mogradient_llm.metrics import MetricsWriter
 from mogradient_llm.rewards import Reward, RewardFn, as_reward, score_all
+from mogradient_llm.rollout import (
+    Rollout,
+    generate_rollout,
+    lm_response_logprobs,
+    response_logprobs,
+)
 from mogradient_llm.value_heads import PolicyWithValueHeads
 
 STATE_FILE = "trainer_state.json"
-
-
-@dataclass
-class Rollout:
-    """Prompts and sampled completions (left-padded queries, right-padded responses)."""
-
-    prompts: list[str]
-    completions: list[str]
-    query_ids: torch.Tensor
-    query_mask: torch.Tensor
-    response_ids: torch.Tensor
-    response_mask: torch.Tensor
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -53,15 +46,6 @@ def disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-
-
-def response_logprobs(
-    logits: torch.Tensor, input_ids: torch.Tensor, query_length: int, temperature: float = 1.0
-) -> torch.Tensor:
-    """Log-probabilities ``[batch, T]`` of the response tokens (those after ``query_length``)."""
-    logits = logits[:, query_length - 1 : -1].float() / temperature
-    targets = input_ids[:, query_length:]
-    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
 class MOPPOTrainer:
@@ -121,15 +105,12 @@ class MOPPOTrainer:
         else:
             self.kl_ctl = FixedKLController(config.kl_coef)
         self.score_stats = RunningMeanStd(len(self.rewards))
-        self.generation_kwargs = {
-            **config.generation_kwargs,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        }
         self.temperature = float(config.generation_kwargs.get("temperature", 1.0))
         self.step_count = 0
         self.last_samples: list[dict[str, Any]] = []
-        self._prompt_rng = torch.Generator().manual_seed(config.seed + self.accelerator.process_index)
+        self._prompt_rng = torch.Generator().manual_seed(
+            config.seed + self.accelerator.process_index
+        )
         self._prompt_order: list[int] = []
 
     # ------------------------------------------------------------------ rollouts
@@ -149,57 +130,29 @@ class MOPPOTrainer:
             out.append(self.prompts[self._prompt_order.pop()])
         return out
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[str]) -> Rollout:
-        """Sample one completion per prompt with ``generate`` and ``config.generation_kwargs``."""
-        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
-        enc = enc.to(self.accelerator.device)
-        policy = self.policy
-        was_training = policy.training
-        policy.eval()
-        output = policy.generate(**enc, **self.generation_kwargs)
-        policy.train(was_training)
-        query_length = enc["input_ids"].shape[1]
-        response = output[:, query_length:]
-        is_eos = response == self.tokenizer.eos_token_id
-        after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
-        response_mask = (~after_eos).long()
-        completions = [
-            self.tokenizer.decode(row[: int(n)], skip_special_tokens=True)
-            for row, n in zip(response, response_mask.sum(1))
-        ]
-        return Rollout(
-            list(prompts),
-            completions,
-            enc["input_ids"],
-            enc["attention_mask"],
-            response,
-            response_mask,
+        """Sample one completion per prompt with ``config.generation_kwargs``."""
+        return generate_rollout(
+            self.policy,
+            self.tokenizer,
+            prompts,
+            self.config.generation_kwargs,
+            self.accelerator.device,
         )
 
     # ------------------------------------------------------------------ advantages
-    def _forward_chunks(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, query_length: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _forward_chunks(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-probs of the policy and reference, and values ``[k, B, T]``, without grad."""
         logprobs, ref_logprobs, values = [], [], []
+        q = rollout.query_ids.shape[1]
         step = self.config.mini_batch_size
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        for start in range(0, input_ids.shape[0], step):
-            ids = input_ids[start : start + step]
-            mask = attention_mask[start : start + step]
-            logits, v, _ = self.model(ids, mask)
-            logprobs.append(response_logprobs(logits, ids, query_length, self.temperature))
-            values.append(v[:, query_length - 1 : -1].float())
-            ref_logits = self.ref_model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=position_ids[start : start + step],
-                use_cache=False,
-            ).logits
-            ref_logprobs.append(response_logprobs(ref_logits, ids, query_length, self.temperature))
-        values_kbt = torch.cat(values).permute(2, 0, 1)
-        return torch.cat(logprobs), torch.cat(ref_logprobs), values_kbt
+        for start in range(0, len(rollout.prompts), step):
+            chunk = rollout[start : start + step]
+            logits, v, _ = self.model(chunk.input_ids, chunk.attention_mask)
+            logprobs.append(response_logprobs(logits, chunk.input_ids, q, self.temperature))
+            values.append(v[:, q - 1 : -1].float())
+            ref_logprobs.append(lm_response_logprobs(self.ref_model, chunk, self.temperature))
+        return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values).permute(2, 0, 1)
 
     @torch.no_grad()
     def prepare_batch(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, Any]:
@@ -210,15 +163,8 @@ class MOPPOTrainer:
         """
         cfg = self.config
         device = self.accelerator.device
-        input_ids = torch.cat([rollout.query_ids, rollout.response_ids], 1)
-        attention_mask = torch.cat(
-            [rollout.query_mask, torch.ones_like(rollout.response_ids)], 1
-        )
-        query_length = rollout.query_ids.shape[1]
         mask = rollout.response_mask.float()
-        logprobs, ref_logprobs, values = self._forward_chunks(
-            input_ids, attention_mask, query_length
-        )
+        logprobs, ref_logprobs, values = self._forward_chunks(rollout)
         kl = (logprobs - ref_logprobs) * mask
         scores = scores.to(device)
         if cfg.use_score_scaling:
@@ -238,9 +184,9 @@ class MOPPOTrainer:
         combined, agg_stats = self.combiner.combine_advantages(advantages, mask)
         stats.update(agg_stats)
         return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "query_length": query_length,
+            "input_ids": rollout.input_ids,
+            "attention_mask": rollout.attention_mask,
+            "query_length": rollout.query_ids.shape[1],
             "mask": mask,
             "old_logprobs": logprobs,
             "old_values": values,
@@ -313,9 +259,7 @@ class MOPPOTrainer:
         rollout = self.generate(prompts)
         scores = score_all(self.rewards, rollout.prompts, rollout.completions)
         batch = self.prepare_batch(rollout, scores)
-        stats = {
-            f"objective/scores/{name}": float(s.mean()) for name, s in zip(self.names, scores)
-        }
+        stats = {f"objective/scores/{name}": float(s.mean()) for name, s in zip(self.names, scores)}
         mean_kl = float(batch["kl"].sum(1).mean())
         stats["objective/kl"] = mean_kl
         stats["objective/kl_coef"] = self.kl_ctl.value
@@ -343,7 +287,9 @@ class MOPPOTrainer:
     ) -> list[dict[str, float]]:
         """Run ``steps`` PPO steps; with ``output_dir``, log metrics and samples and checkpoint
         every ``save_steps`` steps (0: only at the end, in ``output_dir/final``)."""
-        writer = MetricsWriter(output_dir) if output_dir and self.accelerator.is_main_process else None
+        writer = (
+            MetricsWriter(output_dir) if output_dir and self.accelerator.is_main_process else None
+        )
         history = []
         bar = tqdm(range(steps), disable=not progress or not self.accelerator.is_main_process)
         for _ in bar:

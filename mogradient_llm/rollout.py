@@ -1,0 +1,102 @@
+"""Sampling completions with ``generate`` and scoring their tokens' log-probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Rollout:
+    """Prompts and sampled completions (left-padded queries, right-padded responses).
+
+    ``response_mask`` is 1 on the response tokens up to and including the first EOS.
+    """
+
+    prompts: list[str]
+    completions: list[str]
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+
+    def __getitem__(self, index: slice) -> Rollout:
+        return Rollout(
+            self.prompts[index],
+            self.completions[index],
+            self.query_ids[index],
+            self.query_mask[index],
+            self.response_ids[index],
+            self.response_mask[index],
+        )
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.query_ids, self.response_ids], 1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.query_mask, torch.ones_like(self.response_ids)], 1)
+
+
+@torch.no_grad()
+def generate_rollout(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    generation_kwargs: dict[str, Any],
+    device: torch.device | str,
+) -> Rollout:
+    """One completion per prompt from ``model.generate`` (``tokenizer`` must pad on the left)."""
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
+    was_training = model.training
+    model.eval()
+    output = model.generate(
+        **enc,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **generation_kwargs,
+    )
+    model.train(was_training)
+    response = output[:, enc["input_ids"].shape[1] :]
+    is_eos = response == tokenizer.eos_token_id
+    response_mask = ((is_eos.cumsum(1) - is_eos.long()) == 0).long()
+    completions = [
+        tokenizer.decode(row[: int(n)], skip_special_tokens=True)
+        for row, n in zip(response, response_mask.sum(1))
+    ]
+    return Rollout(
+        list(prompts),
+        completions,
+        enc["input_ids"],
+        enc["attention_mask"],
+        response,
+        response_mask,
+    )
+
+
+def response_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, query_length: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """Log-probabilities ``[batch, T]`` of the response tokens (those after ``query_length``)."""
+    logits = logits[:, query_length - 1 : -1].float() / temperature
+    targets = input_ids[:, query_length:]
+    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def lm_response_logprobs(
+    model: nn.Module, rollout: Rollout, temperature: float = 1.0
+) -> torch.Tensor:
+    """Response log-probabilities under a plain causal LM (e.g. the reference model)."""
+    input_ids, attention_mask = rollout.input_ids, rollout.attention_mask
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=False,
+    ).logits
+    return response_logprobs(logits, input_ids, rollout.query_ids.shape[1], temperature)
