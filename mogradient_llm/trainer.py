@@ -284,9 +284,11 @@ class MOPPOTrainer:
         save_steps: int = 0,
         n_samples: int = 4,
         progress: bool = True,
+        extra_state: dict[str, Any] | None = None,
     ) -> list[dict[str, float]]:
         """Run ``steps`` PPO steps; with ``output_dir``, log metrics and samples and checkpoint
-        every ``save_steps`` steps (0: only at the end, in ``output_dir/final``)."""
+        every ``save_steps`` steps and at the end (``output_dir/final``); ``extra_state`` goes into
+        the checkpoints' ``trainer_state.json``."""
         writer = (
             MetricsWriter(output_dir) if output_dir and self.accelerator.is_main_process else None
         )
@@ -302,9 +304,9 @@ class MOPPOTrainer:
                 writer.log(self.step_count, stats)
                 writer.log_samples(self.step_count, self.last_samples[:n_samples])
             if output_dir and save_steps and self.step_count % save_steps == 0:
-                self.save(Path(output_dir) / f"checkpoint-{self.step_count}")
+                self.save(Path(output_dir) / f"checkpoint-{self.step_count}", extra_state)
         if output_dir:
-            self.save(Path(output_dir) / "final")
+            self.save(Path(output_dir) / "final", extra_state)
         return history
 
     def save(self, directory: str | Path, extra_state: dict[str, Any] | None = None) -> None:
