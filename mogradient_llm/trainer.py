@@ -191,6 +191,7 @@ class MOPPOTrainer:
             "old_logprobs": logprobs,
             "old_values": values,
             "returns": returns,
+            "objective_advantages": advantages,
             "advantages": combined,
             "kl": kl,
             "stats": stats,

@@ -1,0 +1,56 @@
+"""Shared helpers for the ``test_llm_*`` files: tiny GPT-2 policies built from a config, saved
+with ``save_pretrained`` and loaded back through ``from_pretrained``; tokenizers trained here."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.data import imdb_prompts
+from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_lm_dir() -> Path:
+    """A directory holding a saved tiny GPT-2 and its locally trained tokenizer (built once)."""
+    path = Path(tempfile.mkdtemp(prefix="mogradient-llm-tiny-"))
+    tokenizer = train_tokenizer(synthetic_reviews(300, seed=0), vocab_size=400)
+    model = tiny_gpt2(tokenizer, n_layer=2, n_embd=32, n_head=2, n_positions=64, seed=0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def load_tiny_lm() -> tuple[Any, Any]:
+    """A fresh copy of the tiny policy and tokenizer, through the real loading path."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_lm_dir()
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def tiny_prompts(tokenizer: Any, n: int = 32) -> list[str]:
+    return imdb_prompts(synthetic_reviews(n, seed=3), tokenizer, 2, 5, min_chars=0, seed=0)
+
+
+def tiny_config(**overrides: Any) -> MOPPOConfig:
+    values: dict[str, Any] = {
+        "batch_size": 8,
+        "mini_batch_size": 4,
+        "ppo_epochs": 1,
+        "learning_rate": 1e-3,
+        "generation_kwargs": {"max_new_tokens": 8, "do_sample": True, "top_k": 0, "top_p": 1.0},
+    }
+    values.update(overrides)
+    return MOPPOConfig(**values)
+
+
+def make_trainer(rewards: list[Any], **overrides: Any) -> Any:
+    """A trainer on the tiny policy with a small config."""
+    from mogradient_llm.trainer import MOPPOTrainer
+
+    model, tokenizer = load_tiny_lm()
+    return MOPPOTrainer(tiny_config(**overrides), model, tokenizer, rewards, tiny_prompts(tokenizer))
