@@ -53,4 +53,6 @@ def make_trainer(rewards: list[Any], **overrides: Any) -> Any:
     from mogradient_llm.trainer import MOPPOTrainer
 
     model, tokenizer = load_tiny_lm()
-    return MOPPOTrainer(tiny_config(**overrides), model, tokenizer, rewards, tiny_prompts(tokenizer))
+    return MOPPOTrainer(
+        tiny_config(**overrides), model, tokenizer, rewards, tiny_prompts(tokenizer)
+    )

@@ -47,8 +47,14 @@ def test_classifier_reward_is_the_positive_logit(tmp_path) -> None:
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir())
     config = GPT2Config(
-        vocab_size=len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=64, num_labels=2,
-        pad_token_id=tok.pad_token_id, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        vocab_size=len(tok),
+        n_layer=1,
+        n_embd=16,
+        n_head=2,
+        n_positions=64,
+        num_labels=2,
+        pad_token_id=tok.pad_token_id,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
         label2id={"NEGATIVE": 0, "POSITIVE": 1},
     )
     torch.manual_seed(0)
