@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mogradient-llm", description="Multi-objective RLHF (PPO) with mogradient"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (torch.set_num_threads); 1 is fastest for tiny models on a "
+        "busy machine",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a policy with multi-objective PPO")
@@ -245,6 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.command == "train":
         train(args)
     elif args.command == "evaluate":

@@ -8,9 +8,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mogradient_llm.config import MOPPOConfig
 from mogradient_llm.data import imdb_prompts
 from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
+
+# The tiny models are far faster on one thread, and the suite runs one worker per core.
+torch.set_num_threads(1)
 
 
 @functools.lru_cache(maxsize=1)
