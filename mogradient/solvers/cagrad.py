@@ -123,7 +123,7 @@ def _cagrad_kernel(gramian: np.ndarray, c: float) -> tuple[np.ndarray, int, int,
         s_new = _support_fixed_point(g, b, alpha, support, m, lower)
         if abs(s_new - s) <= S_RTOL * s:
             break
-        if not (lo < s_new < hi or s_new == lo == 0.0):  # outside the bracket: bisect (grow while unbounded)
+        if not (lo < s_new < hi or s_new == lo == 0.0):  # outside the bracket: bisect
             s_new = 4.0 * max(lo, s) if hi == np.inf else 0.5 * (lo + hi)
         if s_new == s:
             break
