@@ -57,6 +57,7 @@ def evaluate_policy(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
+    temperature = float(generation_kwargs.get("temperature", 1.0))
     all_scores, kls, samples = [], [], []
     for start in range(0, len(prompts), batch_size):
         rollout = generate_rollout(
@@ -66,7 +67,9 @@ def evaluate_policy(
         all_scores.append(scores)
         if ref_model is not None:
             mask = rollout.response_mask.float()
-            diff = lm_response_logprobs(model, rollout) - lm_response_logprobs(ref_model, rollout)
+            diff = lm_response_logprobs(model, rollout, temperature) - lm_response_logprobs(
+                ref_model, rollout, temperature
+            )
             kls.append((diff * mask).sum(1).cpu())
         samples += [
             {"prompt": p, "completion": c, **{r.name: float(s) for r, s in zip(rewards, col)}}

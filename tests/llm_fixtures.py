@@ -29,11 +29,11 @@ def tiny_lm_dir() -> Path:
     return path
 
 
-def load_tiny_lm() -> tuple[Any, Any]:
+def load_tiny_lm(path: Path | None = None) -> tuple[Any, Any]:
     """A fresh copy of the tiny policy and tokenizer, through the real loading path."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = tiny_lm_dir()
+    path = path or tiny_lm_dir()
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
@@ -53,11 +53,13 @@ def tiny_config(**overrides: Any) -> MOPPOConfig:
     return MOPPOConfig(**values)
 
 
-def make_trainer(rewards: list[Any], **overrides: Any) -> Any:
-    """A trainer on the tiny policy with a small config."""
+def make_trainer(
+    rewards: list[Any], accelerator: Any = None, lm_dir: Path | None = None, **overrides: Any
+) -> Any:
+    """A trainer on the tiny policy (``lm_dir``: a saved one) with a small config."""
     from mogradient_llm.trainer import MOPPOTrainer
 
-    model, tokenizer = load_tiny_lm()
-    return MOPPOTrainer(
-        tiny_config(**overrides), model, tokenizer, rewards, tiny_prompts(tokenizer)
-    )
+    model, tokenizer = load_tiny_lm(lm_dir)
+    config = tiny_config(**overrides)
+    prompts = tiny_prompts(tokenizer)
+    return MOPPOTrainer(config, model, tokenizer, rewards, prompts, accelerator=accelerator)
