@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", help="IMDb subset directory (default: ../shared/data/imdb)")
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.add_argument("--minutes", type=float, default=3.0, help="PPO training time budget")
+    demo.add_argument("--pretrain-steps", type=int, default=400)
     demo.add_argument("--aggregator", default="pama")
     demo.add_argument("--seed", type=int, default=0)
     return parser
@@ -266,7 +267,14 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads or 1)
 
-        run_demo(args.data_dir, args.output_dir, args.minutes, args.aggregator, args.seed)
+        run_demo(
+            args.data_dir,
+            args.output_dir,
+            args.minutes,
+            args.aggregator,
+            args.seed,
+            pretrain_steps=args.pretrain_steps,
+        )
 
 
 if __name__ == "__main__":
