@@ -95,3 +95,20 @@ def load_prompts(
     if limit is not None:
         texts = texts[:limit]
     return imdb_prompts(texts, tokenizer, min_tokens, max_tokens, min_chars, seed)
+
+
+def as_prompt_list(prompts: Any) -> list[str]:
+    """Prompts as strings: a sequence of strings, or a ``datasets.Dataset`` with a ``prompt``,
+    ``query`` or ``text`` column."""
+    if hasattr(prompts, "column_names"):
+        for column in ("prompt", "query", "text"):
+            if column in prompts.column_names:
+                return list(prompts[column])
+        raise ValueError(
+            f"a prompt dataset needs a 'prompt', 'query' or 'text' column, got "
+            f"{prompts.column_names}"
+        )
+    prompts = list(prompts)
+    if not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be strings (or a datasets.Dataset with a prompt column)")
+    return prompts

@@ -26,6 +26,7 @@ from mogradient_llm.advantages import (
 )
 from mogradient_llm.aggregation import ObjectiveCombiner
 from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.data import as_prompt_list
 from mogradient_llm.kl import AdaptiveKLController, FixedKLController
 from mogradient_llm.loss import policy_losses, value_loss
 from mogradient_llm.metrics import MetricsWriter
@@ -56,7 +57,8 @@ class MOPPOTrainer:
         model: a causal LM (any ``AutoModelForCausalLM``); trained in place.
         tokenizer: its tokenizer (set to left padding; pad = EOS when it has no pad token).
         rewards: reward functions ``(prompts, completions) -> list[float]``, one per objective.
-        prompts: the prompt dataset (strings).
+        prompts: the prompt dataset: strings, or a ``datasets.Dataset`` with a ``prompt``,
+            ``query`` or ``text`` column.
         ref_model: the KL reference; by default a frozen copy of ``model``.
         accelerator: an ``accelerate.Accelerator``; a default one is made if omitted.
     """
@@ -67,7 +69,7 @@ class MOPPOTrainer:
         model: nn.Module,
         tokenizer: Any,
         rewards: Sequence[RewardFn | Reward],
-        prompts: Sequence[str],
+        prompts: Sequence[str] | Any,
         ref_model: nn.Module | None = None,
         accelerator: Accelerator | None = None,
     ):
@@ -80,7 +82,7 @@ class MOPPOTrainer:
             raise ValueError("pass at least one reward function")
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"reward names must be unique, got {self.names}")
-        self.prompts = list(prompts)
+        self.prompts = as_prompt_list(prompts)
         if len(self.prompts) < config.batch_size:
             raise ValueError(
                 f"need at least batch_size={config.batch_size} prompts, got {len(self.prompts)}"
