@@ -109,11 +109,7 @@ class ObjectiveCombiner:
             )
         accelerator.backward(vf, retain_graph=True)
         losses = list(policy_losses.unbind())
-        if self.config.gramian_level == "features":
-            weights = mogradient.backward(losses, features=hidden, aggregator=self.aggregator)
-        else:
-            params = [
-                p for p in accelerator.unwrap_model(model).policy.parameters() if p.requires_grad
-            ]
-            weights = mogradient.backward(losses, params, aggregator=self.aggregator)
+        params = [p for p in accelerator.unwrap_model(model).policy.parameters() if p.requires_grad]
+        features = hidden if self.config.gramian_level == "features" else None
+        weights = mogradient.backward(losses, params, features=features, aggregator=self.aggregator)
         return {f"agg/weight/{n}": float(x) for n, x in zip(self.names, weights)}
