@@ -20,7 +20,7 @@ from mogradient_llm.data import imdb_prompts, load_text_dataset
 from mogradient_llm.evaluate import evaluate_policy
 from mogradient_llm.metrics import MetricsWriter
 from mogradient_llm.models import build_tiny_policy, synthetic_reviews
-from mogradient_llm.rewards import LengthReward, VaderReward, as_reward
+from mogradient_llm.rewards import LengthReward, Reward, VaderReward, as_reward
 from mogradient_llm.trainer import MOPPOTrainer
 
 DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "imdb"
@@ -37,6 +37,40 @@ def demo_texts(data_dir: str | Path | None) -> tuple[list[str], list[str], str]:
     if data_dir:
         raise FileNotFoundError(f"no train.jsonl.gz and test.jsonl.gz in {path}")
     return synthetic_reviews(5000, seed=0), synthetic_reviews(500, seed=1), "generated reviews"
+
+
+def build_demo_policy(texts: list[str], pretrain_steps: int, seed: int) -> tuple[Any, Any]:
+    """The demo's tokenizer and ``GPT2Config(n_layer=2, n_embd=64, n_head=4)``, pre-trained."""
+    return build_tiny_policy(
+        texts,
+        pretrain_steps=pretrain_steps,
+        vocab_size=4000,
+        seed=seed,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_positions=128,
+    )
+
+
+def demo_rewards() -> list[Reward]:
+    """VADER sentiment and the paper's length reward (in characters)."""
+    return [as_reward(VaderReward()), as_reward(LengthReward(unit="chars"))]
+
+
+def demo_config(aggregator: str, seed: int, **overrides: Any) -> MOPPOConfig:
+    """The PPO settings of the demo (and of ``benchmarks.imdb_pareto``)."""
+    values: dict[str, Any] = {
+        "learning_rate": 3e-4,
+        "batch_size": 32,
+        "mini_batch_size": 16,
+        "ppo_epochs": 2,
+        "kl_coef": 0.05,
+        "aggregator": aggregator,
+        "seed": seed,
+        "generation_kwargs": GENERATION,
+    }
+    return MOPPOConfig(**{**values, **overrides})
 
 
 def plot_history(history: list[dict[str, float]], names: list[str], path: Path) -> None:
@@ -76,16 +110,7 @@ def run_demo(
     output_dir.mkdir(parents=True, exist_ok=True)
     train_texts, test_texts, source = demo_texts(data_dir)
     print(f"text: {source} ({len(train_texts)} train / {len(test_texts)} held-out)")
-    model, tokenizer = build_tiny_policy(
-        train_texts,
-        pretrain_steps=pretrain_steps,
-        vocab_size=4000,
-        seed=seed,
-        n_layer=2,
-        n_embd=64,
-        n_head=4,
-        n_positions=128,
-    )
+    model, tokenizer = build_demo_policy(train_texts, pretrain_steps, seed)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"tiny GPT-2: {n_params / 1e6:.2f}M parameters, pre-trained {pretrain_steps} steps "
@@ -94,7 +119,7 @@ def run_demo(
     prompts = imdb_prompts(train_texts, tokenizer, 2, 8, min_chars=0, seed=seed)
     held_out = imdb_prompts(test_texts, tokenizer, 2, 8, min_chars=0, seed=seed + 1)
     held_out = held_out[:eval_prompts]
-    rewards = [as_reward(VaderReward()), as_reward(LengthReward(unit="chars"))]
+    rewards = demo_rewards()
     names = [r.name for r in rewards]
 
     def evaluate(policy: torch.nn.Module) -> dict[str, float]:
@@ -103,16 +128,7 @@ def run_demo(
         return {name: result[f"eval/scores/{name}"] for name in names}
 
     before = evaluate(model)
-    config = MOPPOConfig(
-        learning_rate=3e-4,
-        batch_size=32,
-        mini_batch_size=16,
-        ppo_epochs=2,
-        kl_coef=0.05,
-        aggregator=aggregator,
-        seed=seed,
-        generation_kwargs=GENERATION,
-    )
+    config = demo_config(aggregator, seed)
     trainer = MOPPOTrainer(config, model, tokenizer, rewards, prompts)
     writer = MetricsWriter(output_dir)
     history = []
