@@ -112,7 +112,9 @@ def as_float64_matrix(x: object, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float64).numpy()
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"expected the {what} as a numpy array or torch tensor, got {type(x).__name__}")
+        raise TypeError(
+            f"expected the {what} as a numpy array or torch tensor, got {type(x).__name__}"
+        )
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D {what}, got shape {x.shape}")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):

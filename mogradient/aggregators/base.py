@@ -44,6 +44,7 @@ class Aggregator(ABC):
 
     def reset(self) -> None:
         """Forget any state carried between steps (stateless methods: nothing to do)."""
+        return None
 
     def _hyperparameters(self) -> dict[str, object]:
         return {}

@@ -1,0 +1,116 @@
+"""PAMA: Pareto Multi-Objective Alignment (He & Maghsudi 2025, arXiv 2508.07768), Theorem 1.
+
+For per-sample scalars A⁽¹⁾…A⁽ⁿ⁾ (the objectives' advantages, after the PPO clip indicator),
+min over the simplex of (Σ cᵢ A⁽ⁱ⁾)² has the closed form s* = projection of 0 onto
+[minᵢ A⁽ⁱ⁾, maxᵢ A⁽ⁱ⁾]. It bounds the min-norm problem of MGDA through Cauchy–Schwarz,
+‖Σ cᵢ A⁽ⁱ⁾ ∇π/π_ref‖² ≤ (Σ cᵢ A⁽ⁱ⁾)² ‖∇π/π_ref‖², so it costs O(n) per sample and no extra
+backward at all.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from mogradient._checks import check_jacobian
+from mogradient.aggregators.base import CoefficientAggregator
+from mogradient.aggregators.registry import register
+
+Granularity = Literal["token", "batch"]
+
+
+def pama_weights(advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Theorem 1, vectorised over every dimension after the first.
+
+    Args:
+        advantages: ``[n_objectives, *batch]`` per-sample (or per-token) coefficients.
+
+    Returns:
+        ``(weights [n_objectives, *batch], s_star [*batch])`` with weights on the simplex and
+        ``Σᵢ weightsᵢ · advantagesᵢ == s_star``:
+
+        * all positive → one-hot on the argmin, so s* = min (ties share the weight equally);
+        * all negative → one-hot on the argmax, so s* = max (ties share equally);
+        * straddling 0 → weight only on the minimum and the maximum, c_min = max/(max − min),
+          so that s* = 0 (for two objectives A₁ < 0 < A₂ this is c₁ = A₂/(A₂ − A₁));
+        * a minimum or maximum of exactly 0 → s* = 0 with the weight on the zero entries.
+    """
+    a = torch.as_tensor(advantages)
+    if a.ndim == 0:
+        raise ValueError(
+            "expected advantages of shape [n_objectives, *batch], got a scalar; "
+            "add the objectives dimension first"
+        )
+    if a.shape[0] == 0:
+        raise ValueError("got advantages for zero objectives; pass at least one")
+    if not a.is_floating_point():
+        a = a.to(torch.get_default_dtype())
+    finite = torch.isfinite(a).reshape(a.shape[0], -1).all(dim=1)
+    if not bool(finite.all()):
+        i = int(torch.nonzero(~finite)[0])
+        raise ValueError(
+            f"the advantages of objective {i} contain NaN or Inf; check that objective's "
+            "rewards and value head, or skip this batch"
+        )
+    lo = a.amin(dim=0)
+    hi = a.amax(dim=0)
+    s_star = torch.clamp(torch.zeros_like(lo), min=lo, max=hi)
+
+    is_min = (a == lo).to(a.dtype)
+    is_max = (a == hi).to(a.dtype)
+    on_min = is_min / is_min.sum(dim=0)
+    on_max = is_max / is_max.sum(dim=0)
+    span = hi - lo
+    straddle = (lo < 0) & (hi > 0)
+    safe_span = torch.where(straddle, span, torch.ones_like(span))
+    c_min = torch.where(straddle, hi / safe_span, (lo >= 0).to(a.dtype))
+    c_max = torch.where(straddle, -lo / safe_span, (lo < 0).to(a.dtype))
+    weights = c_min * on_min + c_max * on_max
+    # Every entry equal (a single objective included): min == max, so the two terms coincide.
+    weights = torch.where(span == 0, on_min, weights)
+    return weights, s_star
+
+
+@register("pama")
+class PAMA(CoefficientAggregator):
+    """PAMA's closed-form weights (Theorem 1): O(n) per sample, no Gramian, no extra backward.
+
+    In RLHF (``mogradient_llm``) the coefficients are the objectives' clipped advantages:
+    ``granularity="token"`` uses each token's own s* (the default); ``"batch"`` takes one weight
+    vector from the batch-mean advantages and applies it to every token.
+
+    Called on a Jacobian ``[n, d]`` there are no advantages, so each coordinate is treated as a
+    sample whose shared direction is that coordinate's unit vector: ``"token"`` applies Theorem 1
+    column by column (step only where every objective agrees in sign, by the smallest amount);
+    ``"batch"`` takes weights from each objective's mean over the coordinates and returns
+    ``wᵀJ``. The token rule is a
+    common descent direction (``J d ≥ 0``) that stops where objectives disagree in every
+    coordinate.
+    """
+
+    def __init__(self, granularity: Granularity = "token") -> None:
+        if granularity not in ("token", "batch"):
+            raise ValueError(
+                f"granularity must be 'token' or 'batch', got {granularity!r}"
+            )
+        self.granularity: Granularity = granularity
+
+    def _hyperparameters(self) -> dict[str, object]:
+        return {"granularity": self.granularity}
+
+    def combine(self, advantages: torch.Tensor) -> torch.Tensor:
+        """The scalar advantage PAMA follows for ``advantages [n, *batch]`` → ``[*batch]``.
+
+        Token granularity returns s* per entry; batch granularity returns ``Σ cᵢ Aᵢ`` with one
+        ``c`` computed from the means over all batch dimensions.
+        """
+        if self.granularity == "token":
+            return pama_weights(advantages)[1]
+        a = torch.as_tensor(advantages)
+        means = a.reshape(a.shape[0], -1).mean(dim=1)
+        c, _ = pama_weights(means)
+        return torch.tensordot(c.to(a.dtype), a, dims=1)
+
+    def __call__(self, jacobian: torch.Tensor) -> torch.Tensor:
+        return self.combine(check_jacobian(jacobian))

@@ -1,0 +1,41 @@
+"""PCGrad: gradient surgery (Yu et al., NeurIPS 2020)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mogradient.aggregators.base import GramianWeighting
+from mogradient.aggregators.registry import register
+from mogradient.solvers import pcgrad_weights
+
+
+@register("pcgrad")
+class PCGrad(GramianWeighting):
+    """Projects each gradient off the normal plane of every other gradient it conflicts with
+    (gᵢ·gⱼ < 0), visiting the others in a random order, then sums the projected gradients.
+
+    The result is a linear combination of the gradients, so it is computed from the Gramian
+    alone (:func:`mogradient.solvers.pcgrad_weights`) and returned as loss weights. Cost: n
+    backwards for the Gramian, then O(n³) on the n×n matrix.
+
+    Args:
+        seed: seed of the random visiting orders; the same seed gives the same sequence of
+            weights after :meth:`reset`. ``None`` draws fresh entropy.
+    """
+
+    def __init__(self, seed: int | None = 0) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def _hyperparameters(self) -> dict[str, object]:
+        return {"seed": self.seed}
+
+    def _solve(self, gramian: np.ndarray) -> np.ndarray:
+        n = gramian.shape[0]
+        orders = np.array([self._rng.permutation(n) for _ in range(n)])
+        return pcgrad_weights(gramian, orders)
+
+    def reset(self) -> None:
+        self._rng = np.random.default_rng(self.seed)

@@ -1,0 +1,185 @@
+"""``backward()``: aggregate several losses into one update and write it into ``.grad``.
+
+Three paths, chosen by what the aggregator needs (see :mod:`mogradient.aggregators.base`):
+
+* ``"losses"`` (linear, mean): one backward of Σ wᵢ Lᵢ.
+* ``"gramian"`` (mgda, pcgrad, cagrad): one backward per objective to form the Jacobian J over
+  the parameters and its Gramian, then ``.grad = wᵀJ``. With ``features=h`` (a shared
+  representation, the MGDA-UB bound of Sener & Koltun 2018) the gradients are taken w.r.t.
+  ``h`` instead: cheaper (h is small) and followed by one backward of Σ wᵢ Lᵢ.
+* ``"coefficients"`` (pama): the Jacobian over the parameters, combined coordinate-wise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from mogradient._checks import check_jacobian, check_losses
+from mogradient.aggregators.base import Aggregator, gramian_of
+from mogradient.aggregators.registry import get_aggregator
+
+
+def backward(
+    losses: Sequence[torch.Tensor] | torch.Tensor,
+    params: Iterable[torch.Tensor] | None = None,
+    *,
+    features: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    aggregator: str | Aggregator = "mgda",
+    retain_graph: bool = False,
+    **kwargs: object,
+) -> torch.Tensor | None:
+    """Fill ``.grad`` of ``params`` with the aggregated direction of ``losses`` (accumulating).
+
+    Args:
+        losses: one scalar loss per objective (a sequence of scalars or a 1-D tensor).
+        params: tensors to receive gradients; default: every leaf tensor that requires grad in
+            the losses' graph.
+        features: a shared representation (or several) that every loss depends on; Gramian
+            methods then weigh the losses by the Gramian of ∂Lᵢ/∂features (MGDA-UB style).
+        aggregator: a registered name (see ``available_aggregators()``) or an instance.
+        retain_graph: keep the graph after the final backward.
+        **kwargs: hyper-parameters for ``get_aggregator`` when ``aggregator`` is a name.
+
+    Returns:
+        The float64 loss weights ``[n]`` used, or ``None`` for PAMA, whose combination is
+        coordinate-wise and so has no single weight vector.
+    """
+    agg = get_aggregator(aggregator, **kwargs)
+    loss_list = _as_list(losses)
+    check_losses(torch.stack([loss.detach() for loss in loss_list]))
+    params = _leaves(loss_list) if params is None else list(params)
+    _check_params(params)
+
+    if agg.needs == "losses":
+        w = torch.as_tensor(agg.loss_weights(len(loss_list)), device=loss_list[0].device)
+        _weighted_backward(loss_list, w, params, retain_graph)
+        return w
+    if features is not None:
+        if agg.needs != "gramian":
+            raise ValueError(
+                f"{agg!r} does not weigh losses from a Gramian, so it has no representation-level "
+                "mode; call backward without features=, or pick a Gramian method "
+                "(mgda, pcgrad, cagrad)"
+            )
+        feats = [features] if isinstance(features, torch.Tensor) else list(features)
+        w = agg.weights(gramian_of(_jacobian(loss_list, feats, keep_graph=True)))
+        _weighted_backward(loss_list, w, params, retain_graph)
+        return w
+
+    jac = _jacobian(loss_list, params, keep_graph=retain_graph)
+    if agg.needs == "gramian":
+        w = agg.weights(gramian_of(jac))
+        direction = w.to(jac.dtype) @ jac
+    else:
+        w = None
+        direction = agg(jac)
+    _accumulate(params, _split(direction, params))
+    return w
+
+
+def _as_list(losses: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
+    """The losses as separate scalars.
+
+    Each objective is differentiated on its own graph: going through a ``torch.stack`` would
+    send a zero cotangent into the other objectives' branches, and 0 · inf there turns a
+    finite gradient into NaN.
+    """
+    if isinstance(losses, torch.Tensor):
+        if losses.ndim != 1:
+            check_losses(losses)  # raises the shape error
+        losses = list(losses.unbind())
+    else:
+        losses = list(losses)
+    if not losses:
+        raise ValueError("got zero losses; pass one scalar loss per objective")
+    for i, loss in enumerate(losses):
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ValueError(
+                f"loss {i} must be a scalar tensor, got "
+                f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}; "
+                "reduce it with .mean() or .sum()"
+            )
+    return [loss.reshape(()) for loss in losses]
+
+
+def _leaves(losses: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every leaf tensor requiring grad in the losses' graph, in a stable order."""
+    found: dict[int, torch.Tensor] = {}
+    seen: set[int] = set()
+    stack = [loss.grad_fn for loss in reversed(losses)]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        variable = getattr(fn, "variable", None)
+        if variable is not None:
+            found.setdefault(id(variable), variable)
+        stack.extend(next_fn for next_fn, _ in reversed(fn.next_functions))
+    if not found:
+        raise ValueError(
+            "the losses do not depend on any tensor that requires grad; pass params= or check "
+            "that the model's parameters have requires_grad=True"
+        )
+    return list(found.values())
+
+
+def _check_params(params: list[torch.Tensor]) -> None:
+    if not params:
+        raise ValueError("params is empty; pass the tensors that should receive gradients")
+    for i, p in enumerate(params):
+        if not isinstance(p, torch.Tensor) or not p.requires_grad:
+            raise ValueError(
+                f"params[{i}] does not require grad; pass only trainable tensors "
+                "(for example [p for p in model.parameters() if p.requires_grad])"
+            )
+
+
+def _jacobian(
+    losses: list[torch.Tensor], inputs: list[torch.Tensor], *, keep_graph: bool
+) -> torch.Tensor:
+    """Rows ∂Lᵢ/∂inputs, flattened and concatenated: ``[n_objectives, Σ numel]``."""
+    n = len(losses)
+    rows = []
+    for i, loss in enumerate(losses):
+        grads = torch.autograd.grad(
+            loss, inputs, retain_graph=keep_graph or i < n - 1, allow_unused=True
+        )
+        rows.append(
+            torch.cat(
+                [
+                    (torch.zeros_like(x) if g is None else g).reshape(-1)
+                    for x, g in zip(inputs, grads)
+                ]
+            )
+        )
+    return check_jacobian(torch.stack(rows))
+
+
+def _weighted_backward(
+    losses: list[torch.Tensor],
+    weights: torch.Tensor,
+    params: list[torch.Tensor],
+    retain_graph: bool,
+) -> None:
+    total = sum(float(w) * loss for w, loss in zip(weights, losses))
+    grads = torch.autograd.grad(total, params, retain_graph=retain_graph, allow_unused=True)
+    _accumulate(params, grads)
+
+
+def _split(direction: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    sizes = [p.numel() for p in params]
+    return [g.view_as(p) for g, p in zip(torch.split(direction, sizes), params)]
+
+
+def _accumulate(params: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
+    for p, g in zip(params, grads):
+        if g is None:
+            continue
+        g = g.detach().to(p.dtype)
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad += g

@@ -1,0 +1,264 @@
+"""Properties each aggregator claims, pinned values, edge cases and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mogradient import CAGrad, PCGrad, available_aggregators, get_aggregator
+from mogradient.aggregators import WeightedAggregator, gramian_of
+from mogradient.solvers import pcgrad_weights
+from tests.strategies import jacobians, random_jacobian
+
+PINNED_J = torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], dtype=torch.float64)
+CANONICAL = sorted({type(get_aggregator(n)).__name__: n for n in available_aggregators()}.values())
+
+
+def _tol(jac: torch.Tensor) -> float:
+    return 1e-9 * float(jac.abs().max()) ** 2 + 1e-300
+
+
+# -- pinned values on J = [[-4, 1, 1], [6, 1, 1]] (G = [[18, -22], [-22, 38]]) --------------
+
+
+def test_pinned_mgda() -> None:
+    # gamma = (38 + 22) / (18 + 44 + 38) = 0.6
+    agg = get_aggregator("mgda")
+    np.testing.assert_allclose(agg.weights(gramian_of(PINNED_J)).numpy(), [0.6, 0.4], rtol=1e-12)
+    torch.testing.assert_close(agg(PINNED_J), torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
+
+
+def test_pinned_pcgrad() -> None:
+    # g1 + (22/38) g2 and g2 + (22/18) g1, summed: weights (1 + 11/9, 1 + 11/19)
+    w = get_aggregator("pcgrad").weights(gramian_of(PINNED_J)).numpy()
+    np.testing.assert_allclose(w, [1 + 11 / 9, 1 + 11 / 19], rtol=1e-12)
+
+
+def test_pinned_cagrad() -> None:
+    # c = 0.5: ‖g0‖² = (18 - 44 + 38) / 4 = 3, so the update is g0 plus a √0.75 step.
+    agg = get_aggregator("cagrad", c=0.5)
+    d = agg(PINNED_J)
+    g0 = PINNED_J.mean(0)
+    assert math.isclose(float(torch.linalg.norm(d - g0)), 0.5 * math.sqrt(3.0), rel_tol=1e-7)
+    assert float((PINNED_J @ d).min()) >= float((PINNED_J @ g0).min())
+
+
+def test_pinned_loss_weightings() -> None:
+    lin = get_aggregator("linear", weights=[0.25, 0.75])
+    torch.testing.assert_close(lin(PINNED_J), torch.tensor([3.5, 1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        get_aggregator("mean")(PINNED_J), torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    )
+
+
+# -- properties ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in CANONICAL if n != "pama"])
+@settings(max_examples=40, deadline=None)
+@given(jac=jacobians())
+def test_weighted_direction_is_weights_times_jacobian(name: str, jac: torch.Tensor) -> None:
+    agg = get_aggregator(name)
+    assert isinstance(agg, WeightedAggregator)
+    w = agg.weights(gramian_of(jac))
+    assert w.shape == (jac.shape[0],) and torch.isfinite(w).all()
+    agg.reset()
+    torch.testing.assert_close(agg(jac), w @ jac)
+
+
+@settings(max_examples=100, deadline=None)
+@given(jac=jacobians())
+def test_mgda_is_non_conflicting(jac: torch.Tensor) -> None:
+    agg = get_aggregator("mgda")
+    w = agg.weights(gramian_of(jac))
+    assert torch.all(w >= 0) and math.isclose(float(w.sum()), 1.0, rel_tol=1e-12)
+    d = agg(jac)
+    assert torch.all(jac @ d >= float(d @ d) - _tol(jac))
+
+
+@pytest.mark.parametrize("name", ["mgda", "cagrad", "mean", "pama"])
+@settings(max_examples=40, deadline=None)
+@given(jac=jacobians(min_n=2), data=st.data())
+def test_permutation_invariance(name: str, jac: torch.Tensor, data) -> None:
+    perm = data.draw(st.permutations(range(jac.shape[0])))
+    agg = get_aggregator(name)
+    d, d_perm = agg(jac), agg(jac[list(perm)])
+    scale = float(jac.abs().max())
+    torch.testing.assert_close(d_perm, d, atol=1e-6 * scale + 1e-12, rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(jac=jacobians(min_n=2))
+def test_cagrad_ball_and_worst_case_improvement(jac: torch.Tensor) -> None:
+    c = 0.4
+    d = CAGrad(c=c)(jac)
+    g0 = jac.mean(0)
+    g0_norm = float(torch.linalg.norm(g0))
+    assert float(torch.linalg.norm(d - g0)) <= c * g0_norm * (1 + 1e-9) + 1e-12
+    assert float((jac @ d).min()) >= float((jac @ g0).min()) - 1e-6 * float(jac.abs().max()) ** 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(jac=jacobians())
+def test_cagrad_with_c_zero_is_the_mean(jac: torch.Tensor) -> None:
+    torch.testing.assert_close(CAGrad(c=0.0)(jac), jac.mean(0))
+
+
+def _pcgrad_reference(jac: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """PCGrad on explicit vectors, returning the sum and each projected pair's inner product."""
+    projected_dots = []
+    total = np.zeros(jac.shape[1])
+    for i in range(jac.shape[0]):
+        g = jac[i].copy()
+        for j in orders[i]:
+            if j == i or jac[j] @ jac[j] == 0:
+                continue
+            if g @ jac[j] < 0:
+                g -= (g @ jac[j]) / (jac[j] @ jac[j]) * jac[j]
+                projected_dots.append(float(g @ jac[j]))
+        total += g
+    return total, projected_dots
+
+
+@settings(max_examples=80, deadline=None)
+@given(jac=jacobians(min_n=2), seed=st.integers(0, 1000))
+def test_pcgrad_matches_explicit_projections_and_removes_conflicts(
+    jac: torch.Tensor, seed: int
+) -> None:
+    j = jac.numpy()
+    n = j.shape[0]
+    rng = np.random.default_rng(seed)
+    orders = np.array([rng.permutation(n) for _ in range(n)])
+    expected, dots = _pcgrad_reference(j, orders)
+    w = pcgrad_weights(j @ j.T, orders)
+    scale = float(np.abs(j).max()) ** 2
+    np.testing.assert_allclose(w @ j, expected, atol=1e-8 * math.sqrt(scale) * n, rtol=1e-8)
+    # every conflict it projects is removed: the projected gradient is orthogonal to g_j
+    assert all(abs(dot) <= 1e-9 * scale for dot in dots)
+
+
+def test_pcgrad_seeded_and_reset() -> None:
+    jac = random_jacobian(5, 3, seed=1)
+    a, b = PCGrad(seed=7), PCGrad(seed=7)
+    first = [a(jac) for _ in range(3)]
+    torch.testing.assert_close(torch.stack(first), torch.stack([b(jac) for _ in range(3)]))
+    a.reset()
+    torch.testing.assert_close(a(jac), first[0])
+
+
+def test_pcgrad_without_conflict_is_the_sum() -> None:
+    jac = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(PCGrad()(jac), jac.sum(0))
+
+
+def test_mgda_warm_start_same_answer_and_reset() -> None:
+    cold, warm = get_aggregator("mgda"), get_aggregator("mgda", warm_start=True)
+    jac = random_jacobian(8, 5, seed=2)
+    for step in range(5):
+        jac = jac + 0.01 * random_jacobian(8, 5, seed=100 + step)
+        torch.testing.assert_close(warm(jac), cold(jac), atol=1e-9, rtol=1e-9)
+    warm.reset()
+    assert warm._previous is None
+
+
+# -- edge cases ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+def test_one_objective_returns_its_gradient(name: str) -> None:
+    jac = torch.tensor([[1.0, -2.0, 3.0]], dtype=torch.float64)
+    torch.testing.assert_close(get_aggregator(name)(jac), jac[0])
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+def test_zero_gradients_give_zero_direction(name: str) -> None:
+    d = get_aggregator(name)(torch.zeros(3, 4, dtype=torch.float64))
+    assert torch.equal(d, torch.zeros(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+def test_identical_gradients_give_that_gradient(name: str) -> None:
+    g = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    d = get_aggregator(name)(g.repeat(3, 1))
+    factor = 3.0 if name == "pcgrad" else 1.0  # PCGrad sums; nothing conflicts
+    torch.testing.assert_close(d, factor * g)
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+@pytest.mark.parametrize("scale", [1e-10, 1e-5, 1.0, 1e6, 1e12])
+def test_scale_equivariance(name: str, scale: float) -> None:
+    jac = random_jacobian(4, 6, seed=3)
+    d = get_aggregator(name)(jac)
+    d_scaled = get_aggregator(name)(jac * scale)
+    torch.testing.assert_close(d_scaled / scale, d, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+def test_hundred_objectives(name: str) -> None:
+    jac = random_jacobian(100, 30, seed=4)
+    d = get_aggregator(name)(jac)
+    assert d.shape == (30,) and torch.isfinite(d).all()
+    if name == "mgda":
+        assert torch.all(jac @ d >= float(d @ d) - _tol(jac))
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+def test_nonfinite_jacobian_names_objective(name: str) -> None:
+    jac = torch.ones(3, 2)
+    jac[2, 1] = float("inf")
+    with pytest.raises(ValueError, match="objective 2"):
+        get_aggregator(name)(jac)
+
+
+@pytest.mark.parametrize("name", CANONICAL)
+@pytest.mark.parametrize(
+    ("jac", "error", "match"),
+    [
+        (torch.ones(3), ValueError, r"shape \[n_objectives, d\]"),
+        (torch.ones(2, 2, 2), ValueError, r"shape \[n_objectives, d\]"),
+        (torch.ones(0, 3), ValueError, "zero objectives"),
+        (torch.ones(2, 3, dtype=torch.int64), TypeError, "floating-point"),
+        (np.ones((2, 3)), TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_jacobian(name: str, jac, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        get_aggregator(name)(jac)
+
+
+@pytest.mark.parametrize("name", ["mgda", "pcgrad", "cagrad"])
+@pytest.mark.parametrize(
+    ("gram", "match"),
+    [
+        (np.array([[1.0, 0.5], [0.0, 1.0]]), "not symmetric"),
+        (np.array([[1.0, 2.0], [2.0, 1.0]]), "not positive semi-definite"),
+        (np.array([[1.0, 0.0], [0.0, np.nan]]), "objective 1"),
+        (np.ones((2, 3)), "square"),
+        (np.ones((0, 0)), "zero objectives"),
+        (np.ones(3), "2-D"),
+    ],
+)
+def test_bad_gramian(name: str, gram: np.ndarray, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        get_aggregator(name).weights(gram)
+
+
+def test_gramian_weights_keep_the_input_kind() -> None:
+    gram = np.array([[2.0, -1.0], [-1.0, 3.0]])
+    agg = get_aggregator("mgda")
+    assert isinstance(agg.weights(gram), np.ndarray)
+    w = agg.weights(torch.tensor(gram))
+    assert isinstance(w, torch.Tensor) and w.dtype == torch.float64
+
+
+def test_linear_weights_must_match_objective_count() -> None:
+    with pytest.raises(ValueError, match="3 objectives"):
+        get_aggregator("linear", weights=[0.5, 0.5])(torch.ones(3, 2))

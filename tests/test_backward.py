@@ -1,0 +1,151 @@
+"""``mogradient.backward``: every path writes the aggregated direction into ``.grad``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mogradient
+from mogradient import get_aggregator
+from mogradient.aggregators import gramian_of
+
+
+class TwoHeads(torch.nn.Module):
+    """A shared trunk with one head per objective, the usual multi-task shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = torch.nn.Linear(4, 5)
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(5, 1) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        h = torch.tanh(self.trunk(x))
+        losses = [self.heads[0](h).pow(2).mean(), (self.heads[1](h) - 1).abs().mean()]
+        return losses, h
+
+
+def _data() -> torch.Tensor:
+    return torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+
+
+def _jacobian(model: torch.nn.Module) -> torch.Tensor:
+    losses, _ = model(_data())
+    params = list(model.parameters())
+    rows = []
+    for loss in losses:
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        rows.append(
+            torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                       for p, g in zip(params, grads)])
+        )
+    return torch.stack(rows)
+
+
+def _grad_vector(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+@pytest.mark.parametrize("name", ["mgda", "pcgrad", "cagrad", "mean", "linear", "pama"])
+def test_parameter_mode_writes_aggregated_direction(name: str) -> None:
+    model = TwoHeads()
+    jac = _jacobian(model)
+    expected = get_aggregator(name)(jac)
+    losses, _ = model(_data())
+    mogradient.backward(losses, model.parameters(), aggregator=name)
+    torch.testing.assert_close(_grad_vector(model), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_returns_the_weights_it_used() -> None:
+    model = TwoHeads()
+    jac = _jacobian(model)
+    losses, _ = model(_data())
+    w = mogradient.backward(losses, list(model.parameters()), aggregator="mgda")
+    torch.testing.assert_close(w, get_aggregator("mgda").weights(gramian_of(jac)))
+    assert mogradient.backward(model(_data())[0], aggregator="pama") is None
+
+
+@pytest.mark.parametrize("name", ["mgda", "pcgrad", "cagrad"])
+def test_feature_mode_weighs_by_feature_gramian(name: str) -> None:
+    model = TwoHeads()
+    losses, h = model(_data())
+    feature_jac = torch.stack(
+        [torch.autograd.grad(loss, h, retain_graph=True)[0].reshape(-1) for loss in losses]
+    )
+    expected_w = get_aggregator(name).weights(gramian_of(feature_jac))
+    w = mogradient.backward(losses, model.parameters(), features=h, aggregator=name)
+    torch.testing.assert_close(w, expected_w)
+
+    reference = TwoHeads()
+    ref_losses, _ = reference(_data())
+    sum(float(wi) * li for wi, li in zip(expected_w, ref_losses)).backward()
+    torch.testing.assert_close(_grad_vector(model), _grad_vector(reference), rtol=1e-5, atol=1e-7)
+
+
+def test_loss_mode_is_one_weighted_backward() -> None:
+    model, reference = TwoHeads(), TwoHeads()
+    losses, _ = model(_data())
+    mogradient.backward(losses, aggregator="linear", weights=[0.2, 0.8])
+    ref_losses, _ = reference(_data())
+    (0.2 * ref_losses[0] + 0.8 * ref_losses[1]).backward()
+    torch.testing.assert_close(_grad_vector(model), _grad_vector(reference))
+
+
+def test_params_default_to_graph_leaves_and_grads_accumulate() -> None:
+    model = TwoHeads()
+    for _ in range(2):
+        losses, _ = model(_data())
+        mogradient.backward(losses, aggregator="mean")
+    reference = TwoHeads()
+    ref_losses, _ = reference(_data())
+    (2 * 0.5 * (ref_losses[0] + ref_losses[1])).backward()
+    torch.testing.assert_close(_grad_vector(model), _grad_vector(reference))
+
+
+def test_accepts_a_loss_vector_and_trains() -> None:
+    torch.manual_seed(0)
+    x = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    opt = torch.optim.SGD([x], lr=0.1)
+    first = None
+    for _ in range(50):
+        opt.zero_grad()
+        losses = ((x - targets) ** 2).sum(dim=1)
+        first = first if first is not None else losses.detach().clone()
+        mogradient.backward(losses, [x], aggregator="mgda")
+        opt.step()
+    final = ((x.detach() - targets) ** 2).sum(dim=1)
+    assert torch.all(final < first)  # MGDA improved both objectives from a dominated start
+
+
+def test_nonfinite_loss_names_objective() -> None:
+    model = TwoHeads()
+    losses, _ = model(_data())
+    with pytest.raises(ValueError, match="objective 1 is not finite"):
+        mogradient.backward([losses[0], losses[1] * float("nan")], aggregator="mgda")
+
+
+def test_nonfinite_gradient_names_objective() -> None:
+    x = torch.nn.Parameter(torch.tensor([0.0, 1.0]))
+    losses = [x.sum(), torch.sqrt(x).sum()]  # d sqrt(x)/dx is inf at 0
+    with pytest.raises(ValueError, match="gradient of objective 1"):
+        mogradient.backward(losses, [x], aggregator="mgda")
+
+
+def test_bad_arguments() -> None:
+    model = TwoHeads()
+    losses, h = model(_data())
+    with pytest.raises(ValueError, match="representation-level"):
+        mogradient.backward(losses, features=h, aggregator="pama")
+    with pytest.raises(ValueError, match="zero losses"):
+        mogradient.backward([], aggregator="mgda")
+    with pytest.raises(ValueError, match="scalar tensor"):
+        mogradient.backward([h, losses[0]], aggregator="mgda")
+    with pytest.raises(ValueError, match="params is empty"):
+        mogradient.backward(losses, [], aggregator="mgda")
+    with pytest.raises(ValueError, match="does not require grad"):
+        mogradient.backward(losses, [torch.ones(2)], aggregator="mgda")
+    with pytest.raises(ValueError, match="do not depend"):
+        mogradient.backward([torch.tensor(1.0), torch.tensor(2.0)], aggregator="mgda")
+    with pytest.raises(ValueError, match="unknown aggregator"):
+        mogradient.backward(losses, aggregator="nash")

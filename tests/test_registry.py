@@ -1,0 +1,78 @@
+"""The string registry: names, aliases, errors that list what is valid, readable reprs."""
+
+from __future__ import annotations
+
+import pytest
+
+import mogradient
+from mogradient import get_aggregator
+
+
+def test_names_are_sorted_and_cover_the_methods() -> None:
+    names = mogradient.available_aggregators()
+    assert names == sorted(names)
+    assert {"pama", "mgda", "pcgrad", "cagrad", "linear", "morlhf", "mean"} <= set(names)
+
+
+def test_alias_and_normalised_spelling() -> None:
+    assert type(get_aggregator("morlhf")) is type(get_aggregator("linear"))
+    assert type(get_aggregator(" MGDA ")) is mogradient.MGDA
+
+
+def test_unknown_name_lists_valid_ones_and_suggests() -> None:
+    with pytest.raises(ValueError, match=r"Did you mean 'pcgrad'.*Valid names: cagrad, linear"):
+        get_aggregator("pcgard")
+
+
+def test_bad_keyword_lists_accepted_ones() -> None:
+    with pytest.raises(TypeError, match=r"unexpected hyper-parameter\(s\) \['alpha'\].*accepts: c"):
+        get_aggregator("cagrad", alpha=0.5)
+    with pytest.raises(TypeError, match="accepts: none"):
+        get_aggregator("mean", weights=[1, 1])
+
+
+def test_instance_passes_through() -> None:
+    agg = mogradient.CAGrad(c=0.1)
+    assert get_aggregator(agg) is agg
+    with pytest.raises(TypeError, match="instance"):
+        get_aggregator(agg, c=0.2)
+    with pytest.raises(TypeError, match="name or an Aggregator"):
+        get_aggregator(3)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "text"),
+    [
+        ("cagrad", {"c": 0.5}, "CAGrad(c=0.5)"),
+        ("linear", {"weights": [0.3, 0.7]}, "Linear(weights=[0.3, 0.7])"),
+        ("morlhf", {}, "Linear(weights=None)"),
+        ("mean", {}, "Mean()"),
+        ("mgda", {"warm_start": True}, "MGDA(warm_start=True)"),
+        ("pcgrad", {"seed": 3}, "PCGrad(seed=3)"),
+        ("pama", {}, "PAMA(granularity='token')"),
+    ],
+)
+def test_repr(name: str, kwargs: dict, text: str) -> None:
+    assert repr(get_aggregator(name, **kwargs)) == text
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("cagrad", {"c": -0.1}, "c must be"),
+        ("cagrad", {"c": float("nan")}, "c must be"),
+        ("linear", {"weights": [0.5, -0.5]}, "non-negative"),
+        ("linear", {"weights": [0.0, 0.0]}, "not all zero"),
+        ("linear", {"weights": []}, "non-empty"),
+        ("linear", {"weights": [[1.0, 2.0]]}, "1-D"),
+        ("pcgrad", {"seed": -1}, "seed"),
+    ],
+)
+def test_invalid_hyperparameters(name: str, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        get_aggregator(name, **kwargs)
+
+
+def test_mgda_warm_start_must_be_bool() -> None:
+    with pytest.raises(TypeError, match="warm_start"):
+        get_aggregator("mgda", warm_start="yes")
