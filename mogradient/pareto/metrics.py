@@ -14,12 +14,9 @@ The computations are pymoo's indicators (pymoo >= 0.6.1.6). In pymoo 0.6.2 ``HV`
 
 from __future__ import annotations
 
-import moocore
+import re
+
 import numpy as np
-from pymoo.indicators.hv import HV
-from pymoo.indicators.igd import IGD
-from pymoo.indicators.igd_plus import IGDPlus
-from pymoo.indicators.spacing import SpacingIndicator
 
 from mogradient.pareto._validation import (
     Maximize,
@@ -28,6 +25,22 @@ from mogradient.pareto._validation import (
     objective_vector,
     signs,
 )
+
+_NEEDS_PYMOO = (
+    "mogradient.pareto needs pymoo>=0.6.1.6 (moocore inside): pip install 'mogradient[bench]'"
+)
+try:
+    import moocore
+    import pymoo
+    from pymoo.indicators.hv import HV
+    from pymoo.indicators.igd import IGD
+    from pymoo.indicators.igd_plus import IGDPlus
+    from pymoo.indicators.spacing import SpacingIndicator
+except ImportError as error:
+    raise ImportError(_NEEDS_PYMOO) from error
+if tuple(int(p) for p in re.findall(r"\d+", pymoo.__version__)[:4]) < (0, 6, 1, 6):
+    # older pymoo computes the hypervolume in slow pure Python
+    raise ImportError(f"{_NEEDS_PYMOO}; found pymoo {pymoo.__version__}")
 
 
 def is_non_dominated(F: object, *, maximize: Maximize = False) -> np.ndarray:
