@@ -137,7 +137,7 @@ def run(budget: Budget, problems: list[str], methods: list[str], out: Path) -> l
                 "seed": seed,
                 "hypervolume": hypervolume(kept, reference_point(front)),
                 "igd": igd(kept, front),
-                "n_non_dominated": len(kept),
+                "n_distinct": distinct_points(kept),
                 "seconds": time.perf_counter() - start,
             }
         )
@@ -148,6 +148,11 @@ def run(budget: Budget, problems: list[str], methods: list[str], out: Path) -> l
     for name in problems:
         plot_final_points(name, fronts[name], seed0[name], out / f"{name}.png")
     return rows
+
+
+def distinct_points(F: np.ndarray) -> int:
+    """Number of points that differ by more than 1e-6 in some objective (collapse detector)."""
+    return len(np.unique(np.round(F, 6), axis=0))
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -164,12 +169,14 @@ def summarise(rows: list[dict]) -> list[dict]:
             "hv_std": float(np.std([r["hypervolume"] for r in group])),
             "igd_mean": float(np.mean([r["igd"] for r in group])),
             "igd_std": float(np.std([r["igd"] for r in group])),
+            "distinct_mean": float(np.mean([r["n_distinct"] for r in group])),
+            "distinct_std": float(np.std([r["n_distinct"] for r in group])),
         }
         for (problem, method), group in groups.items()
     ]
 
 
-def markdown_table(summary: list[dict], metric: str, problems: list[str]) -> str:
+def markdown_table(summary: list[dict], metric: str, problems: list[str], digits: int = 3) -> str:
     """Methods as rows, problems as columns, cells ``mean ± std``."""
     cells = {(r["method"], r["problem"]): r for r in summary}
     methods = list(dict.fromkeys(r["method"] for r in summary))
@@ -179,7 +186,9 @@ def markdown_table(summary: list[dict], metric: str, problems: list[str]) -> str
     ]
     for method in methods:
         values = [cells[method, p] for p in problems]
-        formatted = [f"{v[metric + '_mean']:.3f} ± {v[metric + '_std']:.3f}" for v in values]
+        formatted = [
+            f"{v[metric + '_mean']:.{digits}f} ± {v[metric + '_std']:.{digits}f}" for v in values
+        ]
         lines.append(f"| {method} | " + " | ".join(formatted) + " |")
     return "\n".join(lines)
 
@@ -234,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     print(front_hypervolumes(args.problems))
     print("\nIGD to the exact front (lower is better):\n")
     print(markdown_table(summary, "igd", args.problems))
+    print(f"\nDistinct points in the final non-dominated set (of {budget.population}):\n")
+    print(markdown_table(summary, "distinct", args.problems, digits=1))
     print(
         f"\nwrote {args.out}/runs.csv, summary.csv and one PNG per problem "
         f"in {time.perf_counter() - start:.0f} s"
