@@ -58,8 +58,8 @@ class Budget:
     lr: float
 
 
-QUICK = Budget(population=12, steps=60, seeds=2, lr=0.3)
-FULL = Budget(population=24, steps=300, seeds=5, lr=0.3)
+QUICK = Budget(population=12, steps=60, seeds=3, lr=0.3)
+FULL = Budget(population=20, steps=300, seeds=5, lr=0.3)
 
 
 def gradient_methods() -> list[str]:
