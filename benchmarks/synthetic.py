@@ -52,6 +52,8 @@ FRONT_POINTS = 500
 
 @dataclass(frozen=True)
 class Budget:
+    """Points per run, steps per point (NSGA-II: ``population * steps`` evaluations), seeds."""
+
     population: int
     steps: int
     seeds: int
@@ -87,11 +89,11 @@ def make_aggregators(method: str, n_points: int, n_obj: int, seed: int) -> list[
             mogradient.get_aggregator("linear", weights=w.tolist())
             for w in preference_vectors(n_points, n_obj)
         ]
-    kwargs = AGGREGATOR_KWARGS.get(method, {})
     if method == "pcgrad":  # a distinct random stream per point and seed
         return [
             mogradient.get_aggregator("pcgrad", seed=seed * n_points + p) for p in range(n_points)
         ]
+    kwargs = AGGREGATOR_KWARGS.get(method, {})
     return [mogradient.get_aggregator(method, **kwargs) for _ in range(n_points)]
 
 
