@@ -1,0 +1,286 @@
+"""Exactness, invariances, edge cases and input errors of the min-norm solver (MGDA weights)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import minimize
+
+from mogradient.solvers import min_norm
+
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+def jacobian(seed: int, n: int, d: int, shared: float = 0.0) -> np.ndarray:
+    """Random gradients with row scales over two decades, optionally sharing a component."""
+    rng = np.random.default_rng(seed)
+    j = rng.normal(size=(n, d)) * np.exp(rng.normal(size=(n, 1)))
+    return j + shared * rng.normal(size=d)
+
+
+def conflicting(seed: int, n: int, rank: int, spread: float = 2.0) -> np.ndarray:
+    """gᵢ = u + spread·vᵢ with vᵢ in a rank-``rank`` subspace orthogonal to u."""
+    rng = np.random.default_rng(seed)
+    d = 3 * n + rank + 1
+    u = rng.normal(size=d)
+    u /= np.linalg.norm(u)
+    basis = rng.normal(size=(d, rank))
+    basis -= np.outer(u, u @ basis)
+    q, _ = np.linalg.qr(basis)
+    return u + spread * rng.normal(size=(n, rank)) @ q.T
+
+
+def brute_force(g: np.ndarray) -> float:
+    """Smallest cᵀGc over every support whose affine minimiser has positive weights."""
+    n = g.shape[0]
+    best = np.inf
+    for r in range(1, n + 1):
+        for s in itertools.combinations(range(n), r):
+            m = g[np.ix_(s, s)] + 1.0
+            x = np.linalg.lstsq(m, np.ones(r), rcond=None)[0]
+            if np.all(x > 0):
+                c = np.zeros(n)
+                c[list(s)] = x / x.sum()
+                best = min(best, c @ g @ c)
+    return best
+
+
+def slsqp(g: np.ndarray) -> float:
+    n = g.shape[0]
+    res = minimize(
+        lambda c: c @ g @ c, np.full(n, 1.0 / n), jac=lambda c: 2 * g @ c, method="SLSQP",
+        bounds=[(0.0, 1.0)] * n, constraints=[{"type": "eq", "fun": lambda c: c.sum() - 1.0}],
+        options={"ftol": 1e-15, "maxiter": 500},
+    )
+    c = np.clip(res.x, 0.0, None)
+    c /= c.sum()
+    return c @ g @ c
+
+
+def assert_simplex(c: np.ndarray, n: int) -> None:
+    assert c.shape == (n,) and c.dtype == np.float64
+    assert np.all(c >= 0.0)
+    assert abs(c.sum() - 1.0) < 1e-12
+
+
+def assert_kkt(g: np.ndarray, c: np.ndarray, tol: float = 1e-10) -> None:
+    """(Gc)ᵢ = cᵀGc where cᵢ > 0 and ≥ elsewhere, relative to the largest diagonal."""
+    scale = np.max(np.diag(g))
+    gc = g @ c
+    f = c @ gc
+    assert np.all(gc >= f - tol * scale)
+    assert np.all(np.abs(gc[c > 0] - f) <= tol * scale)
+
+
+@settings(deadline=None, max_examples=150)
+@given(SEEDS, st.integers(1, 7), st.integers(1, 10), st.sampled_from([0.0, 1.0, 3.0]))
+def test_matches_brute_force_and_kkt(seed, n, d, shared):
+    j = jacobian(seed, n, d, shared)
+    g = j @ j.T
+    c = min_norm(g)
+    assert_simplex(c, n)
+    assert_kkt(g, c)
+    scale = np.max(np.diag(g))
+    best = brute_force(g / scale) * scale
+    assert c @ g @ c <= best + 1e-9 * best + 1e-14 * scale
+    direction = c @ j  # non-conflicting: every objective improves along d
+    assert np.all(j @ direction >= direction @ direction - 1e-10 * scale)
+
+
+@settings(deadline=None, max_examples=30)
+@given(SEEDS, st.integers(8, 30), st.sampled_from([0.0, 2.0]))
+def test_not_worse_than_slsqp(seed, n, shared):
+    j = jacobian(seed, n, 2 * n, shared)
+    g = j @ j.T
+    c = min_norm(g)
+    assert_simplex(c, n)
+    assert_kkt(g, c)
+    assert c @ g @ c <= slsqp(g) + 1e-9 * np.max(np.diag(g))
+
+
+@settings(deadline=None, max_examples=40)
+@given(SEEDS, st.integers(3, 40), st.integers(1, 4))
+def test_conflicting_low_rank(seed, n, rank):
+    j = conflicting(seed, n, rank)
+    g = j @ j.T
+    c = min_norm(g)
+    assert_simplex(c, n)
+    assert_kkt(g, c)
+    direction = c @ j
+    assert np.all(j @ direction >= direction @ direction - 1e-10 * np.max(np.diag(g)))
+
+
+@settings(deadline=None, max_examples=40)
+@given(SEEDS, st.integers(2, 12))
+def test_permutation_equivariant(seed, n):
+    j = jacobian(seed, n, n + 3)  # linearly independent gradients: the weights are unique
+    g = j @ j.T
+    perm = np.random.default_rng(seed).permutation(n)
+    c = min_norm(g)
+    cp = min_norm(g[np.ix_(perm, perm)])
+    np.testing.assert_allclose(cp, c[perm], atol=1e-9)
+
+
+@settings(deadline=None, max_examples=20)
+@given(SEEDS, st.integers(3, 20), st.integers(1, 3))
+def test_permutation_keeps_optimum_with_ties(seed, n, rank):
+    j = conflicting(seed, n, rank)
+    j[1] = j[0]  # a duplicate makes the weights non-unique, the optimum stays the same
+    g = j @ j.T
+    perm = np.random.default_rng(seed).permutation(n)
+    c = min_norm(g)
+    cp = min_norm(g[np.ix_(perm, perm)])
+    gp = g[np.ix_(perm, perm)]
+    assert abs(cp @ gp @ cp - c @ g @ c) <= 1e-12 * np.max(np.diag(g))
+
+
+@pytest.mark.parametrize("scale", [1e-10, 1e-5, 1.0, 1e6, 1e12])
+def test_scale_invariant(scale):
+    j = jacobian(7, 6, 4, 1.0)
+    g = j @ j.T
+    np.testing.assert_allclose(min_norm((scale * j) @ (scale * j).T), min_norm(g), atol=1e-12)
+
+
+def test_pinned_two_objectives():
+    j = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+    g = j @ j.T  # [[18, -22], [-22, 38]]: γ = (38 + 22) / (18 + 44 + 38) = 0.6
+    np.testing.assert_array_equal(g, [[18.0, -22.0], [-22.0, 38.0]])
+    c = min_norm(g)
+    np.testing.assert_allclose(c, [0.6, 0.4], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(c @ j, [0.0, 1.0, 1.0], atol=1e-14)
+
+
+def test_single_objective_and_zero_gradients():
+    np.testing.assert_array_equal(min_norm([[3.0]]), [1.0])
+    np.testing.assert_array_equal(min_norm([[0.0]]), [1.0])
+    np.testing.assert_array_equal(min_norm(np.zeros((4, 4))), np.full(4, 0.25))
+
+
+def test_one_zero_gradient_wins():
+    j = jacobian(3, 5, 4)
+    j[2] = 0.0
+    np.testing.assert_allclose(min_norm(j @ j.T), np.eye(5)[2], atol=1e-14)
+
+
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_identical_gradients(n):
+    g = np.full((n, n), 2.5)
+    c = min_norm(g)
+    assert_simplex(c, n)
+    assert abs(c @ g @ c - 2.5) < 1e-12
+    if n == 2:
+        np.testing.assert_array_equal(c, [0.5, 0.5])
+
+
+def test_duplicated_rows():
+    j = jacobian(11, 6, 8, 2.0)
+    g = j @ j.T
+    jd = np.vstack([j, j[[0, 3, 3]]])
+    gd = jd @ jd.T
+    c, cd = min_norm(g), min_norm(gd)
+    assert_kkt(gd, cd)
+    assert abs(cd @ gd @ cd - c @ g @ c) <= 1e-12 * np.max(np.diag(g))
+
+
+def test_rank_one_conflict_reaches_zero():
+    v = np.array([1.0, -2.0, 0.5])
+    j = np.outer([2.0, -1.0, 3.0, -0.5], v)  # parallel gradients pointing both ways
+    g = j @ j.T
+    c = min_norm(g)
+    assert_simplex(c, 4)
+    assert c @ g @ c <= 1e-14 * np.max(np.diag(g))
+
+
+def test_large_n():
+    j = jacobian(5, 100, 150, 1.0)
+    g = j @ j.T
+    c = min_norm(g)
+    assert_simplex(c, 100)
+    assert_kkt(g, c)
+    assert c @ g @ c <= slsqp(g) + 1e-9 * np.max(np.diag(g))
+
+
+def test_accepts_torch_and_integers():
+    j = jacobian(2, 4, 6)
+    g = j @ j.T
+    np.testing.assert_allclose(min_norm(torch.as_tensor(g)), min_norm(g))
+    np.testing.assert_allclose(min_norm(np.array([[2, 1], [1, 2]])), [0.5, 0.5])
+
+
+def test_warm_start_gives_the_same_answer():
+    rng = np.random.default_rng(0)
+    j = jacobian(0, 12, 20, 1.0)
+    previous = None
+    for _ in range(30):
+        j = j + 0.02 * rng.normal(size=j.shape)
+        g = j @ j.T
+        cold = min_norm(g)
+        if previous is not None:
+            warm = min_norm(g, warm_start=previous)
+            assert_kkt(g, warm)
+            assert abs(warm @ g @ warm - cold @ g @ cold) <= 1e-13 * np.max(np.diag(g))
+            np.testing.assert_allclose(warm, cold, atol=1e-9)
+        previous = cold
+
+
+def test_warm_start_from_any_feasible_point():
+    j = conflicting(4, 15, 3)
+    g = j @ j.T
+    cold = min_norm(g)
+    for warm_start in (np.ones(15), np.eye(15)[4], np.arange(15.0)):
+        warm = min_norm(g, warm_start=warm_start)
+        assert_kkt(g, warm)
+        assert abs(warm @ g @ warm - cold @ g @ cold) <= 1e-13 * np.max(np.diag(g))
+
+
+GOOD = np.array([[2.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.2, 1.5]])
+
+
+def _with(i, j, value, symmetric=True):
+    g = GOOD.copy()
+    g[i, j] = value
+    if symmetric:
+        g[j, i] = value
+    return g
+
+
+@pytest.mark.parametrize(
+    ("gramian", "match"),
+    [
+        (np.ones((2, 3)), "square"),
+        (np.ones(3), "square"),
+        (np.empty((0, 0)), "zero objectives"),
+        (_with(2, 1, np.nan, symmetric=False), "row 2 \\(objective 2"),
+        (_with(0, 0, np.inf), "row 0 \\(objective 0"),
+        (_with(1, 1, -1.0), "negative diagonal"),
+        (_with(0, 1, 0.6, symmetric=False), "not symmetric"),
+        (_with(0, 2, 1.9), "not positive semi-definite.*G\\[0, 2\\]"),
+        (
+            np.array([[1.0, -0.9, -0.9], [-0.9, 1.0, -0.9], [-0.9, -0.9, 1.0]]),
+            "not positive semi-definite.*negative curvature",
+        ),
+    ],
+)
+def test_bad_gramian_raises(gramian, match):
+    with pytest.raises(ValueError, match=match):
+        min_norm(gramian)
+
+
+@pytest.mark.parametrize(
+    ("warm_start", "match"),
+    [
+        (np.ones(2), "2 weights but the Gramian has 3"),
+        (np.ones((3, 1)), "1-D vector"),
+        (np.array([0.5, -0.1, 0.6]), "warm_start\\[1\\] is negative"),
+        (np.array([0.5, 0.5, np.nan]), "warm_start\\[2\\] is negative or not finite"),
+        (np.zeros(3), "no positive weight"),
+    ],
+)
+def test_bad_warm_start_raises(warm_start, match):
+    with pytest.raises(ValueError, match=match):
+        min_norm(GOOD, warm_start=warm_start)
