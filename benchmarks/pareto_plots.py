@@ -24,7 +24,7 @@ def plot_final_points(
         projection = "3d" if n_obj == 3 else None
         ax = fig.add_subplot(n_rows, n_cols, k + 1, projection=projection)
         if n_obj == 3:
-            ax.scatter(*front.T, s=1, c="0.75")
+            ax.scatter(*front[:: max(1, len(front) // 150)].T, s=1, c="0.75")  # keeps PNGs small
             ax.scatter(*F.T, s=10, c="C3")
             ax.view_init(elev=30, azim=45)
             ax.tick_params(labelsize=6)
