@@ -188,5 +188,7 @@ def test_registry_and_input_checks() -> None:
 
 def test_project_clips_into_the_box() -> None:
     problem = FonsecaFleming()
+    lower, upper = problem.bounds
+    assert lower.tolist() == [-4.0] * 3 and upper.tolist() == [4.0] * 3
     x = torch.tensor([[-5.0, 0.0, 5.0]])
     torch.testing.assert_close(problem.project(x), torch.tensor([[-4.0, 0.0, 4.0]]))

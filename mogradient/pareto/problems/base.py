@@ -28,6 +28,11 @@ class Problem(ABC):
         self.lower = torch.full((n_var,), float(lower), dtype=torch.float64)
         self.upper = torch.full((n_var,), float(upper), dtype=torch.float64)
 
+    @property
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lower, upper)``: float64 tensors ``[n_var]`` delimiting the feasible box."""
+        return self.lower, self.upper
+
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """Objectives ``[n_points, n_obj]`` of ``x`` ``[n_points, n_var]``; differentiable."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
