@@ -9,7 +9,7 @@ import pytest
 import torch
 from pymoo.problems import get_problem as pymoo_problem
 
-from mogradient.pareto import hypervolume, igd, is_non_dominated
+from mogradient.pareto import hypervolume, igd, is_non_dominated, simplex_lattice
 from mogradient.pareto.problems import (
     DTLZ2,
     ZDT1,
@@ -192,3 +192,17 @@ def test_project_clips_into_the_box() -> None:
     assert lower.tolist() == [-4.0] * 3 and upper.tolist() == [4.0] * 3
     x = torch.tensor([[-5.0, 0.0, 5.0]])
     torch.testing.assert_close(problem.project(x), torch.tensor([[-4.0, 0.0, 4.0]]))
+
+
+def test_simplex_lattice_counts_and_rejects_one_objective() -> None:
+    assert simplex_lattice(2, 5).tolist() == [
+        [0, 1],
+        [0.25, 0.75],
+        [0.5, 0.5],
+        [0.75, 0.25],
+        [1, 0],
+    ]
+    w = simplex_lattice(3, 10)  # p = 3: C(5, 2) = 10 vectors
+    assert w.shape == (10, 3) and np.allclose(w.sum(axis=1), 1) and len(np.unique(w, axis=0)) == 10
+    with pytest.raises(ValueError, match="n_obj >= 2"):
+        simplex_lattice(1, 3)

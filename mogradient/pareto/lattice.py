@@ -18,8 +18,8 @@ def simplex_lattice(n_obj: int, min_points: int) -> np.ndarray:
     ``p`` (the number of partitions) is the smallest that gives at least ``min_points``
     vectors: ``n = C(p + n_obj - 1, n_obj - 1)``; with two objectives ``n == min_points``.
     """
-    if n_obj < 1 or min_points < 1:
-        raise ValueError(f"need n_obj >= 1 and min_points >= 1, got {n_obj}, {min_points}")
+    if n_obj < 2 or min_points < 1:  # one objective has a one-point simplex
+        raise ValueError(f"need n_obj >= 2 and min_points >= 1, got {n_obj}, {min_points}")
     p = 0
     while math.comb(p + n_obj - 1, n_obj - 1) < min_points:
         p += 1
