@@ -333,8 +333,9 @@ def warm_status(warm: np.ndarray, n: int) -> tuple[int, int]:
 @njit(cache=True)
 def _two(g: np.ndarray) -> np.ndarray:
     """Closed form for two objectives; identical gradients give ``[0.5, 0.5]``."""
-    den = g[0, 0] - 2.0 * g[0, 1] + g[1, 1]
-    num = g[1, 1] - g[0, 1]
+    off = 0.5 * (g[0, 1] + g[1, 0])
+    den = g[0, 0] - 2.0 * off + g[1, 1]
+    num = g[1, 1] - off
     if den > 0.0:
         gamma = min(max(num / den, 0.0), 1.0)
     elif num != 0.0:
@@ -358,13 +359,13 @@ def _min_norm_kernel(gramian: np.ndarray, warm: np.ndarray,
         status, i = warm_status(warm, n)
         if status != OK:
             return np.empty(0), status, i, 0
+    if n == 1:
+        return np.ones(1), OK, 0, 0
+    if n == 2 and gramian[0, 0] + gramian[1, 1] > 0.0:
+        return _two(gramian), OK, 0, 0  # scale-invariant as it stands
     g, scale = normalised(gramian)
     if scale == 0.0:
         return np.full(n, 1.0 / n), OK, 0, 0
-    if n == 1:
-        return np.ones(1), OK, 0, 0
-    if n == 2:
-        return _two(g), OK, 0, 0
     support = np.empty(n, dtype=np.int64)
     lower = np.empty((n, n))
     work = np.empty(n)
