@@ -199,26 +199,30 @@ def min_norm_rows(sizes: list[int], repeats: int, rng: np.random.Generator) -> l
     return rows
 
 
+def random_jacobian(n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(size=(n, 2 * n)) * np.exp(rng.normal(size=(n, 1)))
+
+
 def warm_rows(sizes: list[int], steps: int, rng: np.random.Generator) -> list[dict]:
     """A training-loop sequence: J_t = J_{t−1} + 1% noise; warm start from the previous weights."""
     rows = []
-    for n in sizes:
-        j = conflicting_jacobian(n, rng)
-        gramians = []
-        for _ in range(steps + 1):
-            j = j + 0.01 * np.linalg.norm(j, axis=1, keepdims=True) / np.sqrt(j.shape[1]) * (
-                rng.normal(size=j.shape)
-            )
-            gramians.append(j @ j.T)
-        previous = {"w": min_norm(gramians[0])}
+    for kind, make in (("random", random_jacobian), ("conflicting", conflicting_jacobian)):
+        for n in sizes:
+            j = make(n, rng)
+            noise = 0.01 * np.linalg.norm(j, axis=1, keepdims=True) / np.sqrt(j.shape[1])
+            gramians = []
+            for _ in range(steps + 1):
+                j = j + noise * rng.normal(size=j.shape)
+                gramians.append(j @ j.T)
+            previous = {"w": min_norm(gramians[0])}
 
-        def warm(g: np.ndarray, previous: dict = previous) -> np.ndarray:
-            previous["w"] = min_norm(g, warm_start=previous["w"])
-            return previous["w"]
+            def warm(g: np.ndarray, previous: dict = previous) -> np.ndarray:
+                previous["w"] = min_norm(g, warm_start=previous["w"])
+                return previous["w"]
 
-        solvers = {"ours warm": warm, "ours cold": min_norm, "quadprog": quadprog_weights}
-        cells = run_cells(gramians[1:], solvers, min_norm_objective)
-        rows += _rows("min_norm drifting", "conflicting", n, steps, cells, "quadprog")
+            solvers = {"ours warm": warm, "ours cold": min_norm, "quadprog": quadprog_weights}
+            cells = run_cells(gramians[1:], solvers, min_norm_objective)
+            rows += _rows("min_norm drifting", kind, n, steps, cells, "quadprog")
     return rows
 
 
