@@ -139,6 +139,34 @@ def test_permutation_keeps_optimum_with_ties(seed, n, rank):
     assert abs(cp @ gp @ cp - c @ g @ c) <= 1e-12 * np.max(np.diag(g))
 
 
+@settings(deadline=None, max_examples=60)
+@given(SEEDS, st.integers(3, 7))
+def test_exact_with_gradient_norms_over_6_decades(seed, n):
+    """Row norms from 1e-3 to 1e3 in one Gramian: still exact relative to the optimum itself."""
+    rng = np.random.default_rng(seed)
+    j = rng.normal(size=(n, n + 2)) * 10.0 ** rng.uniform(-3, 3, size=(n, 1))
+    g = j @ j.T
+    c = min_norm(g)
+    scale = np.max(np.diag(g))
+    best = brute_force(g / scale) * scale
+    assert c @ g @ c <= best * (1 + 1e-9) + 1e-20 * scale
+
+
+@settings(deadline=None, max_examples=40)
+@given(SEEDS, st.integers(3, 25))
+def test_gradient_norms_over_22_decades(seed, n):
+    """Row norms from 1e-10 to 1e12 (entries 1e-20 to 1e24): exact relative to the scale."""
+    rng = np.random.default_rng(seed)
+    j = rng.normal(size=(n, n + 2)) * 10.0 ** rng.uniform(-10, 12, size=(n, 1))
+    g = j @ j.T
+    c = min_norm(g)
+    assert_simplex(c, n)
+    assert_kkt(g, c)
+    scale = np.max(np.diag(g))
+    reference = min(slsqp(g / scale) * scale, np.min(np.diag(g)))
+    assert c @ g @ c <= reference + 1e-15 * scale
+
+
 @pytest.mark.parametrize("scale", [1e-10, 1e-5, 1.0, 1e6, 1e12])
 def test_scale_invariant(scale):
     j = jacobian(7, 6, 4, 1.0)

@@ -216,7 +216,7 @@ def solve_simplex_qp(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray,
     work = np.empty(n)
     grad = np.empty(n)
     linear = b.shape[0] > 0
-    tol = KKT_TOL * (1.0 + abs(s))
+    norms = np.sqrt(np.maximum(np.diag(g), 0.0))
     entered = -1
     for _ in range(50 * n + 100):
         # Minor cycle: move towards the affine minimiser of S, dropping points that reach 0.
@@ -256,16 +256,30 @@ def solve_simplex_qp(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray,
                 grad[i] += wk * row[i]
         mean = 0.0
         curvature = 0.0
+        rho = 0.0  # Σ wₖ‖gₖ‖ bounds the size of each term in Gw, hence its rounding
+        lin = 0.0
         for k in range(m):
             i = support[k]
             mean += w[i] * grad[i]
-            curvature += w[i] * (grad[i] - s * b[i]) if linear else w[i] * grad[i]
+            rho += w[i] * norms[i]
+            if linear:
+                curvature += w[i] * (grad[i] - s * b[i])
+                lin += w[i] * abs(b[i])
+            else:
+                curvature += w[i] * grad[i]
         if curvature < -GRAMIAN_TOL:
             return m, NOT_PSD
-        j = 0
-        for i in range(1, n):
-            if grad[i] < grad[j]:
+        j = -1  # the most violating point outside S (exactly those with w = 0 here)
+        for i in range(n):
+            if w[i] == 0.0 and (j < 0 or grad[i] < grad[j]):
                 j = i
+        if j < 0:
+            return m, OK
+        # Tolerance relative to the terms that make up grad[j] and the mean, not to the largest
+        # gradient: a tiny gradient next to a huge one still gets its exact share.
+        tol = KKT_TOL * (norms[j] * rho + rho * rho)
+        if linear:
+            tol += KKT_TOL * s * (abs(b[j]) + lin)
         if grad[j] >= mean - tol:
             return m, OK
         d2 = insert(g, support, m, lower, j, work)
