@@ -23,7 +23,8 @@ from mogradient._checks import GRAMIAN_TOL
 #: Up to this many objectives the cold solve starts from the full support (one Cholesky), which
 #: is immediately optimal when every weight of ``G⁻¹1`` is positive; tuned by benchmarks/solvers.
 FULL_START_MAX_N = 30
-#: A point enters the support only if it lowers the gradient by more than this (normalised G).
+#: A point enters the support only if it lowers the gradient below its mean on S by more than
+#: this, relative to the size of the terms in both (so tiny gradients are still resolved).
 KKT_TOL = 1e-13
 #: Seeds keep M_S well conditioned: a point with a smaller relative pivot is left out.
 SEED_TOL = 1e-10
