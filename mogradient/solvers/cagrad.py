@@ -128,7 +128,7 @@ def _cagrad_kernel(gramian: np.ndarray, c: float) -> tuple[np.ndarray, int, int,
     q = np.empty(n)
     candidate = np.empty(n)
     w = np.zeros(n)  # start from the best vertex (faster than from the full support)
-    w[np.argmin(b + alpha * np.sqrt(np.diag(g)))] = 1.0
+    w[np.argmin(b + alpha * np.sqrt(np.maximum(np.diag(g), 0.0)))] = 1.0
     m = seed_support(g, w, support, lower, work)
     best = uniform.copy()
     best_f = _objective(g, b, alpha, uniform)[0]
