@@ -233,10 +233,14 @@ def test_large_n():
     assert c @ g @ c <= slsqp(g) + 1e-9 * np.max(np.diag(g))
 
 
-def test_accepts_torch_and_integers():
+def test_accepts_torch_integers_and_any_layout():
     j = jacobian(2, 4, 6)
     g = j @ j.T
     np.testing.assert_allclose(min_norm(torch.as_tensor(g)), min_norm(g))
+    np.testing.assert_allclose(min_norm(torch.as_tensor(g, dtype=torch.float32)), min_norm(g),
+                               atol=1e-5)
+    np.testing.assert_allclose(min_norm(np.asfortranarray(g)), min_norm(g))
+    np.testing.assert_allclose(min_norm(np.kron(g, np.ones((2, 2)))[::2, ::2]), min_norm(g))
     np.testing.assert_allclose(min_norm(np.array([[2, 1], [1, 2]])), [0.5, 0.5])
 
 

@@ -178,7 +178,7 @@ def cagrad_weights(gramian: object, c: float) -> np.ndarray:
             f"c must be a finite number >= 0 (the radius of CAGrad's ball relative to ‖g₀‖; "
             f"the paper uses 0.4-0.5), got {c!r}"
         )
-    g = np.asarray(gramian, dtype=np.float64)
+    g = np.ascontiguousarray(gramian, dtype=np.float64)  # one compiled layout
     check_square(g)
     w, status, i, j = _cagrad_kernel(g, c)
     if status != OK:

@@ -411,12 +411,12 @@ def min_norm(gramian: object, *, warm_start: object = None) -> np.ndarray:
     drifts slowly. All-zero gradients give uniform weights. Raises ``ValueError`` for a
     Gramian that is not square, not finite, not symmetric or not PSD, and for a bad warm start.
     """
-    g = np.asarray(gramian, dtype=np.float64)
+    g = np.ascontiguousarray(gramian, dtype=np.float64)  # one compiled layout
     check_square(g)
     if warm_start is None:
         w, status, i, j = _min_norm_kernel(g, _NO_WARM_START, False)
     else:
-        warm = np.asarray(warm_start, dtype=np.float64)
+        warm = np.ascontiguousarray(warm_start, dtype=np.float64)
         if warm.ndim != 1:
             raise ValueError(
                 f"warm_start must be a 1-D vector of {g.shape[0]} weights, got shape "
