@@ -167,6 +167,15 @@ def test_gradient_norms_over_22_decades(seed, n):
     assert c @ g @ c <= reference + 1e-15 * scale
 
 
+@pytest.mark.parametrize(("norm", "atol"), [(1e-150, 1e-12), (1e150, 1e-12), (1e-160, 1e-2)])
+def test_extreme_magnitudes(norm, atol):
+    """Entries near the float64 limits work; subnormal ones (1e-160² ≈ 1e-320) keep ~4 digits."""
+    j = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0], [6.0, 1.0, 1.0]]) * norm
+    c = min_norm(j @ j.T)
+    assert_simplex(c, 3)
+    np.testing.assert_allclose(c @ j / norm, [0.0, 1.0, 1.0], atol=atol)
+
+
 @pytest.mark.parametrize("scale", [1e-10, 1e-5, 1.0, 1e6, 1e12])
 def test_scale_invariant(scale):
     j = jacobian(7, 6, 4, 1.0)

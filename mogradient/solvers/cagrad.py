@@ -26,6 +26,7 @@ from mogradient.solvers.min_norm import (
     check_square,
     gramian_status,
     normalised,
+    refine,
     seed_support,
     solve_simplex_qp,
     status_message,
@@ -77,7 +78,9 @@ def _support_fixed_point(g: np.ndarray, b: np.ndarray, alpha: float, support: np
     room = alpha * alpha - fq
     if room <= 0.0:
         return np.inf
-    return math.sqrt(max(fp, 0.0) / room)
+    if fp <= ZERO_NORM_TOL * ZERO_NORM_TOL:  # 0 ∈ aff(S) up to rounding: the root is s = 0
+        return 0.0
+    return math.sqrt(fp / room)
 
 
 @njit(cache=True)
@@ -144,7 +147,10 @@ def _cagrad_kernel(gramian: np.ndarray, c: float) -> tuple[np.ndarray, int, int,
             best_f = f
             best[:] = w
         if s == 0.0 and r <= ZERO_NORM_TOL:
-            break  # g_w = 0 is optimal: CAGrad's direction is g₀ itself
+            if best_f >= -ZERO_NORM_TOL * alpha:  # nothing beats F = 0: g_w = 0 is optimal
+                refine(g, w, support, m, lower)  # g_w = 0 to rounding, not to √rounding
+                return w / w.sum(), OK, 0, 0
+            break
         if alpha * s < r:
             lo = s
         else:

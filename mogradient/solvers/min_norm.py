@@ -60,11 +60,12 @@ def gramian_status(g: np.ndarray) -> tuple[int, int, int]:
     for i in range(n):
         if g[i, i] < -tol:
             return NEGATIVE_DIAGONAL, i, i
+    root = np.sqrt(np.maximum(np.diag(g), 0.0))  # √Gᵢᵢ√Gⱼⱼ cannot underflow like √(GᵢᵢGⱼⱼ)
     for i in range(n):
         for j in range(i + 1, n):
             if abs(g[i, j] - g[j, i]) > tol:
                 return ASYMMETRIC, i, j
-            if abs(g[i, j]) > np.sqrt(max(g[i, i], 0.0) * max(g[j, j], 0.0)) + tol:
+            if abs(g[i, j]) > root[i] * root[j] + tol:
                 return NOT_PSD, i, j
     return OK, 0, 0
 
@@ -78,10 +79,11 @@ def normalised(g: np.ndarray) -> tuple[np.ndarray, float]:
         scale = max(scale, g[i, i])
     out = np.zeros((n, n))
     if scale > 0.0:
-        inv = 0.5 / scale
+        pre = 1e300 if scale < 1e-290 else 1.0  # 1/scale would overflow for subnormal scales
+        inv = 1.0 / (scale * pre)
         for i in range(n):
             for j in range(n):
-                out[i, j] = (g[i, j] + g[j, i]) * inv
+                out[i, j] = ((0.5 * g[i, j] + 0.5 * g[j, i]) * pre) * inv
     return out, scale
 
 
@@ -295,7 +297,7 @@ def solve_simplex_qp(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray,
 
 
 @njit(cache=True)
-def _refine(g: np.ndarray, w: np.ndarray, support: np.ndarray, m: int,
+def refine(g: np.ndarray, w: np.ndarray, support: np.ndarray, m: int,
             lower: np.ndarray) -> None:
     """One step of iterative refinement of the affine minimiser on the final support.
 
@@ -395,7 +397,7 @@ def _min_norm_kernel(gramian: np.ndarray, warm: np.ndarray,
     m, status = solve_simplex_qp(g, np.empty(0), 0.0, w, support, m, lower)
     if status != OK:
         return np.empty(0), status, 0, 0
-    _refine(g, w, support, m, lower)
+    refine(g, w, support, m, lower)
     return w / w.sum(), OK, 0, 0
 
 
