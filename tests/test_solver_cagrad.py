@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
@@ -106,6 +107,12 @@ def test_c_zero_gives_the_mean():
 def test_zero_mean_gradient_gives_uniform_weights():
     j = np.array([[1.0, 2.0], [-1.0, -2.0]])
     np.testing.assert_array_equal(cagrad_weights(j @ j.T, 0.5), [0.5, 0.5])
+
+
+def test_accepts_torch():
+    j = jacobian(4, 5, 6, 1.0)
+    g = j @ j.T
+    np.testing.assert_allclose(cagrad_weights(torch.as_tensor(g), 0.5), cagrad_weights(g, 0.5))
 
 
 def test_single_objective():
