@@ -26,6 +26,7 @@ import numpy as np
 import quadprog
 from scipy.optimize import minimize
 
+from benchmarks.solver_plots import plot_timings
 from mogradient.solvers import cagrad_weights, min_norm
 
 GAP_FLOOR = 1e-12
@@ -269,7 +270,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200, help="Gramians per cell (cold)")
     parser.add_argument("--quick", action="store_true", help="20 Gramians per cell, fewer sizes")
-    parser.add_argument("--out", default="outputs/solvers", help="folder for the CSV files")
+    parser.add_argument("--out", default="outputs/solvers", help="folder for the CSV and PNG")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     repeats = 20 if args.quick else args.repeats
@@ -292,7 +293,8 @@ def main() -> None:
             writer.writerows(rows)
         print_table(rows)
         print()
-    print(f"CSV written to {out}/")
+    plot_timings(groups, out / "timings.png")
+    print(f"CSV and timings.png written to {out}/")
 
 
 if __name__ == "__main__":
