@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
@@ -88,6 +89,16 @@ def test_permutation_equivariant(seed, n, c):
     np.testing.assert_allclose(wp, w[perm], atol=1e-7)
 
 
+@pytest.mark.parametrize("c", [1.0, 1.5, 10.0])
+def test_origin_in_hull_gives_exactly_zero_g_w(c):
+    """With c ≥ 1, F ≥ (c − 1)‖g₀‖‖g_w‖ ≥ 0 = F(g_w = 0): the optimum is g_w = 0, to rounding."""
+    rng = np.random.default_rng(0)
+    j = np.outer([0.125, -0.0455, 0.3, -0.2], rng.normal(size=5))  # parallel, both directions
+    w = cagrad_weights(j @ j.T, c)
+    assert_simplex(w, 4)
+    assert np.linalg.norm(w @ j) <= 1e-14 * np.linalg.norm(j, axis=1).max()
+
+
 def test_c_zero_gives_the_mean():
     j = jacobian(1, 5, 7, 1.0)
     np.testing.assert_array_equal(cagrad_weights(j @ j.T, 0.0), np.full(5, 0.2))
@@ -96,6 +107,12 @@ def test_c_zero_gives_the_mean():
 def test_zero_mean_gradient_gives_uniform_weights():
     j = np.array([[1.0, 2.0], [-1.0, -2.0]])
     np.testing.assert_array_equal(cagrad_weights(j @ j.T, 0.5), [0.5, 0.5])
+
+
+def test_accepts_torch():
+    j = jacobian(4, 5, 6, 1.0)
+    g = j @ j.T
+    np.testing.assert_allclose(cagrad_weights(torch.as_tensor(g), 0.5), cagrad_weights(g, 0.5))
 
 
 def test_single_objective():

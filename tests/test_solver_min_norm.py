@@ -139,6 +139,43 @@ def test_permutation_keeps_optimum_with_ties(seed, n, rank):
     assert abs(cp @ gp @ cp - c @ g @ c) <= 1e-12 * np.max(np.diag(g))
 
 
+@settings(deadline=None, max_examples=60)
+@given(SEEDS, st.integers(3, 7))
+def test_exact_with_gradient_norms_over_6_decades(seed, n):
+    """Row norms from 1e-3 to 1e3 in one Gramian: still exact relative to the optimum itself."""
+    rng = np.random.default_rng(seed)
+    j = rng.normal(size=(n, n + 2)) * 10.0 ** rng.uniform(-3, 3, size=(n, 1))
+    g = j @ j.T
+    c = min_norm(g)
+    scale = np.max(np.diag(g))
+    best = brute_force(g / scale) * scale
+    assert c @ g @ c <= best * (1 + 1e-9) + 1e-20 * scale
+
+
+@settings(deadline=None, max_examples=40)
+@given(SEEDS, st.integers(3, 25))
+def test_gradient_norms_over_22_decades(seed, n):
+    """Row norms from 1e-10 to 1e12 (entries 1e-20 to 1e24): exact relative to the scale."""
+    rng = np.random.default_rng(seed)
+    j = rng.normal(size=(n, n + 2)) * 10.0 ** rng.uniform(-10, 12, size=(n, 1))
+    g = j @ j.T
+    c = min_norm(g)
+    assert_simplex(c, n)
+    assert_kkt(g, c)
+    scale = np.max(np.diag(g))
+    reference = min(slsqp(g / scale) * scale, np.min(np.diag(g)))
+    assert c @ g @ c <= reference + 1e-15 * scale
+
+
+@pytest.mark.parametrize(("norm", "atol"), [(1e-150, 1e-12), (1e150, 1e-12), (1e-160, 1e-2)])
+def test_extreme_magnitudes(norm, atol):
+    """Entries near the float64 limits work; subnormal ones (1e-160² ≈ 1e-320) keep ~4 digits."""
+    j = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0], [6.0, 1.0, 1.0]]) * norm
+    c = min_norm(j @ j.T)
+    assert_simplex(c, 3)
+    np.testing.assert_allclose(c @ j / norm, [0.0, 1.0, 1.0], atol=atol)
+
+
 @pytest.mark.parametrize("scale", [1e-10, 1e-5, 1.0, 1e6, 1e12])
 def test_scale_invariant(scale):
     j = jacobian(7, 6, 4, 1.0)
@@ -205,10 +242,14 @@ def test_large_n():
     assert c @ g @ c <= slsqp(g) + 1e-9 * np.max(np.diag(g))
 
 
-def test_accepts_torch_and_integers():
+def test_accepts_torch_integers_and_any_layout():
     j = jacobian(2, 4, 6)
     g = j @ j.T
     np.testing.assert_allclose(min_norm(torch.as_tensor(g)), min_norm(g))
+    np.testing.assert_allclose(min_norm(torch.as_tensor(g, dtype=torch.float32)), min_norm(g),
+                               atol=1e-5)
+    np.testing.assert_allclose(min_norm(np.asfortranarray(g)), min_norm(g))
+    np.testing.assert_allclose(min_norm(np.kron(g, np.ones((2, 2)))[::2, ::2]), min_norm(g))
     np.testing.assert_allclose(min_norm(np.array([[2, 1], [1, 2]])), [0.5, 0.5])
 
 

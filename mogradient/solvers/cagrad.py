@@ -20,11 +20,13 @@ import numpy as np
 from numba import njit
 
 from mogradient.solvers.min_norm import (
+    KKT_TOL,
     OK,
     affine_parts,
     check_square,
     gramian_status,
     normalised,
+    refine,
     seed_support,
     solve_simplex_qp,
     status_message,
@@ -58,11 +60,9 @@ def _objective(g: np.ndarray, b: np.ndarray, alpha: float, w: np.ndarray) -> tup
 
 @njit(cache=True)
 def _support_fixed_point(g: np.ndarray, b: np.ndarray, alpha: float, support: np.ndarray,
-                         m: int, lower: np.ndarray) -> float:
-    """The ``s`` solving ``α²s² = pᵀGp + s²·qᵀGq`` on this support (inf if none)."""
-    p = np.empty(m)
-    q = np.empty(m)
-    work = np.empty(m)
+                         m: int, lower: np.ndarray, p: np.ndarray, q: np.ndarray,
+                         work: np.ndarray) -> float:
+    """The ``s`` solving ``α²s² = pᵀGp + s²·qᵀGq`` on this support (inf if none); fills p, q."""
     affine_parts(b, support, m, lower, p, q, work)
     fp = 0.0
     fq = 0.0
@@ -78,7 +78,35 @@ def _support_fixed_point(g: np.ndarray, b: np.ndarray, alpha: float, support: np
     room = alpha * alpha - fq
     if room <= 0.0:
         return np.inf
-    return math.sqrt(max(fp, 0.0) / room)
+    if fp <= ZERO_NORM_TOL * ZERO_NORM_TOL:  # 0 ∈ aff(S) up to rounding: the root is s = 0
+        return 0.0
+    return math.sqrt(fp / room)
+
+
+@njit(cache=True)
+def _certified(g: np.ndarray, b: np.ndarray, s: float, p: np.ndarray, q: np.ndarray,
+               support: np.ndarray, m: int, out: np.ndarray) -> bool:
+    """Write ``p + s·q`` on the support into ``out``; is it optimal for the quadratic at s?
+
+    Saves one more active-set pass when the support found at the previous s is already right.
+    """
+    out[:] = 0.0
+    for k in range(m):
+        value = p[k] + s * q[k]
+        if value <= 0.0:
+            return False
+        out[support[k]] = value
+    n = g.shape[0]
+    grad = s * b
+    for k in range(m):
+        wk = out[support[k]]
+        row = g[support[k]]
+        for i in range(n):
+            grad[i] += wk * row[i]
+    mean = 0.0
+    for k in range(m):
+        mean += out[support[k]] * grad[support[k]]
+    return grad.min() >= mean - KKT_TOL * (1.0 + s)
 
 
 @njit(cache=True)
@@ -99,7 +127,11 @@ def _cagrad_kernel(gramian: np.ndarray, c: float) -> tuple[np.ndarray, int, int,
     support = np.empty(n, dtype=np.int64)
     lower = np.empty((n, n))
     work = np.empty(n)
-    w = uniform.copy()
+    p = np.empty(n)
+    q = np.empty(n)
+    candidate = np.empty(n)
+    w = np.zeros(n)  # start from the best vertex (faster than from the full support)
+    w[np.argmin(b + alpha * np.sqrt(np.maximum(np.diag(g), 0.0)))] = 1.0
     m = seed_support(g, w, support, lower, work)
     best = uniform.copy()
     best_f = _objective(g, b, alpha, uniform)[0]
@@ -115,13 +147,20 @@ def _cagrad_kernel(gramian: np.ndarray, c: float) -> tuple[np.ndarray, int, int,
             best_f = f
             best[:] = w
         if s == 0.0 and r <= ZERO_NORM_TOL:
-            break  # g_w = 0 is optimal: CAGrad's direction is g₀ itself
+            if best_f >= -ZERO_NORM_TOL * alpha:  # nothing beats F = 0: g_w = 0 is optimal
+                refine(g, w, support, m, lower)  # g_w = 0 to rounding, not to √rounding
+                return w / w.sum(), OK, 0, 0
+            break
         if alpha * s < r:
             lo = s
         else:
             hi = s
-        s_new = _support_fixed_point(g, b, alpha, support, m, lower)
+        s_new = _support_fixed_point(g, b, alpha, support, m, lower, p, q, work)
         if abs(s_new - s) <= S_RTOL * s:
+            break
+        if lo < s_new < hi and _certified(g, b, s_new, p, q, support, m, candidate):
+            if _objective(g, b, alpha, candidate)[0] <= best_f:
+                best[:] = candidate
             break
         if not (lo < s_new < hi or s_new == lo == 0.0):  # outside the bracket: bisect
             s_new = 4.0 * max(lo, s) if hi == np.inf else 0.5 * (lo + hi)
@@ -145,7 +184,7 @@ def cagrad_weights(gramian: object, c: float) -> np.ndarray:
             f"c must be a finite number >= 0 (the radius of CAGrad's ball relative to ‖g₀‖; "
             f"the paper uses 0.4-0.5), got {c!r}"
         )
-    g = np.asarray(gramian, dtype=np.float64)
+    g = np.ascontiguousarray(gramian, dtype=np.float64)  # one compiled layout
     check_square(g)
     w, status, i, j = _cagrad_kernel(g, c)
     if status != OK:

@@ -23,7 +23,8 @@ from mogradient._checks import GRAMIAN_TOL
 #: Up to this many objectives the cold solve starts from the full support (one Cholesky), which
 #: is immediately optimal when every weight of ``G⁻¹1`` is positive; tuned by benchmarks/solvers.
 FULL_START_MAX_N = 30
-#: A point enters the support only if it lowers the gradient by more than this (normalised G).
+#: A point enters the support only if it lowers the gradient below its mean on S by more than
+#: this, relative to the size of the terms in both (so tiny gradients are still resolved).
 KKT_TOL = 1e-13
 #: Seeds keep M_S well conditioned: a point with a smaller relative pivot is left out.
 SEED_TOL = 1e-10
@@ -59,11 +60,12 @@ def gramian_status(g: np.ndarray) -> tuple[int, int, int]:
     for i in range(n):
         if g[i, i] < -tol:
             return NEGATIVE_DIAGONAL, i, i
+    root = np.sqrt(np.maximum(np.diag(g), 0.0))  # √Gᵢᵢ√Gⱼⱼ cannot underflow like √(GᵢᵢGⱼⱼ)
     for i in range(n):
         for j in range(i + 1, n):
             if abs(g[i, j] - g[j, i]) > tol:
                 return ASYMMETRIC, i, j
-            if abs(g[i, j]) > np.sqrt(max(g[i, i], 0.0) * max(g[j, j], 0.0)) + tol:
+            if abs(g[i, j]) > root[i] * root[j] + tol:
                 return NOT_PSD, i, j
     return OK, 0, 0
 
@@ -77,10 +79,11 @@ def normalised(g: np.ndarray) -> tuple[np.ndarray, float]:
         scale = max(scale, g[i, i])
     out = np.zeros((n, n))
     if scale > 0.0:
-        inv = 0.5 / scale
+        pre = 1e300 if scale < 1e-290 else 1.0  # 1/scale would overflow for subnormal scales
+        inv = 1.0 / (scale * pre)
         for i in range(n):
             for j in range(n):
-                out[i, j] = (g[i, j] + g[j, i]) * inv
+                out[i, j] = ((0.5 * g[i, j] + 0.5 * g[j, i]) * pre) * inv
     return out, scale
 
 
@@ -216,7 +219,7 @@ def solve_simplex_qp(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray,
     work = np.empty(n)
     grad = np.empty(n)
     linear = b.shape[0] > 0
-    tol = KKT_TOL * (1.0 + abs(s))
+    norms = np.sqrt(np.maximum(np.diag(g), 0.0))
     entered = -1
     for _ in range(50 * n + 100):
         # Minor cycle: move towards the affine minimiser of S, dropping points that reach 0.
@@ -256,16 +259,30 @@ def solve_simplex_qp(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray,
                 grad[i] += wk * row[i]
         mean = 0.0
         curvature = 0.0
+        rho = 0.0  # Σ wₖ‖gₖ‖ bounds the size of each term in Gw, hence its rounding
+        lin = 0.0
         for k in range(m):
             i = support[k]
             mean += w[i] * grad[i]
-            curvature += w[i] * (grad[i] - s * b[i]) if linear else w[i] * grad[i]
+            rho += w[i] * norms[i]
+            if linear:
+                curvature += w[i] * (grad[i] - s * b[i])
+                lin += w[i] * abs(b[i])
+            else:
+                curvature += w[i] * grad[i]
         if curvature < -GRAMIAN_TOL:
             return m, NOT_PSD
-        j = 0
-        for i in range(1, n):
-            if grad[i] < grad[j]:
+        j = -1  # the most violating point outside S (exactly those with w = 0 here)
+        for i in range(n):
+            if w[i] == 0.0 and (j < 0 or grad[i] < grad[j]):
                 j = i
+        if j < 0:
+            return m, OK
+        # Tolerance relative to the terms that make up grad[j] and the mean, not to the largest
+        # gradient: a tiny gradient next to a huge one still gets its exact share.
+        tol = KKT_TOL * (norms[j] * rho + rho * rho)
+        if linear:
+            tol += KKT_TOL * s * (abs(b[j]) + lin)
         if grad[j] >= mean - tol:
             return m, OK
         d2 = insert(g, support, m, lower, j, work)
@@ -280,7 +297,7 @@ def solve_simplex_qp(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray,
 
 
 @njit(cache=True)
-def _refine(g: np.ndarray, w: np.ndarray, support: np.ndarray, m: int,
+def refine(g: np.ndarray, w: np.ndarray, support: np.ndarray, m: int,
             lower: np.ndarray) -> None:
     """One step of iterative refinement of the affine minimiser on the final support.
 
@@ -333,8 +350,9 @@ def warm_status(warm: np.ndarray, n: int) -> tuple[int, int]:
 @njit(cache=True)
 def _two(g: np.ndarray) -> np.ndarray:
     """Closed form for two objectives; identical gradients give ``[0.5, 0.5]``."""
-    den = g[0, 0] - 2.0 * g[0, 1] + g[1, 1]
-    num = g[1, 1] - g[0, 1]
+    off = 0.5 * (g[0, 1] + g[1, 0])
+    den = g[0, 0] - 2.0 * off + g[1, 1]
+    num = g[1, 1] - off
     if den > 0.0:
         gamma = min(max(num / den, 0.0), 1.0)
     elif num != 0.0:
@@ -358,13 +376,13 @@ def _min_norm_kernel(gramian: np.ndarray, warm: np.ndarray,
         status, i = warm_status(warm, n)
         if status != OK:
             return np.empty(0), status, i, 0
+    if n == 1:
+        return np.ones(1), OK, 0, 0
+    if n == 2 and gramian[0, 0] + gramian[1, 1] > 0.0:
+        return _two(gramian), OK, 0, 0  # scale-invariant as it stands
     g, scale = normalised(gramian)
     if scale == 0.0:
         return np.full(n, 1.0 / n), OK, 0, 0
-    if n == 1:
-        return np.ones(1), OK, 0, 0
-    if n == 2:
-        return _two(g), OK, 0, 0
     support = np.empty(n, dtype=np.int64)
     lower = np.empty((n, n))
     work = np.empty(n)
@@ -379,7 +397,7 @@ def _min_norm_kernel(gramian: np.ndarray, warm: np.ndarray,
     m, status = solve_simplex_qp(g, np.empty(0), 0.0, w, support, m, lower)
     if status != OK:
         return np.empty(0), status, 0, 0
-    _refine(g, w, support, m, lower)
+    refine(g, w, support, m, lower)
     return w / w.sum(), OK, 0, 0
 
 
@@ -395,12 +413,12 @@ def min_norm(gramian: object, *, warm_start: object = None) -> np.ndarray:
     drifts slowly. All-zero gradients give uniform weights. Raises ``ValueError`` for a
     Gramian that is not square, not finite, not symmetric or not PSD, and for a bad warm start.
     """
-    g = np.asarray(gramian, dtype=np.float64)
+    g = np.ascontiguousarray(gramian, dtype=np.float64)  # one compiled layout
     check_square(g)
     if warm_start is None:
         w, status, i, j = _min_norm_kernel(g, _NO_WARM_START, False)
     else:
-        warm = np.asarray(warm_start, dtype=np.float64)
+        warm = np.ascontiguousarray(warm_start, dtype=np.float64)
         if warm.ndim != 1:
             raise ValueError(
                 f"warm_start must be a 1-D vector of {g.shape[0]} weights, got shape "
