@@ -266,6 +266,7 @@ class MOPPOTrainer:
         mean_kl = float(batch["kl"].sum(1).mean())
         stats["objective/kl"] = mean_kl
         stats["objective/kl_coef"] = self.kl_ctl.value
+        stats["objective/non_score_reward"] = -self.kl_ctl.value * mean_kl
         stats["objective/entropy"] = float((-batch["old_logprobs"] * batch["mask"]).sum(1).mean())
         stats["env/response_length"] = float(batch["mask"].sum(1).mean())
         stats.update(batch["stats"])

@@ -198,3 +198,36 @@ def test_configuration_errors() -> None:
         MOPPOTrainer(
             tiny_config(), model, tokenizer, [VaderReward(), VaderReward()], tiny_prompts(tokenizer)
         )
+
+
+def test_prepare_batch_follows_the_documented_pipeline_order() -> None:
+    """scores → running normalisation → KL penalty on every objective → GAE per objective →
+    whitening → Noon clip → PAMA."""
+    from mogradient_llm.advantages import (
+        gae,
+        masked_whiten,
+        noon_clip,
+        normalize_scores,
+        token_rewards,
+    )
+    from mogradient_llm.rewards import score_all
+    from mogradient_llm.rollout import lm_response_logprobs
+
+    trainer = make_trainer(_rewards())
+    prompts = trainer.sample_prompts()
+    rollout = trainer.generate(prompts)
+    scores = score_all(trainer.rewards, prompts, rollout.completions)
+    stats = copy.deepcopy(trainer.score_stats)
+    batch = trainer.prepare_batch(rollout, scores)
+    mask = batch["mask"]
+    with torch.no_grad():
+        ref = lm_response_logprobs(trainer.ref_model, rollout)
+        torch.testing.assert_close(batch["kl"], (batch["old_logprobs"] - ref) * mask)
+    stats.update(scores)
+    normalised = normalize_scores(scores, stats, use_score_norm=True)
+    rewards = token_rewards(normalised, batch["kl"], mask, trainer.config.kl_coef)
+    advantages, returns = gae(rewards, batch["old_values"], mask, gamma=1.0, lam=0.95)
+    torch.testing.assert_close(batch["returns"], returns)
+    clipped = noon_clip(masked_whiten(advantages, mask))
+    torch.testing.assert_close(batch["objective_advantages"], clipped)
+    torch.testing.assert_close(batch["advantages"][0], clipped.min(0).values * mask)
