@@ -20,7 +20,7 @@ from mogradient_llm.data import imdb_prompts, load_text_dataset
 from mogradient_llm.evaluate import evaluate_policy
 from mogradient_llm.metrics import MetricsWriter
 from mogradient_llm.models import build_tiny_policy, synthetic_reviews
-from mogradient_llm.rewards import LengthReward, Reward, VaderReward, as_reward
+from mogradient_llm.rewards import Reward, length, vader
 from mogradient_llm.trainer import MOPPOTrainer
 
 DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "imdb"
@@ -55,7 +55,7 @@ def build_demo_policy(texts: list[str], pretrain_steps: int, seed: int) -> tuple
 
 def demo_rewards() -> list[Reward]:
     """VADER sentiment and the paper's length reward (in characters)."""
-    return [as_reward(VaderReward()), as_reward(LengthReward(unit="chars"))]
+    return [vader(), length(unit="chars")]
 
 
 def demo_config(aggregator: str, seed: int, **overrides: Any) -> MOPPOConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -186,6 +186,27 @@ class ClassifierReward:
         return f"ClassifierReward(label={self.label})"
 
 
+def length(
+    unit: Literal["chars", "words", "tokens"] = "chars",
+    scale: float = 140.0,
+    low: float = 0.5,
+    high: float = 1.5,
+    tokenizer: object | None = None,
+) -> Reward:
+    """The paper's length reward ``clip(l / 140, 0.5, 1.5)``, ``l`` in characters by default."""
+    return as_reward(LengthReward(unit, scale, low, high, tokenizer))
+
+
+def vader(include_prompt: bool = False) -> Reward:
+    """VADER compound sentiment in ``[-1, 1]``."""
+    return as_reward(VaderReward(include_prompt))
+
+
+def classifier(name_or_path: str, label: int | str | None = None, **kwargs: Any) -> Reward:
+    """The logit of ``label`` (default: the positive class) of a sequence classifier."""
+    return as_reward(ClassifierReward(name_or_path, label=label, **kwargs))
+
+
 def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
     """A built-in reward from a CLI spec.
 
@@ -194,16 +215,16 @@ def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
     """
     kind, _, arg = spec.partition(":")
     if kind == "length":
-        return as_reward(LengthReward(unit=arg or "chars", tokenizer=tokenizer))
+        return length(unit=arg or "chars", tokenizer=tokenizer)
     if kind == "vader":
         if arg:
             raise ValueError(f"the vader reward takes no argument, got {spec!r}")
-        return as_reward(VaderReward())
+        return vader()
     if kind == "classifier":
         if not arg:
             raise ValueError("use classifier:PATH or classifier:PATH@LABEL")
         path, _, label = arg.partition("@")
-        return as_reward(ClassifierReward(path, label=label or None))
+        return classifier(path, label=label or None)
     raise ValueError(
         f"unknown reward {spec!r}; valid: length[:chars|words|tokens], vader, "
         "classifier:PATH[@LABEL]"

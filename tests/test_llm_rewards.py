@@ -74,6 +74,14 @@ def test_classifier_reward_is_the_positive_logit(tmp_path) -> None:
         ClassifierReward(str(tmp_path), label="neutral")
 
 
+def test_factories_name_their_rewards() -> None:
+    from mogradient_llm.rewards import length, vader
+
+    assert length().name == "length" and length().hv_reference == 0.5
+    assert length(unit="words", low=0.2).fn.low == 0.2
+    assert vader().name == "vader"
+
+
 def test_build_reward_specs_and_unknown_names() -> None:
     assert build_reward("length").name == "length"
     assert build_reward("length:words").fn.unit == "words"
