@@ -1,4 +1,9 @@
-"""Two CPU processes (gloo) through accelerate: PAMA needs only DDP's gradient all-reduce."""
+"""Two CPU processes (gloo) through accelerate: every rank ends a step with the same weights.
+
+PAMA needs only DDP's gradient all-reduce; the Gramian aggregators all-reduce the Gramian
+(hidden-state level) or the per-objective gradients (parameter level) so that every rank
+solves the same problem.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,12 @@ import torch.multiprocessing as mp
 
 from mogradient_llm.rewards import LengthReward, VaderReward
 from tests.llm_fixtures import make_trainer, tiny_lm_dir
+
+SETTINGS = {
+    "pama": {"aggregator": "pama"},
+    "mgda-features": {"aggregator": "mgda", "gramian_level": "features"},
+    "cagrad-parameters": {"aggregator": "cagrad", "gramian_level": "parameters"},
+}
 
 
 def _free_port() -> int:
@@ -32,19 +43,26 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -
 
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == world_size
-    trainer = make_trainer(
-        [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()],
-        accelerator=accelerator,
-        lm_dir=lm_dir,
-    )
-    module = accelerator.unwrap_model(trainer.model)
-    before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
-    trainer.step()
-    after = torch.cat([p.detach().flatten() for p in module.parameters()])
-    torch.save(
-        {"before": before, "after": after, "prompts": trainer.last_samples[0]["prompt"]},
-        os.path.join(out_dir, f"rank{rank}.pt"),
-    )
+    results = {}
+    for name, overrides in SETTINGS.items():
+        trainer = make_trainer(
+            [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()],
+            accelerator=accelerator,
+            lm_dir=lm_dir,
+            **overrides,
+        )
+        module = accelerator.unwrap_model(trainer.model)
+        before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+        stats = trainer.step()
+        after = torch.cat([p.detach().flatten() for p in module.parameters()])
+        weights = [stats["agg/weight/length"], stats["agg/weight/vader"]]
+        results[name] = {
+            "before": before,
+            "after": after,
+            "weights": weights,
+            "prompt": trainer.last_samples[0]["prompt"],
+        }
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     accelerator.end_training()
 
 
@@ -52,6 +70,10 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
     lm_dir = tiny_lm_dir()  # saved here: under torch.distributed only rank 0 would write it
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), lm_dir), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    torch.testing.assert_close(ranks[0]["before"], ranks[1]["before"])
-    assert not torch.equal(ranks[0]["before"], ranks[0]["after"])
-    torch.testing.assert_close(ranks[0]["after"], ranks[1]["after"], rtol=0, atol=0)
+    for name in SETTINGS:
+        first, second = ranks[0][name], ranks[1][name]
+        torch.testing.assert_close(first["before"], second["before"])
+        assert not torch.equal(first["before"], first["after"]), name
+        torch.testing.assert_close(first["after"], second["after"], rtol=0, atol=0)
+        if name != "pama":  # PAMA's logged weights are per-token averages of each rank's batch
+            assert first["weights"] == second["weights"], name
