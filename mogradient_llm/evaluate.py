@@ -35,7 +35,10 @@ def reference_point(rewards: Sequence[Reward], given: Sequence[float] | None = N
         return [float(x) for x in given]
     missing = [r.name for r in rewards if r.hv_reference is None]
     if missing:
-        raise ValueError(f"rewards {missing} have no default hypervolume reference; pass one")
+        raise ValueError(
+            f"rewards {missing} have no default hypervolume reference; "
+            "pass ref_point (--ref-point on the command line)"
+        )
     return [float(r.hv_reference) for r in rewards]
 
 
