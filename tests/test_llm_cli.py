@@ -140,6 +140,19 @@ def test_hypervolume_uses_pymoo_on_maximised_rewards() -> None:
         hypervolume([[1.0, 2.0]], [0.0])
 
 
+def test_reference_point_defaults_to_each_rewards_worst_value() -> None:
+    from mogradient_llm.evaluate import reference_point
+    from mogradient_llm.rewards import Reward, length, vader
+
+    assert reference_point([length(), vader()]) == [0.5, -1.0]
+    assert reference_point([length(), vader()], [1.0, 0.0]) == [1.0, 0.0]
+    scorer = Reward(lambda p, c: [0.0] * len(c), name="scorer")
+    with pytest.raises(ValueError, match="--ref-point"):
+        reference_point([length(), scorer])
+    with pytest.raises(ValueError, match="entries"):
+        reference_point([length()], [0.0, 1.0])
+
+
 def test_module_entry_point_and_unknown_aggregator(tmp_path) -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "mogradient_llm", "--help"],
