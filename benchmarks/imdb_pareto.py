@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", help="IMDb subset directory (default: generated reviews)")
     parser.add_argument("--out", default="outputs/imdb_pareto")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--pretrain-steps", type=int, default=400)
     parser.add_argument("--eval-prompts", type=int, default=128)
