@@ -164,7 +164,8 @@ def test_gradient_norms_over_22_decades(seed, n):
     assert_kkt(g, c)
     scale = np.max(np.diag(g))
     reference = min(slsqp(g / scale) * scale, np.min(np.diag(g)))
-    assert c @ g @ c <= reference + 1e-15 * scale
+    # Evaluating cᵀGc alone carries a rounding error of about n·eps·scale.
+    assert c @ g @ c <= reference + 4 * n * np.finfo(np.float64).eps * scale
 
 
 @pytest.mark.parametrize(("norm", "atol"), [(1e-150, 1e-12), (1e150, 1e-12), (1e-160, 1e-2)])
