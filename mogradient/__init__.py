@@ -20,7 +20,7 @@ from mogradient.aggregators import (
     gramian_of,
     pama_weights,
 )
-from mogradient.autograd import backward
+from mogradient.autograd import all_reduce_mean, backward, feature_weights, jacobian
 
 __version__ = "0.1.0"
 
@@ -32,10 +32,13 @@ __all__ = [
     "Aggregator",
     "Linear",
     "Mean",
+    "all_reduce_mean",
     "available_aggregators",
     "backward",
+    "feature_weights",
     "get_aggregator",
     "gramian_of",
+    "jacobian",
     "pama_weights",
     "solvers",
 ]

@@ -20,8 +20,9 @@ from tests.llm_fixtures import make_trainer, tiny_lm_dir
 SETTINGS = {
     "pama": {"aggregator": "pama"},
     "mgda-features": {"aggregator": "mgda", "gramian_level": "features"},
-    "cagrad-parameters": {"aggregator": "cagrad", "gramian_level": "parameters"},
+    "pcgrad-parameters": {"aggregator": "pcgrad", "gramian_level": "parameters"},
 }
+STEPS = 2
 
 
 def _free_port() -> int:
@@ -49,13 +50,17 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -
             [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()],
             accelerator=accelerator,
             lm_dir=lm_dir,
+            batch_size=4,
+            mini_batch_size=4,
             **overrides,
         )
         module = accelerator.unwrap_model(trainer.model)
         before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
-        stats = trainer.step()
+        weights = []
+        for _ in range(STEPS):
+            stats = trainer.step()
+            weights.append([stats["agg/weight/length"], stats["agg/weight/vader"]])
         after = torch.cat([p.detach().flatten() for p in module.parameters()])
-        weights = [stats["agg/weight/length"], stats["agg/weight/vader"]]
         results[name] = {
             "before": before,
             "after": after,
