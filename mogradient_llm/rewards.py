@@ -21,6 +21,10 @@ class RewardError(RuntimeError):
     """A reward function raised, or returned the wrong number of scores or non-finite scores."""
 
 
+class NonFiniteRewardError(RewardError):
+    """A reward function returned NaN or an infinite score."""
+
+
 class Reward:
     """A named reward function; ``hv_reference`` is its worst value (hypervolume reference)."""
 
@@ -252,7 +256,7 @@ def score_all(
             )
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
-            raise RewardError(
+            raise NonFiniteRewardError(
                 f"reward {reward.name!r} returned non-finite scores at positions {bad[:5]} "
                 f"(e.g. {values[bad[0]]})"
             )
