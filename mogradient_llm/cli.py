@@ -173,12 +173,14 @@ def train(args: argparse.Namespace) -> Path:
     """``mogradient-llm train``: returns the final checkpoint directory."""
     from mogradient_llm.aggregation import build_aggregator
     from mogradient_llm.checkpoint import resolve_resume
-    from mogradient_llm.rewards import build_reward
+    from mogradient_llm.rewards import build_reward, parse_reward_spec
     from mogradient_llm.trainer import MOPPOTrainer
 
     output_dir = Path(args.output_dir)
     config = _train_config(args)
-    build_aggregator(config)  # a typo in the name fails here, before any model is built
+    build_aggregator(config)  # typos in names fail here, before any model is built
+    for spec in args.reward:
+        parse_reward_spec(spec)
     resume = None
     if args.resume is not None:
         resume = resolve_resume(output_dir if args.resume is True else args.resume)

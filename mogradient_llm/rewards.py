@@ -217,7 +217,7 @@ def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
     ``length`` / ``length:words`` / ``length:tokens`` / ``vader`` / ``classifier:PATH`` /
     ``classifier:PATH@LABEL``.
     """
-    kind, _, arg = spec.partition(":")
+    kind, arg = parse_reward_spec(spec)
     if kind == "length":
         return length(unit=arg or "chars", tokenizer=tokenizer)
     if kind == "vader":
@@ -229,10 +229,18 @@ def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
             raise ValueError("use classifier:PATH or classifier:PATH@LABEL")
         path, _, label = arg.partition("@")
         return classifier(path, label=label or None)
-    raise ValueError(
-        f"unknown reward {spec!r}; valid: length[:chars|words|tokens], vader, "
-        "classifier:PATH[@LABEL]"
-    )
+    raise AssertionError(kind)  # parse_reward_spec accepts only the kinds above
+
+
+def parse_reward_spec(spec: str) -> tuple[str, str]:
+    """``(kind, argument)`` of a CLI reward spec; raises on an unknown kind, loading nothing."""
+    kind, _, arg = spec.partition(":")
+    if kind not in ("length", "vader", "classifier"):
+        raise ValueError(
+            f"unknown reward {spec!r}; valid: length[:chars|words|tokens], vader, "
+            "classifier:PATH[@LABEL]"
+        )
+    return kind, arg
 
 
 def score_all(

@@ -211,6 +211,7 @@ class MOPPOTrainer:
         advantages, returns = gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
+        self._check_finite(advantages, returns, logprobs)
         stats = {}
         for name, adv in zip(self.names, advantages):
             stats[f"advantages/{name}/positive_frac"] = float(masked_mean((adv > 0).float(), mask))
@@ -231,6 +232,16 @@ class MOPPOTrainer:
             "kl": kl,
             "stats": stats,
         }
+
+    def _check_finite(
+        self, advantages: torch.Tensor, returns: torch.Tensor, logprobs: torch.Tensor
+    ) -> None:
+        """Raise :class:`NonFiniteError` naming the first objective with NaN/inf values."""
+        for name, adv, ret in zip(self.names, advantages, returns):
+            if not (torch.isfinite(adv).all() and torch.isfinite(ret).all()):
+                raise NonFiniteError(f"the advantages/returns of objective {name!r} are not finite")
+        if not torch.isfinite(logprobs).all():
+            raise NonFiniteError("the policy's log-probabilities are not finite")
 
     # ------------------------------------------------------------------ optimisation
     def minibatch_losses(
@@ -302,15 +313,6 @@ class MOPPOTrainer:
             return f"the value loss (sum over objectives' heads) is {float(v_loss)}"
         return None
 
-    def _nonfinite_batch(self, batch: dict[str, Any]) -> str | None:
-        """A description of the first objective whose advantages or returns are not finite."""
-        for name, adv, ret in zip(self.names, batch["objective_advantages"], batch["returns"]):
-            if not (torch.isfinite(adv).all() and torch.isfinite(ret).all()):
-                return f"the advantages/returns of objective {name!r} are not finite"
-        if not torch.isfinite(batch["old_logprobs"]).all():
-            return "the policy's log-probabilities are not finite"
-        return None
-
     def _nonfinite(self, problem: str) -> None:
         """Raise, or warn when ``skip_nonfinite`` is set."""
         step = self.step_count + 1
@@ -335,14 +337,13 @@ class MOPPOTrainer:
         if not prompts:
             raise ValueError("the prompt batch is empty; pass at least one prompt")
         rollout = self.generate(prompts)
+        normaliser = self.score_stats.state_dict()
         try:
             scores = score_all(self.rewards, rollout.prompts, rollout.completions)
-        except NonFiniteRewardError as exc:
+            batch = self.prepare_batch(rollout, scores)
+        except (NonFiniteRewardError, NonFiniteError) as exc:
+            self.score_stats.load_state_dict(normaliser)  # the bad scores must not count
             return self._skip_step(str(exc), start)
-        batch = self.prepare_batch(rollout, scores)
-        problem = self._nonfinite_batch(batch)
-        if problem is not None:
-            return self._skip_step(problem, start)
         stats = {f"objective/scores/{name}": float(s.mean()) for name, s in zip(self.names, scores)}
         mean_kl = float(batch["kl"].sum(1).mean())
         stats["objective/kl"] = mean_kl
