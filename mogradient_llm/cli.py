@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--tiny-pretrain-steps", type=int, default=200)
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument(
+        "--cpu",
+        action="store_true",
+        help="run on CPU even where a GPU is present; several CPU processes (gloo) need it: "
+        "torchrun --nproc_per_node 2 -m mogradient_llm train --cpu ...",
+    )
     _add_generation_args(train)
     _add_data_args(train, "train")
 
@@ -171,6 +177,8 @@ def _load_lm(name_or_path: str) -> tuple[Any, Any]:
 
 def train(args: argparse.Namespace) -> Path:
     """``mogradient-llm train``: returns the final checkpoint directory."""
+    from accelerate import Accelerator
+
     from mogradient_llm.aggregation import build_aggregator
     from mogradient_llm.checkpoint import resolve_resume
     from mogradient_llm.rewards import build_reward, parse_reward_spec
@@ -184,17 +192,21 @@ def train(args: argparse.Namespace) -> Path:
     resume = None
     if args.resume is not None:
         resume = resolve_resume(output_dir if args.resume is True else args.resume)
+    accelerator = Accelerator(cpu=args.cpu)
     policy_path = args.policy
-    if args.policy == TINY:
+    if args.policy == TINY:  # built by the main process only, the others wait and load it
         policy_path = str(output_dir / "initial_policy")
-        if resume is None or not Path(policy_path).is_dir():
+        if accelerator.is_main_process and (resume is None or not Path(policy_path).is_dir()):
             _save_tiny_policy(args, policy_path)
+        accelerator.wait_for_everyone()
     model, tokenizer = _load_lm(policy_path)
     ref_model = _load_lm(args.ref_policy)[0] if args.ref_policy else None
     rewards = [build_reward(spec, tokenizer) for spec in args.reward]
     prompts = _prompts(args, tokenizer, args.max_prompts, args.seed)
-    trainer = MOPPOTrainer(config, model, tokenizer, rewards, prompts, ref_model=ref_model)
-    if resume is not None:
+    trainer = MOPPOTrainer(
+        config, model, tokenizer, rewards, prompts, ref_model=ref_model, accelerator=accelerator
+    )
+    if resume is not None and accelerator.is_main_process:
         print(f"resuming from {resume}")
     trainer.train(
         args.steps,
@@ -204,7 +216,8 @@ def train(args: argparse.Namespace) -> Path:
         extra_state={"policy_name_or_path": args.ref_policy or policy_path, "rewards": args.reward},
         resume_from=resume,
     )
-    print(f"saved {output_dir / 'final'}")
+    if accelerator.is_main_process:
+        print(f"saved {output_dir / 'final'}")
     return output_dir / "final"
 
 

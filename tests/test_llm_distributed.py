@@ -7,8 +7,11 @@ solves the same problem.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -82,3 +85,31 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
         torch.testing.assert_close(first["after"], second["after"], rtol=0, atol=0)
         if name != "pama":  # PAMA's logged weights are per-token averages of each rank's batch
             assert first["weights"] == second["weights"], name
+
+
+def test_cli_trains_and_resumes_under_torchrun_with_two_cpu_processes(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(_free_port()), "-m", "mogradient_llm", "--threads", "1",
+        "train", "--cpu", "--policy", "tiny", "--tiny-pretrain-steps", "3",
+        "--reward", "length", "--reward", "vader", "--aggregator", "pcgrad",
+        "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
+        "--max-new-tokens", "6", "--no-progress", "--save-steps", "1",
+        "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    first = subprocess.run([*command, "--steps", "1"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = subprocess.run(
+        [*command, "--steps", "2", "--resume"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("resuming from") == 1  # printed by the main process only
+    state = tmp_path / "final" / "resume"
+    assert sorted(p.name for p in state.glob("prompt_sampler_*.pt")) == [
+        "prompt_sampler_0.pt",
+        "prompt_sampler_1.pt",
+    ]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
