@@ -285,7 +285,7 @@ class MOPPOTrainer:
             for start in range(0, n, cfg.mini_batch_size):
                 index = order[start : start + cfg.mini_batch_size]
                 p_losses, v_loss, hidden, stats = self.minibatch_losses(batch, index)
-                problem = self._nonfinite_loss(p_losses, v_loss)
+                problem = self._agree(self._nonfinite_loss(p_losses, v_loss))
                 if problem is not None:
                     self._nonfinite(problem)
                     continue
@@ -313,6 +313,16 @@ class MOPPOTrainer:
             return f"the value loss (sum over objectives' heads) is {float(v_loss)}"
         return None
 
+    def _agree(self, problem: str | None) -> str | None:
+        """``problem`` if any rank has one: every rank must skip (or stop) together, or the
+        others would wait forever in the next collective."""
+        if self.accelerator.num_processes == 1:
+            return problem
+        flag = torch.tensor([float(problem is not None)], device=self.accelerator.device)
+        if float(self.accelerator.reduce(flag, "sum")) == 0:
+            return None
+        return problem or "another rank met a non-finite value"
+
     def _nonfinite(self, problem: str) -> None:
         """Raise, or warn when ``skip_nonfinite`` is set."""
         step = self.step_count + 1
@@ -338,12 +348,20 @@ class MOPPOTrainer:
             raise ValueError("the prompt batch is empty; pass at least one prompt")
         rollout = self.generate(prompts)
         normaliser = self.score_stats.state_dict()
+        scores, batch, problem = None, None, None
         try:
             scores = score_all(self.rewards, rollout.prompts, rollout.completions)
-            batch = self.prepare_batch(rollout, scores)
-        except (NonFiniteRewardError, NonFiniteError) as exc:
+        except NonFiniteRewardError as exc:
+            problem = str(exc)
+        if self._agree(problem) is None:  # every rank runs prepare_batch's forwards, or none
+            try:
+                batch = self.prepare_batch(rollout, scores)
+            except NonFiniteError as exc:
+                problem = str(exc)
+        problem = self._agree(problem)
+        if problem is not None:
             self.score_stats.load_state_dict(normaliser)  # the bad scores must not count
-            return self._skip_step(str(exc), start)
+            return self._skip_step(problem, start)
         stats = {f"objective/scores/{name}": float(s.mean()) for name, s in zip(self.names, scores)}
         mean_kl = float(batch["kl"].sum(1).mean())
         stats["objective/kl"] = mean_kl

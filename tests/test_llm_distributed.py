@@ -8,16 +8,18 @@ solves the same problem.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 
-from mogradient_llm.rewards import LengthReward, VaderReward
+from mogradient_llm.rewards import LengthReward, Reward, VaderReward
 from tests.llm_fixtures import make_trainer, tiny_lm_dir
 
 SETTINGS = {
@@ -70,6 +72,20 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -
             "weights": weights,
             "prompt": trainer.last_samples[0]["prompt"],
         }
+    nan_on_rank1 = Reward(lambda p, c: [math.nan if rank else 0.0] * len(c), name="nan")
+    trainer = make_trainer(
+        [VaderReward(), nan_on_rank1],
+        accelerator=accelerator,
+        lm_dir=lm_dir,
+        batch_size=4,
+        mini_batch_size=4,
+        skip_nonfinite=True,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        skipped = trainer.step()["train/skipped"]
+    warned = any("step 1" in str(w.message) for w in caught)
+    results["skip"] = {"skipped": skipped, "warned": warned}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     accelerator.end_training()
 
@@ -85,6 +101,8 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
         torch.testing.assert_close(first["after"], second["after"], rtol=0, atol=0)
         if name != "pama":  # PAMA's logged weights are per-token averages of each rank's batch
             assert first["weights"] == second["weights"], name
+    for rank in ranks:  # a NaN reward on rank 1 only: both ranks skip the step together
+        assert rank["skip"] == {"skipped": 1.0, "warned": True}
 
 
 def test_cli_trains_and_resumes_under_torchrun_with_two_cpu_processes(tmp_path) -> None:
