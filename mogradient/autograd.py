@@ -18,6 +18,9 @@ Under ``torch.distributed`` (data parallelism, the model wrapped in DDP or accel
 * paths that form the parameter Jacobian all-reduce (average) the k×d Jacobian once, solve on
   it, and write the already-global direction into ``.grad`` (``torch.autograd.grad`` never
   triggers DDP's hooks, so no gradient is averaged twice).
+
+Under FSDP2 (``fully_shard``) the loss and features paths work with ``params=None`` (the graph's
+leaves, which FSDP's hooks watch); parameter mode needs full gradients and is not supported.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ def backward(
     Returns:
         The float64 loss weights ``[n]`` used, or ``None`` for PAMA, whose combination is
         coordinate-wise and so has no single weight vector.
+
+    Under ``torch.distributed`` every rank gets the update of the mean of the ranks' losses
+    (module docstring); the loss and ``features=`` paths rely on the model being wrapped in DDP
+    or FSDP to average their final backward. Parameter mode refuses FSDP-sharded parameters.
     """
     agg = get_aggregator(aggregator, **kwargs)
     loss_list = _as_list(losses)
@@ -72,6 +79,7 @@ def backward(
         _weighted_backward(loss_list, w, params, retain_graph)
         return w
 
+    _check_unsharded(params)
     jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
     if agg.needs == "gramian":
         w = agg.weights(gramian_of(jac))
@@ -128,6 +136,22 @@ def _leaves(losses: list[torch.Tensor]) -> list[torch.Tensor]:
             "that the model's parameters have requires_grad=True"
         )
     return list(found.values())
+
+
+def _check_unsharded(params: list[torch.Tensor]) -> None:
+    """Parameter-mode aggregation needs every objective's full gradient on every rank.
+
+    FSDP2 leaves the parameters of blocks it resharded after the forward as DTensors; the root
+    module's stay unsharded until its backward, so only the former can be detected here.
+    """
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in params):
+        raise ValueError(
+            "some parameters are sharded (FSDP's DTensors), and aggregating over the parameters "
+            "needs each objective's full gradient; pass features= (a shared representation, "
+            "MGDA-UB) or use a loss-level aggregator (linear, mean)"
+        )
 
 
 def _check_params(params: list[torch.Tensor]) -> None:

@@ -65,6 +65,19 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+def _check_sharding(combiner: ObjectiveCombiner, accelerator: Accelerator) -> None:
+    """Parameter-level Gramians need every objective's full gradient: not under FSDP/ZeRO."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if sharded and combiner.needs == "gramian" and combiner.config.gramian_level == "parameters":
+        raise ValueError(
+            f"gramian_level='parameters' needs each objective's full gradient, which "
+            f"{accelerator.distributed_type.value} shards; use gramian_level='features' "
+            "(--gramian-level features) or a PAMA / loss-level aggregator"
+        )
+
+
 class MOPPOTrainer:
     """PPO with k objectives, combined by any ``mogradient`` aggregator.
 
@@ -115,6 +128,7 @@ class MOPPOTrainer:
                 )
             tokenizer.pad_token = tokenizer.eos_token
         self.combiner = ObjectiveCombiner(config, self.names)
+        _check_sharding(self.combiner, self.accelerator)
 
         disable_dropout(model)
         if config.lora_r:

@@ -72,6 +72,40 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+FSDP_SETTINGS = ["linear", "mgda-features", "pcgrad-features", "cagrad-features"]
+
+
+def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
+    """FSDP2 (``fully_shard`` per block, then the root) on CPU: the loss and features paths
+    work, parameter mode refuses."""
+    from torch.distributed.fsdp import fully_shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
+    shard = _data().chunk(WORLD)[rank]
+    results: dict[str, object] = {}
+    for name in FSDP_SETTINGS:
+        model = TwoHeads()
+        fully_shard(model.trunk)
+        fully_shard(model)
+        losses, h = model(shard)
+        features = h if SETTINGS[name].get("features") else None
+        aggregator = SETTINGS[name]["aggregator"]
+        mogradient.backward(losses, features=features, aggregator=aggregator)  # params: the graph's
+        results[name] = torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()])
+    model = TwoHeads()
+    fully_shard(model.trunk)
+    fully_shard(model)
+    losses, _ = model(shard)
+    try:
+        mogradient.backward(losses, list(model.parameters()), aggregator="mgda")
+    except ValueError as exc:
+        results["parameters-error"] = str(exc)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,3 +129,15 @@ def test_every_rank_gets_the_whole_batch_gradient(ranks, name) -> None:
             torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
     for key in ranks[0][name]:
         assert torch.equal(ranks[0][name][key], ranks[1][name][key]), key
+
+
+def test_fsdp_features_and_loss_paths_match_one_process_and_parameter_mode_refuses(
+    tmp_path,
+) -> None:
+    mp.spawn(_fsdp_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    for r in range(WORLD):
+        got = torch.load(tmp_path / f"rank{r}.pt")
+        for name in FSDP_SETTINGS:
+            expected = _grads(TwoHeads(), _data(), SETTINGS[name])["grad0"]
+            torch.testing.assert_close(got[name], expected, rtol=1e-5, atol=1e-6)
+        assert "sharded" in got["parameters-error"] and "features=" in got["parameters-error"]
