@@ -15,9 +15,12 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.multiprocessing as mp
+from accelerate.utils import DistributedType
 
 from mogradient_llm.rewards import LengthReward, Reward, VaderReward
 from tests.llm_fixtures import make_trainer, tiny_lm_dir
@@ -131,3 +134,17 @@ def test_cli_trains_and_resumes_under_torchrun_with_two_cpu_processes(tmp_path) 
     ]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED])
+def test_parameter_level_gramian_is_refused_under_sharding(kind: DistributedType) -> None:
+    from mogradient_llm.aggregation import ObjectiveCombiner
+    from mogradient_llm.trainer import _check_sharding
+    from tests.llm_fixtures import tiny_config
+
+    sharded = SimpleNamespace(distributed_type=kind)
+    parameters = ObjectiveCombiner(tiny_config(aggregator="mgda"), ["a", "b"])
+    with pytest.raises(ValueError, match="gramian_level='features'"):
+        _check_sharding(parameters, sharded)
+    for allowed in ({"aggregator": "mgda", "gramian_level": "features"}, {"aggregator": "pama"}):
+        _check_sharding(ObjectiveCombiner(tiny_config(**allowed), ["a", "b"]), sharded)
