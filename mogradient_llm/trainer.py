@@ -396,6 +396,7 @@ class MOPPOTrainer:
         return stats
 
     def _skip_step(self, problem: str, start: float) -> dict[str, float]:
+        """Raise on ``problem``, or (``skip_nonfinite``) count the step with no update."""
         self._nonfinite(problem)
         self.step_count += 1
         self.last_samples = []
