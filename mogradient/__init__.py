@@ -20,7 +20,7 @@ from mogradient.aggregators import (
     gramian_of,
     pama_weights,
 )
-from mogradient.autograd import all_reduce_mean, backward, feature_weights, jacobian
+from mogradient.autograd import backward, feature_weights, jacobian
 
 __version__ = "0.1.0"
 
@@ -32,7 +32,6 @@ __all__ = [
     "Aggregator",
     "Linear",
     "Mean",
-    "all_reduce_mean",
     "available_aggregators",
     "backward",
     "feature_weights",
