@@ -20,7 +20,7 @@ from mogradient.aggregators import (
     gramian_of,
     pama_weights,
 )
-from mogradient.autograd import backward
+from mogradient.autograd import backward, feature_weights, jacobian
 
 __version__ = "0.1.0"
 
@@ -34,8 +34,10 @@ __all__ = [
     "Mean",
     "available_aggregators",
     "backward",
+    "feature_weights",
     "get_aggregator",
     "gramian_of",
+    "jacobian",
     "pama_weights",
     "solvers",
 ]

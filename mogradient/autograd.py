@@ -8,6 +8,19 @@ Three paths, chosen by what the aggregator needs (see :mod:`mogradient.aggregato
   representation, the MGDA-UB bound of Sener & Koltun 2018) the gradients are taken w.r.t.
   ``h`` instead: cheaper (h is small) and followed by one backward of Σ wᵢ Lᵢ.
 * ``"coefficients"`` (pama): the Jacobian over the parameters, combined coordinate-wise.
+
+Under ``torch.distributed`` (data parallelism, the model wrapped in DDP or accelerate's
+``prepare``) every rank ends with the same update, that of the mean of the ranks' losses:
+
+* paths that end in a backward of Σ wᵢ Lᵢ (losses, features) run it through
+  ``torch.autograd.backward``, so DDP's hooks average it like any other backward; with
+  ``features=`` the k×k Gramian is all-reduced first so that every rank solves the same problem;
+* paths that form the parameter Jacobian all-reduce (average) the k×d Jacobian once, solve on
+  it, and write the already-global direction into ``.grad`` (``torch.autograd.grad`` never
+  triggers DDP's hooks, so no gradient is averaged twice).
+
+Under FSDP2 (``fully_shard``) the loss and features paths work with ``params=None`` (the graph's
+leaves, which FSDP's hooks watch); parameter mode needs full gradients and is not supported.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
+import torch.distributed as dist
 
 from mogradient._checks import check_jacobian, check_losses
 from mogradient.aggregators.base import Aggregator, gramian_of
@@ -45,6 +59,10 @@ def backward(
     Returns:
         The float64 loss weights ``[n]`` used, or ``None`` for PAMA, whose combination is
         coordinate-wise and so has no single weight vector.
+
+    Under ``torch.distributed`` every rank gets the update of the mean of the ranks' losses
+    (module docstring); the loss and ``features=`` paths rely on the model being wrapped in DDP
+    or FSDP to average their final backward. Parameter mode refuses FSDP-sharded parameters.
     """
     agg = get_aggregator(aggregator, **kwargs)
     loss_list = _as_list(losses)
@@ -57,18 +75,12 @@ def backward(
         _weighted_backward(loss_list, w, params, retain_graph)
         return w
     if features is not None:
-        if agg.needs != "gramian":
-            raise ValueError(
-                f"{agg!r} does not weigh losses from a Gramian, so it has no representation-level "
-                "mode; call backward without features=, or pick a Gramian method "
-                "(mgda, pcgrad, cagrad)"
-            )
-        feats = [features] if isinstance(features, torch.Tensor) else list(features)
-        w = agg.weights(gramian_of(_jacobian(loss_list, feats, keep_graph=True)))
+        w = feature_weights(loss_list, features, agg)
         _weighted_backward(loss_list, w, params, retain_graph)
         return w
 
-    jac = _jacobian(loss_list, params, keep_graph=retain_graph)
+    _check_unsharded(params)
+    jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
     if agg.needs == "gramian":
         w = agg.weights(gramian_of(jac))
         direction = w.to(jac.dtype) @ jac
@@ -126,6 +138,22 @@ def _leaves(losses: list[torch.Tensor]) -> list[torch.Tensor]:
     return list(found.values())
 
 
+def _check_unsharded(params: list[torch.Tensor]) -> None:
+    """Parameter-mode aggregation needs every objective's full gradient on every rank.
+
+    FSDP2 leaves the parameters of blocks it resharded after the forward as DTensors; the root
+    module's stay unsharded until its backward, so only the former can be detected here.
+    """
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in params):
+        raise ValueError(
+            "some parameters are sharded (FSDP's DTensors), and aggregating over the parameters "
+            "needs each objective's full gradient; pass features= (a shared representation, "
+            "MGDA-UB) or use a loss-level aggregator (linear, mean)"
+        )
+
+
 def _check_params(params: list[torch.Tensor]) -> None:
     if not params:
         raise ValueError("params is empty; pass the tensors that should receive gradients")
@@ -137,15 +165,62 @@ def _check_params(params: list[torch.Tensor]) -> None:
             )
 
 
-def _jacobian(
-    losses: list[torch.Tensor], inputs: list[torch.Tensor], *, keep_graph: bool
+def feature_weights(
+    losses: Sequence[torch.Tensor],
+    features: torch.Tensor | Sequence[torch.Tensor],
+    aggregator: str | Aggregator,
 ) -> torch.Tensor:
-    """Rows ∂Lᵢ/∂inputs, flattened and concatenated: ``[n_objectives, Σ numel]``."""
+    """Weights ``[n]`` of a Gramian aggregator from ∂Lᵢ/∂features (MGDA-UB), keeping the graph.
+
+    Under ``torch.distributed`` each rank's features are its own samples, so the Gramian of the
+    mean of the R ranks' losses is Σ_r G_r / R²: one k×k all-reduce, and every rank solves the
+    same problem and gets the same weights.
+    """
+    agg = get_aggregator(aggregator)
+    if agg.needs != "gramian":
+        raise ValueError(
+            f"{agg!r} does not weigh losses from a Gramian, so it has no representation-level "
+            "mode; call backward without features=, or pick a Gramian method "
+            "(mgda, pcgrad, cagrad)"
+        )
+    feats = [features] if isinstance(features, torch.Tensor) else list(features)
+    gramian = gramian_of(jacobian(list(losses), feats, retain_graph=True))
+    if _world_size() > 1:
+        dist.all_reduce(gramian)
+        gramian /= _world_size() ** 2
+    return agg.weights(gramian)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of ``tensor`` over the ranks of ``torch.distributed`` (itself when not running).
+
+    Sum then divide: gloo has no ``AVG`` reduction.
+    """
+    world = _world_size()
+    if world == 1:
+        return tensor
+    tensor = tensor.contiguous()
+    dist.all_reduce(tensor)
+    return tensor.div_(world)
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def jacobian(
+    losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor], *, retain_graph: bool = False
+) -> torch.Tensor:
+    """Rows ∂Lᵢ/∂inputs, flattened and concatenated: ``[n_objectives, Σ numel]`` (local rank).
+
+    Uses ``torch.autograd.grad``, so ``.grad`` is left alone and no DDP hook fires.
+    """
     n = len(losses)
+    inputs = list(inputs)
     rows = []
     for i, loss in enumerate(losses):
         grads = torch.autograd.grad(
-            loss, inputs, retain_graph=keep_graph or i < n - 1, allow_unused=True
+            loss, inputs, retain_graph=retain_graph or i < n - 1, allow_unused=True
         )
         rows.append(
             torch.cat(
@@ -164,9 +239,9 @@ def _weighted_backward(
     params: list[torch.Tensor],
     retain_graph: bool,
 ) -> None:
+    """``.grad += ∂(Σ wᵢ Lᵢ)/∂params`` through ``autograd.backward``, so DDP's hooks average it."""
     total = sum(float(w) * loss for w, loss in zip(weights, losses))
-    grads = torch.autograd.grad(total, params, retain_graph=retain_graph, allow_unused=True)
-    _accumulate(params, grads)
+    torch.autograd.backward(total, inputs=params, retain_graph=retain_graph)
 
 
 def _split(direction: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -7,8 +7,8 @@
 * ``"gramian"`` (``mgda``, ``pcgrad``, ``cagrad``): at the gradient level — the Gramian of the
   per-objective policy-loss gradients over the policy parameters or over the last hidden
   states (MGDA-UB), weights from the registry, then one backward of ``Σ wᵢ Lᵢ``
-  (:func:`mogradient.backward`). Under data parallelism the Gramian is that of the global
-  loss, all-reduced, so every rank gets the same weights.
+  (:func:`mogradient.backward`). Under data parallelism the core all-reduces the k×k Gramian
+  (features) or the k×d Jacobian (parameters), so every rank gets the same weights.
 
 The value loss is never aggregated: it is added (sum over heads) outside the aggregator.
 """
@@ -101,52 +101,23 @@ class ObjectiveCombiner:
         hidden: torch.Tensor,
         accelerator: Any,
     ) -> dict[str, float]:
+        """Gramian weights identical on every rank, through the core (:mod:`mogradient.autograd`).
+
+        Features level: ``feature_weights`` all-reduces the k×k Gramian, then one backward of
+        ``Σ wᵢ Lᵢ + vf`` that DDP averages like any other (one backward per step, as DDP needs).
+        Parameters level: the value loss goes through DDP's backward, then ``mogradient.backward``
+        all-reduces the k×d Jacobian once and adds the global direction to ``.grad``.
+        """
         import mogradient
 
-        params = [p for p in accelerator.unwrap_model(model).policy.parameters() if p.requires_grad]
-        features = hidden if self.config.gramian_level == "features" else None
-        if accelerator.num_processes > 1:
-            weights = self._distributed_weights(policy_losses, params, features, accelerator)
+        losses = list(policy_losses.unbind())
+        if self.config.gramian_level == "features":
+            weights = mogradient.feature_weights(losses, hidden, self.aggregator)
             accelerator.backward(weights.to(policy_losses) @ policy_losses + vf)
         else:
+            params = [
+                p for p in accelerator.unwrap_model(model).policy.parameters() if p.requires_grad
+            ]
             accelerator.backward(vf, retain_graph=True)
-            weights = mogradient.backward(
-                list(policy_losses.unbind()), params, features=features, aggregator=self.aggregator
-            )
+            weights = mogradient.backward(losses, params, aggregator=self.aggregator)
         return {f"agg/weight/{n}": float(x) for n, x in zip(self.names, weights)}
-
-    def _distributed_weights(
-        self,
-        policy_losses: torch.Tensor,
-        params: list[torch.Tensor],
-        features: torch.Tensor | None,
-        accelerator: Any,
-    ) -> torch.Tensor:
-        """Registry weights of the Gramian of the *global* loss, identical on every rank.
-
-        DDP's loss is the mean of the R ranks' losses. Over the hidden states each rank owns its
-        own coordinates, so the global Gramian is the sum of the local ones divided by R²
-        (all-reduce of the k×k Gramian). Over the parameters the gradients are shared, so the
-        k per-objective gradients are averaged (all-reduce of k×d) before forming the Gramian.
-        """
-        from mogradient import gramian_of
-
-        inputs = [features] if features is not None else params
-        rows = []
-        for loss in policy_losses:
-            grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
-            rows.append(
-                torch.cat(
-                    [
-                        (torch.zeros_like(x) if g is None else g).reshape(-1)
-                        for x, g in zip(inputs, grads)
-                    ]
-                )
-            )
-        jacobian = torch.stack(rows)
-        world = accelerator.num_processes
-        if features is not None:
-            gramian = accelerator.reduce(gramian_of(jacobian), "sum") / world**2
-        else:
-            gramian = gramian_of(accelerator.reduce(jacobian, "mean"))
-        return self.aggregator.weights(gramian)

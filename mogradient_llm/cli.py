@@ -65,6 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=100)
     train.add_argument("--output-dir", required=True)
     train.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        help="continue from the newest complete checkpoint of --output-dir (or of the given "
+        "checkpoint/run directory) up to --steps in total",
+    )
+    train.add_argument(
+        "--skip-nonfinite",
+        action="store_true",
+        help="skip (with a warning) steps whose rewards, advantages or losses are NaN/inf "
+        "instead of stopping",
+    )
+    lora = train.add_argument_group("LoRA (peft)")
+    lora.add_argument("--lora-r", type=int, default=0, help="LoRA rank; 0 trains the full model")
+    lora.add_argument("--lora-alpha", type=float, default=16.0)
+    lora.add_argument("--lora-dropout", type=float, default=0.0)
+    lora.add_argument(
+        "--lora-target-modules",
+        type=lambda text: text.split(","),
+        help="comma-separated module names (e.g. c_attn); default: peft's for the model",
+    )
     train.add_argument("--config", help="JSON file of MOPPOConfig fields (flags override it)")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--mini-batch-size", type=int, default=8)
@@ -74,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--tiny-pretrain-steps", type=int, default=200)
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument(
+        "--cpu",
+        action="store_true",
+        help="run on CPU even where a GPU is present; several CPU processes (gloo) need it: "
+        "torchrun --nproc_per_node 2 -m mogradient_llm train --cpu ...",
+    )
     _add_generation_args(train)
     _add_data_args(train, "train")
 
@@ -148,18 +177,54 @@ def _load_lm(name_or_path: str) -> tuple[Any, Any]:
 
 def train(args: argparse.Namespace) -> Path:
     """``mogradient-llm train``: returns the final checkpoint directory."""
-    from mogradient_llm.rewards import build_reward
+    from accelerate import Accelerator
+
+    from mogradient_llm.aggregation import build_aggregator
+    from mogradient_llm.checkpoint import resolve_resume
+    from mogradient_llm.rewards import build_reward, parse_reward_spec
     from mogradient_llm.trainer import MOPPOTrainer
 
     output_dir = Path(args.output_dir)
+    config = _train_config(args)
+    build_aggregator(config)  # typos in names fail here, before any model is built
+    for spec in args.reward:
+        parse_reward_spec(spec)
+    resume = None
+    if args.resume is not None:
+        resume = resolve_resume(output_dir if args.resume is True else args.resume)
+    accelerator = Accelerator(cpu=args.cpu)
     policy_path = args.policy
-    if args.policy == TINY:
+    if args.policy == TINY:  # built by the main process only, the others wait and load it
         policy_path = str(output_dir / "initial_policy")
-        _save_tiny_policy(args, policy_path)
+        if accelerator.is_main_process and (resume is None or not Path(policy_path).is_dir()):
+            _save_tiny_policy(args, policy_path)
+        accelerator.wait_for_everyone()
     model, tokenizer = _load_lm(policy_path)
     ref_model = _load_lm(args.ref_policy)[0] if args.ref_policy else None
+    rewards = [build_reward(spec, tokenizer) for spec in args.reward]
+    prompts = _prompts(args, tokenizer, args.max_prompts, args.seed)
+    trainer = MOPPOTrainer(
+        config, model, tokenizer, rewards, prompts, ref_model=ref_model, accelerator=accelerator
+    )
+    if resume is not None and accelerator.is_main_process:
+        print(f"resuming from {resume}")
+    trainer.train(
+        args.steps,
+        output_dir,
+        save_steps=args.save_steps,
+        progress=not args.no_progress,
+        extra_state={"policy_name_or_path": args.ref_policy or policy_path, "rewards": args.reward},
+        resume_from=resume,
+    )
+    if accelerator.is_main_process:
+        print(f"saved {output_dir / 'final'}")
+    return output_dir / "final"
+
+
+def _train_config(args: argparse.Namespace) -> MOPPOConfig:
+    """The ``MOPPOConfig`` of ``--config`` overridden by the flags."""
     base = json.loads(Path(args.config).read_text()) if args.config else {}
-    config = MOPPOConfig.from_dict(
+    return MOPPOConfig.from_dict(
         {
             **base,
             "learning_rate": args.learning_rate,
@@ -174,20 +239,13 @@ def train(args: argparse.Namespace) -> Path:
             "gramian_level": args.gramian_level,
             "noon": not args.no_noon,
             "generation_kwargs": _generation_kwargs(args),
+            "skip_nonfinite": args.skip_nonfinite,
+            "lora_r": args.lora_r,
+            "lora_alpha": args.lora_alpha,
+            "lora_dropout": args.lora_dropout,
+            "lora_target_modules": args.lora_target_modules,
         }
     )
-    rewards = [build_reward(spec, tokenizer) for spec in args.reward]
-    prompts = _prompts(args, tokenizer, args.max_prompts, args.seed)
-    trainer = MOPPOTrainer(config, model, tokenizer, rewards, prompts, ref_model=ref_model)
-    trainer.train(
-        args.steps,
-        output_dir,
-        save_steps=args.save_steps,
-        progress=not args.no_progress,
-        extra_state={"policy_name_or_path": args.ref_policy or policy_path, "rewards": args.reward},
-    )
-    print(f"saved {output_dir / 'final'}")
-    return output_dir / "final"
 
 
 def _save_tiny_policy(args: argparse.Namespace, path: str) -> None:
@@ -246,9 +304,31 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input: reported in one line, exit status 2."""
+    from mogradient_llm.rewards import RewardError
+    from mogradient_llm.trainer import NonFiniteError
+
+    return (ValueError, TypeError, FileNotFoundError, RewardError, NonFiniteError, ImportError)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``mogradient-llm`` script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``mogradient-llm`` script.
+
+    User errors (bad flags or config, a reward that raises, non-finite values, a missing
+    checkpoint) print one line ``mogradient-llm: error: ...`` and exit with status 2.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except _user_errors() as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the exception's text
+        parser.exit(2, f"mogradient-llm: error: {type(exc).__name__}: {message}\n")
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Dispatch the parsed command."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -31,6 +31,11 @@ class MOPPOConfig:
       parameters) or ``"features"`` (over the last hidden states: MGDA-UB).
     * ``use_score_scaling`` / ``use_score_norm``: divide each objective's score by its running
       std / also subtract its running mean (TRL's names, applied per objective).
+    * ``skip_nonfinite``: skip a step (with a warning) whose rewards, advantages or losses are
+      NaN/inf instead of stopping with an error naming the objective and the step.
+    * ``lora_r`` > 0: train LoRA adapters (peft) instead of the whole policy; the KL reference
+      is then the base model with its adapters disabled. ``lora_target_modules``: ``None`` lets
+      peft pick its default for the architecture.
     """
 
     learning_rate: float = 1.41e-5
@@ -58,6 +63,11 @@ class MOPPOConfig:
     use_score_norm: bool = True
     score_clip: float | None = None
     generation_kwargs: dict[str, Any] = field(default_factory=_default_generation_kwargs)
+    skip_nonfinite: bool = False
+    lora_r: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | None = None
 
     def __post_init__(self) -> None:
         positive = ("learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "horizon")
@@ -85,6 +95,11 @@ class MOPPOConfig:
             )
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if self.lora_r < 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(
+                "need lora_r >= 0 and 0 <= lora_dropout < 1, "
+                f"got {self.lora_r}, {self.lora_dropout}"
+            )
         if self.score_clip is not None and self.score_clip <= 0:
             raise ValueError(f"score_clip must be positive or None, got {self.score_clip}")
 

@@ -9,18 +9,27 @@ from typing import Any
 
 
 class MetricsWriter:
-    """Appends one row of metrics per step to JSONL and CSV files in ``output_dir``."""
+    """Appends one row of metrics per step to JSONL and CSV files in ``output_dir``.
 
-    def __init__(self, output_dir: str | Path):
+    A new run starts the files afresh; a resumed one (``keep_until`` = the checkpoint's step)
+    keeps the rows up to that step and drops those logged after it by the interrupted run.
+    """
+
+    def __init__(self, output_dir: str | Path, keep_until: int | None = None):
         self.dir = Path(output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.dir / "metrics.jsonl"
         self.csv = self.dir / "metrics.csv"
         self.samples = self.dir / "samples.jsonl"
+        kept = {p: _rows_until(p, keep_until) for p in (self.jsonl, self.samples)}
         for path in (self.jsonl, self.csv, self.samples):
             path.unlink(missing_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.fields: list[str] = []
+        for row in kept[self.jsonl]:
+            self.log(row.pop("step"), row)
+        with self.samples.open("a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in kept[self.samples])
 
     def log(self, step: int, stats: dict[str, float]) -> None:
         """Write one row (``step`` first, then the stats)."""
@@ -44,3 +53,11 @@ class MetricsWriter:
         with self.samples.open("a") as f:
             for sample in samples:
                 f.write(json.dumps({"step": step, **sample}) + "\n")
+
+
+def _rows_until(path: Path, step: int | None) -> list[dict[str, Any]]:
+    """The JSONL rows of ``path`` with ``step`` ≤ ``step`` (none when ``step`` is ``None``)."""
+    if step is None or not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["step"] <= step]

@@ -21,6 +21,10 @@ class RewardError(RuntimeError):
     """A reward function raised, or returned the wrong number of scores or non-finite scores."""
 
 
+class NonFiniteRewardError(RewardError):
+    """A reward function returned NaN or an infinite score."""
+
+
 class Reward:
     """A named reward function; ``hv_reference`` is its worst value (hypervolume reference)."""
 
@@ -213,7 +217,7 @@ def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
     ``length`` / ``length:words`` / ``length:tokens`` / ``vader`` / ``classifier:PATH`` /
     ``classifier:PATH@LABEL``.
     """
-    kind, _, arg = spec.partition(":")
+    kind, arg = parse_reward_spec(spec)
     if kind == "length":
         return length(unit=arg or "chars", tokenizer=tokenizer)
     if kind == "vader":
@@ -225,10 +229,18 @@ def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
             raise ValueError("use classifier:PATH or classifier:PATH@LABEL")
         path, _, label = arg.partition("@")
         return classifier(path, label=label or None)
-    raise ValueError(
-        f"unknown reward {spec!r}; valid: length[:chars|words|tokens], vader, "
-        "classifier:PATH[@LABEL]"
-    )
+    raise AssertionError(kind)  # parse_reward_spec accepts only the kinds above
+
+
+def parse_reward_spec(spec: str) -> tuple[str, str]:
+    """``(kind, argument)`` of a CLI reward spec; raises on an unknown kind, loading nothing."""
+    kind, _, arg = spec.partition(":")
+    if kind not in ("length", "vader", "classifier"):
+        raise ValueError(
+            f"unknown reward {spec!r}; valid: length[:chars|words|tokens], vader, "
+            "classifier:PATH[@LABEL]"
+        )
+    return kind, arg
 
 
 def score_all(
@@ -252,7 +264,7 @@ def score_all(
             )
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
-            raise RewardError(
+            raise NonFiniteRewardError(
                 f"reward {reward.name!r} returned non-finite scores at positions {bad[:5]} "
                 f"(e.g. {values[bad[0]]})"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,8 +52,25 @@ def generate_rollout(
     generation_kwargs: dict[str, Any],
     device: torch.device | str,
 ) -> Rollout:
-    """One completion per prompt from ``model.generate`` (``tokenizer`` must pad on the left)."""
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
+    """One completion per prompt from ``model.generate`` (``tokenizer`` must pad on the left).
+
+    Prompts longer than the model's context minus ``max_new_tokens`` are truncated from the
+    left (their end, which the completion continues, is kept) with a warning.
+    """
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    lengths = enc["attention_mask"].sum(1)
+    if bool((lengths == 0).any()):
+        i = int((lengths == 0).nonzero()[0])
+        raise ValueError(f"prompt {i} ({prompts[i]!r}) is empty after tokenisation; drop it")
+    limit = _prompt_token_limit(model, generation_kwargs)
+    if limit is not None and enc["input_ids"].shape[1] > limit:
+        warnings.warn(
+            f"{int((lengths > limit).sum())} prompt(s) longer than {limit} tokens (the model's "
+            f"context minus max_new_tokens) truncated from the left",
+            stacklevel=2,
+        )
+        enc = {key: value[:, -limit:] for key, value in enc.items()}  # left-padded rows
+    enc = {key: value.to(device) for key, value in enc.items()}
     was_training = model.training
     model.eval()
     output = model.generate(
@@ -77,6 +95,20 @@ def generate_rollout(
         response,
         response_mask,
     )
+
+
+def _prompt_token_limit(model: nn.Module, generation_kwargs: dict[str, Any]) -> int | None:
+    """How many prompt tokens fit before ``max_new_tokens`` (``None``: no known limit)."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    new_tokens = generation_kwargs.get("max_new_tokens")
+    if context is None or new_tokens is None:
+        return None
+    if new_tokens >= context:
+        raise ValueError(
+            f"max_new_tokens={new_tokens} leaves no room for a prompt in the model's context of "
+            f"{context} tokens; lower max_new_tokens"
+        )
+    return context - new_tokens
 
 
 def response_logprobs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,21 @@ from mogradient_llm.advantages import (
     token_rewards,
 )
 from mogradient_llm.aggregation import ObjectiveCombiner
+from mogradient_llm.checkpoint import (
+    COMPLETE_FILE,
+    TMP_PREFIX,
+    commit_dir,
+    resolve_resume,
+    temporary_dir,
+    write_latest,
+)
 from mogradient_llm.config import MOPPOConfig
 from mogradient_llm.data import as_prompt_list
 from mogradient_llm.kl import AdaptiveKLController, FixedKLController
+from mogradient_llm.lora import apply_lora, reference_logprobs
 from mogradient_llm.loss import policy_losses, value_loss
 from mogradient_llm.metrics import MetricsWriter
-from mogradient_llm.rewards import Reward, RewardFn, as_reward, score_all
+from mogradient_llm.rewards import NonFiniteRewardError, Reward, RewardFn, as_reward, score_all
 from mogradient_llm.rollout import (
     Rollout,
     generate_rollout,
@@ -39,7 +49,13 @@ from mogradient_llm.rollout import (
 )
 from mogradient_llm.value_heads import PolicyWithValueHeads
 
-STATE_FILE = "trainer_state.json"
+STATE_FILE = COMPLETE_FILE
+#: ``accelerator.save_state`` output inside a checkpoint: model, optimizer, RNG states per rank.
+RESUME_DIR = "resume"
+
+
+class NonFiniteError(FloatingPointError):
+    """A reward, advantage or loss of one objective is NaN or infinite."""
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -47,6 +63,19 @@ def disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+
+
+def _check_sharding(combiner: ObjectiveCombiner, accelerator: Accelerator) -> None:
+    """Parameter-level Gramians need every objective's full gradient: not under FSDP/ZeRO."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if sharded and combiner.needs == "gramian" and combiner.config.gramian_level == "parameters":
+        raise ValueError(
+            f"gramian_level='parameters' needs each objective's full gradient, which "
+            f"{accelerator.distributed_type.value} shards; use gramian_level='features' "
+            "(--gramian-level features) or a PAMA / loss-level aggregator"
+        )
 
 
 class MOPPOTrainer:
@@ -59,7 +88,8 @@ class MOPPOTrainer:
         rewards: reward functions ``(prompts, completions) -> list[float]``, one per objective.
         prompts: the prompt dataset: strings, or a ``datasets.Dataset`` with a ``prompt``,
             ``query`` or ``text`` column.
-        ref_model: the KL reference; by default a frozen copy of ``model``.
+        ref_model: the KL reference; by default a frozen copy of ``model``, or with LoRA
+            (``config.lora_r > 0``) the base model with its adapters disabled (no second copy).
         accelerator: an ``accelerate.Accelerator``; a default one is made if omitted.
     """
 
@@ -90,15 +120,29 @@ class MOPPOTrainer:
         self.tokenizer = tokenizer
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError(
+                    "the tokenizer has neither a pad token nor an EOS token; set one, e.g. "
+                    "tokenizer.add_special_tokens({'pad_token': '<pad>'}) and resize the model's "
+                    "embeddings"
+                )
             tokenizer.pad_token = tokenizer.eos_token
         self.combiner = ObjectiveCombiner(config, self.names)
+        _check_sharding(self.combiner, self.accelerator)
 
-        if ref_model is None:
-            ref_model = copy.deepcopy(model)
-        self.ref_model = ref_model.eval().requires_grad_(False).to(self.accelerator.device)
         disable_dropout(model)
+        if config.lora_r:
+            model = apply_lora(model, config)
+        elif ref_model is None:
+            ref_model = copy.deepcopy(model)
+        self.ref_model = (
+            None
+            if ref_model is None
+            else ref_model.eval().requires_grad_(False).to(self.accelerator.device)
+        )
         wrapped = PolicyWithValueHeads(model, len(self.rewards))
-        optimizer = torch.optim.AdamW(wrapped.parameters(), lr=config.learning_rate)
+        trainable = [p for p in wrapped.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(wrapped, optimizer)
         self.model.train()
 
@@ -153,7 +197,10 @@ class MOPPOTrainer:
             logits, v, _ = self.model(chunk.input_ids, chunk.attention_mask)
             logprobs.append(response_logprobs(logits, chunk.input_ids, q, self.temperature))
             values.append(v[:, q - 1 : -1].float())
-            ref_logprobs.append(lm_response_logprobs(self.ref_model, chunk, self.temperature))
+            if self.ref_model is None:
+                ref_logprobs.append(reference_logprobs(self.policy, chunk, self.temperature))
+            else:
+                ref_logprobs.append(lm_response_logprobs(self.ref_model, chunk, self.temperature))
         return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values).permute(2, 0, 1)
 
     @torch.no_grad()
@@ -178,6 +225,7 @@ class MOPPOTrainer:
         advantages, returns = gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
+        self._check_finite(advantages, returns, logprobs)
         stats = {}
         for name, adv in zip(self.names, advantages):
             stats[f"advantages/{name}/positive_frac"] = float(masked_mean((adv > 0).float(), mask))
@@ -198,6 +246,16 @@ class MOPPOTrainer:
             "kl": kl,
             "stats": stats,
         }
+
+    def _check_finite(
+        self, advantages: torch.Tensor, returns: torch.Tensor, logprobs: torch.Tensor
+    ) -> None:
+        """Raise :class:`NonFiniteError` naming the first objective with NaN/inf values."""
+        for name, adv, ret in zip(self.names, advantages, returns):
+            if not (torch.isfinite(adv).all() and torch.isfinite(ret).all()):
+                raise NonFiniteError(f"the advantages/returns of objective {name!r} are not finite")
+        if not torch.isfinite(logprobs).all():
+            raise NonFiniteError("the policy's log-probabilities are not finite")
 
     # ------------------------------------------------------------------ optimisation
     def minibatch_losses(
@@ -227,7 +285,11 @@ class MOPPOTrainer:
         return p_losses, v_loss, hidden, {**p_stats, **v_stats}
 
     def optimize(self, batch: dict[str, Any]) -> dict[str, float]:
-        """``ppo_epochs`` passes of minibatch updates; returns the averaged statistics."""
+        """``ppo_epochs`` passes of minibatch updates; returns the averaged statistics.
+
+        A minibatch whose losses are not finite raises :class:`NonFiniteError`, or with
+        ``skip_nonfinite`` is skipped (no update) with a warning.
+        """
         cfg = self.config
         n = batch["input_ids"].shape[0]
         totals: dict[str, float] = {}
@@ -237,6 +299,10 @@ class MOPPOTrainer:
             for start in range(0, n, cfg.mini_batch_size):
                 index = order[start : start + cfg.mini_batch_size]
                 p_losses, v_loss, hidden, stats = self.minibatch_losses(batch, index)
+                problem = self._agree(self._nonfinite_loss(p_losses, v_loss))
+                if problem is not None:
+                    self._nonfinite(problem)
+                    continue
                 stats.update(
                     self.combiner.backward(p_losses, v_loss, self.model, hidden, self.accelerator)
                 )
@@ -249,19 +315,67 @@ class MOPPOTrainer:
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
                 count += 1
-        return {key: value / count for key, value in totals.items()}
+        return {key: value / max(count, 1) for key, value in totals.items()}
+
+    def _nonfinite_loss(self, p_losses: torch.Tensor, v_loss: torch.Tensor) -> str | None:
+        """A description of the first non-finite loss, or ``None``."""
+        names = self.names if len(p_losses) == len(self.names) else ["combined (PAMA)"]
+        for name, loss in zip(names, p_losses.detach()):
+            if not torch.isfinite(loss):
+                return f"the policy loss of objective {name!r} is {float(loss)}"
+        if not torch.isfinite(v_loss.detach()):
+            return f"the value loss (sum over objectives' heads) is {float(v_loss)}"
+        return None
+
+    def _agree(self, problem: str | None) -> str | None:
+        """``problem`` if any rank has one: every rank must skip (or stop) together, or the
+        others would wait forever in the next collective."""
+        if self.accelerator.num_processes == 1:
+            return problem
+        flag = torch.tensor([float(problem is not None)], device=self.accelerator.device)
+        if float(self.accelerator.reduce(flag, "sum")) == 0:
+            return None
+        return problem or "another rank met a non-finite value"
+
+    def _nonfinite(self, problem: str) -> None:
+        """Raise, or warn when ``skip_nonfinite`` is set."""
+        step = self.step_count + 1
+        if not self.config.skip_nonfinite:
+            raise NonFiniteError(
+                f"step {step}: {problem}; check that objective's reward scale (or turn on "
+                "use_score_scaling), lower the learning rate, or pass skip_nonfinite=True "
+                "(--skip-nonfinite) to skip such steps"
+            )
+        warnings.warn(f"step {step}: {problem}; skipping it (skip_nonfinite)", stacklevel=3)
 
     def step(self, prompts: Sequence[str] | None = None) -> dict[str, float]:
         """One PPO step on ``prompts`` (default: the next batch); returns TRL-style metrics.
 
-        Rewards are computed and checked before anything is updated, so a failing reward
-        leaves the model, the heads, the statistics and the step counter untouched.
+        Rewards, advantages and returns are computed and checked before anything is updated,
+        so a failing or non-finite reward leaves the model, the heads, the statistics and the
+        step counter untouched (with ``skip_nonfinite``, the step is counted and skipped:
+        ``train/skipped`` is 1).
         """
         start = time.perf_counter()
         prompts = self.sample_prompts() if prompts is None else list(prompts)
+        if not prompts:
+            raise ValueError("the prompt batch is empty; pass at least one prompt")
         rollout = self.generate(prompts)
-        scores = score_all(self.rewards, rollout.prompts, rollout.completions)
-        batch = self.prepare_batch(rollout, scores)
+        normaliser = self.score_stats.state_dict()
+        scores, batch, problem = None, None, None
+        try:
+            scores = score_all(self.rewards, rollout.prompts, rollout.completions)
+        except NonFiniteRewardError as exc:
+            problem = str(exc)
+        if self._agree(problem) is None:  # every rank runs prepare_batch's forwards, or none
+            try:
+                batch = self.prepare_batch(rollout, scores)
+            except NonFiniteError as exc:
+                problem = str(exc)
+        problem = self._agree(problem)
+        if problem is not None:
+            self.score_stats.load_state_dict(normaliser)  # the bad scores must not count
+            return self._skip_step(problem, start)
         stats = {f"objective/scores/{name}": float(s.mean()) for name, s in zip(self.names, scores)}
         mean_kl = float(batch["kl"].sum(1).mean())
         stats["objective/kl"] = mean_kl
@@ -277,8 +391,16 @@ class MOPPOTrainer:
             {"prompt": p, "completion": c, **{n: float(s) for n, s in zip(self.names, col)}}
             for p, c, col in zip(rollout.prompts, rollout.completions, scores.T)
         ]
+        stats["train/skipped"] = 0.0
         stats["time/step_s"] = time.perf_counter() - start
         return stats
+
+    def _skip_step(self, problem: str, start: float) -> dict[str, float]:
+        """Raise on ``problem``, or (``skip_nonfinite``) count the step with no update."""
+        self._nonfinite(problem)
+        self.step_count += 1
+        self.last_samples = []
+        return {"train/skipped": 1.0, "time/step_s": time.perf_counter() - start}
 
     # ------------------------------------------------------------------ loop and checkpoints
     def train(
@@ -289,20 +411,35 @@ class MOPPOTrainer:
         n_samples: int = 4,
         progress: bool = True,
         extra_state: dict[str, Any] | None = None,
+        resume_from: str | Path | None = None,
     ) -> list[dict[str, float]]:
-        """Run ``steps`` PPO steps; with ``output_dir``, log metrics and samples and checkpoint
-        every ``save_steps`` steps and at the end (``output_dir/final``); ``extra_state`` goes into
-        the checkpoints' ``trainer_state.json``."""
-        writer = (
-            MetricsWriter(output_dir) if output_dir and self.accelerator.is_main_process else None
-        )
+        """Train until ``steps`` PPO steps are done; with ``output_dir``, log metrics and samples
+        and checkpoint every ``save_steps`` steps and at the end (``output_dir/final``).
+
+        ``resume_from``: a checkpoint, or a run's ``output_dir`` (its newest complete
+        checkpoint); training continues from that checkpoint's step, and the metrics logged
+        after it are dropped. ``extra_state`` goes into the checkpoints' ``trainer_state.json``.
+        """
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        writer = None
+        if output_dir and self.accelerator.is_main_process:
+            keep = self.step_count if resume_from is not None else None
+            writer = MetricsWriter(output_dir, keep_until=keep)
         history = []
-        bar = tqdm(range(steps), disable=not progress or not self.accelerator.is_main_process)
+        bar = tqdm(
+            range(self.step_count, steps),
+            disable=not progress or not self.accelerator.is_main_process,
+        )
         for _ in bar:
             stats = self.step()
             history.append(stats)
             bar.set_postfix(
-                {n.split("/")[-1]: f"{stats[f'objective/scores/{n}']:.3f}" for n in self.names}
+                {
+                    n: f"{stats[f'objective/scores/{n}']:.3f}"
+                    for n in self.names
+                    if f"objective/scores/{n}" in stats
+                }
             )
             if writer is not None:
                 writer.log(self.step_count, stats)
@@ -314,21 +451,56 @@ class MOPPOTrainer:
         return history
 
     def save(self, directory: str | Path, extra_state: dict[str, Any] | None = None) -> None:
-        """Policy and tokenizer (``save_pretrained`` in ``policy/``), heads, trainer state."""
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return
+        """Write a checkpoint atomically (see :mod:`mogradient_llm.checkpoint`).
+
+        ``policy/``: the policy (adapters only with LoRA) and tokenizer, ``save_pretrained``;
+        the value heads; ``resume/``: ``accelerator.save_state`` (model, optimizer, RNG states of
+        every rank) and each rank's prompt order; ``trainer_state.json`` (step, KL coefficient,
+        reward normalisers, config) last. The parent's ``LATEST`` then points at it.
+        """
         directory = Path(directory)
-        self.policy.save_pretrained(directory / "policy")
-        self.tokenizer.save_pretrained(directory / "policy")
-        self.accelerator.unwrap_model(self.model).save_heads(directory)
-        state = {
-            "step": self.step_count,
-            "kl_coef": self.kl_ctl.value,
-            "objectives": self.names,
-            "aggregator": repr(self.combiner.aggregator),
-            "score_stats": self.score_stats.state_dict(),
-            "config": self.config.to_dict(),
-            **(extra_state or {}),
-        }
-        (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+        tmp = directory.parent / f"{TMP_PREFIX}{directory.name}"
+        acc = self.accelerator
+        if acc.is_main_process:
+            temporary_dir(directory)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp / RESUME_DIR))
+        sampler = {"rng": self._prompt_rng.get_state(), "order": list(self._prompt_order)}
+        torch.save(sampler, tmp / RESUME_DIR / f"prompt_sampler_{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.policy.save_pretrained(tmp / "policy")
+            self.tokenizer.save_pretrained(tmp / "policy")
+            acc.unwrap_model(self.model).save_heads(tmp)
+            state = {
+                "step": self.step_count,
+                "kl_coef": self.kl_ctl.value,
+                "objectives": self.names,
+                "aggregator": repr(self.combiner.aggregator),
+                "score_stats": self.score_stats.state_dict(),
+                "config": self.config.to_dict(),
+                **(extra_state or {}),
+            }
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+            commit_dir(tmp, directory)
+            write_latest(directory.parent, directory)
+        acc.wait_for_everyone()
+
+    def load_checkpoint(self, checkpoint: str | Path) -> Path:
+        """Restore everything :meth:`save` wrote; returns the checkpoint directory used."""
+        path = resolve_resume(checkpoint)
+        state = json.loads((path / STATE_FILE).read_text())
+        if state["objectives"] != self.names:
+            raise ValueError(
+                f"checkpoint {path} was trained on objectives {state['objectives']}, this trainer "
+                f"has {self.names}; pass the same --reward list to resume"
+            )
+        self.accelerator.load_state(str(path / RESUME_DIR))
+        rank = self.accelerator.process_index
+        sampler = torch.load(path / RESUME_DIR / f"prompt_sampler_{rank}.pt")
+        self._prompt_rng.set_state(sampler["rng"])
+        self._prompt_order = list(sampler["order"])
+        self.step_count = int(state["step"])
+        self.kl_ctl.value = float(state["kl_coef"])
+        self.score_stats.load_state_dict(state["score_stats"])
+        return path

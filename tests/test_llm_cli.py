@@ -153,7 +153,7 @@ def test_reference_point_defaults_to_each_rewards_worst_value() -> None:
         reference_point([length()], [0.0, 1.0])
 
 
-def test_module_entry_point_and_unknown_aggregator(tmp_path) -> None:
+def test_module_entry_point_and_unknown_aggregator(tmp_path, capsys) -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "mogradient_llm", "--help"],
         capture_output=True,
@@ -161,14 +161,14 @@ def test_module_entry_point_and_unknown_aggregator(tmp_path) -> None:
         check=True,
     ).stdout
     assert "train" in help_text and "evaluate" in help_text and "demo" in help_text
-    with pytest.raises(ValueError, match="Valid names"):
+    with pytest.raises(SystemExit) as exit_info:
         main(
             [
                 "train",
                 "--reward",
                 "length",
                 "--aggregator",
-                "nope",
+                "mdga",
                 "--steps",
                 "1",
                 "--output-dir",
@@ -176,3 +176,8 @@ def test_module_entry_point_and_unknown_aggregator(tmp_path) -> None:
                 *FAST,
             ]
         )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mogradient-llm: error: ValueError: unknown aggregator 'mdga'")
+    assert "Valid names" in err and "\n" not in err
+    assert not (tmp_path / "initial_policy").exists()  # failed before building anything

@@ -7,21 +7,30 @@ solves the same problem.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import socket
+import subprocess
+import sys
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.multiprocessing as mp
+from accelerate.utils import DistributedType
 
-from mogradient_llm.rewards import LengthReward, VaderReward
+from mogradient_llm.rewards import LengthReward, Reward, VaderReward
 from tests.llm_fixtures import make_trainer, tiny_lm_dir
 
 SETTINGS = {
     "pama": {"aggregator": "pama"},
     "mgda-features": {"aggregator": "mgda", "gramian_level": "features"},
-    "cagrad-parameters": {"aggregator": "cagrad", "gramian_level": "parameters"},
+    "pcgrad-parameters": {"aggregator": "pcgrad", "gramian_level": "parameters"},
 }
+STEPS = 2
 
 
 def _free_port() -> int:
@@ -49,19 +58,37 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -
             [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()],
             accelerator=accelerator,
             lm_dir=lm_dir,
+            batch_size=4,
+            mini_batch_size=4,
             **overrides,
         )
         module = accelerator.unwrap_model(trainer.model)
         before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
-        stats = trainer.step()
+        weights = []
+        for _ in range(STEPS):
+            stats = trainer.step()
+            weights.append([stats["agg/weight/length"], stats["agg/weight/vader"]])
         after = torch.cat([p.detach().flatten() for p in module.parameters()])
-        weights = [stats["agg/weight/length"], stats["agg/weight/vader"]]
         results[name] = {
             "before": before,
             "after": after,
             "weights": weights,
             "prompt": trainer.last_samples[0]["prompt"],
         }
+    nan_on_rank1 = Reward(lambda p, c: [math.nan if rank else 0.0] * len(c), name="nan")
+    trainer = make_trainer(
+        [VaderReward(), nan_on_rank1],
+        accelerator=accelerator,
+        lm_dir=lm_dir,
+        batch_size=4,
+        mini_batch_size=4,
+        skip_nonfinite=True,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        skipped = trainer.step()["train/skipped"]
+    warned = any("step 1" in str(w.message) for w in caught)
+    results["skip"] = {"skipped": skipped, "warned": warned}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     accelerator.end_training()
 
@@ -77,3 +104,47 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
         torch.testing.assert_close(first["after"], second["after"], rtol=0, atol=0)
         if name != "pama":  # PAMA's logged weights are per-token averages of each rank's batch
             assert first["weights"] == second["weights"], name
+    for rank in ranks:  # a NaN reward on rank 1 only: both ranks skip the step together
+        assert rank["skip"] == {"skipped": 1.0, "warned": True}
+
+
+def test_cli_trains_and_resumes_under_torchrun_with_two_cpu_processes(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(_free_port()), "-m", "mogradient_llm", "--threads", "1",
+        "train", "--cpu", "--policy", "tiny", "--tiny-pretrain-steps", "3",
+        "--reward", "length", "--reward", "vader", "--aggregator", "pcgrad",
+        "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
+        "--max-new-tokens", "6", "--no-progress", "--save-steps", "1",
+        "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    first = subprocess.run([*command, "--steps", "1"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = subprocess.run(
+        [*command, "--steps", "2", "--resume"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("resuming from") == 1  # printed by the main process only
+    state = tmp_path / "final" / "resume"
+    assert sorted(p.name for p in state.glob("prompt_sampler_*.pt")) == [
+        "prompt_sampler_0.pt",
+        "prompt_sampler_1.pt",
+    ]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED])
+def test_parameter_level_gramian_is_refused_under_sharding(kind: DistributedType) -> None:
+    from mogradient_llm.aggregation import ObjectiveCombiner
+    from mogradient_llm.trainer import _check_sharding
+    from tests.llm_fixtures import tiny_config
+
+    sharded = SimpleNamespace(distributed_type=kind)
+    parameters = ObjectiveCombiner(tiny_config(aggregator="mgda"), ["a", "b"])
+    with pytest.raises(ValueError, match="gramian_level='features'"):
+        _check_sharding(parameters, sharded)
+    for allowed in ({"aggregator": "mgda", "gramian_level": "features"}, {"aggregator": "pama"}):
+        _check_sharding(ObjectiveCombiner(tiny_config(**allowed), ["a", "b"]), sharded)

@@ -1,0 +1,42 @@
+"""LoRA through peft: the policy trains adapters only, and the KL reference is the same model
+with its adapters disabled, so no second copy of the base model is kept in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.rollout import Rollout, lm_response_logprobs
+
+
+def apply_lora(model: nn.Module, config: MOPPOConfig) -> nn.Module:
+    """``model`` wrapped by ``peft.get_peft_model`` with the config's ``lora_*`` settings."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise ImportError("lora_r > 0 needs peft: pip install 'mogradient[llm]' or peft") from exc
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:  # peft names the modules it could not find
+        raise ValueError(
+            f"cannot apply LoRA with target modules {config.lora_target_modules}: {exc}; pass "
+            "names of the model's Linear/Conv1D layers (e.g. c_attn for GPT-2, q_proj,v_proj for "
+            "LLaMA)"
+        ) from exc
+
+
+@torch.no_grad()
+def reference_logprobs(policy: Any, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+    """Response log-probabilities of the base model: ``policy`` with its adapters disabled."""
+    with policy.disable_adapter():
+        return lm_response_logprobs(policy, rollout, temperature)

@@ -1,0 +1,143 @@
+"""``mogradient.backward`` under DDP (two gloo processes): every rank writes the gradient of the
+mean of the ranks' losses, the same one a single process computes on the whole batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import mogradient
+
+SETTINGS = {
+    "mgda-parameters": {"aggregator": "mgda"},
+    "mgda-features": {"aggregator": "mgda", "features": True},
+    "pcgrad-parameters": {"aggregator": "pcgrad"},
+    "pcgrad-features": {"aggregator": "pcgrad", "features": True},
+    "cagrad-features": {"aggregator": "cagrad", "features": True},
+    "pama": {"aggregator": "pama"},
+    "linear": {"aggregator": "linear"},
+}
+WORLD = 2
+
+
+class TwoHeads(torch.nn.Module):
+    """A shared trunk and one head per objective; returns the losses and the shared features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = torch.nn.Linear(4, 6)
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(6, 1) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        h = torch.tanh(self.trunk(x))
+        return [self.heads[0](h).pow(2).mean(), (self.heads[1](h) - 1).abs().mean()], h
+
+
+def _data() -> torch.Tensor:
+    return torch.randn(8 * WORLD, 4, generator=torch.Generator().manual_seed(1))
+
+
+def _grads(model: torch.nn.Module, x: torch.Tensor, setting: dict) -> dict[str, torch.Tensor]:
+    """Two steps' worth of gradients: the second checks that DDP accepts the next iteration."""
+    out = {}
+    for step in range(2):
+        model.zero_grad(set_to_none=True)
+        losses, h = model(x + step)
+        params = [p for p in model.parameters()]
+        features = h if setting.get("features") else None
+        weights = mogradient.backward(
+            losses, params, features=features, aggregator=setting["aggregator"]
+        )
+        out[f"grad{step}"] = torch.cat([p.grad.flatten() for p in params])
+        if weights is not None:
+            out[f"weights{step}"] = weights.clone()
+    return out
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
+    shard = _data().chunk(WORLD)[rank]
+    results = {}
+    for name, setting in SETTINGS.items():
+        model = torch.nn.parallel.DistributedDataParallel(TwoHeads())
+        results[name] = _grads(model, shard, setting)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+FSDP_SETTINGS = ["linear", "mgda-features", "pcgrad-features", "cagrad-features"]
+
+
+def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
+    """FSDP2 (``fully_shard`` per block, then the root) on CPU: the loss and features paths
+    work, parameter mode refuses."""
+    from torch.distributed.fsdp import fully_shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
+    shard = _data().chunk(WORLD)[rank]
+    results: dict[str, object] = {}
+    for name in FSDP_SETTINGS:
+        model = TwoHeads()
+        fully_shard(model.trunk)
+        fully_shard(model)
+        losses, h = model(shard)
+        features = h if SETTINGS[name].get("features") else None
+        aggregator = SETTINGS[name]["aggregator"]
+        mogradient.backward(losses, features=features, aggregator=aggregator)  # params: the graph's
+        results[name] = torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()])
+    model = TwoHeads()
+    fully_shard(model.trunk)
+    fully_shard(model)
+    losses, _ = model(shard)
+    try:
+        mogradient.backward(losses, list(model.parameters()), aggregator="mgda")
+    except ValueError as exc:
+        results["parameters-error"] = str(exc)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_every_rank_gets_the_whole_batch_gradient(ranks, name) -> None:
+    expected = _grads(TwoHeads(), _data(), SETTINGS[name])
+    for rank in ranks:
+        got = rank[name]
+        assert got.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    for key in ranks[0][name]:
+        assert torch.equal(ranks[0][name][key], ranks[1][name][key]), key
+
+
+def test_fsdp_features_and_loss_paths_match_one_process_and_parameter_mode_refuses(
+    tmp_path,
+) -> None:
+    mp.spawn(_fsdp_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    for r in range(WORLD):
+        got = torch.load(tmp_path / f"rank{r}.pt")
+        for name in FSDP_SETTINGS:
+            expected = _grads(TwoHeads(), _data(), SETTINGS[name])["grad0"]
+            torch.testing.assert_close(got[name], expected, rtol=1e-5, atol=1e-6)
+        assert "sharded" in got["parameters-error"] and "features=" in got["parameters-error"]

@@ -1,0 +1,126 @@
+"""Checkpoints are atomic and ``--resume`` continues exactly: a CLI run killed with SIGKILL in
+the middle of a checkpoint interval, resumed, ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from mogradient_llm.checkpoint import LATEST_FILE, latest_checkpoint, resolve_resume
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS, SAVE_STEPS = 9, 3
+ARGS = [
+    "--threads", "1", "train", "--policy", "tiny", "--tiny-pretrain-steps", "3",
+    "--reward", "length", "--reward", "vader", "--aggregator", "mgda",
+    "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
+    "--max-new-tokens", "6", "--max-prompts", "40", "--no-progress",
+    "--steps", str(STEPS), "--save-steps", str(SAVE_STEPS),
+]  # fmt: skip
+
+
+def _cli(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mogradient_llm", *ARGS, "--output-dir", str(out), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _logged_steps(out: Path) -> list[int]:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if line.endswith("}")]  # whole lines
+
+
+def _kill_mid_interval(out: Path) -> int:
+    """Start a run and SIGKILL it once a step after its newest checkpoint is logged."""
+    proc = _cli(out)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        latest = latest_checkpoint(out)
+        done = _logged_steps(out)
+        if latest is not None and done and done[-1] % SAVE_STEPS and done[-1] < STEPS:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return done[-1]
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(f"run ended before it could be killed: {proc.communicate()}")
+
+
+def _state(out: Path) -> dict[str, torch.Tensor]:
+    final = out / "final"
+    return {
+        **load_file(str(final / "policy" / "model.safetensors")),
+        **load_file(str(final / "value_heads.safetensors")),
+    }
+
+
+def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path) -> None:
+    reference = _cli(tmp_path / "reference")
+    killed = tmp_path / "killed"
+    last_logged = _kill_mid_interval(killed)
+    assert reference.wait() == 0, reference.communicate()
+    checkpoint = latest_checkpoint(killed)
+    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    assert step == last_logged - last_logged % SAVE_STEPS
+    # plant what a crash mid-save could leave: a staging directory and a half-written checkpoint
+    partial = killed / f".tmp-checkpoint-{step + SAVE_STEPS}"
+    partial.mkdir(exist_ok=True)
+    (partial / "trainer_state.json").write_text("{not json")
+    (killed / "checkpoint-99" / "policy").mkdir(parents=True)
+    assert resolve_resume(killed) == checkpoint
+
+    resumed = _cli(killed, "--resume")
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert f"resuming from {checkpoint}" in stdout
+    assert _logged_steps(killed) == list(range(1, STEPS + 1))
+    expected, got = _state(tmp_path / "reference"), _state(killed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    ref_rows = [
+        json.loads(line) for line in (tmp_path / "reference/metrics.jsonl").read_text().splitlines()
+    ]
+    for row, ref_row in zip(rows, ref_rows):
+        row.pop("time/step_s"), ref_row.pop("time/step_s")
+        assert row == ref_row
+
+
+def test_latest_pointer_and_scan_skip_incomplete_checkpoints(tmp_path) -> None:
+    for step, complete in ((2, True), (4, True), (6, False)):
+        directory = tmp_path / f"checkpoint-{step}"
+        directory.mkdir()
+        if complete:
+            (directory / "trainer_state.json").write_text("{}")
+    (tmp_path / ".tmp-checkpoint-8").mkdir()
+    (tmp_path / ".tmp-checkpoint-8" / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"  # no LATEST: scan
+    (tmp_path / LATEST_FILE).write_text("checkpoint-2\n")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    (tmp_path / LATEST_FILE).write_text("checkpoint-6\n")  # points at an incomplete one: scan
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    try:
+        resolve_resume(empty)
+    except FileNotFoundError as exc:
+        assert "no complete checkpoint" in str(exc)
+    else:
+        raise AssertionError("resolve_resume accepted a directory without checkpoints")
