@@ -108,12 +108,16 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
         assert rank["skip"] == {"skipped": 1.0, "warned": True}
 
 
-def test_cli_trains_and_resumes_under_torchrun_with_two_cpu_processes(tmp_path) -> None:
+def test_cli_trains_and_resumes_under_accelerate_launch_with_two_cpu_processes(tmp_path) -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    # accelerate's multi-process launcher is named --multi_gpu; with `train --cpu` the ranks
+    # run on the CPU over gloo (its own --cpu flag starts several processes only through MPI).
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(_free_port()), "-m", "mogradient_llm", "--threads", "1",
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "mogradient_llm", "--threads", "1",
         "train", "--cpu", "--policy", "tiny", "--tiny-pretrain-steps", "3",
         "--reward", "length", "--reward", "vader", "--aggregator", "pcgrad",
         "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
