@@ -19,7 +19,7 @@ from benchmarks.rlhf_imdb.data import fingerprint, load_split
 from benchmarks.rlhf_imdb.policies import SIZES, build_policy, build_tokenizer, hub_policy_info
 from benchmarks.rlhf_imdb.report import format_table, plot_curves, plot_points, summarise, write_csv
 from benchmarks.rlhf_imdb.reward_model import train_reward_model
-from benchmarks.rlhf_imdb.runs import AGGREGATORS, REF_POINT, run_ppo
+from benchmarks.rlhf_imdb.runs import AGGREGATORS, REF_POINT, evaluate_start, run_ppo
 from mogradient_llm.data import imdb_prompts
 
 FULL = {
@@ -34,11 +34,11 @@ FULL = {
 QUICK = {
     "sizes": "1m",
     "seeds": "0,1",
-    "pretrain_steps": 150,
-    "reward_steps": 150,
-    "steps": 3,
+    "pretrain_steps": 400,
+    "reward_steps": 400,
+    "steps": 8,
     "batch_size": 16,
-    "eval_prompts": 32,
+    "eval_prompts": 64,
 }
 
 
@@ -73,8 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run every stage (reusing the cache) and write the report; returns the summary rows."""
+    from transformers.utils import logging
+
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    logging.disable_progress_bar()
     start = time.perf_counter()
     out = Path(args.out)
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
@@ -182,7 +185,15 @@ def policy_runs(
     tokenizer = AutoTokenizer.from_pretrained(policy)
     prompts = imdb_prompts(train_texts, tokenizer, 2, 8, min_chars=0, seed=0)
     held_out = imdb_prompts(test_texts, tokenizer, 2, 8, min_chars=0, seed=1)[: args.eval_prompts]
-    runs = []
+    start_config = {
+        "policy": policy_config,
+        "reward": reward_config,
+        "eval_prompts": args.eval_prompts,
+    }
+    _, start = cached_stage(
+        cache, "start", start_config, lambda d: evaluate_start(policy, reward_dir, held_out)
+    )
+    runs = [{"size": size, "aggregator": "start", "seed": 0, **start}]
     for aggregator in args.aggregators.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             config = {

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.rlhf_imdb.runs import OBJECTIVES
 from mogradient.pareto import is_non_dominated
 
-METRICS = ("sentiment", "length", "hypervolume", "kl", "seconds_per_step")
+METRICS = (*OBJECTIVES, "hypervolume", "kl", "seconds_per_step")
 
 
 def summarise(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -60,17 +61,15 @@ def plot_curves(runs: Sequence[dict[str, Any]], size: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    objectives = ("sentiment", "length")
-    fig, axes = plt.subplots(1, len(objectives), figsize=(10, 3.5))
-    for aggregator in dict.fromkeys(r["aggregator"] for r in runs if r["size"] == size):
-        histories = [
-            r["history"] for r in runs if r["size"] == size and r["aggregator"] == aggregator
-        ]
+    fig, axes = plt.subplots(1, len(OBJECTIVES), figsize=(10, 3.5))
+    trained = [r for r in runs if r["size"] == size and r["history"]]
+    for aggregator in dict.fromkeys(r["aggregator"] for r in trained):
+        histories = [r["history"] for r in trained if r["aggregator"] == aggregator]
         steps = min(len(h) for h in histories)
-        for ax, name in zip(axes, objectives):
+        for ax, name in zip(axes, OBJECTIVES):
             values = np.array([[h[i][name] for i in range(steps)] for h in histories]).mean(0)
             ax.plot(range(1, steps + 1), values, label=aggregator)
-    for ax, name in zip(axes, objectives):
+    for ax, name in zip(axes, OBJECTIVES):
         ax.set_xlabel("PPO step")
         ax.set_title(f"{name} (training batch mean, {size})")
     axes[0].legend(fontsize=8)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.demo import GENERATION, demo_config
 from mogradient_llm.evaluate import evaluate_policy
 from mogradient_llm.rewards import Reward, as_reward, classifier, length
 
@@ -23,7 +23,6 @@ AGGREGATORS: dict[str, dict[str, Any]] = {
     "pcgrad": {"aggregator": "pcgrad"},
     "cagrad": {"aggregator": "cagrad"},
 }
-GENERATION = {"max_new_tokens": 48, "do_sample": True, "top_k": 0, "top_p": 1.0}
 # Hypervolume reference (sentiment logit, length reward): worse than any start policy seen.
 REF_POINT = (-3.0, 0.5)
 OBJECTIVES = ("sentiment", "length")
@@ -34,19 +33,54 @@ def benchmark_rewards(reward_model_dir: Path) -> list[Reward]:
     return [as_reward(classifier(str(reward_model_dir)), "sentiment"), length(unit="chars")]
 
 
-def ppo_config(aggregator: str, seed: int, batch_size: int, **overrides: Any) -> MOPPOConfig:
-    """The benchmark's PPO settings (the demo's, with the batch size a parameter)."""
-    values: dict[str, Any] = {
-        "learning_rate": 3e-4,
-        "batch_size": batch_size,
-        "mini_batch_size": max(1, batch_size // 2),
-        "ppo_epochs": 2,
-        "kl_coef": 0.05,
-        "seed": seed,
-        "generation_kwargs": GENERATION,
-        **AGGREGATORS[aggregator],
+def held_out_metrics(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module,
+    tokenizer: Any,
+    rewards: Sequence[Reward],
+    held_out: Sequence[str],
+    seed: int,
+) -> dict[str, Any]:
+    """Mean rewards, hypervolume against :data:`REF_POINT` and KL to ``reference`` on the
+    held-out prompts (one sampled completion each, seeded)."""
+    torch.manual_seed(1234 + seed)
+    result = evaluate_policy(
+        policy.eval(),
+        tokenizer,
+        rewards,
+        held_out,
+        GENERATION,
+        ref_model=reference,
+        ref_point=REF_POINT,
+    )
+    return {
+        **{name: result[f"eval/scores/{name}"] for name in OBJECTIVES},
+        "hypervolume": result["eval/hypervolume"],
+        "kl": result["eval/kl"],
+        "samples": result["samples"][:4],
     }
-    return MOPPOConfig(**{**values, **overrides})
+
+
+def load_policy(policy_dir: str | Path) -> tuple[Any, Any, Any]:
+    """``(policy, frozen reference copy, tokenizer)`` through ``from_pretrained``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    policy = AutoModelForCausalLM.from_pretrained(policy_dir)
+    reference = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
+    return policy, reference, AutoTokenizer.from_pretrained(policy_dir)
+
+
+def evaluate_start(
+    policy_dir: str | Path, reward_model_dir: Path, held_out: Sequence[str]
+) -> dict[str, Any]:
+    """The pre-trained policy before PPO (the ``start`` row: KL 0, no steps)."""
+    policy, reference, tokenizer = load_policy(policy_dir)
+    rewards = benchmark_rewards(reward_model_dir)
+    return {
+        **held_out_metrics(policy, reference, tokenizer, rewards, held_out, seed=0),
+        "seconds_per_step": 0.0,
+        "history": [],
+    }
 
 
 def run_ppo(
@@ -60,34 +94,22 @@ def run_ppo(
     held_out: Sequence[str],
 ) -> dict[str, Any]:
     """Train ``steps`` PPO steps, evaluate on ``held_out``; returns metrics and the history."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from mogradient_llm.trainer import MOPPOTrainer
 
+    policy, reference, tokenizer = load_policy(policy_dir)
     rewards = benchmark_rewards(reward_model_dir)
-    policy = AutoModelForCausalLM.from_pretrained(policy_dir)
-    reference = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-    config = ppo_config(aggregator, seed, batch_size)
+    config = demo_config(
+        seed=seed,
+        batch_size=batch_size,
+        mini_batch_size=max(1, batch_size // 2),
+        **AGGREGATORS[aggregator],
+    )
     trainer = MOPPOTrainer(config, policy, tokenizer, rewards, prompts, ref_model=reference)
     start = time.perf_counter()
     history = trainer.train(steps, progress=False)
     seconds = time.perf_counter() - start
-    torch.manual_seed(1234 + seed)
-    result = evaluate_policy(
-        trainer.policy.eval(),
-        tokenizer,
-        rewards,
-        held_out,
-        GENERATION,
-        ref_model=reference,
-        ref_point=REF_POINT,
-    )
     return {
-        **{name: result[f"eval/scores/{name}"] for name in OBJECTIVES},
-        "hypervolume": result["eval/hypervolume"],
-        "kl": result["eval/kl"],
+        **held_out_metrics(trainer.policy, reference, tokenizer, rewards, held_out, seed),
         "seconds_per_step": seconds / max(steps, 1),
         "history": [{name: h[f"objective/scores/{name}"] for name in OBJECTIVES} for h in history],
-        "samples": result["samples"][:4],
     }
