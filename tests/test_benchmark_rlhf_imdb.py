@@ -64,3 +64,20 @@ def test_pipeline_writes_outputs_and_reuses_every_stage(data_dir, tmp_path, caps
     main([*argv[:-2], "--vocab-size", "301"])  # a changed tokenizer invalidates its dependants
     third = capsys.readouterr().out
     assert "[tokenizer] computing" in third and "[ppo] cached" not in third
+
+
+def test_vader_sentiment_skips_the_reward_model_and_uses_its_reference_point(data_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = [
+        "--data", str(data_dir), "--out", str(out), "--sizes", "tiny", "--seeds", "0",
+        "--aggregators", "pama", "--sentiment", "vader", "--pretrain-steps", "1",
+        "--steps", "1", "--batch-size", "2", "--eval-prompts", "2", "--vocab-size", "300",
+    ]  # fmt: skip
+    summary = main(argv)
+    assert [row["aggregator"] for row in summary] == ["start", "pama"]
+    assert -1.0 <= summary[1]["sentiment_mean"] <= 1.0
+    assert not (out / "cache" / "reward_model").exists()
+    with open(out / "runs.csv") as f:
+        start = next(csv.DictReader(f))
+    sentiment, length = float(start["sentiment"]), float(start["length"])
+    assert float(start["hypervolume"]) == pytest.approx(max(sentiment + 1, 0) * (length - 0.5))

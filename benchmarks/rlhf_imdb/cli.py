@@ -19,7 +19,7 @@ from benchmarks.rlhf_imdb.data import fingerprint, load_split
 from benchmarks.rlhf_imdb.policies import SIZES, build_policy, build_tokenizer, hub_policy_info
 from benchmarks.rlhf_imdb.report import format_table, plot_curves, plot_points, summarise, write_csv
 from benchmarks.rlhf_imdb.reward_model import train_reward_model
-from benchmarks.rlhf_imdb.runs import AGGREGATORS, REF_POINT, evaluate_start, run_ppo
+from benchmarks.rlhf_imdb.runs import AGGREGATORS, evaluate_start, reference_point, run_ppo
 from mogradient_llm.data import imdb_prompts
 
 FULL = {
@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="PPO steps per run")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--eval-prompts", type=int)
+    parser.add_argument(
+        "--sentiment",
+        choices=["classifier", "vader"],
+        default="classifier",
+        help="the trained IMDb classifier's positive logit (default), or VADER",
+    )
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -93,14 +99,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         tok_config,
         lambda d: build_tokenizer(d, train.texts, args.vocab_size),
     )
-    reward_config = {"tokenizer": tok_config, "steps": args.reward_steps, "seed": 0}
-    reward_dir, reward_info = cached_stage(
-        cache,
-        "reward_model",
-        reward_config,
-        lambda d: train_reward_model(d, tokenizer_dir, train, test, args.reward_steps, seed=0),
-    )
-    print(f"sentiment reward model: test accuracy {reward_info['test_accuracy']:.3f}")
+    sentiment: str | Path = "vader"
+    reward_config: dict[str, Any] = {"sentiment": "vader"}
+    if args.sentiment == "classifier":
+        reward_config = {"tokenizer": tok_config, "steps": args.reward_steps, "seed": 0}
+        sentiment, reward_info = cached_stage(
+            cache,
+            "reward_model",
+            reward_config,
+            lambda d: train_reward_model(d, tokenizer_dir, train, test, args.reward_steps, seed=0),
+        )
+        print(f"sentiment reward model: test accuracy {reward_info['test_accuracy']:.3f}")
 
     runs, policies = [], []
     for size in args.sizes.split(","):
@@ -138,7 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             policy,
             policy_config,
             reward_config,
-            reward_dir,
+            sentiment,
             train.texts,
             test.texts,
         )
@@ -159,7 +168,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             [{k: r[k] for k in ("size", "aggregator", "seed", "samples")} for r in runs], indent=1
         )
     )
-    print(f"\nheld-out means over seeds; hypervolume reference (sentiment, length) = {REF_POINT}")
+    print(
+        f"\nheld-out means over seeds; hypervolume reference (sentiment, length) = "
+        f"{reference_point(sentiment)}"
+    )
     print(format_table(summary))
     print(
         f"wrote {out}/runs.csv, summary.csv, policies.csv, pareto.png, curves_*.png; "
@@ -175,7 +187,7 @@ def policy_runs(
     policy: str,
     policy_config: dict[str, Any],
     reward_config: dict[str, Any],
-    reward_dir: Path,
+    sentiment: str | Path,
     train_texts: list[str],
     test_texts: list[str],
 ) -> list[dict[str, Any]]:
@@ -191,7 +203,7 @@ def policy_runs(
         "eval_prompts": args.eval_prompts,
     }
     _, start = cached_stage(
-        cache, "start", start_config, lambda d: evaluate_start(policy, reward_dir, held_out)
+        cache, "start", start_config, lambda d: evaluate_start(policy, sentiment, held_out)
     )
     runs = [{"size": size, "aggregator": "start", "seed": 0, **start}]
     for aggregator in args.aggregators.split(","):
@@ -210,7 +222,7 @@ def policy_runs(
                 "ppo",
                 config,
                 lambda d, a=aggregator, s=seed: run_ppo(
-                    policy, reward_dir, a, s, args.steps, args.batch_size, prompts, held_out
+                    policy, sentiment, a, s, args.steps, args.batch_size, prompts, held_out
                 ),
             )
             print(

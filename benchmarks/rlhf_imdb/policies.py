@@ -16,6 +16,7 @@ from mogradient_llm.models import lm_samples, pretrain, tiny_gpt2, train_tokeniz
 # name -> GPT2Config shape; the parameter counts assume the default 8000-token vocabulary.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"n_layer": 1, "n_embd": 32, "n_head": 2},
+    "demo": {"n_layer": 2, "n_embd": 64, "n_head": 4},  # mogradient_llm.demo's policy
     "1m": {"n_layer": 2, "n_embd": 96, "n_head": 4},
     "4m": {"n_layer": 4, "n_embd": 192, "n_head": 4},
     "16m": {"n_layer": 6, "n_embd": 384, "n_head": 6},

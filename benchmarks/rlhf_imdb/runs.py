@@ -12,7 +12,7 @@ import torch
 
 from mogradient_llm.demo import GENERATION, demo_config
 from mogradient_llm.evaluate import evaluate_policy
-from mogradient_llm.rewards import Reward, as_reward, classifier, length
+from mogradient_llm.rewards import Reward, as_reward, classifier, length, vader
 
 # aggregator name in the tables -> MOPPOConfig fields
 AGGREGATORS: dict[str, dict[str, Any]] = {
@@ -23,14 +23,22 @@ AGGREGATORS: dict[str, dict[str, Any]] = {
     "pcgrad": {"aggregator": "pcgrad"},
     "cagrad": {"aggregator": "cagrad"},
 }
-# Hypervolume reference (sentiment logit, length reward): worse than any start policy seen.
-REF_POINT = (-3.0, 0.5)
+# Hypervolume reference (sentiment, length reward) per sentiment scorer: the classifier's
+# positive logit, or VADER's compound score (whose minimum is -1); 0.5 is the length minimum.
+REF_POINTS = {"classifier": (-3.0, 0.5), "vader": (-1.0, 0.5)}
 OBJECTIVES = ("sentiment", "length")
 
 
-def benchmark_rewards(reward_model_dir: Path) -> list[Reward]:
-    """The positive-class logit of the trained classifier and clip(chars / 140, 0.5, 1.5)."""
-    return [as_reward(classifier(str(reward_model_dir)), "sentiment"), length(unit="chars")]
+def benchmark_rewards(sentiment: str | Path) -> list[Reward]:
+    """Sentiment (``"vader"``, or the positive-class logit of the classifier saved at this
+    path) and the length reward clip(characters / 140, 0.5, 1.5)."""
+    scorer = vader() if sentiment == "vader" else classifier(str(sentiment))
+    return [as_reward(scorer, "sentiment"), length(unit="chars")]
+
+
+def reference_point(sentiment: str | Path) -> tuple[float, float]:
+    """The fixed hypervolume reference point for this sentiment scorer."""
+    return REF_POINTS["vader" if sentiment == "vader" else "classifier"]
 
 
 def held_out_metrics(
@@ -39,11 +47,11 @@ def held_out_metrics(
     tokenizer: Any,
     rewards: Sequence[Reward],
     held_out: Sequence[str],
-    seed: int,
+    ref_point: Sequence[float],
 ) -> dict[str, Any]:
-    """Mean rewards, hypervolume against :data:`REF_POINT` and KL to ``reference`` on the
-    held-out prompts (one sampled completion each, seeded)."""
-    torch.manual_seed(1234 + seed)
+    """Mean rewards, hypervolume against ``ref_point`` and KL to ``reference`` on the held-out
+    prompts (one sampled completion each, the same sampling seed for every run)."""
+    torch.manual_seed(1234)
     result = evaluate_policy(
         policy.eval(),
         tokenizer,
@@ -51,7 +59,7 @@ def held_out_metrics(
         held_out,
         GENERATION,
         ref_model=reference,
-        ref_point=REF_POINT,
+        ref_point=ref_point,
     )
     return {
         **{name: result[f"eval/scores/{name}"] for name in OBJECTIVES},
@@ -71,13 +79,15 @@ def load_policy(policy_dir: str | Path) -> tuple[Any, Any, Any]:
 
 
 def evaluate_start(
-    policy_dir: str | Path, reward_model_dir: Path, held_out: Sequence[str]
+    policy_dir: str | Path, sentiment: str | Path, held_out: Sequence[str]
 ) -> dict[str, Any]:
     """The pre-trained policy before PPO (the ``start`` row: KL 0, no steps)."""
     policy, reference, tokenizer = load_policy(policy_dir)
-    rewards = benchmark_rewards(reward_model_dir)
+    rewards = benchmark_rewards(sentiment)
     return {
-        **held_out_metrics(policy, reference, tokenizer, rewards, held_out, seed=0),
+        **held_out_metrics(
+            policy, reference, tokenizer, rewards, held_out, reference_point(sentiment)
+        ),
         "seconds_per_step": 0.0,
         "history": [],
     }
@@ -85,7 +95,7 @@ def evaluate_start(
 
 def run_ppo(
     policy_dir: str | Path,
-    reward_model_dir: Path,
+    sentiment: str | Path,
     aggregator: str,
     seed: int,
     steps: int,
@@ -97,7 +107,7 @@ def run_ppo(
     from mogradient_llm.trainer import MOPPOTrainer
 
     policy, reference, tokenizer = load_policy(policy_dir)
-    rewards = benchmark_rewards(reward_model_dir)
+    rewards = benchmark_rewards(sentiment)
     config = demo_config(
         seed=seed,
         batch_size=batch_size,
@@ -109,7 +119,9 @@ def run_ppo(
     history = trainer.train(steps, progress=False)
     seconds = time.perf_counter() - start
     return {
-        **held_out_metrics(trainer.policy, reference, tokenizer, rewards, held_out, seed),
+        **held_out_metrics(
+            trainer.policy, reference, tokenizer, rewards, held_out, reference_point(sentiment)
+        ),
         "seconds_per_step": seconds / max(steps, 1),
         "history": [{name: h[f"objective/scores/{name}"] for name in OBJECTIVES} for h in history],
     }
