@@ -7,7 +7,6 @@ python -m benchmarks.rlhf_imdb --data ../shared/data/imdb --quick  # < 10 min on
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 from benchmarks.rlhf_imdb.cache import cached_stage
 from benchmarks.rlhf_imdb.data import fingerprint, load_split
 from benchmarks.rlhf_imdb.policies import SIZES, build_policy, build_tokenizer, hub_policy_info
-from benchmarks.rlhf_imdb.report import format_table, plot_curves, plot_points, summarise, write_csv
+from benchmarks.rlhf_imdb.report import write_report
 from benchmarks.rlhf_imdb.reward_model import train_reward_model
 from benchmarks.rlhf_imdb.runs import AGGREGATORS, evaluate_start, reference_point, run_ppo
 from mogradient_llm.data import imdb_prompts
@@ -152,31 +151,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             test.texts,
         )
 
-    summary = summarise(runs)
-    write_csv(
-        [{k: v for k, v in r.items() if k not in ("history", "samples")} for r in runs],
-        out / "runs.csv",
-    )
-    write_csv(summary, out / "summary.csv")
-    write_csv(policies, out / "policies.csv")
-    sizes = list(dict.fromkeys(r["size"] for r in runs))
-    for size in sizes:
-        plot_curves(runs, size, out / f"curves_{size}.png")
-    plot_points(runs, sizes, out / "pareto.png")
-    (out / "samples.json").write_text(
-        json.dumps(
-            [{k: r[k] for k in ("size", "aggregator", "seed", "samples")} for r in runs], indent=1
-        )
-    )
-    print(
-        f"\nheld-out means over seeds; hypervolume reference (sentiment, length) = "
-        f"{reference_point(sentiment)}"
-    )
-    print(format_table(summary))
-    print(
-        f"wrote {out}/runs.csv, summary.csv, policies.csv, pareto.png, curves_*.png; "
-        f"wall time {time.perf_counter() - start:.0f} s"
-    )
+    summary = write_report(runs, policies, out, reference_point(sentiment))
+    print(f"wall time {time.perf_counter() - start:.0f} s")
     return summary
 
 

@@ -4,6 +4,7 @@ curves per objective and aggregator, and the final points per size with the Pare
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,3 +110,29 @@ def plot_points(runs: Sequence[dict[str, Any]], sizes: Sequence[str], path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_report(
+    runs: Sequence[dict[str, Any]],
+    policies: Sequence[dict[str, Any]],
+    out: Path,
+    ref_point: Sequence[float],
+) -> list[dict[str, Any]]:
+    """Write the CSVs, plots and samples under ``out``, print the table; returns the summary."""
+    summary = summarise(runs)
+    write_csv(
+        [{k: v for k, v in r.items() if k not in ("history", "samples")} for r in runs],
+        out / "runs.csv",
+    )
+    write_csv(summary, out / "summary.csv")
+    write_csv(policies, out / "policies.csv")
+    sizes = list(dict.fromkeys(r["size"] for r in runs))
+    for size in sizes:
+        plot_curves(runs, size, out / f"curves_{size}.png")
+    plot_points(runs, sizes, out / "pareto.png")
+    keys = ("size", "aggregator", "seed", "samples")
+    (out / "samples.json").write_text(json.dumps([{k: r[k] for k in keys} for r in runs], indent=1))
+    print(f"\nheld-out means over seeds; hypervolume reference (sentiment, length) = {ref_point}")
+    print(format_table(summary))
+    print(f"wrote {out}/runs.csv, summary.csv, policies.csv, pareto.png, curves_*.png")
+    return summary
