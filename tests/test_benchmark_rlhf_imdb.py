@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.rlhf_imdb.cli import main
 from benchmarks.rlhf_imdb.runs import AGGREGATORS
-from mogradient_llm.models import synthetic_reviews
+from mogradient_llm.models import build_tiny_policy, synthetic_reviews
 
 POSITIVE = ("great", "wonderful", "beautiful", "funny", "brilliant", "amazing", "good", "excellent")
 
@@ -66,10 +66,16 @@ def test_pipeline_writes_outputs_and_reuses_every_stage(data_dir, tmp_path, caps
     assert "[tokenizer] computing" in third and "[ppo] cached" not in third
 
 
-def test_vader_sentiment_skips_the_reward_model_and_uses_its_reference_point(data_dir, tmp_path):
+def test_vader_sentiment_and_a_policy_loaded_by_path(data_dir, tmp_path):
+    """VADER skips the reward model and sets its own reference point; a size that is not in
+    ``SIZES`` is loaded through ``from_pretrained`` and not pre-trained."""
+    model, tokenizer = build_tiny_policy(synthetic_reviews(50), pretrain_steps=0, vocab_size=300)
+    model.save_pretrained(tmp_path / "local-gpt2")
+    tokenizer.save_pretrained(tmp_path / "local-gpt2")
     out = tmp_path / "out"
     argv = [
-        "--data", str(data_dir), "--out", str(out), "--sizes", "tiny", "--seeds", "0",
+        "--data", str(data_dir), "--out", str(out), "--sizes", str(tmp_path / "local-gpt2"),
+        "--seeds", "0",
         "--aggregators", "pama", "--sentiment", "vader", "--pretrain-steps", "1",
         "--steps", "1", "--batch-size", "2", "--eval-prompts", "2", "--vocab-size", "300",
     ]  # fmt: skip
@@ -77,6 +83,11 @@ def test_vader_sentiment_skips_the_reward_model_and_uses_its_reference_point(dat
     assert [row["aggregator"] for row in summary] == ["start", "pama"]
     assert -1.0 <= summary[1]["sentiment_mean"] <= 1.0
     assert not (out / "cache" / "reward_model").exists()
+    with open(out / "policies.csv") as f:
+        (policy,) = list(csv.DictReader(f))
+    assert int(policy["parameters"]) == sum(p.numel() for p in model.parameters())
+    assert not list((out / "cache" / "policy").glob("*/config.json"))  # not pre-trained here
+    assert len(list(out.glob("curves_*local-gpt2.png"))) == 1
     with open(out / "runs.csv") as f:
         start = next(csv.DictReader(f))
     sentiment, length = float(start["sentiment"]), float(start["length"])

@@ -17,11 +17,9 @@ class Split:
     labels: list[int]
 
 
-def load_split(source: str | Path, split: str, limit: int | None = None) -> Split:
-    """The first ``limit`` rows (all if ``None``) of ``split`` (fields ``text`` and ``label``)."""
+def load_split(source: str | Path, split: str) -> Split:
+    """The rows of ``split`` (fields ``text`` and ``label``)."""
     dataset = load_text_dataset(source, split)
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
     return Split(list(dataset["text"]), [int(x) for x in dataset["label"]])
 
 

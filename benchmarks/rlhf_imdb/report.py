@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,7 +129,7 @@ def write_report(
     write_csv(policies, out / "policies.csv")
     sizes = list(dict.fromkeys(r["size"] for r in runs))
     for size in sizes:
-        plot_curves(runs, size, out / f"curves_{size}.png")
+        plot_curves(runs, size, out / f"curves_{re.sub(r'[^A-Za-z0-9_.-]+', '_', size)}.png")
     plot_points(runs, sizes, out / "pareto.png")
     keys = ("size", "aggregator", "seed", "samples")
     (out / "samples.json").write_text(json.dumps([{k: r[k] for k in keys} for r in runs], indent=1))
