@@ -59,7 +59,7 @@ def demo_rewards() -> list[Reward]:
 
 
 def demo_config(aggregator: str, seed: int, **overrides: Any) -> MOPPOConfig:
-    """The PPO settings of the demo (and of ``benchmarks.imdb_pareto``)."""
+    """The PPO settings of the demo (and of ``benchmarks.rlhf_imdb``)."""
     values: dict[str, Any] = {
         "learning_rate": 3e-4,
         "batch_size": 32,

@@ -1,0 +1,3 @@
+from benchmarks.rlhf_imdb.cli import main
+
+main()

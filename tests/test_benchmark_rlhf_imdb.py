@@ -1,0 +1,94 @@
+"""The IMDb headline benchmark runs end to end on generated reviews, and reuses its caches."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from benchmarks.rlhf_imdb.cli import main
+from benchmarks.rlhf_imdb.runs import AGGREGATORS
+from mogradient_llm.models import build_tiny_policy, synthetic_reviews
+
+POSITIVE = ("great", "wonderful", "beautiful", "funny", "brilliant", "amazing", "good", "excellent")
+
+
+def write_split(path, n, seed):
+    """Generated reviews labelled 1 when they contain a positive adjective."""
+    with open(path, "w") as f:
+        for text in synthetic_reviews(n, seed=seed):
+            label = int(any(word in text for word in POSITIVE))
+            f.write(json.dumps({"text": text, "label": label, "rating": 1 + 9 * label}) + "\n")
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    directory = tmp_path / "data"
+    directory.mkdir()
+    write_split(directory / "train.jsonl", 200, seed=0)
+    write_split(directory / "test.jsonl", 40, seed=1)
+    return directory
+
+
+def test_pipeline_writes_outputs_and_reuses_every_stage(data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [
+        "--data", str(data_dir), "--out", str(out), "--sizes", "tiny", "--seeds", "0,1",
+        "--pretrain-steps", "2", "--reward-steps", "2", "--steps", "1", "--batch-size", "4",
+        "--eval-prompts", "4", "--vocab-size", "300",
+    ]  # fmt: skip
+    summary = main(argv)
+    first = capsys.readouterr().out
+    assert "computing" in first and "cached" not in first
+    assert [row["aggregator"] for row in summary] == ["start", *AGGREGATORS]
+    assert all(row["seeds"] == (1 if row["aggregator"] == "start" else 2) for row in summary)
+    for name in ("runs.csv", "summary.csv", "policies.csv", "pareto.png", "curves_tiny.png"):
+        assert (out / name).stat().st_size > 0
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == 1 + 2 * len(AGGREGATORS)
+    assert all(float(r["length"]) >= 0.5 and float(r["kl"]) == float(r["kl"]) for r in runs)
+    results = sorted((out / "cache").glob("*/*/result.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    assert {p.parent.parent.name for p in results} == {
+        "tokenizer", "reward_model", "policy", "start", "ppo"
+    }  # fmt: skip
+
+    again = main(argv)
+    second = capsys.readouterr().out
+    assert "computing" not in second and second.count("cached") == len(results)
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
+    assert again == summary
+
+    main([*argv[:-2], "--vocab-size", "301"])  # a changed tokenizer invalidates its dependants
+    third = capsys.readouterr().out
+    assert "[tokenizer] computing" in third and "[ppo] cached" not in third
+
+
+def test_vader_sentiment_and_a_policy_loaded_by_path(data_dir, tmp_path):
+    """VADER skips the reward model and sets its own reference point; a size that is not in
+    ``SIZES`` is loaded through ``from_pretrained`` and not pre-trained."""
+    model, tokenizer = build_tiny_policy(synthetic_reviews(50), pretrain_steps=0, vocab_size=300)
+    model.save_pretrained(tmp_path / "local-gpt2")
+    tokenizer.save_pretrained(tmp_path / "local-gpt2")
+    out = tmp_path / "out"
+    argv = [
+        "--data", str(data_dir), "--out", str(out), "--sizes", str(tmp_path / "local-gpt2"),
+        "--seeds", "0",
+        "--aggregators", "pama", "--sentiment", "vader", "--pretrain-steps", "1",
+        "--steps", "1", "--batch-size", "2", "--eval-prompts", "2", "--vocab-size", "300",
+    ]  # fmt: skip
+    summary = main(argv)
+    assert [row["aggregator"] for row in summary] == ["start", "pama"]
+    assert -1.0 <= summary[1]["sentiment_mean"] <= 1.0
+    assert not (out / "cache" / "reward_model").exists()
+    with open(out / "policies.csv") as f:
+        (policy,) = list(csv.DictReader(f))
+    assert int(policy["parameters"]) == sum(p.numel() for p in model.parameters())
+    assert not list((out / "cache" / "policy").glob("*/config.json"))  # not pre-trained here
+    assert len(list(out.glob("curves_*local-gpt2.png"))) == 1
+    with open(out / "runs.csv") as f:
+        start = next(csv.DictReader(f))
+    sentiment, length = float(start["sentiment"]), float(start["length"])
+    assert float(start["hypervolume"]) == pytest.approx(max(sentiment + 1, 0) * (length - 0.5))
