@@ -92,3 +92,46 @@ def test_vader_sentiment_and_a_policy_loaded_by_path(data_dir, tmp_path):
         start = next(csv.DictReader(f))
     sentiment, length = float(start["sentiment"]), float(start["length"])
     assert float(start["hypervolume"]) == pytest.approx(max(sentiment + 1, 0) * (length - 0.5))
+
+
+def test_parallel_jobs_give_the_same_runs(data_dir, tmp_path):
+    """``--jobs 2`` runs the stages in two spawned processes; every run's metrics (all but the
+    timing) equal the in-process run's, in the same table order."""
+    argv = [
+        "--data", str(data_dir), "--sizes", "tiny", "--seeds", "0,1",
+        "--aggregators", "pama,mgda", "--pretrain-steps", "2", "--reward-steps", "2",
+        "--steps", "1", "--batch-size", "4", "--eval-prompts", "4", "--vocab-size", "300",
+    ]  # fmt: skip
+    serial = main([*argv, "--out", str(tmp_path / "serial")])
+    parallel = main([*argv, "--out", str(tmp_path / "parallel"), "--jobs", "2"])
+
+    def untimed(rows):
+        return [{k: v for k, v in row.items() if "seconds" not in k} for row in rows]
+
+    assert untimed(parallel) == untimed(serial)
+
+
+def test_default_data_and_the_offline_demo_fallback(data_dir, tmp_path, monkeypatch, capsys):
+    """Without ``--data`` the subset beside the repository is used; where it is missing,
+    ``--quick`` runs the offline demo and a full run stops with an error naming the path."""
+    import benchmarks.rlhf_imdb.cli as cli
+    import mogradient_llm.cli
+
+    monkeypatch.setattr(cli, "DEFAULT_DATA_DIR", data_dir)
+    argv = [
+        "--out", str(tmp_path / "out"), "--sizes", "tiny", "--seeds", "0",
+        "--aggregators", "pama", "--sentiment", "vader", "--pretrain-steps", "1",
+        "--steps", "1", "--batch-size", "2", "--eval-prompts", "2", "--vocab-size", "300",
+    ]  # fmt: skip
+    assert [row["aggregator"] for row in main(argv)] == ["start", "pama"]
+    assert f"data: {data_dir}" in capsys.readouterr().out
+
+    missing = tmp_path / "no-such-dir"
+    monkeypatch.setattr(cli, "DEFAULT_DATA_DIR", missing)
+    calls = []
+    monkeypatch.setattr(mogradient_llm.cli, "main", calls.append)
+    assert main(["--quick"]) == []
+    assert calls == [["demo"]] and "running the offline demo" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert str(missing) in capsys.readouterr().err

@@ -1,33 +1,45 @@
 """Command line: run the stages (cached) and write the report.
 
-python -m benchmarks.rlhf_imdb --data ../shared/data/imdb          # full run
-python -m benchmarks.rlhf_imdb --data ../shared/data/imdb --quick  # < 10 min on 2 cores
+python -m benchmarks.rlhf_imdb --jobs 2          # full run, about an hour on 2 cores
+python -m benchmarks.rlhf_imdb --quick --jobs 2  # < 10 min (the offline demo without the data)
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from benchmarks.rlhf_imdb.cache import cached_stage
-from benchmarks.rlhf_imdb.data import fingerprint, load_split
-from benchmarks.rlhf_imdb.policies import SIZES, build_policy, build_tokenizer, hub_policy_info
+from benchmarks.rlhf_imdb.data import Split, fingerprint, load_split
+from benchmarks.rlhf_imdb.policies import (
+    PRETRAIN_LR,
+    SIZES,
+    build_policy,
+    build_tokenizer,
+    hub_policy_info,
+)
 from benchmarks.rlhf_imdb.report import write_report
 from benchmarks.rlhf_imdb.reward_model import train_reward_model
 from benchmarks.rlhf_imdb.runs import AGGREGATORS, evaluate_start, reference_point, run_ppo
 from mogradient_llm.data import imdb_prompts
+from mogradient_llm.demo import DEFAULT_DATA_DIR
 
 FULL = {
     "sizes": "1m,4m,16m",
     "seeds": "0,1,2",
-    "pretrain_steps": 2000,
+    "pretrain_steps": 1000,
     "reward_steps": 1000,
-    "steps": 100,
-    "batch_size": 32,
+    "steps": 60,
+    "batch_size": 16,
     "eval_prompts": 256,
 }
 QUICK = {
@@ -44,7 +56,11 @@ QUICK = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Arguments; budgets left unset take the ``--quick`` or full defaults."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="IMDb directory/file, or a hub name")
+    parser.add_argument(
+        "--data",
+        help=f"IMDb directory/file, or a hub name (default: {DEFAULT_DATA_DIR} if it is there; "
+        "without it, --quick runs the offline demo `mogradient-llm demo` instead)",
+    )
     parser.add_argument("--out", default="outputs/rlhf_imdb")
     parser.add_argument("--cache-dir", help="default: OUT/cache")
     parser.add_argument("--quick", action="store_true", help="one small size, 2 seeds, few steps")
@@ -65,11 +81,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the trained IMDb classifier's positive logit (default), or VADER",
     )
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="stages run in this many processes at once"
+    )
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.data is None and not args.quick and not DEFAULT_DATA_DIR.is_dir():
+        parser.error(f"no IMDb data at {DEFAULT_DATA_DIR}; pass --data DIR or a hub name")
+    if args.jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads must be at least 1")
     unknown = sorted(set(args.aggregators.split(",")) - set(AGGREGATORS))
     if unknown:
         parser.error(f"unknown aggregators {unknown}; valid: {', '.join(AGGREGATORS)}")
@@ -78,11 +101,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run every stage (reusing the cache) and write the report; returns the summary rows."""
-    from transformers.utils import logging
-
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.disable_progress_bar()
+    if args.data is None:
+        if not DEFAULT_DATA_DIR.is_dir():
+            print(f"no IMDb data at {DEFAULT_DATA_DIR} and no --data: running the offline demo")
+            return run_offline_demo()
+        args.data = str(DEFAULT_DATA_DIR)
+    init_worker(args.threads)
     start = time.perf_counter()
     out = Path(args.out)
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
@@ -96,67 +121,156 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         cache,
         "tokenizer",
         tok_config,
-        lambda d: build_tokenizer(d, train.texts, args.vocab_size),
+        partial(build_tokenizer, texts=train.texts, vocab_size=args.vocab_size),
     )
-    sentiment: str | Path = "vader"
-    reward_config: dict[str, Any] = {"sentiment": "vader"}
-    if args.sentiment == "classifier":
-        reward_config = {"tokenizer": tok_config, "steps": args.reward_steps, "seed": 0}
-        sentiment, reward_info = cached_stage(
-            cache,
-            "reward_model",
-            reward_config,
-            lambda d: train_reward_model(d, tokenizer_dir, train, test, args.reward_steps, seed=0),
-        )
-        print(f"sentiment reward model: test accuracy {reward_info['test_accuracy']:.3f}")
-
-    runs, policies = [], []
-    for size in args.sizes.split(","):
-        if size in SIZES:
-            policy_config = {
-                "tokenizer": tok_config,
-                "size": SIZES[size],
-                "steps": args.pretrain_steps,
-                "seed": 0,
-            }
-            policy_dir, info = cached_stage(
+    with stage_executor(args.jobs, args.threads) as pool:
+        sentiment: str | Path = "vader"
+        reward_config: dict[str, Any] = {"sentiment": "vader"}
+        if args.sentiment == "classifier":
+            reward_config = {"tokenizer": tok_config, "steps": args.reward_steps, "seed": 0}
+            reward_future = pool.submit(
+                cached_stage,
                 cache,
-                "policy",
-                policy_config,
-                lambda d, s=size: build_policy(
-                    d, tokenizer_dir, s, train.texts, test.texts, args.pretrain_steps, seed=0
+                "reward_model",
+                reward_config,
+                partial(
+                    train_reward_model,
+                    tokenizer_dir=tokenizer_dir,
+                    train=train,
+                    test=test,
+                    steps=args.reward_steps,
+                    seed=0,
                 ),
             )
-            policy: str = str(policy_dir)
-        else:
-            policy_config = {"hub": size, "data": data_id}
-            _, info = cached_stage(
-                cache, "policy", policy_config, lambda d, s=size: hub_policy_info(s, test.texts)
+        policy_futures = {
+            pool.submit(cached_stage, cache, "policy", config, compute): (size, config)
+            for size, config, compute in policy_stages(
+                args, tok_config, tokenizer_dir, data_id, train, test
             )
-            policy = size
-        print(
-            f"policy {size}: {info['parameters'] / 1e6:.2f}M parameters, "
-            f"held-out perplexity {info['perplexity']:.1f}"
-        )
-        policies.append({"size": size, **info})
-        runs += policy_runs(
-            args,
-            cache,
-            size,
-            policy,
-            policy_config,
-            reward_config,
-            sentiment,
-            train.texts,
-            test.texts,
-        )
+        }
+        if args.sentiment == "classifier":
+            sentiment, reward_info = reward_future.result()
+            print(f"sentiment reward model: test accuracy {reward_info['test_accuracy']:.3f}")
+        policies, run_futures = {}, {}
+        for future in as_completed(policy_futures):
+            size, policy_config = policy_futures[future]
+            policy_dir, info = future.result()
+            print(
+                f"policy {size}: {info['parameters'] / 1e6:.2f}M parameters, "
+                f"held-out perplexity {info['perplexity']:.1f}",
+                flush=True,
+            )
+            policies[size] = {"size": size, **info}
+            policy = str(policy_dir) if size in SIZES else size
+            run_futures.update(
+                submit_runs(
+                    pool,
+                    args,
+                    cache,
+                    size,
+                    policy,
+                    policy_config,
+                    reward_config,
+                    sentiment,
+                    train.texts,
+                    test.texts,
+                )
+            )
+        results = collect_runs(run_futures)
 
-    summary = write_report(runs, policies, out, reference_point(sentiment))
+    sizes = args.sizes.split(",")
+    runs = sorted(results, key=lambda r: (sizes.index(r["size"]), run_order(r)))
+    summary = write_report(runs, [policies[s] for s in sizes], out, reference_point(sentiment))
     print(f"wall time {time.perf_counter() - start:.0f} s")
     return summary
 
 
-def policy_runs(
+def run_offline_demo() -> list[dict[str, Any]]:
+    """The README's main job without the IMDb data: ``mogradient-llm demo``; no table."""
+    from mogradient_llm.cli import main as llm_main
+
+    llm_main(["demo"])
+    return []
+
+
+def init_worker(threads: int) -> None:
+    """Per-process setup: the torch thread count, and no per-file download bars."""
+    from transformers.utils import logging
+
+    torch.set_num_threads(threads)
+    logging.disable_progress_bar()
+
+
+class InlineExecutor(Executor):
+    """Runs each submitted call at once in this process (``--jobs 1``)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # re-raised by future.result(), as a pool would
+            future.set_exception(exc)
+        return future
+
+
+def stage_executor(jobs: int, threads: int) -> Executor:
+    """Where stages run: inline for one job, else ``jobs`` spawned processes (each with
+    ``threads`` torch threads; stages write to distinct cache directories)."""
+    if jobs == 1:
+        return InlineExecutor()
+    return ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=init_worker,
+        initargs=(threads,),
+    )
+
+
+def policy_stages(
+    args: argparse.Namespace,
+    tok_config: dict[str, Any],
+    tokenizer_dir: Path,
+    data_id: dict[str, Any],
+    train: Split,
+    test: Split,
+) -> list[tuple[str, dict[str, Any], Callable[[Path], dict[str, Any]]]]:
+    """``(size, stage config, compute)`` per ``--sizes`` entry: pre-train a local size, or
+    measure a hub model / path as it is."""
+    stages = []
+    for size in args.sizes.split(","):
+        if size in SIZES:
+            config = {
+                "tokenizer": tok_config,
+                "size": SIZES[size],
+                "steps": args.pretrain_steps,
+                "learning_rate": PRETRAIN_LR[size],
+                "seed": 0,
+            }
+            compute = partial(
+                build_policy,
+                tokenizer_dir=tokenizer_dir,
+                size=size,
+                train_texts=train.texts,
+                test_texts=test.texts,
+                steps=args.pretrain_steps,
+                seed=0,
+            )
+        else:
+            config = {"hub": size, "data": data_id}
+            compute = partial(without_directory, hub_policy_info, (size, test.texts))
+        stages.append((size, config, compute))
+    return stages
+
+
+def without_directory(
+    fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], directory: Path
+) -> dict[str, Any]:
+    """``fn(*args)``: the compute step of a stage that writes nothing into its directory."""
+    return fn(*args)
+
+
+def submit_runs(
+    pool: Executor,
     args: argparse.Namespace,
     cache: Path,
     size: str,
@@ -166,8 +280,9 @@ def policy_runs(
     sentiment: str | Path,
     train_texts: list[str],
     test_texts: list[str],
-) -> list[dict[str, Any]]:
-    """Every aggregator x seed PPO run (cached) from one policy."""
+) -> dict[Future, str]:
+    """Submit the ``start`` evaluation and every aggregator x seed PPO run (cached) of one
+    policy; returns future -> label."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(policy)
@@ -178,10 +293,14 @@ def policy_runs(
         "reward": reward_config,
         "eval_prompts": args.eval_prompts,
     }
-    _, start = cached_stage(
-        cache, "start", start_config, lambda d: evaluate_start(policy, sentiment, held_out)
+    start = pool.submit(
+        cached_stage,
+        cache,
+        "start",
+        start_config,
+        partial(without_directory, evaluate_start, (policy, sentiment, held_out)),
     )
-    runs = [{"size": size, "aggregator": "start", "seed": 0, **start}]
+    futures = {start: (size, "start", 0)}
     for aggregator in args.aggregators.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             config = {
@@ -193,19 +312,46 @@ def policy_runs(
                 "batch_size": args.batch_size,
                 "eval_prompts": args.eval_prompts,
             }
-            _, result = cached_stage(
-                cache,
-                "ppo",
-                config,
-                lambda d, a=aggregator, s=seed: run_ppo(
-                    policy, sentiment, a, s, args.steps, args.batch_size, prompts, held_out
+            compute = partial(
+                without_directory,
+                run_ppo,
+                (
+                    policy,
+                    sentiment,
+                    aggregator,
+                    seed,
+                    args.steps,
+                    args.batch_size,
+                    prompts,
+                    held_out,
                 ),
             )
-            print(
+            futures[pool.submit(cached_stage, cache, "ppo", config, compute)] = (
+                size,
+                aggregator,
+                seed,
+            )
+    return futures
+
+
+def collect_runs(futures: dict[Future, tuple[str, str, int]]) -> list[dict[str, Any]]:
+    """Results of the submitted runs, printed as they finish (with a progress bar)."""
+    runs = []
+    with tqdm(total=len(futures), desc="runs", unit="run", disable=None) as bar:
+        for future in as_completed(futures):
+            size, aggregator, seed = futures[future]
+            _, result = future.result()
+            bar.write(
                 f"{size} {aggregator} seed {seed}: sentiment {result['sentiment']:.3f}, "
                 f"length {result['length']:.3f}, HV {result['hypervolume']:.3f}, "
-                f"KL {result['kl']:.2f}, {result['seconds_per_step']:.2f} s/step",
-                flush=True,
+                f"KL {result['kl']:.2f}, {result['seconds_per_step']:.2f} s/step"
             )
+            bar.update()
             runs.append({"size": size, "aggregator": aggregator, "seed": seed, **result})
     return runs
+
+
+def run_order(run: dict[str, Any]) -> tuple[int, int]:
+    """Table order within a size: ``start`` first, then the aggregators, then seeds."""
+    names = ["start", *AGGREGATORS]
+    return names.index(run["aggregator"]), run["seed"]

@@ -21,6 +21,9 @@ SIZES: dict[str, dict[str, int]] = {
     "4m": {"n_layer": 4, "n_embd": 192, "n_head": 4},
     "16m": {"n_layer": 6, "n_embd": 384, "n_head": 6},
 }
+# Pre-training learning rate per size: smaller for the wider models, which are less stable
+# at a constant rate without warm-up.
+PRETRAIN_LR: dict[str, float] = {"tiny": 3e-3, "demo": 3e-3, "1m": 3e-3, "4m": 2e-3, "16m": 1e-3}
 N_POSITIONS = 128
 
 
@@ -68,7 +71,9 @@ def build_policy(
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = tiny_gpt2(tokenizer, n_positions=N_POSITIONS, seed=seed, **SIZES[size])
-    losses = pretrain(model, tokenizer, train_texts, steps, seed=seed)
+    losses = pretrain(
+        model, tokenizer, train_texts, steps, learning_rate=PRETRAIN_LR[size], seed=seed
+    )
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return {
