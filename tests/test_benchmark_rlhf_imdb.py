@@ -45,6 +45,9 @@ def test_pipeline_writes_outputs_and_reuses_every_stage(data_dir, tmp_path, caps
     assert all(row["seeds"] == (1 if row["aggregator"] == "start" else 2) for row in summary)
     for name in ("runs.csv", "summary.csv", "policies.csv", "pareto.png", "curves_tiny.png"):
         assert (out / name).stat().st_size > 0
+    setup = json.loads((out / "setup.json").read_text())
+    assert 0.0 <= setup["reward_model"]["test_accuracy"] <= 1.0
+    assert setup["arguments"]["steps"] == 1 and setup["hypervolume_reference"] == [-3.0, 0.5]
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))
     assert len(runs) == 1 + 2 * len(AGGREGATORS)

@@ -7,7 +7,10 @@ python -m benchmarks.rlhf_imdb --quick --jobs 2  # < 10 min (the offline demo wi
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
+import os
+import platform
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         tok_config,
         partial(build_tokenizer, texts=train.texts, vocab_size=args.vocab_size),
     )
+    reward_info: dict[str, Any] = {"sentiment": "vader"}
     with stage_executor(args.jobs, args.threads) as pool:
         sentiment: str | Path = "vader"
         reward_config: dict[str, Any] = {"sentiment": "vader"}
@@ -181,8 +185,36 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     sizes = args.sizes.split(",")
     runs = sorted(results, key=lambda r: (sizes.index(r["size"]), run_order(r)))
     summary = write_report(runs, [policies[s] for s in sizes], out, reference_point(sentiment))
-    print(f"wall time {time.perf_counter() - start:.0f} s")
+    wall = time.perf_counter() - start
+    write_setup(out / "setup.json", args, reward_info, reference_point(sentiment), wall)
+    print(f"wall time {wall:.0f} s")
     return summary
+
+
+def write_setup(
+    path: Path,
+    args: argparse.Namespace,
+    reward_info: dict[str, Any],
+    ref_point: tuple[float, float],
+    wall_seconds: float,
+) -> None:
+    """What produced the tables: arguments, reward model, reference point, machine, time."""
+    import transformers
+
+    setup = {
+        "arguments": vars(args),
+        "reward_model": reward_info,
+        "hypervolume_reference": ref_point,
+        "wall_seconds": round(wall_seconds, 1),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
+    path.write_text(json.dumps(setup, indent=1))
 
 
 def run_offline_demo() -> list[dict[str, Any]]:
