@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if args.sentiment == "classifier":
             sentiment, reward_info = reward_future.result()
             print(f"sentiment reward model: test accuracy {reward_info['test_accuracy']:.3f}")
+        sizes = args.sizes.split(",")
+        n_runs = len(sizes) * (1 + len(args.aggregators.split(",")) * len(args.seeds.split(",")))
+        progress = RunProgress(n_runs)
         policies, run_futures = {}, {}
         for future in as_completed(policy_futures):
             size, policy_config = policy_futures[future]
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             run_futures.update(
                 submit_runs(
                     pool,
+                    progress,
                     args,
                     cache,
                     size,
@@ -180,9 +184,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     test.texts,
                 )
             )
-        results = collect_runs(run_futures)
+        results = [
+            {"size": size, "aggregator": aggregator, "seed": seed, **future.result()[1]}
+            for future, (size, aggregator, seed) in run_futures.items()
+        ]
+        progress.close()
 
-    sizes = args.sizes.split(",")
     runs = sorted(results, key=lambda r: (sizes.index(r["size"]), run_order(r)))
     summary = write_report(runs, [policies[s] for s in sizes], out, reference_point(sentiment))
     wall = time.perf_counter() - start
@@ -303,6 +310,7 @@ def without_directory(
 
 def submit_runs(
     pool: Executor,
+    progress: RunProgress,
     args: argparse.Namespace,
     cache: Path,
     size: str,
@@ -314,7 +322,7 @@ def submit_runs(
     test_texts: list[str],
 ) -> dict[Future, str]:
     """Submit the ``start`` evaluation and every aggregator x seed PPO run (cached) of one
-    policy; returns future -> label."""
+    policy; returns future -> label. ``progress`` reports each run as it ends."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(policy)
@@ -363,24 +371,31 @@ def submit_runs(
                 aggregator,
                 seed,
             )
+    for future, label in futures.items():
+        future.add_done_callback(partial(progress.report, label))
     return futures
 
 
-def collect_runs(futures: dict[Future, tuple[str, str, int]]) -> list[dict[str, Any]]:
-    """Results of the submitted runs, printed as they finish (with a progress bar)."""
-    runs = []
-    with tqdm(total=len(futures), desc="runs", unit="run", disable=None) as bar:
-        for future in as_completed(futures):
-            size, aggregator, seed = futures[future]
+class RunProgress:
+    """A progress bar over the runs and one line per finished run, written as each run ends
+    (a done-callback, so it works for the inline executor and the process pool alike)."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = tqdm(total=total, desc="runs", unit="run", disable=None)
+
+    def report(self, label: tuple[str, str, int], future: Future) -> None:
+        if future.exception() is None:
             _, result = future.result()
-            bar.write(
+            size, aggregator, seed = label
+            self.bar.write(
                 f"{size} {aggregator} seed {seed}: sentiment {result['sentiment']:.3f}, "
                 f"length {result['length']:.3f}, HV {result['hypervolume']:.3f}, "
                 f"KL {result['kl']:.2f}, {result['seconds_per_step']:.2f} s/step"
             )
-            bar.update()
-            runs.append({"size": size, "aggregator": aggregator, "seed": seed, **result})
-    return runs
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run_order(run: dict[str, Any]) -> tuple[int, int]:
