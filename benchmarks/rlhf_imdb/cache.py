@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ def cached_stage(
     compute: Callable[[Path], dict[str, Any]],
 ) -> tuple[Path, dict[str, Any]]:
     """``(directory, result)`` of ``stage`` for ``config``: read from the cache, or computed by
-    ``compute(directory)`` (which writes its artefacts there) and then stored."""
+    ``compute(directory)`` (which writes its artefacts there) and then stored, with the
+    seconds it took."""
     directory = cache_dir / stage / stage_key(config)
     done = directory / "result.json"
     if done.is_file():
@@ -34,6 +36,9 @@ def cached_stage(
         shutil.rmtree(directory)  # an interrupted earlier attempt
     directory.mkdir(parents=True)
     print(f"[{stage}] computing: {directory}", flush=True)
+    start = time.perf_counter()
     result = compute(directory)
-    done.write_text(json.dumps({"config": config, "result": result}, indent=1, default=str))
+    seconds = round(time.perf_counter() - start, 1)
+    record = {"config": config, "result": result, "seconds": seconds}
+    done.write_text(json.dumps(record, indent=1, default=str))
     return directory, result
