@@ -247,7 +247,7 @@ class InlineExecutor(Executor):
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # re-raised by future.result(), as a pool would
+        except Exception as exc:  # re-raised by future.result(), as a pool would
             future.set_exception(exc)
         return future
 
