@@ -138,3 +138,24 @@ def test_default_data_and_the_offline_demo_fallback(data_dir, tmp_path, monkeypa
     with pytest.raises(SystemExit):
         main(argv)
     assert str(missing) in capsys.readouterr().err
+
+
+def test_no_noon_runs_are_separate_stages(data_dir, tmp_path, capsys):
+    """``--no-noon`` trains with plain advantages: new PPO stages (their config says so), while
+    the policy and reward-model stages are reused."""
+    argv = [
+        "--data", str(data_dir), "--out", str(tmp_path / "out"), "--sizes", "tiny",
+        "--seeds", "0", "--aggregators", "morlhf", "--pretrain-steps", "2",
+        "--reward-steps", "2", "--steps", "1", "--batch-size", "4", "--eval-prompts", "4",
+        "--vocab-size", "300",
+    ]  # fmt: skip
+    main(argv)
+    capsys.readouterr()
+    main([*argv, "--no-noon"])
+    output = capsys.readouterr().out
+    assert "[policy] cached" in output and "[ppo] computing" in output
+    configs = [
+        json.loads(p.read_text())["config"]
+        for p in (tmp_path / "out" / "cache" / "ppo").glob("*/result.json")
+    ]
+    assert sorted(c.get("noon", True) for c in configs) == [False, True]

@@ -83,6 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="classifier",
         help="the trained IMDb classifier's positive logit (default), or VADER",
     )
+    parser.add_argument(
+        "--no-noon",
+        action="store_true",
+        help="plain PPO advantages (no Noon clipping at zero) for every aggregator of this run",
+    )
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument(
@@ -351,6 +356,7 @@ def submit_runs(
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "eval_prompts": args.eval_prompts,
+                **({"noon": False} if args.no_noon else {}),
             }
             compute = partial(
                 without_directory,
@@ -364,6 +370,7 @@ def submit_runs(
                     args.batch_size,
                     prompts,
                     held_out,
+                    not args.no_noon,
                 ),
             )
             futures[pool.submit(cached_stage, cache, "ppo", config, compute)] = (

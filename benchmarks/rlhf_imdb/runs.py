@@ -102,8 +102,10 @@ def run_ppo(
     batch_size: int,
     prompts: Sequence[str],
     held_out: Sequence[str],
+    noon: bool = True,
 ) -> dict[str, Any]:
-    """Train ``steps`` PPO steps, evaluate on ``held_out``; returns metrics and the history."""
+    """Train ``steps`` PPO steps (with Noon clipping unless ``noon`` is false), evaluate on
+    ``held_out``; returns metrics and the history."""
     from mogradient_llm.trainer import MOPPOTrainer
 
     policy, reference, tokenizer = load_policy(policy_dir)
@@ -112,6 +114,7 @@ def run_ppo(
         seed=seed,
         batch_size=batch_size,
         mini_batch_size=max(1, batch_size // 2),
+        noon=noon,
         **AGGREGATORS[aggregator],
     )
     trainer = MOPPOTrainer(config, policy, tokenizer, rewards, prompts, ref_model=reference)
