@@ -159,3 +159,15 @@ def test_no_noon_runs_are_separate_stages(data_dir, tmp_path, capsys):
         for p in (tmp_path / "out" / "cache" / "ppo").glob("*/result.json")
     ]
     assert sorted(c.get("noon", True) for c in configs) == [False, True]
+
+
+def test_a_failing_stage_stops_a_parallel_run(data_dir, tmp_path):
+    """A stage that raises in a worker process surfaces as the error of the whole run."""
+    argv = [
+        "--data", str(data_dir), "--out", str(tmp_path / "out"), "--jobs", "2",
+        "--sizes", str(tmp_path / "no-such-model"), "--sentiment", "vader", "--seeds", "0",
+        "--aggregators", "pama", "--steps", "1", "--batch-size", "2", "--eval-prompts", "2",
+        "--vocab-size", "300",
+    ]  # fmt: skip
+    with pytest.raises(OSError, match="no-such-model"):
+        main(argv)

@@ -1,7 +1,7 @@
 """Command line: run the stages (cached) and write the report.
 
-python -m benchmarks.rlhf_imdb --jobs 2          # full run, about an hour on 2 cores
-python -m benchmarks.rlhf_imdb --quick --jobs 2  # < 10 min (the offline demo without the data)
+python -m benchmarks.rlhf_imdb --jobs 2          # full run, about 1 h 45 min on 2 cores
+python -m benchmarks.rlhf_imdb --quick --jobs 2  # about 4 min (the offline demo without the data)
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import multiprocessing
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -257,17 +258,25 @@ class InlineExecutor(Executor):
         return future
 
 
-def stage_executor(jobs: int, threads: int) -> Executor:
+@contextmanager
+def stage_executor(jobs: int, threads: int) -> Iterator[Executor]:
     """Where stages run: inline for one job, else ``jobs`` spawned processes (each with
-    ``threads`` torch threads; stages write to distinct cache directories)."""
-    if jobs == 1:
-        return InlineExecutor()
-    return ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(threads,),
-    )
+    ``threads`` torch threads; stages write to distinct cache directories). An error cancels
+    the stages still queued instead of waiting for them."""
+    pool: Executor = InlineExecutor()
+    if jobs > 1:
+        pool = ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=init_worker,
+            initargs=(threads,),
+        )
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def policy_stages(
@@ -325,7 +334,7 @@ def submit_runs(
     sentiment: str | Path,
     train_texts: list[str],
     test_texts: list[str],
-) -> dict[Future, str]:
+) -> dict[Future, tuple[str, str, int]]:
     """Submit the ``start`` evaluation and every aggregator x seed PPO run (cached) of one
     policy; returns future -> label. ``progress`` reports each run as it ends."""
     from transformers import AutoTokenizer
