@@ -90,7 +90,13 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -
     warned = any("step 1" in str(w.message) for w in caught)
     results["skip"] = {"skipped": skipped, "warned": warned}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    # Both ranks leave their collectives before either tears gloo down: a rank that exits
+    # while the other still talks to it can abort ("terminate called without an active
+    # exception").
+    accelerator.wait_for_everyone()
     accelerator.end_training()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
