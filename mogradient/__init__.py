@@ -20,7 +20,7 @@ from mogradient.aggregators import (
     gramian_of,
     pama_weights,
 )
-from mogradient.autograd import backward, feature_weights, jacobian
+from mogradient.autograd import backward, feature_weights, jacobian, parameter_weights
 
 __version__ = "0.1.0"
 
@@ -39,5 +39,6 @@ __all__ = [
     "gramian_of",
     "jacobian",
     "pama_weights",
+    "parameter_weights",
     "solvers",
 ]

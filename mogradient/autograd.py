@@ -4,20 +4,25 @@ Three paths, chosen by what the aggregator needs (see :mod:`mogradient.aggregato
 
 * ``"losses"`` (linear, mean): one backward of Σ wᵢ Lᵢ.
 * ``"gramian"`` (mgda, pcgrad, cagrad): one backward per objective to form the Jacobian J over
-  the parameters and its Gramian, then ``.grad = wᵀJ``. With ``features=h`` (a shared
-  representation, the MGDA-UB bound of Sener & Koltun 2018) the gradients are taken w.r.t.
-  ``h`` instead: cheaper (h is small) and followed by one backward of Σ wᵢ Lᵢ.
+  the parameters and its Gramian, then ``.grad = wᵀJ``, or with ``through_backward=True`` one
+  more backward of Σ wᵢ Lᵢ (the weights are decided first; the update then goes through
+  autograd like any other, so DDP's hooks, AMP loss scaling and gradient accumulation see it).
+  With ``features=h`` (a shared representation, the MGDA-UB bound of Sener & Koltun 2018) the
+  gradients are taken w.r.t. ``h`` instead: cheaper (h is small) and followed by one backward
+  of Σ wᵢ Lᵢ.
 * ``"coefficients"`` (pama): the Jacobian over the parameters, combined coordinate-wise.
 
 Under ``torch.distributed`` (data parallelism, the model wrapped in DDP or accelerate's
 ``prepare``) every rank ends with the same update, that of the mean of the ranks' losses:
 
-* paths that end in a backward of Σ wᵢ Lᵢ (losses, features) run it through
-  ``torch.autograd.backward``, so DDP's hooks average it like any other backward; with
-  ``features=`` the k×k Gramian is all-reduced first so that every rank solves the same problem;
-* paths that form the parameter Jacobian all-reduce (average) the k×d Jacobian once, solve on
-  it, and write the already-global direction into ``.grad`` (``torch.autograd.grad`` never
-  triggers DDP's hooks, so no gradient is averaged twice).
+* paths that end in a backward of Σ wᵢ Lᵢ (losses, features, ``through_backward=True``) run it
+  through ``torch.autograd.backward``, so DDP's hooks average it like any other backward; the
+  weights are decided first from the all-reduced k×k Gramian (``features=``) or k×d Jacobian
+  (parameters), so every rank solves the same problem;
+* the default parameter path all-reduces (averages) the k×d Jacobian once, solves on it, and
+  writes the already-global direction into ``.grad`` (``torch.autograd.grad`` never triggers
+  DDP's hooks, so no gradient is averaged twice). It bypasses DDP's reducer, a ``GradScaler``
+  and ``accelerate``'s accumulation: use ``through_backward=True`` with those.
 
 Under FSDP2 (``fully_shard``) the loss and features paths work with ``params=None`` (the graph's
 leaves, which FSDP's hooks watch); parameter mode needs full gradients and is not supported.
@@ -42,6 +47,7 @@ def backward(
     features: torch.Tensor | Sequence[torch.Tensor] | None = None,
     aggregator: str | Aggregator = "mgda",
     retain_graph: bool = False,
+    through_backward: bool = False,
     **kwargs: object,
 ) -> torch.Tensor | None:
     """Fill ``.grad`` of ``params`` with the aggregated direction of ``losses`` (accumulating).
@@ -54,6 +60,11 @@ def backward(
             methods then weigh the losses by the Gramian of ∂Lᵢ/∂features (MGDA-UB style).
         aggregator: a registered name (see ``available_aggregators()``) or an instance.
         retain_graph: keep the graph after the final backward.
+        through_backward: parameter mode only: decide the weights from the (all-reduced)
+            Jacobian, then run one ``torch.autograd.backward`` of Σ wᵢ Lᵢ instead of writing
+            ``wᵀJ`` into ``.grad`` — one more backward, but the update is an ordinary backward
+            that DDP averages (every parameter the losses reach gets a gradient, as DDP
+            requires), that a loss scaler scales and that accumulates like any other.
         **kwargs: hyper-parameters for ``get_aggregator`` when ``aggregator`` is a name.
 
     Returns:
@@ -80,6 +91,10 @@ def backward(
         return w
 
     _check_unsharded(params)
+    if through_backward:
+        w = parameter_weights(loss_list, params, agg)
+        _weighted_backward(loss_list, w, params, retain_graph)
+        return w
     jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
     if agg.needs == "gramian":
         w = agg.weights(gramian_of(jac))
@@ -176,19 +191,39 @@ def feature_weights(
     mean of the R ranks' losses is Σ_r G_r / R²: one k×k all-reduce, and every rank solves the
     same problem and gets the same weights.
     """
-    agg = get_aggregator(aggregator)
-    if agg.needs != "gramian":
-        raise ValueError(
-            f"{agg!r} does not weigh losses from a Gramian, so it has no representation-level "
-            "mode; call backward without features=, or pick a Gramian method "
-            "(mgda, pcgrad, cagrad)"
-        )
+    agg = _gramian_aggregator(aggregator, "representation-level (features=)")
     feats = [features] if isinstance(features, torch.Tensor) else list(features)
     gramian = gramian_of(jacobian(list(losses), feats, retain_graph=True))
     if _world_size() > 1:
         dist.all_reduce(gramian)
         gramian /= _world_size() ** 2
     return agg.weights(gramian)
+
+
+def parameter_weights(
+    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor], aggregator: str | Aggregator
+) -> torch.Tensor:
+    """Weights ``[n]`` of a Gramian aggregator from the Jacobian over ``params``, keeping the
+    graph for the backward of Σ wᵢ Lᵢ that follows.
+
+    Under ``torch.distributed`` the k×d Jacobian is averaged over the ranks first (the Gramian
+    of the mean gradients is not the mean of the ranks' Gramians), so every rank solves the
+    same problem and gets the same weights.
+    """
+    agg = _gramian_aggregator(aggregator, "through_backward=True")
+    jac = all_reduce_mean(jacobian(list(losses), list(params), retain_graph=True))
+    return agg.weights(gramian_of(jac))
+
+
+def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> Aggregator:
+    """``aggregator`` as an instance, refused unless it weighs losses from a Gramian."""
+    agg = get_aggregator(aggregator)
+    if agg.needs != "gramian":
+        raise ValueError(
+            f"{agg!r} does not weigh losses from a Gramian, so it has no {mode} mode; call "
+            "backward without it, or pick a Gramian method (mgda, pcgrad, cagrad)"
+        )
+    return agg
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

@@ -36,8 +36,12 @@ def _jacobian(model: torch.nn.Module) -> torch.Tensor:
     for loss in losses:
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         rows.append(
-            torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
-                       for p, g in zip(params, grads)])
+            torch.cat(
+                [
+                    (torch.zeros_like(p) if g is None else g).reshape(-1)
+                    for p, g in zip(params, grads)
+                ]
+            )
         )
     return torch.stack(rows)
 
@@ -54,6 +58,42 @@ def test_parameter_mode_writes_aggregated_direction(name: str) -> None:
     losses, _ = model(_data())
     mogradient.backward(losses, model.parameters(), aggregator=name)
     torch.testing.assert_close(_grad_vector(model), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["mgda", "pcgrad", "cagrad"])
+def test_through_backward_gives_the_same_direction_by_one_weighted_backward(name: str) -> None:
+    model = TwoHeads()
+    expected = get_aggregator(name)(_jacobian(model))
+    losses, _ = model(_data())
+    weights = mogradient.backward(
+        losses, model.parameters(), aggregator=name, through_backward=True
+    )
+    torch.testing.assert_close(_grad_vector(model), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(weights, get_aggregator(name).weights(gramian_of(_jacobian(model))))
+
+
+def test_through_backward_is_scaled_like_any_backward() -> None:
+    """A loss scaler (fp16) multiplies every loss; the weights ignore the scale and the
+    gradient is scaled as a whole, so unscaling gives the unscaled update."""
+    plain, scaled = TwoHeads(), TwoHeads()
+    losses, _ = plain(_data())
+    mogradient.backward(losses, plain.parameters(), aggregator="mgda", through_backward=True)
+    scale = 2.0**16
+    losses, _ = scaled(_data())
+    mogradient.backward(
+        [scale * loss for loss in losses],
+        scaled.parameters(),
+        aggregator="mgda",
+        through_backward=True,
+    )
+    torch.testing.assert_close(_grad_vector(scaled) / scale, _grad_vector(plain))
+
+
+def test_through_backward_needs_a_gramian_method() -> None:
+    model = TwoHeads()
+    losses, _ = model(_data())
+    with pytest.raises(ValueError, match="through_backward"):
+        mogradient.backward(losses, model.parameters(), aggregator="pama", through_backward=True)
 
 
 def test_returns_the_weights_it_used() -> None:

@@ -14,6 +14,8 @@ import mogradient
 
 SETTINGS = {
     "mgda-parameters": {"aggregator": "mgda"},
+    "mgda-through-backward": {"aggregator": "mgda", "through_backward": True},
+    "cagrad-through-backward": {"aggregator": "cagrad", "through_backward": True},
     "mgda-features": {"aggregator": "mgda", "features": True},
     "pcgrad-parameters": {"aggregator": "pcgrad"},
     "pcgrad-features": {"aggregator": "pcgrad", "features": True},
@@ -51,7 +53,11 @@ def _grads(model: torch.nn.Module, x: torch.Tensor, setting: dict) -> dict[str, 
         params = [p for p in model.parameters()]
         features = h if setting.get("features") else None
         weights = mogradient.backward(
-            losses, params, features=features, aggregator=setting["aggregator"]
+            losses,
+            params,
+            features=features,
+            aggregator=setting["aggregator"],
+            through_backward=setting.get("through_backward", False),
         )
         out[f"grad{step}"] = torch.cat([p.grad.flatten() for p in params])
         if weights is not None:

@@ -91,9 +91,7 @@ class PAMA(CoefficientAggregator):
 
     def __init__(self, granularity: Granularity = "token") -> None:
         if granularity not in ("token", "batch"):
-            raise ValueError(
-                f"granularity must be 'token' or 'batch', got {granularity!r}"
-            )
+            raise ValueError(f"granularity must be 'token' or 'batch', got {granularity!r}")
         self.granularity: Granularity = granularity
 
     def _hyperparameters(self) -> dict[str, object]:

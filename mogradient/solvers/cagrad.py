@@ -59,9 +59,17 @@ def _objective(g: np.ndarray, b: np.ndarray, alpha: float, w: np.ndarray) -> tup
 
 
 @njit(cache=True)
-def _support_fixed_point(g: np.ndarray, b: np.ndarray, alpha: float, support: np.ndarray,
-                         m: int, lower: np.ndarray, p: np.ndarray, q: np.ndarray,
-                         work: np.ndarray) -> float:
+def _support_fixed_point(
+    g: np.ndarray,
+    b: np.ndarray,
+    alpha: float,
+    support: np.ndarray,
+    m: int,
+    lower: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    work: np.ndarray,
+) -> float:
     """The ``s`` solving ``α²s² = pᵀGp + s²·qᵀGq`` on this support (inf if none); fills p, q."""
     affine_parts(b, support, m, lower, p, q, work)
     fp = 0.0
@@ -84,8 +92,16 @@ def _support_fixed_point(g: np.ndarray, b: np.ndarray, alpha: float, support: np
 
 
 @njit(cache=True)
-def _certified(g: np.ndarray, b: np.ndarray, s: float, p: np.ndarray, q: np.ndarray,
-               support: np.ndarray, m: int, out: np.ndarray) -> bool:
+def _certified(
+    g: np.ndarray,
+    b: np.ndarray,
+    s: float,
+    p: np.ndarray,
+    q: np.ndarray,
+    support: np.ndarray,
+    m: int,
+    out: np.ndarray,
+) -> bool:
     """Write ``p + s·q`` on the support into ``out``; is it optimal for the quadratic at s?
 
     Saves one more active-set pass when the support found at the previous s is already right.

@@ -106,8 +106,9 @@ def _backward(lower: np.ndarray, m: int, rhs: np.ndarray, out: np.ndarray) -> No
 
 
 @njit(cache=True)
-def insert(g: np.ndarray, support: np.ndarray, m: int, lower: np.ndarray, j: int,
-           work: np.ndarray) -> float:
+def insert(
+    g: np.ndarray, support: np.ndarray, m: int, lower: np.ndarray, j: int, work: np.ndarray
+) -> float:
     """Write row ``m`` of the Cholesky factor of ``M_{S+j}``; return its squared pivot.
 
     The pivot is stored (and ``j`` appended) by the caller once it has checked the sign.
@@ -146,8 +147,15 @@ def _delete(lower: np.ndarray, support: np.ndarray, m: int, pos: int) -> int:
 
 
 @njit(cache=True)
-def affine_parts(b: np.ndarray, support: np.ndarray, m: int, lower: np.ndarray,
-                 p: np.ndarray, q: np.ndarray, work: np.ndarray) -> None:
+def affine_parts(
+    b: np.ndarray,
+    support: np.ndarray,
+    m: int,
+    lower: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    work: np.ndarray,
+) -> None:
     """Affine minimiser of ``½wᵀGw + s·bᵀw`` on aff(S) as ``p + s·q`` (``1ᵀp = 1, 1ᵀq = 0``).
 
     From ``M w + s b = ν1`` with ``M = G_SS + 11ᵀ``: ``p = M⁻¹1 / 1ᵀM⁻¹1`` (the min-norm point of
@@ -176,8 +184,9 @@ def affine_parts(b: np.ndarray, support: np.ndarray, m: int, lower: np.ndarray,
 
 
 @njit(cache=True)
-def seed_support(g: np.ndarray, w: np.ndarray, support: np.ndarray, lower: np.ndarray,
-                 work: np.ndarray) -> int:
+def seed_support(
+    g: np.ndarray, w: np.ndarray, support: np.ndarray, lower: np.ndarray, work: np.ndarray
+) -> int:
     """Factor the support of a feasible ``w`` (largest weights first), dropping dependent points.
 
     Returns the support size. A seed only speeds the solve up, so nearly dependent points are
@@ -204,8 +213,15 @@ def seed_support(g: np.ndarray, w: np.ndarray, support: np.ndarray, lower: np.nd
 
 
 @njit(cache=True)
-def solve_simplex_qp(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray,
-                     support: np.ndarray, m: int, lower: np.ndarray) -> tuple[int, int]:
+def solve_simplex_qp(
+    g: np.ndarray,
+    b: np.ndarray,
+    s: float,
+    w: np.ndarray,
+    support: np.ndarray,
+    m: int,
+    lower: np.ndarray,
+) -> tuple[int, int]:
     """Minimise ``½wᵀGw + s·bᵀw`` over the simplex by Wolfe's active-set method, in place.
 
     ``g`` is normalised (largest diagonal 1) and symmetric, ``b`` lies in its range (``b`` empty:
@@ -297,8 +313,7 @@ def solve_simplex_qp(g: np.ndarray, b: np.ndarray, s: float, w: np.ndarray,
 
 
 @njit(cache=True)
-def refine(g: np.ndarray, w: np.ndarray, support: np.ndarray, m: int,
-            lower: np.ndarray) -> None:
+def refine(g: np.ndarray, w: np.ndarray, support: np.ndarray, m: int, lower: np.ndarray) -> None:
     """One step of iterative refinement of the affine minimiser on the final support.
 
     The residual ``G_SS w − (wᵀGw)1`` is computed on G itself (not on ``M = G_SS + 11ᵀ``, whose
@@ -366,8 +381,9 @@ def _two(g: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _min_norm_kernel(gramian: np.ndarray, warm: np.ndarray,
-                     has_warm: bool) -> tuple[np.ndarray, int, int, int]:
+def _min_norm_kernel(
+    gramian: np.ndarray, warm: np.ndarray, has_warm: bool
+) -> tuple[np.ndarray, int, int, int]:
     n = gramian.shape[0]
     status, i, j = gramian_status(gramian)
     if status != OK:
@@ -462,7 +478,8 @@ def status_message(status: int, i: int, j: int, g: np.ndarray) -> str:
         )
     if status == NOT_PSD:
         where = (
-            f" (|G[{i}, {j}]| > sqrt(G[{i}, {i}] * G[{j}, {j}]))" if i != j
+            f" (|G[{i}, {j}]| > sqrt(G[{i}, {i}] * G[{j}, {j}]))"
+            if i != j
             else " (negative curvature found during the solve)"
         )
         return (
