@@ -6,9 +6,14 @@ expects); ``mask`` ``[batch, T]`` is 1 on response tokens up to and including th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
+
+#: Sums a tensor over the processes (identity in one process): the trainer passes
+#: ``accelerator.reduce(x, "sum")``.
+AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None):
@@ -28,18 +33,30 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
 
 
 class RunningMeanStd:
-    """Running mean and variance per objective (Chan et al. parallel update)."""
+    """Running mean and variance per objective (Chan et al. parallel update).
+
+    With ``all_reduce_sum`` every process folds in the moments of the global batch (count, sum
+    and sum of squares, shifted by the running mean for precision), so all ranks hold the
+    same statistics and one rank's checkpoint restores every rank.
+    """
 
     def __init__(self, n_objectives: int):
         self.mean = torch.zeros(n_objectives, dtype=torch.float64)
         self.var = torch.ones(n_objectives, dtype=torch.float64)
         self.count = 0
 
-    def update(self, scores: torch.Tensor) -> None:
-        """Fold in a batch of scores ``[k, batch]``."""
-        x = scores.detach().to("cpu", torch.float64)
-        n = x.shape[1]
-        batch_mean, batch_var = x.mean(1), x.var(1, unbiased=False)
+    def update(self, scores: torch.Tensor, all_reduce_sum: AllReduceSum | None = None) -> None:
+        """Fold in a batch of scores ``[k, batch]`` (of every process, with ``all_reduce_sum``)."""
+        shifted = scores.detach().to(torch.float64) - self.mean.to(scores.device)[:, None]
+        count = torch.full_like(shifted[:, 0], shifted.shape[1])
+        moments = torch.stack([count, shifted.sum(1), (shifted**2).sum(1)])
+        if all_reduce_sum is not None:
+            moments = all_reduce_sum(moments)
+        count, first, second = moments.cpu()
+        n = int(count[0])
+        shift_mean = first / n
+        batch_mean = self.mean + shift_mean
+        batch_var = (second / n - shift_mean**2).clamp(min=0)
         total = self.count + n
         delta = batch_mean - self.mean
         m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
@@ -62,11 +79,13 @@ def normalize_scores(
     *,
     use_score_norm: bool,
     clip: float | None = None,
+    std_floor: float = 0.0,
     eps: float = 1e-8,
 ) -> torch.Tensor:
-    """Scores ``[k, batch]`` divided by the running std (and centred when ``use_score_norm``)."""
+    """Scores ``[k, batch]`` divided by the running std, at least ``std_floor`` (and centred
+    when ``use_score_norm``)."""
     mean = stats.mean.to(scores) if use_score_norm else torch.zeros_like(stats.mean).to(scores)
-    std = stats.var.to(scores).add(eps).sqrt()
+    std = stats.var.to(scores).add(eps).sqrt().clamp(min=std_floor)
     out = (scores - mean[:, None]) / std[:, None]
     return out.clamp(-clip, clip) if clip is not None else out
 
@@ -112,13 +131,17 @@ def noon_clip(advantages: torch.Tensor) -> torch.Tensor:
 
 
 def pama_advantages(
-    advantages: torch.Tensor, mask: torch.Tensor, granularity: Literal["token", "batch"]
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    granularity: Literal["token", "batch"],
+    all_reduce_sum: AllReduceSum | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Combine ``[k, batch, T]`` advantages with PAMA into one advantage ``[batch, T]``.
 
     ``token``: each token's advantage is ``s*`` of its k advantages (after the Noon clip: their
     minimum). ``batch``: one weight vector ``c`` = PAMA weights of the k batch-mean (masked)
-    advantages, and each token's advantage is ``Σ cᵢ Aᵢ``.
+    advantages, and each token's advantage is ``Σ cᵢ Aᵢ``; with ``all_reduce_sum`` the means
+    are over every process's batch, so all ranks use the same ``c``.
     Returns ``(advantage, weights, s_star)``: weights ``[k, batch, T]`` / ``[k]``, s* per
     token / for the batch.
     """
@@ -128,7 +151,11 @@ def pama_advantages(
         weights, s_star = pama_weights(advantages)
         return s_star * mask, weights, s_star
     if granularity == "batch":
-        means = masked_mean(advantages, mask, dim=(1, 2))
+        mask = mask.to(advantages.dtype)
+        totals = torch.cat([(advantages * mask).sum((1, 2)), mask.sum().reshape(1)])
+        if all_reduce_sum is not None:
+            totals = all_reduce_sum(totals)
+        means = totals[:-1] / totals[-1].clamp(min=1)
         weights, s_star = pama_weights(means)
         weights = weights.to(advantages.dtype)
         return torch.einsum("k,kbt->bt", weights, advantages) * mask, weights, s_star

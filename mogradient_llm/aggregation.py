@@ -1,25 +1,27 @@
-"""Where the objectives are combined, chosen by the aggregator's ``needs``.
+"""Where the objectives are combined, chosen by the aggregator's kind (its ``needs``).
 
-* ``"coefficients"`` (PAMA): at the advantage level — one advantage per token, then one
-  ordinary PPO loss (:func:`mogradient_llm.advantages.pama_advantages`).
-* ``"losses"`` (``linear``/``morlhf``, ``mean``): at the loss level — ``Σ wᵢ Lᵢ`` of the
-  per-objective surrogate losses with the registry's fixed weights.
-* ``"gramian"`` (``mgda``, ``pcgrad``, ``cagrad``): at the gradient level — the Gramian of the
-  per-objective policy-loss gradients over the policy parameters or over the last hidden
-  states (MGDA-UB), weights from the registry, then one backward of ``Σ wᵢ Lᵢ``
-  (:func:`mogradient.backward`). Under data parallelism the core all-reduces the k×k Gramian
-  (features) or the k×d Jacobian (parameters), so every rank gets the same weights.
+* loss weightings (``linear``/``morlhf``, ``mean``): at the advantage level, before whitening
+  — ``A = Σ wᵢ Aᵢ`` of the per-objective GAE advantages, which is GAE on ``Σ wᵢ rᵢ`` with the
+  value ``Σ wᵢ Vᵢ`` (GAE is linear), then whitening and the Noon clip of that one advantage:
+  PPO on the scalarised reward, the MORLHF baseline.
+* ``"coefficients"`` (PAMA): at the advantage level, after the Noon clip — one advantage per
+  token (:func:`mogradient_llm.advantages.pama_advantages`).
+* ``"gramian"`` (``mgda``, ``pcgrad``, ``cagrad``): at the gradient level — the weights come
+  from the Gramian of the per-objective policy-loss gradients over the policy parameters or
+  over the last hidden states (MGDA-UB), all-reduced over the processes and accumulated over
+  the micro-batches of a minibatch (:class:`GramianDecision`); the update is then one
+  ``accelerator.backward`` of ``Σ wᵢ Lᵢ`` plus the value loss, like every other method's.
 
 The value loss is never aggregated: it is added (sum over heads) outside the aggregator.
+With ``normalize_weights`` the weights are rescaled to Σw = 1 whatever the method.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from mogradient_llm.advantages import pama_advantages
 from mogradient_llm.config import MOPPOConfig
@@ -39,8 +41,16 @@ def build_aggregator(config: MOPPOConfig) -> Any:
     return get_aggregator(config.aggregator, **kwargs)
 
 
+def _normalized(weights: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    """``weights / Σ weights`` when ``normalize`` (and the sum is positive); logs the raw sum."""
+    total = float(weights.sum())
+    if normalize and total > 0:
+        weights = weights / total
+    return weights, {"agg/weight_sum": total}
+
+
 class ObjectiveCombiner:
-    """Applies one registry aggregator at the level its ``needs`` calls for."""
+    """Applies one registry aggregator at the level its kind calls for."""
 
     def __init__(self, config: MOPPOConfig, names: Sequence[str]):
         self.aggregator = build_aggregator(config)
@@ -50,19 +60,44 @@ class ObjectiveCombiner:
         self.config = config
         self.names = list(names)
         self.loss_weights: torch.Tensor | None = None
+        self._loss_weight_stats: dict[str, float] = {}
         if self.needs == "losses":
-            w = self.aggregator.loss_weights(len(self.names))
-            self.loss_weights = torch.as_tensor(w, dtype=torch.float32)
+            raw = torch.as_tensor(self.aggregator.loss_weights(len(self.names)))
+            weights, self._loss_weight_stats = _normalized(raw, config.normalize_weights)
+            self.loss_weights = weights.to(torch.float32)
+
+    @property
+    def gradient_level(self) -> bool:
+        """Whether the weights are decided from gradients (a Gramian method)."""
+        return self.needs == "gramian"
+
+    def scalarize(self, advantages: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss weightings: ``[k, B, T]`` → ``Σ wᵢ Aᵢ`` ``[1, B, T]`` (before whitening and
+        Noon); every other kind: unchanged."""
+        if self.loss_weights is None:
+            return advantages, {}
+        weights = self.loss_weights.to(advantages)
+        stats = {f"agg/weight/{n}": float(w) for n, w in zip(self.names, weights)}
+        stats.update(self._loss_weight_stats)
+        return torch.einsum("k,kbt->bt", weights, advantages).unsqueeze(0), stats
 
     def combine_advantages(
-        self, advantages: torch.Tensor, mask: torch.Tensor
+        self,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Advantages ``[k, B, T]`` → ``[m, B, T]`` with ``m = 1`` for PAMA, else ``k``."""
+        """PAMA (after the Noon clip): ``[k, B, T]`` → ``[1, B, T]``; other kinds: unchanged.
+
+        ``all_reduce_sum`` (batch granularity) sums the masked totals over the processes, so
+        every rank takes the same weights from the global batch means.
+        """
         if self.needs != "coefficients":
             return advantages, {}
-        combined, weights, s_star = pama_advantages(advantages, mask, self.config.pama_granularity)
-        stats: dict[str, float] = {}
-        if self.config.pama_granularity == "token":
+        granularity = self.config.pama_granularity
+        combined, weights, s_star = pama_advantages(advantages, mask, granularity, all_reduce_sum)
+        stats: dict[str, float] = {"agg/weight_sum": 1.0}  # on the simplex per token / batch
+        if granularity == "token":
             token_mask = mask.to(weights.dtype)
             per_objective = (weights * token_mask).sum((1, 2)) / token_mask.sum().clamp(min=1)
             stats["agg/s_star"] = float((s_star * mask).sum() / mask.sum().clamp(min=1))
@@ -74,50 +109,63 @@ class ObjectiveCombiner:
         stats["agg/used_token_frac"] = float(((combined > 0) & mask.bool()).sum() / mask.sum())
         return combined.to(advantages.dtype).unsqueeze(0), stats
 
-    def backward(
+    def gramian_decision(self, n_micro_batches: int, n_processes: int) -> GramianDecision:
+        """A fresh accumulator of the statistic this Gramian method decides from."""
+        return GramianDecision(self, n_micro_batches, n_processes)
+
+    def policy_loss(self, losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """``Σ wᵢ Lᵢ`` at the gradient level; the single combined loss otherwise."""
+        if weights is None:
+            return losses[0]
+        return weights.to(losses) @ losses
+
+
+class GramianDecision:
+    """The Gramian of one minibatch's policy-loss gradients, over its micro-batches and the
+    processes, and the weights solved from it (identical on every rank).
+
+    Each micro-batch's losses are its token sums divided by the minibatch's mean tokens per
+    micro-batch, so the minibatch loss is their mean over the ``M`` micro-batches. Parameters
+    level: the Jacobian is linear in the losses, so ``J = Σₘ Jₘ / M``, averaged over the ranks
+    before the Gramian is taken. Features level: each micro-batch (and rank) has its own
+    hidden states, so the Gramian is block-additive: ``G = Σ_r Σₘ Gₘ,r / (M R)²``.
+    """
+
+    def __init__(self, combiner: ObjectiveCombiner, n_micro_batches: int, n_processes: int):
+        self.combiner = combiner
+        self.level = combiner.config.gramian_level
+        self.n_micro_batches = n_micro_batches
+        self.n_processes = n_processes
+        self._total: torch.Tensor | None = None
+
+    def add(
         self,
-        policy_losses: torch.Tensor,
-        value_loss: torch.Tensor,
-        model: nn.Module,
+        losses: torch.Tensor,
         hidden: torch.Tensor,
-        accelerator: Any,
-    ) -> dict[str, float]:
-        """Backward of the aggregated policy loss plus ``vf_coef`` × the value loss."""
-        vf = self.config.vf_coef * value_loss
-        if self.needs == "coefficients":
-            accelerator.backward(policy_losses[0] + vf)
-            return {}
-        if self.needs == "losses":
-            w = self.loss_weights.to(policy_losses)
-            accelerator.backward(w @ policy_losses + vf)
-            return {f"agg/weight/{n}": float(x) for n, x in zip(self.names, w)}
-        return self._gramian_backward(policy_losses, vf, model, hidden, accelerator)
+        params: Sequence[torch.Tensor],
+        retain_graph: bool,
+    ) -> None:
+        """Fold in one micro-batch's per-objective losses ``[k]``."""
+        from mogradient import gramian_of, jacobian
 
-    def _gramian_backward(
-        self,
-        policy_losses: torch.Tensor,
-        vf: torch.Tensor,
-        model: nn.Module,
-        hidden: torch.Tensor,
-        accelerator: Any,
-    ) -> dict[str, float]:
-        """Gramian weights identical on every rank, through the core (:mod:`mogradient.autograd`).
+        inputs = [hidden] if self.level == "features" else list(params)
+        jac = jacobian(list(losses.unbind()), inputs, retain_graph=retain_graph)
+        part = gramian_of(jac) if self.level == "features" else jac
+        self._total = part if self._total is None else self._total + part
 
-        Features level: ``feature_weights`` all-reduces the k×k Gramian, then one backward of
-        ``Σ wᵢ Lᵢ + vf`` that DDP averages like any other (one backward per step, as DDP needs).
-        Parameters level: the value loss goes through DDP's backward, then ``mogradient.backward``
-        all-reduces the k×d Jacobian once and adds the global direction to ``.grad``.
-        """
-        import mogradient
+    def weights(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weights for this minibatch (normalised per the config) and their stats."""
+        from mogradient import gramian_of
+        from mogradient.autograd import all_reduce_mean
 
-        losses = list(policy_losses.unbind())
-        if self.config.gramian_level == "features":
-            weights = mogradient.feature_weights(losses, hidden, self.aggregator)
-            accelerator.backward(weights.to(policy_losses) @ policy_losses + vf)
+        if self._total is None:
+            raise RuntimeError("no micro-batch was added")
+        total = all_reduce_mean(self._total) / self.n_micro_batches
+        if self.level == "features":
+            gramian = total / (self.n_micro_batches * self.n_processes)
         else:
-            params = [
-                p for p in accelerator.unwrap_model(model).policy.parameters() if p.requires_grad
-            ]
-            accelerator.backward(vf, retain_graph=True)
-            weights = mogradient.backward(losses, params, aggregator=self.aggregator)
-        return {f"agg/weight/{n}": float(x) for n, x in zip(self.names, weights)}
+            gramian = gramian_of(total)
+        raw = self.combiner.aggregator.weights(gramian)
+        weights, stats = _normalized(raw, self.combiner.config.normalize_weights)
+        stats.update({f"agg/weight/{n}": float(w) for n, w in zip(self.combiner.names, weights)})
+        return weights, stats

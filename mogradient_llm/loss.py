@@ -1,4 +1,9 @@
-"""The Noon-PPO clipped surrogate (per objective) and the clipped value loss (sum over heads)."""
+"""The Noon-PPO clipped surrogate (per objective) and the clipped value loss (sum over heads).
+
+Token means divide by ``token_count`` when given (default: the tokens of ``mask``): with
+gradient accumulation it is the minibatch's mean number of tokens per micro-batch, so the
+mean of the micro-batches' losses is the token mean over the whole minibatch.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,20 @@ import torch
 from mogradient_llm.advantages import masked_mean
 
 
+def _token_mean(x: torch.Tensor, mask: torch.Tensor, token_count: float | None) -> torch.Tensor:
+    """Per-row (first axis) sum of ``x`` over the mask's tokens, over ``token_count``."""
+    if token_count is None:
+        return masked_mean(x, mask, dim=(1, 2))
+    return (x * mask.to(x.dtype)).sum((1, 2)) / token_count
+
+
 def policy_losses(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float,
+    token_count: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One clipped-surrogate loss per row of ``advantages`` ``[m, batch, T]``.
 
@@ -25,7 +38,7 @@ def policy_losses(
     unclipped_loss = -advantages * ratio
     clipped_loss = -advantages * clipped
     per_token = torch.maximum(unclipped_loss, clipped_loss)
-    losses = masked_mean(per_token, mask, dim=(1, 2))
+    losses = _token_mean(per_token, mask, token_count)
     with torch.no_grad():
         clipfrac = masked_mean((clipped_loss > unclipped_loss).float(), mask)
         stats = {
@@ -42,6 +55,7 @@ def value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     cliprange_value: float,
+    token_count: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss ``½ max((V - R)², (clip(V) - R)²)`` summed over the k heads.
 
@@ -50,7 +64,7 @@ def value_loss(
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     unclipped_err = (values - returns) ** 2
     clipped_err = (clipped - returns) ** 2
-    per_head = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask, dim=(1, 2))
+    per_head = 0.5 * _token_mean(torch.maximum(unclipped_err, clipped_err), mask, token_count)
     with torch.no_grad():
         stats = {"val/clipfrac_avg": masked_mean((clipped_err > unclipped_err).float(), mask)}
     return per_head.sum(), stats

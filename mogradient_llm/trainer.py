@@ -7,6 +7,7 @@ import json
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ from mogradient_llm.checkpoint import (
 )
 from mogradient_llm.config import MOPPOConfig
 from mogradient_llm.data import as_prompt_list
-from mogradient_llm.kl import AdaptiveKLController, FixedKLController
+from mogradient_llm.dropout import disable_dropout
+from mogradient_llm.kl import AdaptiveKLController, FixedKLController, kl_estimate
 from mogradient_llm.lora import apply_lora, reference_logprobs
 from mogradient_llm.loss import policy_losses, value_loss
 from mogradient_llm.metrics import MetricsWriter
@@ -58,13 +60,6 @@ class NonFiniteError(FloatingPointError):
     """A reward, advantage or loss of one objective is NaN or infinite."""
 
 
-def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout probability to 0 (PPO ratios must not be noisy)."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-
-
 def _check_sharding(combiner: ObjectiveCombiner, accelerator: Accelerator) -> None:
     """Parameter-level Gramians need every objective's full gradient: not under FSDP/ZeRO."""
     from accelerate.utils import DistributedType
@@ -76,6 +71,19 @@ def _check_sharding(combiner: ObjectiveCombiner, accelerator: Accelerator) -> No
             f"{accelerator.distributed_type.value} shards; use gramian_level='features' "
             "(--gramian-level features) or a PAMA / loss-level aggregator"
         )
+
+
+def _with_accumulation(accelerator: Accelerator | None, steps: int) -> Accelerator:
+    """``accelerator`` (or a new one) accumulating gradients over ``steps`` micro-batches."""
+    if accelerator is None:
+        return Accelerator(gradient_accumulation_steps=steps)
+    if accelerator.gradient_accumulation_steps not in (1, steps):
+        raise ValueError(
+            f"the accelerator accumulates over {accelerator.gradient_accumulation_steps} steps "
+            f"and the config over gradient_accumulation_steps={steps}; set one of them"
+        )
+    accelerator.gradient_accumulation_steps = steps
+    return accelerator
 
 
 class MOPPOTrainer:
@@ -90,7 +98,8 @@ class MOPPOTrainer:
             ``query`` or ``text`` column.
         ref_model: the KL reference; by default a frozen copy of ``model``, or with LoRA
             (``config.lora_r > 0``) the base model with its adapters disabled (no second copy).
-        accelerator: an ``accelerate.Accelerator``; a default one is made if omitted.
+        accelerator: an ``accelerate.Accelerator``; a default one (with the config's
+            ``gradient_accumulation_steps``) is made if omitted.
     """
 
     def __init__(
@@ -104,7 +113,7 @@ class MOPPOTrainer:
         accelerator: Accelerator | None = None,
     ):
         self.config = config
-        self.accelerator = accelerator or Accelerator()
+        self.accelerator = _with_accumulation(accelerator, config.gradient_accumulation_steps)
         set_seed(config.seed + self.accelerator.process_index)
         self.rewards = [as_reward(r) for r in rewards]
         self.names = [r.name for r in self.rewards]
@@ -151,6 +160,7 @@ class MOPPOTrainer:
         else:
             self.kl_ctl = FixedKLController(config.kl_coef)
         self.score_stats = RunningMeanStd(len(self.rewards))
+        self._sum = self._all_reduce_sum if self.accelerator.num_processes > 1 else None
         self.temperature = float(config.generation_kwargs.get("temperature", 1.0))
         self.step_count = 0
         self.last_samples: list[dict[str, Any]] = []
@@ -188,7 +198,11 @@ class MOPPOTrainer:
 
     # ------------------------------------------------------------------ advantages
     def _forward_chunks(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-probs of the policy and reference, and values ``[k, B, T]``, without grad."""
+        """Log-probs of the policy and reference, and values ``[k, B, T]``, without grad.
+
+        The reference runs under the policy's autocast (``accelerator.autocast``), so that two
+        identical models give a KL of exactly 0 in mixed precision too.
+        """
         logprobs, ref_logprobs, values = [], [], []
         q = rollout.query_ids.shape[1]
         step = self.config.mini_batch_size
@@ -197,42 +211,55 @@ class MOPPOTrainer:
             logits, v, _ = self.model(chunk.input_ids, chunk.attention_mask)
             logprobs.append(response_logprobs(logits, chunk.input_ids, q, self.temperature))
             values.append(v[:, q - 1 : -1].float())
-            if self.ref_model is None:
-                ref_logprobs.append(reference_logprobs(self.policy, chunk, self.temperature))
-            else:
-                ref_logprobs.append(lm_response_logprobs(self.ref_model, chunk, self.temperature))
+            with self.accelerator.autocast():
+                if self.ref_model is None:
+                    ref = reference_logprobs(self.policy, chunk, self.temperature)
+                else:
+                    ref = lm_response_logprobs(self.ref_model, chunk, self.temperature)
+            ref_logprobs.append(ref)
         return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values).permute(2, 0, 1)
+
+    def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the processes (on this rank's device)."""
+        return self.accelerator.reduce(tensor.to(self.accelerator.device), "sum")
 
     @torch.no_grad()
     def prepare_batch(self, rollout: Rollout, scores: torch.Tensor) -> dict[str, Any]:
         """Everything PPO needs: old log-probs and values, returns, combined advantages.
 
-        Pipeline: scores ``[k, B]`` → running normalisation → KL penalty on every objective's
-        token rewards → GAE per objective → whitening → Noon clip → aggregation.
+        Pipeline: scores ``[k, B]`` → running normalisation (moments over all processes) →
+        KL penalty on every objective's token rewards → GAE per objective → (loss weightings:
+        ``Σ wᵢ Aᵢ``, MORLHF) → whitening → Noon clip → (PAMA: its combine).
         """
         cfg = self.config
         device = self.accelerator.device
         mask = rollout.response_mask.float()
         logprobs, ref_logprobs, values = self._forward_chunks(rollout)
-        kl = (logprobs - ref_logprobs) * mask
+        kl = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator) * mask
         scores = scores.to(device)
         if cfg.use_score_scaling:
-            self.score_stats.update(scores)
+            self.score_stats.update(scores, self._sum)
             scores = normalize_scores(
-                scores, self.score_stats, use_score_norm=cfg.use_score_norm, clip=cfg.score_clip
+                scores,
+                self.score_stats,
+                use_score_norm=cfg.use_score_norm,
+                clip=cfg.score_clip,
+                std_floor=cfg.score_std_floor,
             )
         rewards = token_rewards(scores, kl, mask, self.kl_ctl.value)
-        advantages, returns = gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
+        objective_advantages, returns = gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
+        stats = {}
+        for name, adv in zip(self.names, objective_advantages):
+            stats[f"advantages/{name}/positive_frac"] = float(masked_mean((adv > 0).float(), mask))
+        advantages, agg_stats = self.combiner.scalarize(objective_advantages)
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
-        self._check_finite(advantages, returns, logprobs)
-        stats = {}
-        for name, adv in zip(self.names, advantages):
-            stats[f"advantages/{name}/positive_frac"] = float(masked_mean((adv > 0).float(), mask))
         if cfg.noon:
             advantages = noon_clip(advantages)
-        combined, agg_stats = self.combiner.combine_advantages(advantages, mask)
+        self._check_finite(advantages, returns, logprobs)
+        combined, pama_stats = self.combiner.combine_advantages(advantages, mask, self._sum)
         stats.update(agg_stats)
+        stats.update(pama_stats)
         return {
             "input_ids": rollout.input_ids,
             "attention_mask": rollout.attention_mask,
@@ -250,18 +277,27 @@ class MOPPOTrainer:
     def _check_finite(
         self, advantages: torch.Tensor, returns: torch.Tensor, logprobs: torch.Tensor
     ) -> None:
-        """Raise :class:`NonFiniteError` naming the first objective with NaN/inf values."""
-        for name, adv, ret in zip(self.names, advantages, returns):
-            if not (torch.isfinite(adv).all() and torch.isfinite(ret).all()):
-                raise NonFiniteError(f"the advantages/returns of objective {name!r} are not finite")
+        """Raise :class:`NonFiniteError` naming the first objective with NaN/inf values
+        (advantages of one row: the scalarised advantage of a loss weighting)."""
+        rows = self.names if len(advantages) == len(self.names) else ["combined (Σ wᵢ Aᵢ)"]
+        for kind, names, values in (
+            ("returns", self.names, returns),
+            ("advantages", rows, advantages),
+        ):
+            for name, row in zip(names, values):
+                if not torch.isfinite(row).all():
+                    raise NonFiniteError(f"the {kind} of objective {name!r} are not finite")
         if not torch.isfinite(logprobs).all():
             raise NonFiniteError("the policy's log-probabilities are not finite")
 
     # ------------------------------------------------------------------ optimisation
     def minibatch_losses(
-        self, batch: dict[str, Any], index: torch.Tensor
+        self, batch: dict[str, Any], index: torch.Tensor, token_count: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Per-objective policy losses ``[m]``, value loss, hidden states, stats of a minibatch."""
+        """Per-objective policy losses ``[m]``, value loss, hidden states, stats of a minibatch.
+
+        ``token_count``: what the token sums are divided by (default: the tokens of ``index``).
+        """
         q = batch["query_length"]
         ids = batch["input_ids"][index]
         logits, values, hidden = self.model(ids, batch["attention_mask"][index])
@@ -274,6 +310,7 @@ class MOPPOTrainer:
             batch["advantages"][:, index],
             mask,
             self.config.cliprange,
+            token_count,
         )
         v_loss, v_stats = value_loss(
             values,
@@ -281,6 +318,7 @@ class MOPPOTrainer:
             batch["returns"][:, index],
             mask,
             self.config.cliprange_value,
+            token_count,
         )
         return p_losses, v_loss, hidden, {**p_stats, **v_stats}
 
@@ -297,29 +335,76 @@ class MOPPOTrainer:
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, device=batch["input_ids"].device)
             for start in range(0, n, cfg.mini_batch_size):
-                index = order[start : start + cfg.mini_batch_size]
-                p_losses, v_loss, hidden, stats = self.minibatch_losses(batch, index)
-                problem = self._agree(self._nonfinite_loss(p_losses, v_loss))
-                if problem is not None:
-                    self._nonfinite(problem)
-                    continue
-                stats.update(
-                    self.combiner.backward(p_losses, v_loss, self.model, hidden, self.accelerator)
-                )
-                if cfg.max_grad_norm is not None:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-                stats["loss/policy_avg"] = p_losses.detach().mean()
-                stats["loss/value_avg"] = v_loss.detach()
+                stats = self._update(batch, order[start : start + cfg.mini_batch_size])
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
-                count += 1
+                count += bool(stats)
         return {key: value / max(count, 1) for key, value in totals.items()}
+
+    def _update(self, batch: dict[str, Any], index: torch.Tensor) -> dict[str, float]:
+        """One optimiser step on the minibatch ``index``, split into the config's micro-batches.
+
+        The weights are decided first (Gramian methods: from the Gramian accumulated over the
+        micro-batches and all-reduced over the processes), then every micro-batch runs one
+        ``accelerator.backward`` of ``Σ wᵢ Lᵢ + vf_coef · value loss`` inside
+        ``accelerator.accumulate``, so DDP, loss scaling and accumulation see a single kind of
+        backward. With one micro-batch its graph serves both; with several, Gramian methods
+        run each micro-batch's forward twice (the weights must be known before the first
+        backward). Returns ``{}`` for a skipped minibatch.
+        """
+        acc, cfg = self.accelerator, self.config
+        micro = index.chunk(cfg.gradient_accumulation_steps)
+        token_count = float(batch["mask"][index].sum().clamp(min=1)) / len(micro)
+        held = None
+        weights, stats = None, {}
+        if self.combiner.gradient_level:
+            decision = self.combiner.gramian_decision(len(micro), acc.num_processes)
+            params = [p for p in self.policy.parameters() if p.requires_grad]
+            for idx in micro:
+                with acc.no_sync(self.model) if len(micro) > 1 else nullcontext():
+                    out = self.minibatch_losses(batch, idx, token_count)
+                if self._skip_nonfinite(*out[:2]):
+                    return {}
+                decision.add(out[0], out[2], params, retain_graph=len(micro) == 1)
+                held = out if len(micro) == 1 else None
+            weights, stats = decision.weights()
+        totals: dict[str, float] = {}
+        skipped = False
+        for idx in micro:
+            with acc.accumulate(self.model):
+                if skipped:
+                    continue
+                p_losses, v_loss, _, micro_stats = held or self.minibatch_losses(
+                    batch, idx, token_count
+                )
+                if held is None and self._skip_nonfinite(p_losses, v_loss):
+                    skipped = True
+                    continue
+                loss = self.combiner.policy_loss(p_losses, weights) + cfg.vf_coef * v_loss
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.max_grad_norm is not None:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                micro_stats["loss/policy_avg"] = p_losses.detach().mean()
+                micro_stats["loss/value_avg"] = v_loss.detach()
+                for key, value in micro_stats.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) / len(micro)
+        if skipped:  # what the earlier micro-batches accumulated must not reach the next step
+            self.model.zero_grad(set_to_none=True)
+            return {}
+        return {**totals, **stats}
+
+    def _skip_nonfinite(self, p_losses: torch.Tensor, v_loss: torch.Tensor) -> bool:
+        """Whether any rank met a non-finite loss (then raise, or warn with ``skip_nonfinite``)."""
+        problem = self._agree(self._nonfinite_loss(p_losses, v_loss))
+        if problem is not None:
+            self._nonfinite(problem)
+        return problem is not None
 
     def _nonfinite_loss(self, p_losses: torch.Tensor, v_loss: torch.Tensor) -> str | None:
         """A description of the first non-finite loss, or ``None``."""
-        names = self.names if len(p_losses) == len(self.names) else ["combined (PAMA)"]
+        names = self.names if len(p_losses) == len(self.names) else ["combined"]
         for name, loss in zip(names, p_losses.detach()):
             if not torch.isfinite(loss):
                 return f"the policy loss of objective {name!r} is {float(loss)}"
@@ -377,7 +462,8 @@ class MOPPOTrainer:
             self.score_stats.load_state_dict(normaliser)  # the bad scores must not count
             return self._skip_step(problem, start)
         stats = {f"objective/scores/{name}": float(s.mean()) for name, s in zip(self.names, scores)}
-        mean_kl = float(batch["kl"].sum(1).mean())
+        local_kl = batch["kl"].sum(1).mean().reshape(1)
+        mean_kl = float(self.accelerator.reduce(local_kl.to(self.accelerator.device), "mean"))
         stats["objective/kl"] = mean_kl
         stats["objective/kl_coef"] = self.kl_ctl.value
         stats["objective/non_score_reward"] = -self.kl_ctl.value * mean_kl
@@ -385,7 +471,7 @@ class MOPPOTrainer:
         stats["env/response_length"] = float(batch["mask"].sum(1).mean())
         stats.update(batch["stats"])
         stats.update(self.optimize(batch))
-        self.kl_ctl.update(mean_kl, len(prompts))
+        self.kl_ctl.update(mean_kl, len(prompts) * self.accelerator.num_processes)
         self.step_count += 1
         self.last_samples = [
             {"prompt": p, "completion": c, **{n: float(s) for n, s in zip(self.names, col)}}

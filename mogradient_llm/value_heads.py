@@ -15,7 +15,9 @@ class PolicyWithValueHeads(nn.Module):
     """A causal LM and a ``Linear(hidden, k)`` value head reading its last hidden states.
 
     ``forward`` returns ``(logits, values, hidden)`` with ``values`` of shape
-    ``[batch, seq, k]`` and ``hidden`` the last hidden states (the MGDA-UB features).
+    ``[batch, seq, k]`` and ``hidden`` the last hidden states (the MGDA-UB features). The head
+    and so its optimiser state stay in float32 whatever the policy's dtype, and it runs outside
+    any autocast: values and returns are regression targets that bf16 would round.
     """
 
     def __init__(self, policy: nn.Module, n_objectives: int):
@@ -27,8 +29,7 @@ class PolicyWithValueHeads(nn.Module):
         self.value_head = nn.Linear(hidden, n_objectives)
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.value_head.bias)
-        param = next(policy.parameters())
-        self.value_head.to(device=param.device, dtype=param.dtype)
+        self.value_head.to(device=next(policy.parameters()).device)
 
     def forward(
         self,
@@ -44,7 +45,9 @@ class PolicyWithValueHeads(nn.Module):
             use_cache=False,
         )
         hidden = out.hidden_states[-1]
-        return out.logits, self.value_head(hidden), hidden
+        with torch.autocast(hidden.device.type, enabled=False):
+            values = self.value_head(hidden.float())
+        return out.logits, values, hidden
 
     def save_heads(self, directory: str | Path) -> Path:
         """Write the head to ``directory/value_heads.safetensors``."""

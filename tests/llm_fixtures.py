@@ -29,6 +29,34 @@ def tiny_lm_dir() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def untied_lm_dir() -> Path:
+    """A saved tiny Llama-style model (untied LM head, grouped-query attention) with the tiny
+    tokenizer: the shape of Llama, Mistral or Qwen checkpoints."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = Path(tempfile.mkdtemp(prefix="mogradient-llm-untied-"))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir())
+    eos = tokenizer.eos_token_id
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def load_tiny_lm(path: Path | None = None) -> tuple[Any, Any]:
     """A fresh copy of the tiny policy and tokenizer, through the real loading path."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
