@@ -1,8 +1,11 @@
-"""Two CPU processes (gloo) through accelerate: every rank ends a step with the same weights.
+"""Two CPU processes (gloo) through accelerate: every rank ends a step with the same weights
+and the same state (KL coefficient, reward normalisers, PAMA's batch weights), also after a
+resume from rank 0's checkpoint.
 
 PAMA needs only DDP's gradient all-reduce; the Gramian aggregators all-reduce the Gramian
 (hidden-state level) or the per-objective gradients (parameter level) so that every rank
-solves the same problem.
+solves the same problem, then run one ordinary backward that DDP averages — also on a model
+whose LM head is not tied to its embeddings, over several minibatches per step.
 """
 
 from __future__ import annotations
@@ -23,14 +26,27 @@ import torch.multiprocessing as mp
 from accelerate.utils import DistributedType
 
 from mogradient_llm.rewards import LengthReward, Reward, VaderReward
-from tests.llm_fixtures import make_trainer, tiny_lm_dir
+from tests.llm_fixtures import make_trainer, tiny_lm_dir, untied_lm_dir
 
 SETTINGS = {
     "pama": {"aggregator": "pama"},
+    "pama-batch": {"aggregator": "pama", "pama_granularity": "batch"},
     "mgda-features": {"aggregator": "mgda", "gramian_level": "features"},
     "pcgrad-parameters": {"aggregator": "pcgrad", "gramian_level": "parameters"},
+    "mgda-parameters-untied": {
+        "aggregator": "mgda",
+        "gramian_level": "parameters",
+        "mini_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "untied": True,
+    },
 }
-STEPS = 2
+STEPS = 3
+
+
+def _state(trainer) -> dict:
+    """What every rank must agree on besides the parameters."""
+    return {"kl_coef": trainer.kl_ctl.value, "score_stats": trainer.score_stats.state_dict()}
 
 
 def _free_port() -> int:
@@ -39,7 +55,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path, untied_dir: Path
+) -> None:
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -53,13 +71,17 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == world_size
     results = {}
-    for name, overrides in SETTINGS.items():
+    for name, setting in SETTINGS.items():
+        overrides = {"batch_size": 4, "mini_batch_size": 4, **setting}
+        untied = overrides.pop("untied", False)
+        # One accelerator per trainer: save_state/load_state cover every model it prepared.
         trainer = make_trainer(
             [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()],
-            accelerator=accelerator,
-            lm_dir=lm_dir,
-            batch_size=4,
-            mini_batch_size=4,
+            accelerator=Accelerator(cpu=True),
+            lm_dir=untied_dir if untied else lm_dir,
+            adap_kl_ctrl=True,
+            target=0.01,  # far from the KL seen, so the coefficient moves every step
+            horizon=10.0,
             **overrides,
         )
         module = accelerator.unwrap_model(trainer.model)
@@ -73,12 +95,32 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -
             "before": before,
             "after": after,
             "weights": weights,
+            "state": _state(trainer),
             "prompt": trainer.last_samples[0]["prompt"],
         }
+        if name == "pama-batch":  # rank 0's checkpoint restores every rank
+            trainer.save(Path(out_dir) / "checkpoint")
+            resumed = make_trainer(
+                [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()],
+                accelerator=Accelerator(cpu=True),
+                lm_dir=lm_dir,
+                adap_kl_ctrl=True,
+                target=0.01,
+                horizon=10.0,
+                **overrides,
+            )
+            resumed.load_checkpoint(Path(out_dir) / "checkpoint")
+            loaded = _state(resumed)
+            stats = resumed.step()
+            results["resumed"] = {
+                "loaded": loaded,
+                "state": _state(resumed),
+                "weights": [stats["agg/weight/length"], stats["agg/weight/vader"]],
+            }
     nan_on_rank1 = Reward(lambda p, c: [math.nan if rank else 0.0] * len(c), name="nan")
     trainer = make_trainer(
         [VaderReward(), nan_on_rank1],
-        accelerator=accelerator,
+        accelerator=Accelerator(cpu=True),
         lm_dir=lm_dir,
         batch_size=4,
         mini_batch_size=4,
@@ -101,7 +143,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, lm_dir: Path) -
 
 def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
     lm_dir = tiny_lm_dir()  # saved here: under torch.distributed only rank 0 would write it
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), lm_dir), nprocs=2, join=True)
+    untied_dir = untied_lm_dir()
+    mp.spawn(
+        _worker, args=(2, _free_port(), str(tmp_path), lm_dir, untied_dir), nprocs=2, join=True
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for name in SETTINGS:
         first, second = ranks[0][name], ranks[1][name]
@@ -110,11 +155,18 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
         torch.testing.assert_close(first["after"], second["after"], rtol=0, atol=0)
         if name != "pama":  # PAMA's logged weights are per-token averages of each rank's batch
             assert first["weights"] == second["weights"], name
+        assert first["state"] == second["state"], name
+        assert first["state"]["kl_coef"] != 0.2, name  # the controller did move
+    first, second = ranks[0]["resumed"], ranks[1]["resumed"]
+    assert first["loaded"] == second["loaded"] == ranks[0]["pama-batch"]["state"]
+    assert first["state"] == second["state"] and first["weights"] == second["weights"]
     for rank in ranks:  # a NaN reward on rank 1 only: both ranks skip the step together
         assert rank["skip"] == {"skipped": 1.0, "warned": True}
 
 
 def test_cli_trains_and_resumes_under_accelerate_launch_with_two_cpu_processes(tmp_path) -> None:
+    """MGDA over the parameters of an untied-head (Llama-style) model, two minibatches a step:
+    DDP used to stop on the second minibatch (the LM head got no gradient in its backward)."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     # accelerate's multi-process launcher is named --multi_gpu; with `train --cpu` the ranks
@@ -124,8 +176,9 @@ def test_cli_trains_and_resumes_under_accelerate_launch_with_two_cpu_processes(t
         "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         "-m", "mogradient_llm", "--threads", "1",
-        "train", "--cpu", "--policy", "tiny", "--tiny-pretrain-steps", "3",
-        "--reward", "length", "--reward", "vader", "--aggregator", "pcgrad",
+        "train", "--cpu", "--policy", str(untied_lm_dir()),
+        "--reward", "length", "--reward", "vader",
+        "--aggregator", "mgda", "--gramian-level", "parameters",
         "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
         "--max-new-tokens", "6", "--no-progress", "--save-steps", "1",
         "--output-dir", str(tmp_path),

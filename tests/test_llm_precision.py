@@ -1,0 +1,136 @@
+"""Mixed precision, dropout and the KL estimate: two forwards of the same tokens agree exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mogradient_llm.advantages import RunningMeanStd, normalize_scores, pama_advantages
+from mogradient_llm.kl import kl_estimate
+from mogradient_llm.rewards import LengthReward, VaderReward
+from tests.llm_fixtures import make_trainer, untied_lm_dir
+
+
+def _rewards() -> list:
+    return [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()]
+
+
+def _batch(trainer) -> dict:
+    from mogradient_llm.rewards import score_all
+
+    prompts = trainer.sample_prompts()
+    rollout = trainer.generate(prompts)
+    return trainer.prepare_batch(rollout, score_all(trainer.rewards, prompts, rollout.completions))
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_step0_kl_is_exactly_zero_under_bf16_autocast(lora) -> None:
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    extra = {"lora_r": 4, "lora_target_modules": ["c_attn"]} if lora else {}
+    trainer = make_trainer(_rewards(), accelerator=accelerator, **extra)
+    batch = _batch(trainer)
+    assert batch["mask"].sum() > 0
+    assert torch.equal(batch["kl"], torch.zeros_like(batch["kl"]))
+
+
+def test_value_heads_and_their_optimiser_state_stay_float32_with_a_bf16_policy() -> None:
+    from mogradient_llm.trainer import MOPPOTrainer
+    from tests.llm_fixtures import load_tiny_lm, tiny_config, tiny_prompts
+
+    model, tokenizer = load_tiny_lm()
+    model = model.to(torch.bfloat16)
+    trainer = MOPPOTrainer(tiny_config(), model, tokenizer, _rewards(), tiny_prompts(tokenizer))
+    head = trainer.accelerator.unwrap_model(trainer.model).value_head
+    assert head.weight.dtype == torch.float32
+    trainer.step()
+    state = trainer.optimizer.optimizer.state[head.weight]
+    assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
+    assert next(trainer.policy.parameters()).dtype == torch.bfloat16
+
+
+def test_attention_dropout_of_the_config_is_switched_off() -> None:
+    """Llama's attention reads ``attention_dropout`` (a float it copied from the config) and
+    applies it in train mode, where ``nn.Dropout`` modules do not reach: the first ratio of
+    PPO must still be exactly 1."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mogradient_llm.trainer import MOPPOTrainer
+    from tests.llm_fixtures import tiny_config, tiny_prompts
+
+    model = AutoModelForCausalLM.from_pretrained(untied_lm_dir(), attention_dropout=0.5)
+    tokenizer = AutoTokenizer.from_pretrained(untied_lm_dir())
+    config = tiny_config(mini_batch_size=8, ppo_epochs=1)
+    trainer = MOPPOTrainer(config, model, tokenizer, _rewards(), tiny_prompts(tokenizer))
+    assert trainer.policy.config.attention_dropout == 0.0
+    stats = trainer.step()
+    assert stats["policy/approxkl_avg"] == 0.0 and stats["policy/ratio_avg"] == 1.0
+
+
+def test_kl_estimators() -> None:
+    logprobs = torch.tensor([-1.0, -2.0, -0.5])
+    ref = torch.tensor([-1.5, -1.0, -0.5])
+    torch.testing.assert_close(kl_estimate(logprobs, ref, "k1"), logprobs - ref)
+    ratio = torch.exp(ref - logprobs)
+    torch.testing.assert_close(kl_estimate(logprobs, ref, "k3"), ratio - 1 - torch.log(ratio))
+    assert bool((kl_estimate(logprobs, ref, "k3") >= 0).all())
+    assert float(kl_estimate(logprobs, ref, "k1").min()) < 0  # k1 can be a bonus
+    with pytest.raises(ValueError, match="k1"):
+        kl_estimate(logprobs, ref, "k2")
+
+
+def test_trainer_uses_the_configured_kl_estimator() -> None:
+    trainer = make_trainer(_rewards(), kl_estimator="k3")
+    batch = _batch(trainer)
+    assert bool((batch["kl"] >= 0).all())
+
+
+def test_the_std_floor_keeps_a_small_change_after_constant_rewards_small() -> None:
+    stats = RunningMeanStd(1)
+    for _ in range(3):
+        stats.update(torch.full((1, 16), 0.5))
+    changed = torch.tensor([[0.51]])
+    floored = normalize_scores(changed, stats, use_score_norm=True, std_floor=0.01)
+    assert abs(float(floored)) <= 1.0 + 1e-6
+    unfloored = normalize_scores(changed, stats, use_score_norm=True)
+    assert abs(float(unfloored)) > 50
+
+
+def test_normaliser_moments_over_processes_equal_the_global_batch() -> None:
+    """Two ranks' halves, all-reduced, give the statistics of the whole batch on both."""
+    scores = torch.randn(2, 16, generator=torch.Generator().manual_seed(0)) * 3 + 100
+    halves = scores.chunk(2, dim=1)
+
+    whole = RunningMeanStd(2)
+    whole.update(scores[:, :4])
+    whole.update(scores)
+    for rank in range(2):
+        stats = RunningMeanStd(2)
+        stats.update(scores[:, :4])
+        other = halves[1 - rank]
+
+        def all_reduce_sum(moments: torch.Tensor, other=other, stats=stats) -> torch.Tensor:
+            shifted = other.double() - stats.mean[:, None]
+            count = torch.full_like(shifted[:, 0], shifted.shape[1])
+            return moments + torch.stack([count, shifted.sum(1), (shifted**2).sum(1)])
+
+        stats.update(halves[rank], all_reduce_sum)
+        assert stats.count == whole.count
+        torch.testing.assert_close(stats.mean, whole.mean)
+        torch.testing.assert_close(stats.var, whole.var)
+
+
+def test_pama_batch_means_are_taken_over_every_process() -> None:
+    advantages = torch.tensor([[[1.0, 2.0]], [[3.0, 0.5]]])  # [k=2, B=1, T=2]
+    mask = torch.ones(1, 2)
+    other = torch.tensor([[[5.0, 5.0]], [[0.0, 1.0]]])  # the other rank's batch
+
+    def all_reduce_sum(totals: torch.Tensor) -> torch.Tensor:
+        return totals + torch.cat([other.sum((1, 2)), torch.tensor([2.0])])
+
+    _, weights, _ = pama_advantages(advantages, mask, "batch", all_reduce_sum)
+    _, expected, _ = pama_advantages(torch.cat([advantages, other], 1), torch.ones(2, 2), "batch")
+    torch.testing.assert_close(weights, expected)
+    local = pama_advantages(advantages, mask, "batch")[1]
+    assert not torch.equal(local, expected)  # the local means would pick another objective
