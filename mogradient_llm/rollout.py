@@ -135,10 +135,24 @@ def _prompt_token_limit(model: nn.Module, new_tokens: int) -> int | None:
 def response_logprobs(
     logits: torch.Tensor, input_ids: torch.Tensor, query_length: int, temperature: float = 1.0
 ) -> torch.Tensor:
-    """Log-probabilities ``[batch, T]`` of the response tokens (those after ``query_length``)."""
-    logits = logits[:, query_length - 1 : -1].float() / temperature
+    """Log-probabilities ``[batch, T]`` of the response tokens (those after ``query_length``)
+    under softmax(logits / temperature).
+
+    Gathered logit minus logsumexp, one sequence at a time in float32: without grad the fp32
+    temporaries are one ``[T, vocab]`` row, not three ``[batch, T, vocab]`` copies (with grad,
+    each row's fp32 copy is kept for backward, as log_softmax's output was). bf16 logits and
+    their fp32 conversion take the same path and give bit-identical results.
+    """
     targets = input_ids[:, query_length:]
-    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    rows = []
+    for row_logits, row_targets in zip(logits[:, query_length - 1 : -1], targets):
+        scaled = row_logits.float()
+        if temperature != 1.0:  # x / 1 == x exactly: skipping it only saves a copy
+            scaled = scaled / temperature
+        picked = scaled.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1)
+        rows.append(picked - torch.logsumexp(scaled, -1))
+        del scaled
+    return torch.stack(rows)
 
 
 def lm_response_logprobs(

@@ -1,6 +1,6 @@
 """Rollouts sample exactly what PPO scores: softmax(logits / temperature) with the trainer's
 settings, whatever the checkpoint's ``generation_config.json`` says; responses end at any EOS id
-the model declares."""
+the model declares; response log-probs are computed one fp32 row at a time."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from mogradient_llm.rollout import (
     generate_rollout,
     lm_response_logprobs,
+    response_logprobs,
     response_mask,
 )
 from mogradient_llm.sampling import eos_token_ids, neutral_generation_config, sampling_config
@@ -201,3 +204,51 @@ def test_generation_stops_at_an_eos_only_the_model_declares(tmp_path: Path) -> N
     assert rollout.response_ids.tolist() == [[stop]] * 4  # generate stopped at once
     assert rollout.response_mask.tolist() == [[1]] * 4
     assert rollout.completions == [""] * 4  # the text ends before the EOS
+
+
+class _LargestFloat32(TorchDispatchMode):
+    """Records the largest float32 tensor any op creates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, torch.Tensor) and leaf.dtype == torch.float32:
+                self.largest = max(self.largest, leaf.numel())
+        return out
+
+
+def _reference(logits: torch.Tensor, ids: torch.Tensor, q: int, temperature: float) -> torch.Tensor:
+    scaled = logits[:, q - 1 : -1].float() / temperature
+    return torch.log_softmax(scaled, -1).gather(-1, ids[:, q:].unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_response_logprobs_equal_log_softmax(dtype: torch.dtype, temperature: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(3, 9, 50, generator=gen)).to(dtype).requires_grad_()
+    ids = torch.randint(50, (3, 9), generator=gen)
+    got = response_logprobs(logits, ids, 4, temperature)
+    expected = _reference(logits, ids, 4, temperature)
+    assert got.shape == (3, 5) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_response_logprobs_one_fp32_row_at_a_time_whatever_the_dtype(temperature: float) -> None:
+    batch, length, vocab, q = 4, 9, 64, 3
+    gen = torch.Generator().manual_seed(1)
+    logits = (3 * torch.randn(batch, length, vocab, generator=gen)).bfloat16()
+    ids = torch.randint(vocab, (batch, length), generator=gen)
+    with torch.no_grad(), _LargestFloat32() as probe:
+        from_bf16 = response_logprobs(logits, ids, q, temperature)
+    assert probe.largest <= (length - q) * vocab  # never a [batch, T, vocab] fp32 copy
+    from_fp32 = response_logprobs(logits.float(), ids, q, temperature)
+    assert torch.equal(from_bf16, from_fp32)  # bit-identical: the same path for both dtypes
