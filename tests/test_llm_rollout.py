@@ -70,6 +70,18 @@ def test_checkpoint_generation_config_is_ignored(tmp_path: Path) -> None:
     assert model.generation_config.temperature == 0.6  # restored after generate
 
 
+def test_lora_wrapped_policy_samples_what_it_scores() -> None:
+    """Under peft the transformers model inside the wrapper carries the generation config."""
+    peft = pytest.importorskip("peft")
+    model, tokenizer = load_tiny_lm()
+    own = model.generation_config
+    own.do_sample, own.temperature, own.suppress_tokens = True, 0.6, [5, 6, 7]
+    lora = peft.LoraConfig(r=2, target_modules=["c_attn"], task_type="CAUSAL_LM")
+    policy = peft.get_peft_model(model, lora)
+    _assert_scored_as_sampled(policy, tokenizer, DEFAULT)
+    assert model.generation_config is own and policy.generation_config is own
+
+
 def test_llama_untied_head_samples_what_it_scores(tmp_path: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
