@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from transformers import GenerationConfig
 
 from mogradient_llm.rewards import Reward, score_all
 from mogradient_llm.rollout import generate_rollout, lm_response_logprobs
+from mogradient_llm.sampling import as_sampling_config
 
 
 def hypervolume(
@@ -48,23 +50,28 @@ def evaluate_policy(
     tokenizer: Any,
     rewards: Sequence[Reward],
     prompts: Sequence[str],
-    generation_kwargs: dict[str, Any],
+    generation_kwargs: GenerationConfig | Mapping[str, Any],
     ref_model: nn.Module | None = None,
     ref_point: Sequence[float] | None = None,
     batch_size: int = 32,
 ) -> dict[str, Any]:
     """Sample one completion per prompt and report ``eval/scores/<name>`` (means),
     ``eval/hypervolume`` of the mean vector against ``eval/ref_point``, and ``eval/kl``
-    (mean over samples of Σ_t log π − log π_ref) when ``ref_model`` is given."""
+    (mean over samples of Σ_t log π − log π_ref) when ``ref_model`` is given.
+
+    Sampling is the trainer's: ``generation_kwargs`` (or a config from
+    :func:`~mogradient_llm.sampling.sampling_config`) sample softmax(logits / temperature),
+    whatever the model's own ``generation_config`` says, and the KL uses that temperature."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
-    temperature = float(generation_kwargs.get("temperature", 1.0))
+    generation = as_sampling_config(generation_kwargs, model, tokenizer)
+    temperature = float(generation.temperature)
     all_scores, kls, samples = [], [], []
     for start in range(0, len(prompts), batch_size):
         rollout = generate_rollout(
-            model, tokenizer, prompts[start : start + batch_size], generation_kwargs, device
+            model, tokenizer, prompts[start : start + batch_size], generation, device
         )
         scores = score_all(rewards, rollout.prompts, rollout.completions)
         all_scores.append(scores)
