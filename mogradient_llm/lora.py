@@ -1,15 +1,12 @@
 """LoRA through peft: the policy trains adapters only, and the KL reference is the same model
-with its adapters disabled, so no second copy of the base model is kept in memory."""
+with its adapters disabled (the trainer's forward inside ``disable_adapter()``), so no second
+copy of the base model is kept in memory."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from torch import nn
 
 from mogradient_llm.config import MOPPOConfig
-from mogradient_llm.rollout import Rollout, lm_response_logprobs
 
 
 def apply_lora(model: nn.Module, config: MOPPOConfig) -> nn.Module:
@@ -33,10 +30,3 @@ def apply_lora(model: nn.Module, config: MOPPOConfig) -> nn.Module:
             "names of the model's Linear/Conv1D layers (e.g. c_attn for GPT-2, q_proj,v_proj for "
             "LLaMA)"
         ) from exc
-
-
-@torch.no_grad()
-def reference_logprobs(policy: Any, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
-    """Response log-probabilities of the base model: ``policy`` with its adapters disabled."""
-    with policy.disable_adapter():
-        return lm_response_logprobs(policy, rollout, temperature)

@@ -39,7 +39,7 @@ from mogradient_llm.config import MOPPOConfig
 from mogradient_llm.data import as_prompt_list
 from mogradient_llm.dropout import disable_dropout
 from mogradient_llm.kl import AdaptiveKLController, FixedKLController, kl_estimate
-from mogradient_llm.lora import apply_lora, reference_logprobs
+from mogradient_llm.lora import apply_lora
 from mogradient_llm.loss import policy_losses, value_loss
 from mogradient_llm.metrics import MetricsWriter
 from mogradient_llm.rewards import NonFiniteRewardError, Reward, RewardFn, as_reward, score_all
@@ -49,6 +49,8 @@ from mogradient_llm.rollout import (
     lm_response_logprobs,
     response_logprobs,
 )
+from mogradient_llm.sampling import sampling_config
+from mogradient_llm.sharding import generation_context
 from mogradient_llm.value_heads import PolicyWithValueHeads
 
 STATE_FILE = COMPLETE_FILE
@@ -140,6 +142,7 @@ class MOPPOTrainer:
         _check_sharding(self.combiner, self.accelerator)
 
         disable_dropout(model)
+        self.sampling = sampling_config(config.generation_kwargs, model, tokenizer)
         if config.lora_r:
             model = apply_lora(model, config)
         elif ref_model is None:
@@ -161,7 +164,7 @@ class MOPPOTrainer:
             self.kl_ctl = FixedKLController(config.kl_coef)
         self.score_stats = RunningMeanStd(len(self.rewards))
         self._sum = self._all_reduce_sum if self.accelerator.num_processes > 1 else None
-        self.temperature = float(config.generation_kwargs.get("temperature", 1.0))
+        self.temperature = float(self.sampling.temperature)
         self.step_count = 0
         self.last_samples: list[dict[str, Any]] = []
         self._prompt_rng = torch.Generator().manual_seed(
@@ -187,21 +190,26 @@ class MOPPOTrainer:
         return out
 
     def generate(self, prompts: Sequence[str]) -> Rollout:
-        """Sample one completion per prompt with ``config.generation_kwargs``."""
-        return generate_rollout(
-            self.policy,
-            self.tokenizer,
-            prompts,
-            self.config.generation_kwargs,
-            self.accelerator.device,
-        )
+        """Sample one completion per prompt from softmax(logits / temperature) — exactly what
+        PPO scores (:mod:`mogradient_llm.sampling`) — under the policy's autocast, gathering
+        sharded parameters the libraries' way (:mod:`mogradient_llm.sharding`)."""
+        with self.accelerator.autocast(), generation_context(self.model) as synced_gpus:
+            return generate_rollout(
+                self.policy,
+                self.tokenizer,
+                prompts,
+                self.sampling,
+                self.accelerator.device,
+                synced_gpus=synced_gpus,
+            )
 
     # ------------------------------------------------------------------ advantages
     def _forward_chunks(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-probs of the policy and reference, and values ``[k, B, T]``, without grad.
 
         The reference runs under the policy's autocast (``accelerator.autocast``), so that two
-        identical models give a KL of exactly 0 in mixed precision too.
+        identical models give a KL of exactly 0 in mixed precision too; with LoRA it is the
+        prepared model itself with its adapters disabled (so FSDP/ZeRO-3 gather its shards).
         """
         logprobs, ref_logprobs, values = [], [], []
         q = rollout.query_ids.shape[1]
@@ -211,10 +219,12 @@ class MOPPOTrainer:
             logits, v, _ = self.model(chunk.input_ids, chunk.attention_mask)
             logprobs.append(response_logprobs(logits, chunk.input_ids, q, self.temperature))
             values.append(v[:, q - 1 : -1].float())
-            with self.accelerator.autocast():
-                if self.ref_model is None:
-                    ref = reference_logprobs(self.policy, chunk, self.temperature)
-                else:
+            if self.ref_model is None:  # LoRA: the same prepared model, adapters off
+                with self.policy.disable_adapter():
+                    ref_logits, _, _ = self.model(chunk.input_ids, chunk.attention_mask)
+                ref = response_logprobs(ref_logits, chunk.input_ids, q, self.temperature)
+            else:
+                with self.accelerator.autocast():
                     ref = lm_response_logprobs(self.ref_model, chunk, self.temperature)
             ref_logprobs.append(ref)
         return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values).permute(2, 0, 1)

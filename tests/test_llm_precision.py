@@ -23,11 +23,23 @@ def _batch(trainer) -> dict:
     return trainer.prepare_batch(rollout, score_all(trainer.rewards, prompts, rollout.completions))
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one state per process, fixed by the first Accelerator (its mixed
+    precision included): start from a clean one and leave a clean one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.mark.parametrize("lora", [False, True])
-def test_step0_kl_is_exactly_zero_under_bf16_autocast(lora) -> None:
+def test_step0_kl_is_exactly_zero_under_bf16_autocast(lora, fresh_accelerate_state) -> None:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    assert accelerator.native_amp
     extra = {"lora_r": 4, "lora_target_modules": ["c_attn"]} if lora else {}
     trainer = make_trainer(_rewards(), accelerator=accelerator, **extra)
     batch = _batch(trainer)

@@ -33,8 +33,11 @@ def slsqp(g: np.ndarray, c: float) -> np.ndarray:
     """The reference: SLSQP on the same objective, tightly converged."""
     n = g.shape[0]
     res = minimize(
-        lambda w: objective(g, c, w), np.full(n, 1.0 / n), method="SLSQP",
-        bounds=[(0.0, 1.0)] * n, constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+        lambda w: objective(g, c, w),
+        np.full(n, 1.0 / n),
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * n,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
         options={"ftol": 1e-14, "maxiter": 1000},
     )
     w = np.clip(res.x, 0.0, None)

@@ -53,8 +53,12 @@ def brute_force(g: np.ndarray) -> float:
 def slsqp(g: np.ndarray) -> float:
     n = g.shape[0]
     res = minimize(
-        lambda c: c @ g @ c, np.full(n, 1.0 / n), jac=lambda c: 2 * g @ c, method="SLSQP",
-        bounds=[(0.0, 1.0)] * n, constraints=[{"type": "eq", "fun": lambda c: c.sum() - 1.0}],
+        lambda c: c @ g @ c,
+        np.full(n, 1.0 / n),
+        jac=lambda c: 2 * g @ c,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * n,
+        constraints=[{"type": "eq", "fun": lambda c: c.sum() - 1.0}],
         options={"ftol": 1e-15, "maxiter": 500},
     )
     c = np.clip(res.x, 0.0, None)
@@ -247,8 +251,9 @@ def test_accepts_torch_integers_and_any_layout():
     j = jacobian(2, 4, 6)
     g = j @ j.T
     np.testing.assert_allclose(min_norm(torch.as_tensor(g)), min_norm(g))
-    np.testing.assert_allclose(min_norm(torch.as_tensor(g, dtype=torch.float32)), min_norm(g),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        min_norm(torch.as_tensor(g, dtype=torch.float32)), min_norm(g), atol=1e-5
+    )
     np.testing.assert_allclose(min_norm(np.asfortranarray(g)), min_norm(g))
     np.testing.assert_allclose(min_norm(np.kron(g, np.ones((2, 2)))[::2, ::2]), min_norm(g))
     np.testing.assert_allclose(min_norm(np.array([[2, 1], [1, 2]])), [0.5, 0.5])
