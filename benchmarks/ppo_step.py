@@ -2,9 +2,11 @@
 
     python -m benchmarks.ppo_step --out outputs/ppo_step
 
-Every configuration gets its own trainer on the same tiny GPT-2, the same prompts and a fixed
-response length (``min_new_tokens == max_new_tokens``), so all do the same generation and
-forward work. Rewards are k cheap length scores, so the table measures the trainer's
+Every configuration gets its own trainer on the same tiny GPT-2, the same prompts and nearly
+the same response length: the model is randomly initialised, so EOS has a probability of about
+1/vocab per token and almost every response runs to ``max_new_tokens`` (``min_new_tokens``
+would change the sampled distribution, which the trainer refuses), and all do about the same
+generation and forward work. Rewards are k cheap length scores, so the table measures the trainer's
 multi-objective overhead, not the reward models. Steps are interleaved round-robin across
 configurations (system noise hits all alike); the table reports the median seconds over
 repetitions and the median over repetitions of the ratio to single-objective PPO's step in the
@@ -63,7 +65,6 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
     prompts = imdb_prompts(synthetic_reviews(512, seed=1), tokenizer, 2, 8, min_chars=0)
     generation = {
         "max_new_tokens": args.response_length,
-        "min_new_tokens": args.response_length,
         "do_sample": True,
         "top_k": 0,
         "top_p": 1.0,

@@ -33,7 +33,13 @@ from benchmarks.rlhf_imdb.policies import (
 )
 from benchmarks.rlhf_imdb.report import write_report
 from benchmarks.rlhf_imdb.reward_model import train_reward_model
-from benchmarks.rlhf_imdb.runs import AGGREGATORS, evaluate_start, reference_point, run_ppo
+from benchmarks.rlhf_imdb.runs import (
+    AGGREGATORS,
+    LOOP_REVISION,
+    evaluate_start,
+    reference_point,
+    run_ppo,
+)
 from mogradient_llm.data import imdb_prompts
 from mogradient_llm.demo import DEFAULT_DATA_DIR
 
@@ -358,6 +364,7 @@ def submit_runs(
     for aggregator in args.aggregators.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             config = {
+                "loop": LOOP_REVISION,
                 "policy": policy_config,
                 "reward": reward_config,
                 "aggregator": AGGREGATORS[aggregator],

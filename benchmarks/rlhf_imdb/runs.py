@@ -15,6 +15,11 @@ from mogradient_llm.evaluate import evaluate_policy
 from mogradient_llm.rewards import Reward, as_reward, classifier, length, vader
 
 # aggregator name in the tables -> MOPPOConfig fields
+#: Part of every PPO stage's cache key: bump it when the trainer's results change, so cached runs
+#: of an older loop are not reused (2: MORLHF scalarises before whitening, weights sum to 1,
+#: sampling ignores the checkpoint's generation settings, normaliser std floor).
+LOOP_REVISION = 2
+
 AGGREGATORS: dict[str, dict[str, Any]] = {
     "pama": {"aggregator": "pama"},
     "morlhf": {"aggregator": "morlhf", "aggregator_kwargs": {"weights": [0.5, 0.5]}},
