@@ -16,11 +16,16 @@ def plot_timings(groups: dict[str, list[dict]], path: Path) -> None:
     panels = sorted({(r["experiment"], r["gramians"]) for rows in groups.values() for r in rows})
     n_cols = min(3, len(panels))
     n_rows = -(-len(panels) // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.4 * n_cols, 3.0 * n_rows), dpi=80,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.4 * n_cols, 3.0 * n_rows), dpi=80, squeeze=False
+    )
     for ax, (experiment, kind) in zip(axes.flat, panels):
-        rows = [r for rs in groups.values() for r in rs
-                if r["experiment"] == experiment and r["gramians"] == kind]
+        rows = [
+            r
+            for rs in groups.values()
+            for r in rs
+            if r["experiment"] == experiment and r["gramians"] == kind
+        ]
         for method in dict.fromkeys(r["method"] for r in rows):
             points = sorted((r["n"], r["median_us"]) for r in rows if r["method"] == method)
             ax.plot(*zip(*points), marker="o", label=method)
@@ -33,7 +38,7 @@ def plot_timings(groups: dict[str, list[dict]], path: Path) -> None:
         ax.legend(fontsize=6)
     for ax in axes[:, 0]:
         ax.set_ylabel("median µs per solve")
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path)

@@ -122,8 +122,10 @@ def cagrad_slsqp(g: np.ndarray, c: float) -> np.ndarray:
     b = g.sum(axis=1) / n
     phi = c * c * b.sum() / n
     res = minimize(
-        lambda x: x @ b + np.sqrt(max(x @ g @ x, 0.0) * phi), np.full(n, 1.0 / n),
-        bounds=[(0.0, 1.0)] * n, constraints=({"type": "eq", "fun": lambda x: 1.0 - x.sum()},),
+        lambda x: x @ b + np.sqrt(max(x @ g @ x, 0.0) * phi),
+        np.full(n, 1.0 / n),
+        bounds=[(0.0, 1.0)] * n,
+        constraints=({"type": "eq", "fun": lambda x: 1.0 - x.sum()},),
     )
     return res.x
 
@@ -148,8 +150,11 @@ def timed(solver: Callable[[np.ndarray], np.ndarray], g: np.ndarray) -> tuple[np
     return out, (time.perf_counter_ns() - start) / 1e3
 
 
-def run_cells(gramians: list[np.ndarray], solvers: dict[str, Callable],
-              objective: Callable[[np.ndarray, np.ndarray], float]) -> dict[str, dict]:
+def run_cells(
+    gramians: list[np.ndarray],
+    solvers: dict[str, Callable],
+    objective: Callable[[np.ndarray, np.ndarray], float],
+) -> dict[str, dict]:
     """Time every solver on every Gramian and score its gap to the best objective found.
 
     Solvers take turns on blocks of ``CHUNK`` Gramians: each runs a block back to back (as in a
@@ -240,29 +245,51 @@ def cagrad_rows(sizes: list[int], repeats: int, rng: np.random.Generator) -> lis
     return rows
 
 
-def _rows(experiment: str, kind: str, n: int, repeats: int, cells: dict[str, dict],
-          reference: str) -> list[dict]:
+def _rows(
+    experiment: str, kind: str, n: int, repeats: int, cells: dict[str, dict], reference: str
+) -> list[dict]:
     ref = cells[reference]["median_us"]
     return [
         {
-            "experiment": experiment, "gramians": kind, "n": n, "method": name,
-            "repeats": repeats, "median_us": round(cell["median_us"], 2),
+            "experiment": experiment,
+            "gramians": kind,
+            "n": n,
+            "method": name,
+            "repeats": repeats,
+            "median_us": round(cell["median_us"], 2),
             f"speedup_vs_{reference}": round(ref / cell["median_us"], 2),
-            "median_gap": f"{cell['median_gap']:.1e}", "max_gap": f"{cell['max_gap']:.1e}",
+            "median_gap": f"{cell['median_gap']:.1e}",
+            "max_gap": f"{cell['max_gap']:.1e}",
         }
         for name, cell in cells.items()
     ]
 
 
 def print_table(rows: list[dict]) -> None:
-    header = ["experiment", "gramians", "n", "method", "median µs", "× vs ref", "median gap",
-              "max gap"]
+    header = [
+        "experiment",
+        "gramians",
+        "n",
+        "method",
+        "median µs",
+        "× vs ref",
+        "median gap",
+        "max gap",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         speed = next(v for k, v in r.items() if k.startswith("speedup_vs_"))
-        cols = [r["experiment"], r["gramians"], r["n"], r["method"], f"{r['median_us']:.1f}",
-                f"{speed:.2f}", r["median_gap"], r["max_gap"]]
+        cols = [
+            r["experiment"],
+            r["gramians"],
+            r["n"],
+            r["method"],
+            f"{r['median_us']:.1f}",
+            f"{speed:.2f}",
+            r["median_gap"],
+            r["max_gap"],
+        ]
         print("| " + " | ".join(str(c) for c in cols) + " |")
 
 
@@ -277,8 +304,10 @@ def main() -> None:
     sizes = [2, 10, 50] if args.quick else [2, 5, 10, 50, 100]
     rng = np.random.default_rng(args.seed)
     warm_up()
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numpy {np.__version__}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"numpy {np.__version__}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}"
+    )
     groups = {
         "min_norm": min_norm_rows(sizes, repeats, rng),
         "min_norm_warm": warm_rows([n for n in sizes if n >= 5], repeats, rng),
