@@ -21,7 +21,7 @@ from mogradient_llm.rollout import (
     response_mask,
 )
 from mogradient_llm.sampling import eos_token_ids, neutral_generation_config, sampling_config
-from tests.llm_fixtures import load_tiny_lm, tiny_prompts
+from tests.llm_fixtures import load_tiny_lm, tiny_prompts, untied_lm_dir
 
 torch.set_num_threads(1)
 
@@ -83,25 +83,7 @@ def test_lora_wrapped_policy_samples_what_it_scores() -> None:
 
 
 def test_llama_untied_head_samples_what_it_scores(tmp_path: Path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    _, tokenizer = load_tiny_lm()
-    eos = tokenizer.eos_token_id
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-        bos_token_id=eos,
-        eos_token_id=eos,
-        pad_token_id=eos,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model, tokenizer = load_tiny_lm(untied_lm_dir())
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
     # Fields whose neutral value is None (min_p, suppress_tokens) are filled from here unless
     # the model's config is hidden during generate.
