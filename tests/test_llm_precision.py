@@ -146,3 +146,66 @@ def test_pama_batch_means_are_taken_over_every_process() -> None:
     torch.testing.assert_close(weights, expected)
     local = pama_advantages(advantages, mask, "batch")[1]
     assert not torch.equal(local, expected)  # the local means would pick another objective
+
+
+def test_a_checkpoint_shipping_its_own_sampling_settings_is_sampled_as_scored(tmp_path) -> None:
+    """``generation_config.json`` with temperature 0.6 and repetition penalty 1.3: the trainer
+    samples with its own settings (temperature 1.0, nothing else), so the PPO ratio is exactly
+    1 and the KL to an identical reference exactly 0 before the first update, and the sampled
+    log-probabilities are the scored ones."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mogradient_llm.trainer import MOPPOTrainer
+    from tests.llm_fixtures import load_tiny_lm, tiny_config, tiny_prompts
+
+    model, tokenizer = load_tiny_lm()
+    model.generation_config.do_sample = True
+    model.generation_config.temperature = 0.6
+    model.generation_config.repetition_penalty = 1.3
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert model.generation_config.repetition_penalty == 1.3
+    config = tiny_config(mini_batch_size=8, ppo_epochs=1)
+    trainer = MOPPOTrainer(config, model, tokenizer, _rewards(), tiny_prompts(tokenizer))
+    assert trainer.sampling.temperature == 1.0 and trainer.sampling.repetition_penalty == 1.0
+
+    batch = _batch(trainer)
+    assert torch.equal(batch["kl"], torch.zeros_like(batch["kl"]))
+    rollout = trainer.generate(trainer.sample_prompts())
+    from mogradient_llm.sampling import neutral_generation_config
+
+    with torch.no_grad(), neutral_generation_config(trainer.policy):
+        torch.manual_seed(0)
+        out = trainer.policy.generate(
+            input_ids=rollout.query_ids,
+            attention_mask=rollout.query_mask,
+            generation_config=trainer.sampling,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    response = out.sequences[:, rollout.query_ids.shape[1] :]
+    sampled = torch.stack(
+        [
+            torch.log_softmax(s, -1).gather(-1, t[:, None])[:, 0]
+            for s, t in zip(out.scores, response.T)
+        ],
+        1,
+    )
+    scored, _, _ = trainer._forward_chunks(
+        type(rollout)(
+            rollout.prompts,
+            rollout.completions,
+            rollout.query_ids,
+            rollout.query_mask,
+            response,
+            (response >= 0).long(),
+            rollout.eos_token_ids,
+        )
+    )
+    from mogradient_llm.rollout import response_mask
+
+    mask = response_mask(response, rollout.eos_token_ids).bool()
+    torch.testing.assert_close(sampled[mask], scored[mask], rtol=0, atol=1e-5)
+    assert trainer.step()["policy/approxkl_avg"] == 0.0
