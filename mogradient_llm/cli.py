@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mogradient_llm.config import GRAMIAN_LEVELS, PAMA_GRANULARITIES, MOPPOConfig
+from mogradient_llm.config import GRAMIAN_LEVELS, KL_ESTIMATORS, PAMA_GRANULARITIES, MOPPOConfig
 
 TINY = "tiny"
 
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pama-granularity", choices=PAMA_GRANULARITIES, default="token")
     train.add_argument("--gramian-level", choices=GRAMIAN_LEVELS, default="parameters")
     train.add_argument("--no-noon", action="store_true", help="do not clip advantages at 0")
+    train.add_argument(
+        "--no-normalize-weights",
+        action="store_true",
+        help="keep each aggregator's own weight scale instead of rescaling to sum 1",
+    )
     train.add_argument("--steps", type=int, default=100)
     train.add_argument("--output-dir", required=True)
     train.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps")
@@ -92,8 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--mini-batch-size", type=int, default=8)
     train.add_argument("--ppo-epochs", type=int, default=4)
+    train.add_argument(
+        "--gradient-accumulation-steps",
+        type=int,
+        default=1,
+        help="micro-batches per minibatch, accumulated into one update",
+    )
     train.add_argument("--learning-rate", type=float, default=1e-4)
     train.add_argument("--kl-coef", type=float, default=0.2)
+    train.add_argument("--kl-estimator", choices=KL_ESTIMATORS, default="k1")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--tiny-pretrain-steps", type=int, default=200)
     train.add_argument("--no-progress", action="store_true")
@@ -192,7 +204,9 @@ def train(args: argparse.Namespace) -> Path:
     resume = None
     if args.resume is not None:
         resume = resolve_resume(output_dir if args.resume is True else args.resume)
-    accelerator = Accelerator(cpu=args.cpu)
+    accelerator = Accelerator(
+        cpu=args.cpu, gradient_accumulation_steps=config.gradient_accumulation_steps
+    )
     policy_path = args.policy
     if args.policy == TINY:  # built by the main process only, the others wait and load it
         policy_path = str(output_dir / "initial_policy")
@@ -231,7 +245,10 @@ def _train_config(args: argparse.Namespace) -> MOPPOConfig:
             "batch_size": args.batch_size,
             "mini_batch_size": args.mini_batch_size,
             "ppo_epochs": args.ppo_epochs,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "kl_coef": args.kl_coef,
+            "kl_estimator": args.kl_estimator,
+            "normalize_weights": not args.no_normalize_weights,
             "seed": args.seed,
             "aggregator": args.aggregator,
             "aggregator_kwargs": args.aggregator_kwargs,

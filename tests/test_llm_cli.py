@@ -119,6 +119,10 @@ def test_train_on_a_local_dataset_with_a_gramian_aggregator(tmp_path) -> None:
             "mgda",
             "--gramian-level",
             "features",
+            "--gradient-accumulation-steps",
+            "2",
+            "--kl-estimator",
+            "k3",
             "--steps",
             "1",
             "--dataset",
@@ -130,6 +134,8 @@ def test_train_on_a_local_dataset_with_a_gramian_aggregator(tmp_path) -> None:
     )
     row = json.loads((out / "metrics.jsonl").read_text())
     assert row["agg/weight/length"] + row["agg/weight/vader"] == pytest.approx(1.0)
+    config = json.loads((out / "final" / "trainer_state.json").read_text())["config"]
+    assert config["gradient_accumulation_steps"] == 2 and config["kl_estimator"] == "k3"
 
 
 def test_hypervolume_uses_pymoo_on_maximised_rewards() -> None:
