@@ -66,7 +66,7 @@ def _check_finite_rows(matrix: torch.Tensor, what: str) -> None:
         )
 
 
-def check_gramian(gramian: np.ndarray, *, tol: float = GRAMIAN_TOL) -> np.ndarray:
+def check_gramian(gramian: np.ndarray | torch.Tensor, *, tol: float = GRAMIAN_TOL) -> np.ndarray:
     """Validate a Gramian and return it as a C-contiguous float64 numpy array.
 
     Checks shape (square, at least 1x1), finiteness (naming the objective), symmetry and

@@ -31,12 +31,13 @@ leaves, which FSDP's hooks watch); parameter mode needs full gradients and is no
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.distributed as dist
 
 from mogradient._checks import check_jacobian, check_losses
-from mogradient.aggregators.base import Aggregator, gramian_of
+from mogradient.aggregators.base import Aggregator, GramianWeighting, LossWeighting, gramian_of
 from mogradient.aggregators.registry import get_aggregator
 
 
@@ -81,8 +82,11 @@ def backward(
     params = _leaves(loss_list) if params is None else list(params)
     _check_params(params)
 
+    w: torch.Tensor | None
+    # ``needs`` says which base class the aggregator implements (see aggregators.base).
     if agg.needs == "losses":
-        w = torch.as_tensor(agg.loss_weights(len(loss_list)), device=loss_list[0].device)
+        loss_weights = cast(LossWeighting, agg).loss_weights(len(loss_list))
+        w = torch.as_tensor(loss_weights, device=loss_list[0].device)
         _weighted_backward(loss_list, w, params, retain_graph)
         return w
     if features is not None:
@@ -97,7 +101,7 @@ def backward(
         return w
     jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
     if agg.needs == "gramian":
-        w = agg.weights(gramian_of(jac))
+        w = cast(GramianWeighting, agg).weights(gramian_of(jac))
         direction = w.to(jac.dtype) @ jac
     else:
         w = None
@@ -215,7 +219,7 @@ def parameter_weights(
     return agg.weights(gramian_of(jac))
 
 
-def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> Aggregator:
+def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> GramianWeighting:
     """``aggregator`` as an instance, refused unless it weighs losses from a Gramian."""
     agg = get_aggregator(aggregator)
     if agg.needs != "gramian":
@@ -223,7 +227,7 @@ def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> Aggregator:
             f"{agg!r} does not weigh losses from a Gramian, so it has no {mode} mode; call "
             "backward without it, or pick a Gramian method (mgda, pcgrad, cagrad)"
         )
-    return agg
+    return cast(GramianWeighting, agg)
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
@@ -275,7 +279,8 @@ def _weighted_backward(
     retain_graph: bool,
 ) -> None:
     """``.grad += ∂(Σ wᵢ Lᵢ)/∂params`` through ``autograd.backward``, so DDP's hooks average it."""
-    total = sum(float(w) * loss for w, loss in zip(weights, losses))
+    # ``losses`` is never empty, so the sum is a tensor, not sum()'s start value 0.
+    total = cast(torch.Tensor, sum(float(w) * loss for w, loss in zip(weights, losses)))
     torch.autograd.backward(total, inputs=params, retain_graph=retain_graph)
 
 

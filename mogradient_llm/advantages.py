@@ -7,7 +7,7 @@ expects); ``mask`` ``[batch, T]`` is 1 on response tokens up to and including th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -70,7 +70,7 @@ class RunningMeanStd:
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.mean = torch.tensor(state["mean"], dtype=torch.float64)
         self.var = torch.tensor(state["var"], dtype=torch.float64)
-        self.count = int(state["count"])
+        self.count = int(cast(int, state["count"]))  # as state_dict wrote it
 
 
 def normalize_scores(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,7 +41,8 @@ def reference_point(rewards: Sequence[Reward], given: Sequence[float] | None = N
             f"rewards {missing} have no default hypervolume reference; "
             "pass ref_point (--ref-point on the command line)"
         )
-    return [float(r.hv_reference) for r in rewards]
+    # ``missing`` is empty: every reward has a reference.
+    return [float(cast(float, r.hv_reference)) for r in rewards]
 
 
 @torch.no_grad()

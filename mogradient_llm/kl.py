@@ -3,6 +3,8 @@ et al.'s adaptive one)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 
@@ -18,6 +20,15 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: s
     if estimator == "k3":
         return torch.expm1(log_ratio) - log_ratio
     raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {estimator!r}")
+
+
+class KLController(Protocol):
+    """What the trainer needs of a KL controller: the coefficient and its update."""
+
+    value: float
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Adapt ``value`` after ``n_steps`` samples whose KL averaged ``current_kl``."""
 
 
 class FixedKLController:

@@ -17,7 +17,8 @@ def apply_lora(model: nn.Module, config: MOPPOConfig) -> nn.Module:
         raise ImportError("lora_r > 0 needs peft: pip install 'mogradient[llm]' or peft") from exc
     lora = LoraConfig(
         r=config.lora_r,
-        lora_alpha=config.lora_alpha,
+        # peft annotates lora_alpha as int but only divides by it: a float alpha works.
+        lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
         lora_dropout=config.lora_dropout,
         target_modules=config.lora_target_modules,
         task_type="CAUSAL_LM",

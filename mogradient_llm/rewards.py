@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+#: What :class:`LengthReward` counts.
+LengthUnit = Literal["chars", "words", "tokens"]
 
 
 class RewardError(RuntimeError):
@@ -32,9 +34,10 @@ class Reward:
         if not callable(fn):
             raise TypeError(f"a reward must be callable, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "name", None) or getattr(fn, "__name__", None)
-        if not self.name or self.name == "<lambda>":
+        name = name or getattr(fn, "name", None) or getattr(fn, "__name__", None)
+        if not name or name == "<lambda>":
             raise ValueError("give the reward a name: Reward(fn, name=...)")
+        self.name: str = name
         if hv_reference is None:
             hv_reference = getattr(fn, "hv_reference", None)
         self.hv_reference = hv_reference
@@ -64,7 +67,7 @@ class LengthReward:
 
     def __init__(
         self,
-        unit: Literal["chars", "words", "tokens"] = "chars",
+        unit: LengthUnit = "chars",
         scale: float = 140.0,
         low: float = 0.5,
         high: float = 1.5,
@@ -86,7 +89,8 @@ class LengthReward:
             return len(text)
         if self.unit == "words":
             return len(text.split())
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        tokenizer = cast(Callable[..., Any], self.tokenizer)  # unit "tokens": __init__ checked it
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         return [min(max(self._length(c) / self.scale, self.low), self.high) for c in completions]
@@ -191,7 +195,7 @@ class ClassifierReward:
 
 
 def length(
-    unit: Literal["chars", "words", "tokens"] = "chars",
+    unit: LengthUnit = "chars",
     scale: float = 140.0,
     low: float = 0.5,
     high: float = 1.5,
@@ -219,7 +223,8 @@ def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
     """
     kind, arg = parse_reward_spec(spec)
     if kind == "length":
-        return length(unit=arg or "chars", tokenizer=tokenizer)
+        # LengthReward refuses any other unit.
+        return length(unit=cast(LengthUnit, arg or "chars"), tokenizer=tokenizer)
     if kind == "vader":
         if arg:
             raise ValueError(f"the vader reward takes no argument, got {spec!r}")

@@ -6,13 +6,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 from transformers import GenerationConfig
 
 from mogradient_llm.sampling import as_sampling_config, neutral_generation_config
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin
 
 
 @dataclass
@@ -89,7 +92,11 @@ def generate_rollout(
     model.eval()
     try:
         with neutral_generation_config(model):
-            output = model.generate(**enc, generation_config=generation, synced_gpus=synced_gpus)
+            # nn.Module types attributes as Tensor | Module: the model is a causal LM (or its
+            # peft wrapper).
+            output = cast("GenerationMixin", model).generate(
+                **enc, generation_config=generation, synced_gpus=synced_gpus
+            )
     finally:
         model.train(was_training)
     eos = tuple(generation.eos_token_id)

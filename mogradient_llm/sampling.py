@@ -14,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 from transformers import GenerationConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: Generation kwargs a user may set; every other ``generate`` option is refused.
 ALLOWED_KWARGS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p")
@@ -180,7 +183,9 @@ def vocab_size(model: nn.Module) -> int:
         config = config.get_text_config(decoder=True)
     size = getattr(config, "vocab_size", None)
     if size is None:
-        size = model.get_output_embeddings().weight.shape[0]
+        # nn.Module types attributes as Tensor | Module: the model is a causal LM (or its peft
+        # wrapper, which forwards the call).
+        size = cast("PreTrainedModel", model).get_output_embeddings().weight.shape[0]
     return int(size)
 
 

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from accelerate import Accelerator
@@ -38,7 +38,7 @@ from mogradient_llm.checkpoint import (
 from mogradient_llm.config import MOPPOConfig
 from mogradient_llm.data import as_prompt_list
 from mogradient_llm.dropout import disable_dropout
-from mogradient_llm.kl import AdaptiveKLController, FixedKLController, kl_estimate
+from mogradient_llm.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
 from mogradient_llm.lora import apply_lora
 from mogradient_llm.loss import policy_losses, value_loss
 from mogradient_llm.metrics import MetricsWriter
@@ -52,6 +52,10 @@ from mogradient_llm.rollout import (
 from mogradient_llm.sampling import sampling_config
 from mogradient_llm.sharding import generation_context
 from mogradient_llm.value_heads import PolicyWithValueHeads
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers.utils import PushToHubMixin
 
 STATE_FILE = COMPLETE_FILE
 #: ``accelerator.save_state`` output inside a checkpoint: model, optimizer, RNG states per rank.
@@ -158,6 +162,7 @@ class MOPPOTrainer:
         self.model, self.optimizer = self.accelerator.prepare(wrapped, optimizer)
         self.model.train()
 
+        self.kl_ctl: KLController
         if config.adap_kl_ctrl:
             self.kl_ctl = AdaptiveKLController(config.kl_coef, config.target, config.horizon)
         else:
@@ -180,7 +185,7 @@ class MOPPOTrainer:
 
     def sample_prompts(self) -> list[str]:
         """The next ``batch_size`` prompts of a reshuffled pass over the prompt dataset."""
-        out = []
+        out: list[str] = []
         while len(out) < self.config.batch_size:
             if not self._prompt_order:
                 self._prompt_order = torch.randperm(
@@ -220,7 +225,7 @@ class MOPPOTrainer:
             logprobs.append(response_logprobs(logits, chunk.input_ids, q, self.temperature))
             values.append(v[:, q - 1 : -1].float())
             if self.ref_model is None:  # LoRA: the same prepared model, adapters off
-                with self.policy.disable_adapter():
+                with cast("PeftModel", self.policy).disable_adapter():
                     ref_logits, _, _ = self.model(chunk.input_ids, chunk.attention_mask)
                 ref = response_logprobs(ref_logits, chunk.input_ids, q, self.temperature)
             else:
@@ -366,7 +371,8 @@ class MOPPOTrainer:
         micro = index.chunk(cfg.gradient_accumulation_steps)
         token_count = float(batch["mask"][index].sum().clamp(min=1)) / len(micro)
         held = None
-        weights, stats = None, {}
+        weights: torch.Tensor | None = None
+        stats: dict[str, float] = {}
         if self.combiner.gradient_level:
             decision = self.combiner.gramian_decision(len(micro), acc.num_processes)
             params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -457,12 +463,15 @@ class MOPPOTrainer:
             raise ValueError("the prompt batch is empty; pass at least one prompt")
         rollout = self.generate(prompts)
         normaliser = self.score_stats.state_dict()
-        scores, batch, problem = None, None, None
+        scores: torch.Tensor | None = None
+        batch: dict[str, Any] | None = None
+        problem: str | None = None
         try:
             scores = score_all(self.rewards, rollout.prompts, rollout.completions)
         except NonFiniteRewardError as exc:
             problem = str(exc)
         if self._agree(problem) is None:  # every rank runs prepare_batch's forwards, or none
+            assert scores is not None  # no problem on this rank: score_all returned
             try:
                 batch = self.prepare_batch(rollout, scores)
             except NonFiniteError as exc:
@@ -471,6 +480,7 @@ class MOPPOTrainer:
         if problem is not None:
             self.score_stats.load_state_dict(normaliser)  # the bad scores must not count
             return self._skip_step(problem, start)
+        assert scores is not None and batch is not None  # no rank met a problem
         stats = {f"objective/scores/{name}": float(s.mean()) for name, s in zip(self.names, scores)}
         local_kl = batch["kl"].sum(1).mean().reshape(1)
         mean_kl = float(self.accelerator.reduce(local_kl.to(self.accelerator.device), "mean"))
@@ -565,7 +575,8 @@ class MOPPOTrainer:
         torch.save(sampler, tmp / RESUME_DIR / f"prompt_sampler_{acc.process_index}.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
-            self.policy.save_pretrained(tmp / "policy")
+            # a transformers model or its peft wrapper: both implement PushToHubMixin's method
+            cast("PushToHubMixin", self.policy).save_pretrained(tmp / "policy")
             self.tokenizer.save_pretrained(tmp / "policy")
             acc.unwrap_model(self.model).save_heads(tmp)
             state = {

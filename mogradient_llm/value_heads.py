@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 HEADS_FILE = "value_heads.safetensors"
 
@@ -25,7 +29,9 @@ class PolicyWithValueHeads(nn.Module):
         if n_objectives < 1:
             raise ValueError(f"need at least one objective, got {n_objectives}")
         self.policy = policy
-        hidden = policy.config.hidden_size
+        # nn.Module types attributes as Tensor | Module: the policy is a causal LM (or its peft
+        # wrapper), whose config is a transformers config.
+        hidden: int = cast("PretrainedConfig", policy.config).hidden_size
         self.value_head = nn.Linear(hidden, n_objectives)
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.value_head.bias)

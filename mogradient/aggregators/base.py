@@ -17,7 +17,7 @@ extra backward of ``Σ wᵢ Lᵢ`` (see :func:`mogradient.backward`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, overload
 
 import numpy as np
 import torch
@@ -57,6 +57,10 @@ class Aggregator(ABC):
 class WeightedAggregator(Aggregator):
     """A method whose direction is a weighted sum of the objectives' gradients, ``wᵀJ``."""
 
+    @overload
+    def weights(self, gramian: np.ndarray) -> np.ndarray: ...
+    @overload
+    def weights(self, gramian: torch.Tensor) -> torch.Tensor: ...
     @abstractmethod
     def weights(self, gramian: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Weights ``[n]`` for a Gramian ``[n, n]`` (numpy in → numpy out, torch in → torch out)."""
@@ -76,6 +80,10 @@ class GramianWeighting(WeightedAggregator):
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         """Weights for a validated float64 Gramian."""
 
+    @overload
+    def weights(self, gramian: np.ndarray) -> np.ndarray: ...
+    @overload
+    def weights(self, gramian: torch.Tensor) -> torch.Tensor: ...
     def weights(self, gramian: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         w = self._solve(check_gramian(gramian))
         if isinstance(gramian, torch.Tensor):
@@ -92,6 +100,10 @@ class LossWeighting(WeightedAggregator):
     def loss_weights(self, n_objectives: int) -> np.ndarray:
         """Float64 weights ``[n_objectives]``; raises if they do not fit ``n_objectives``."""
 
+    @overload
+    def weights(self, gramian: np.ndarray) -> np.ndarray: ...
+    @overload
+    def weights(self, gramian: torch.Tensor) -> torch.Tensor: ...
     def weights(self, gramian: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         n = int(gramian.shape[0])
         w = self.loss_weights(n)

@@ -6,6 +6,8 @@ the names. Every problem is a :class:`~mogradient.pareto.problems.base.Problem`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mogradient.pareto.problems.base import Problem
 from mogradient.pareto.problems.cagrad_toy import CAGradToy
 from mogradient.pareto.problems.dtlz2 import DTLZ2
@@ -14,7 +16,8 @@ from mogradient.pareto.problems.zdt1 import ZDT1
 from mogradient.pareto.problems.zdt2 import ZDT2
 from mogradient.pareto.problems.zdt3 import ZDT3
 
-_PROBLEMS: dict[str, type[Problem]] = {
+# Callable (not type[Problem]): the constructors take different keyword arguments.
+_PROBLEMS: dict[str, Callable[..., Problem]] = {
     cls.name: cls for cls in (ZDT1, ZDT2, ZDT3, DTLZ2, FonsecaFleming, CAGradToy)
 }
 
