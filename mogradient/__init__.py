@@ -20,7 +20,13 @@ from mogradient.aggregators import (
     gramian_of,
     pama_weights,
 )
-from mogradient.autograd import backward, feature_weights, jacobian, parameter_weights
+from mogradient.autograd import (
+    GramianAccumulator,
+    backward,
+    feature_weights,
+    jacobian,
+    parameter_weights,
+)
 
 __version__ = "0.1.0"
 
@@ -30,6 +36,7 @@ __all__ = [
     "PAMA",
     "PCGrad",
     "Aggregator",
+    "GramianAccumulator",
     "Linear",
     "Mean",
     "available_aggregators",

@@ -31,7 +31,7 @@ leaves, which FSDP's hooks watch); parameter mode needs full gradients and is no
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import cast
+from typing import Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -184,6 +184,45 @@ def _check_params(params: list[torch.Tensor]) -> None:
             )
 
 
+class GramianAccumulator:
+    """The Gramian of the mean loss over ``n_micro_batches`` micro-batches and every rank of
+    ``torch.distributed``, from each micro-batch's per-objective losses.
+
+    ``level="parameters"``: the inputs are shared coordinates, so the Jacobian is averaged
+    (over the micro-batches, then one k×d all-reduce over the ranks) before ``JJᵀ`` is taken —
+    the Gramian of the mean gradients is not the mean of the Gramians. ``level="features"``:
+    each micro-batch and rank has its own representation, so the Gramian is block-additive,
+    ``Σ Gₘ,r / (M R)²``: one k×k all-reduce. Every rank gets the same Gramian.
+    """
+
+    def __init__(self, level: Literal["parameters", "features"], n_micro_batches: int = 1):
+        if level not in ("parameters", "features"):
+            raise ValueError(f"level must be 'parameters' or 'features', got {level!r}")
+        self.level = level
+        self.n_micro_batches = n_micro_batches
+        self._total: torch.Tensor | None = None
+
+    def add(
+        self,
+        losses: Sequence[torch.Tensor],
+        inputs: Sequence[torch.Tensor],
+        retain_graph: bool = False,
+    ) -> None:
+        """Fold in one micro-batch: its losses' Jacobian over ``inputs`` (local rank)."""
+        jac = jacobian(list(losses), list(inputs), retain_graph=retain_graph)
+        part = gramian_of(jac) if self.level == "features" else jac
+        self._total = part if self._total is None else self._total + part
+
+    def gramian(self) -> torch.Tensor:
+        """The global k×k Gramian (float64), identical on every rank."""
+        if self._total is None:
+            raise RuntimeError("no micro-batch was added")
+        mean = all_reduce_mean(self._total) / self.n_micro_batches
+        if self.level == "features":
+            return mean / (self.n_micro_batches * _world_size())
+        return gramian_of(mean)
+
+
 def feature_weights(
     losses: Sequence[torch.Tensor],
     features: torch.Tensor | Sequence[torch.Tensor],
@@ -193,15 +232,13 @@ def feature_weights(
 
     Under ``torch.distributed`` each rank's features are its own samples, so the Gramian of the
     mean of the R ranks' losses is Σ_r G_r / R²: one k×k all-reduce, and every rank solves the
-    same problem and gets the same weights.
+    same problem and gets the same weights (:class:`GramianAccumulator`).
     """
     agg = _gramian_aggregator(aggregator, "representation-level (features=)")
     feats = [features] if isinstance(features, torch.Tensor) else list(features)
-    gramian = gramian_of(jacobian(list(losses), feats, retain_graph=True))
-    if _world_size() > 1:
-        dist.all_reduce(gramian)
-        gramian /= _world_size() ** 2
-    return agg.weights(gramian)
+    gramian = GramianAccumulator("features")
+    gramian.add(losses, feats, retain_graph=True)
+    return agg.weights(gramian.gramian())
 
 
 def parameter_weights(
@@ -212,11 +249,12 @@ def parameter_weights(
 
     Under ``torch.distributed`` the k×d Jacobian is averaged over the ranks first (the Gramian
     of the mean gradients is not the mean of the ranks' Gramians), so every rank solves the
-    same problem and gets the same weights.
+    same problem and gets the same weights (:class:`GramianAccumulator`).
     """
     agg = _gramian_aggregator(aggregator, "through_backward=True")
-    jac = all_reduce_mean(jacobian(list(losses), list(params), retain_graph=True))
-    return agg.weights(gramian_of(jac))
+    gramian = GramianAccumulator("parameters")
+    gramian.add(losses, params, retain_graph=True)
+    return agg.weights(gramian.gramian())
 
 
 def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> GramianWeighting:

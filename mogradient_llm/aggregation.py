@@ -9,7 +9,7 @@
 * ``"gramian"`` (``mgda``, ``pcgrad``, ``cagrad``): at the gradient level — the weights come
   from the Gramian of the per-objective policy-loss gradients over the policy parameters or
   over the last hidden states (MGDA-UB), all-reduced over the processes and accumulated over
-  the micro-batches of a minibatch (:class:`GramianDecision`); the update is then one
+  the micro-batches of a minibatch (:class:`mogradient.GramianAccumulator`); the update is then one
   ``accelerator.backward`` of ``Σ wᵢ Lᵢ`` plus the value loss, like every other method's.
 
 The value loss is never aggregated: it is added (sum over heads) outside the aggregator.
@@ -109,63 +109,16 @@ class ObjectiveCombiner:
         stats["agg/used_token_frac"] = float(((combined > 0) & mask.bool()).sum() / mask.sum())
         return combined.to(advantages.dtype).unsqueeze(0), stats
 
-    def gramian_decision(self, n_micro_batches: int, n_processes: int) -> GramianDecision:
-        """A fresh accumulator of the statistic this Gramian method decides from."""
-        return GramianDecision(self, n_micro_batches, n_processes)
+    def gramian_weights(self, gramian: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Gramian methods: the weights for a global Gramian (normalised per the config; from
+        :class:`mogradient.GramianAccumulator`) and their stats."""
+        raw = self.aggregator.weights(gramian)
+        weights, stats = _normalized(raw, self.config.normalize_weights)
+        stats.update({f"agg/weight/{n}": float(w) for n, w in zip(self.names, weights)})
+        return weights, stats
 
     def policy_loss(self, losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """``Σ wᵢ Lᵢ`` at the gradient level; the single combined loss otherwise."""
         if weights is None:
             return losses[0]
         return weights.to(losses) @ losses
-
-
-class GramianDecision:
-    """The Gramian of one minibatch's policy-loss gradients, over its micro-batches and the
-    processes, and the weights solved from it (identical on every rank).
-
-    Each micro-batch's losses are its token sums divided by the minibatch's mean tokens per
-    micro-batch, so the minibatch loss is their mean over the ``M`` micro-batches. Parameters
-    level: the Jacobian is linear in the losses, so ``J = Σₘ Jₘ / M``, averaged over the ranks
-    before the Gramian is taken. Features level: each micro-batch (and rank) has its own
-    hidden states, so the Gramian is block-additive: ``G = Σ_r Σₘ Gₘ,r / (M R)²``.
-    """
-
-    def __init__(self, combiner: ObjectiveCombiner, n_micro_batches: int, n_processes: int):
-        self.combiner = combiner
-        self.level = combiner.config.gramian_level
-        self.n_micro_batches = n_micro_batches
-        self.n_processes = n_processes
-        self._total: torch.Tensor | None = None
-
-    def add(
-        self,
-        losses: torch.Tensor,
-        hidden: torch.Tensor,
-        params: Sequence[torch.Tensor],
-        retain_graph: bool,
-    ) -> None:
-        """Fold in one micro-batch's per-objective losses ``[k]``."""
-        from mogradient import gramian_of, jacobian
-
-        inputs = [hidden] if self.level == "features" else list(params)
-        jac = jacobian(list(losses.unbind()), inputs, retain_graph=retain_graph)
-        part = gramian_of(jac) if self.level == "features" else jac
-        self._total = part if self._total is None else self._total + part
-
-    def weights(self) -> tuple[torch.Tensor, dict[str, float]]:
-        """The weights for this minibatch (normalised per the config) and their stats."""
-        from mogradient import gramian_of
-        from mogradient.autograd import all_reduce_mean
-
-        if self._total is None:
-            raise RuntimeError("no micro-batch was added")
-        total = all_reduce_mean(self._total) / self.n_micro_batches
-        if self.level == "features":
-            gramian = total / (self.n_micro_batches * self.n_processes)
-        else:
-            gramian = gramian_of(total)
-        raw = self.combiner.aggregator.weights(gramian)
-        weights, stats = _normalized(raw, self.combiner.config.normalize_weights)
-        stats.update({f"agg/weight/{n}": float(w) for n, w in zip(self.combiner.names, weights)})
-        return weights, stats

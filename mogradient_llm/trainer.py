@@ -17,6 +17,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
+from mogradient import GramianAccumulator
 from mogradient_llm.advantages import (
     RunningMeanStd,
     gae,
@@ -374,16 +375,17 @@ class MOPPOTrainer:
         weights: torch.Tensor | None = None
         stats: dict[str, float] = {}
         if self.combiner.gradient_level:
-            decision = self.combiner.gramian_decision(len(micro), acc.num_processes)
+            gramian = GramianAccumulator(cfg.gramian_level, len(micro))
             params = [p for p in self.policy.parameters() if p.requires_grad]
             for idx in micro:
                 with acc.no_sync(self.model) if len(micro) > 1 else nullcontext():
                     out = self.minibatch_losses(batch, idx, token_count)
                 if self._skip_nonfinite(*out[:2]):
                     return {}
-                decision.add(out[0], out[2], params, retain_graph=len(micro) == 1)
+                inputs = [out[2]] if cfg.gramian_level == "features" else params
+                gramian.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
                 held = out if len(micro) == 1 else None
-            weights, stats = decision.weights()
+            weights, stats = self.combiner.gramian_weights(gramian.gramian())
         totals: dict[str, float] = {}
         skipped = False
         for idx in micro:

@@ -189,3 +189,23 @@ def test_bad_arguments() -> None:
         mogradient.backward([torch.tensor(1.0), torch.tensor(2.0)], aggregator="mgda")
     with pytest.raises(ValueError, match="unknown aggregator"):
         mogradient.backward(losses, aggregator="nash")
+
+
+@pytest.mark.parametrize("level", ["parameters", "features"])
+def test_gramian_accumulator_over_micro_batches_is_the_full_batch_gramian(level) -> None:
+    """Two half-batches whose losses are each half the full batch's mean loss (so their mean
+    is the full loss) give the Gramian of the full batch."""
+    model = TwoHeads()
+    params = list(model.parameters())
+    x = _data()
+    if level == "features":
+        losses, h = model(x)
+        rows = [torch.autograd.grad(loss, h, retain_graph=True)[0].reshape(-1) for loss in losses]
+        expected = gramian_of(torch.stack(rows))
+    else:
+        expected = gramian_of(_jacobian(model))
+    accumulator = mogradient.GramianAccumulator(level, n_micro_batches=2)
+    for half in x.chunk(2):
+        half_losses, half_h = model(half)  # means over 4 rows: the full mean is their mean
+        accumulator.add(half_losses, [half_h] if level == "features" else params)
+    torch.testing.assert_close(accumulator.gramian(), expected, rtol=1e-5, atol=1e-8)
