@@ -8,18 +8,18 @@
 
 from mogradient import solvers
 from mogradient.aggregators import (
-    MGDA,
-    PAMA,
+    AdvantageCombiner,
     Aggregator,
-    CAGrad,
-    Linear,
-    Mean,
-    PCGrad,
+    GramianWeighting,
+    LossWeighting,
+    Preference,
     available_aggregators,
+    dispatch,
     get_aggregator,
     gramian_of,
-    pama_weights,
+    registered,
 )
+from mogradient.aggregators.pama import pama_weights
 from mogradient.autograd import (
     GramianAccumulator,
     backward,
@@ -28,19 +28,27 @@ from mogradient.autograd import (
     parameter_weights,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+
+def __getattr__(name: str) -> type[Aggregator]:
+    """A registered method's class by its class name: ``mogradient.MGDA``, ``mogradient.UPGrad``."""
+    for cls in registered().values():
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module 'mogradient' has no attribute {name!r}")
+
 
 __all__ = [
-    "CAGrad",
-    "MGDA",
-    "PAMA",
-    "PCGrad",
+    "AdvantageCombiner",
     "Aggregator",
     "GramianAccumulator",
-    "Linear",
-    "Mean",
+    "GramianWeighting",
+    "LossWeighting",
+    "Preference",
     "available_aggregators",
     "backward",
+    "dispatch",
     "feature_weights",
     "get_aggregator",
     "gramian_of",

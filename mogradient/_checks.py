@@ -56,6 +56,32 @@ def check_losses(losses: torch.Tensor) -> torch.Tensor:
     return losses
 
 
+def check_loss_values(losses: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Validate the loss values ``[n_objectives]`` a loss weighting decides from; return them
+    as a float64 numpy vector."""
+    if isinstance(losses, torch.Tensor):
+        losses = losses.detach().to("cpu", torch.float64).numpy()
+    if not isinstance(losses, np.ndarray):
+        raise TypeError(
+            f"expected the loss values as a numpy array or torch tensor, got "
+            f"{type(losses).__name__}"
+        )
+    if losses.ndim != 1 or losses.shape[0] == 0:
+        raise ValueError(
+            f"expected one loss value per objective (a non-empty 1-D array), got shape "
+            f"{losses.shape}; stack the per-objective scalar losses"
+        )
+    values = np.asarray(losses, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"the loss value of objective {i} is not finite ({values[i]}); check that "
+            "objective's inputs and learning rate, or skip this batch"
+        )
+    return values
+
+
 def _check_finite_rows(matrix: torch.Tensor, what: str) -> None:
     finite = torch.isfinite(matrix).all(dim=1)
     if not bool(finite.all()):

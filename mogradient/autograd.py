@@ -1,16 +1,17 @@
 """``backward()``: aggregate several losses into one update and write it into ``.grad``.
 
-Three paths, chosen by what the aggregator needs (see :mod:`mogradient.aggregators.base`):
+Three paths, one per kind of method (:func:`mogradient.aggregators.dispatch`):
 
-* ``"losses"`` (linear, mean): one backward of Σ wᵢ Lᵢ.
-* ``"gramian"`` (mgda, pcgrad, cagrad): one backward per objective to form the Jacobian J over
+* loss weightings (linear, mean, stch, famo, ...): weights from the loss values, then one
+  backward of Σ wᵢ Lᵢ.
+* Gramian weightings (mgda, upgrad, cagrad, ...): one backward per objective to form the Jacobian J over
   the parameters and its Gramian, then ``.grad = wᵀJ``, or with ``through_backward=True`` one
   more backward of Σ wᵢ Lᵢ (the weights are decided first; the update then goes through
   autograd like any other, so DDP's hooks, AMP loss scaling and gradient accumulation see it).
   With ``features=h`` (a shared representation, the MGDA-UB bound of Sener & Koltun 2018) the
   gradients are taken w.r.t. ``h`` instead: cheaper (h is small) and followed by one backward
   of Σ wᵢ Lᵢ.
-* ``"coefficients"`` (pama): the Jacobian over the parameters, combined coordinate-wise.
+* advantage combiners (pama): the Jacobian over the parameters, combined coordinate-wise.
 
 Under ``torch.distributed`` (data parallelism, the model wrapped in DDP or accelerate's
 ``prepare``) every rank ends with the same update, that of the mean of the ranks' losses:
@@ -37,7 +38,14 @@ import torch
 import torch.distributed as dist
 
 from mogradient._checks import check_jacobian, check_losses
-from mogradient.aggregators.base import Aggregator, GramianWeighting, LossWeighting, gramian_of
+from mogradient.aggregators.base import (
+    AdvantageCombiner,
+    Aggregator,
+    GramianWeighting,
+    LossWeighting,
+    gramian_of,
+)
+from mogradient.aggregators.dispatch import dispatch
 from mogradient.aggregators.registry import get_aggregator
 
 
@@ -82,32 +90,37 @@ def backward(
     params = _leaves(loss_list) if params is None else list(params)
     _check_params(params)
 
-    w: torch.Tensor | None
-    # ``needs`` says which base class the aggregator implements (see aggregators.base).
-    if agg.needs == "losses":
-        loss_weights = cast(LossWeighting, agg).loss_weights(len(loss_list))
-        w = torch.as_tensor(loss_weights, device=loss_list[0].device)
-        _weighted_backward(loss_list, w, params, retain_graph)
-        return w
-    if features is not None:
-        w = feature_weights(loss_list, features, agg)
+    loss_values = torch.stack([loss.detach() for loss in loss_list])
+
+    def by_losses(agg: LossWeighting) -> torch.Tensor:
+        w = agg.weights(loss_values.to(torch.float64))
         _weighted_backward(loss_list, w, params, retain_graph)
         return w
 
-    _check_unsharded(params)
-    if through_backward:
-        w = parameter_weights(loss_list, params, agg)
-        _weighted_backward(loss_list, w, params, retain_graph)
+    def by_gramian(agg: GramianWeighting) -> torch.Tensor:
+        if features is not None:
+            w = feature_weights(loss_list, features, agg)
+            _weighted_backward(loss_list, w, params, retain_graph)
+            return w
+        _check_unsharded(params)
+        if through_backward:
+            w = parameter_weights(loss_list, params, agg)
+            _weighted_backward(loss_list, w, params, retain_graph)
+            return w
+        jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
+        w = agg.weights(gramian_of(jac))
+        _accumulate(params, _split(w.to(jac.dtype) @ jac, params))
         return w
-    jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
-    if agg.needs == "gramian":
-        w = cast(GramianWeighting, agg).weights(gramian_of(jac))
-        direction = w.to(jac.dtype) @ jac
-    else:
-        w = None
-        direction = agg(jac)
-    _accumulate(params, _split(direction, params))
-    return w
+
+    def by_advantages(agg: AdvantageCombiner) -> None:
+        if features is not None or through_backward:
+            _gramian_aggregator(agg, "features= or through_backward=True")  # raises
+        _check_unsharded(params)
+        jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
+        _accumulate(params, _split(agg(jac), params))
+        return None
+
+    return dispatch(agg, losses=by_losses, gramian=by_gramian, advantages=by_advantages)
 
 
 def _as_list(losses: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
@@ -259,13 +272,16 @@ def parameter_weights(
 
 def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> GramianWeighting:
     """``aggregator`` as an instance, refused unless it weighs losses from a Gramian."""
-    agg = get_aggregator(aggregator)
-    if agg.needs != "gramian":
+
+    def refuse(agg: Aggregator) -> GramianWeighting:
         raise ValueError(
             f"{agg!r} does not weigh losses from a Gramian, so it has no {mode} mode; call "
-            "backward without it, or pick a Gramian method (mgda, pcgrad, cagrad)"
+            "backward without it, or pick a Gramian method (mgda, upgrad, cagrad, ...)"
         )
-    return cast(GramianWeighting, agg)
+
+    return dispatch(
+        get_aggregator(aggregator), gramian=lambda agg: agg, losses=refuse, advantages=refuse
+    )
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

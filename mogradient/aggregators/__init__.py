@@ -1,36 +1,52 @@
-"""One small module per aggregation method; a registry maps names to classes."""
+"""One small module per aggregation method, found by the registry without further edits.
+
+The three kinds are base classes (:mod:`mogradient.aggregators.base`); every registered class is
+also reachable as an attribute, ``mogradient.aggregators.MGDA`` (and ``mogradient.MGDA``).
+"""
 
 from mogradient.aggregators.base import (
+    AdvantageCombiner,
     Aggregator,
-    CoefficientAggregator,
+    Combination,
     GramianWeighting,
     LossWeighting,
-    WeightedAggregator,
+    Property,
     gramian_of,
 )
-from mogradient.aggregators.cagrad import CAGrad
-from mogradient.aggregators.linear import Linear
-from mogradient.aggregators.mean import Mean
-from mogradient.aggregators.mgda import MGDA
-from mogradient.aggregators.pama import PAMA, pama_weights
-from mogradient.aggregators.pcgrad import PCGrad
-from mogradient.aggregators.registry import available_aggregators, get_aggregator, register
+from mogradient.aggregators.dispatch import dispatch
+from mogradient.aggregators.preference import Preference
+from mogradient.aggregators.registry import (
+    available_aggregators,
+    discover,
+    get_aggregator,
+    register,
+    registered,
+)
+
+discover()
+
+
+def __getattr__(name: str) -> type[Aggregator]:
+    """A registered method's class by its class name (``MGDA``, ``UPGrad``, ...)."""
+    for cls in registered().values():
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module 'mogradient.aggregators' has no attribute {name!r}")
+
 
 __all__ = [
-    "CAGrad",
-    "MGDA",
-    "PAMA",
-    "PCGrad",
+    "AdvantageCombiner",
     "Aggregator",
-    "CoefficientAggregator",
+    "Combination",
     "GramianWeighting",
-    "Linear",
     "LossWeighting",
-    "Mean",
-    "WeightedAggregator",
+    "Preference",
+    "Property",
     "available_aggregators",
+    "discover",
+    "dispatch",
     "get_aggregator",
     "gramian_of",
-    "pama_weights",
     "register",
+    "registered",
 ]

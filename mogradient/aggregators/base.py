@@ -1,46 +1,71 @@
-"""Base classes: what an aggregation method needs, and how it turns that into a direction.
+"""The three kinds of aggregation method, as base classes, by the data each decides from.
 
-Three kinds, by what the method needs (DESIGN.md §3):
+* :class:`GramianWeighting` — loss weights from the k×k Gramian ``G = J Jᵀ`` of the objectives'
+  gradients (MGDA, PCGrad, CAGrad, UPGrad, ...). Stateful methods (GradVac's EMA, a warm start)
+  keep their state in the object and clear it in :meth:`Aggregator.reset`.
+* :class:`LossWeighting` — loss weights from the current loss values and, where the method
+  needs it, their history (linear, mean, DWA, FAMO, STCH, ...): a scalarizer, trained with one
+  backward of ``Σ wᵢ Lᵢ``.
+* :class:`AdvantageCombiner` — one combined coefficient per sample from per-sample, per-objective
+  coefficients under a mask (PAMA on RL advantages).
 
-* :class:`GramianWeighting` — needs the Gramian ``G = J Jᵀ`` (n×n); returns loss weights ``w``
-  and the direction ``wᵀJ``. MGDA, PCGrad, CAGrad.
-* :class:`LossWeighting` — needs only the number of objectives; fixed weights, so training costs
-  one backward of ``Σ wᵢ Lᵢ``. Linear scalarisation (MORLHF), mean.
-* :class:`CoefficientAggregator` — needs per-sample scalar coefficients (advantages), not
-  gradients. PAMA.
+Weighting (statistics → weights) is kept apart from combining (weights → direction or
+``Σ wᵢ Lᵢ``): a Gramian method never needs more than the k×k Gramian to decide. Deciding is
+never differentiated: weights and directions come out of ``torch.no_grad()``, as in TorchJD.
+:func:`mogradient.aggregators.dispatch.dispatch` is the one place that switches on the kind.
 
-Weighting (statistics → weights) is kept apart from combining (weights → direction), so a
-Gramian method never needs more than the n×n Gramian to decide, and the combine step can be one
-extra backward of ``Σ wᵢ Lᵢ`` (see :func:`mogradient.backward`).
+Each method declares the properties it claims in :attr:`Aggregator.properties`;
+``mogradient.testing`` checks them (see ``docs/testing.md``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, overload
+from collections.abc import Callable
+from typing import ClassVar, Literal, NamedTuple, overload
 
 import numpy as np
 import torch
 
-from mogradient._checks import check_gramian, check_jacobian
+from mogradient._checks import check_gramian, check_jacobian, check_loss_values
 
-Needs = Literal["gramian", "losses", "coefficients"]
+#: A property an aggregator may claim; each has a check in ``mogradient.testing``.
+Property = Literal[
+    "simplex_weights",  # weights ≥ 0 summing to 1
+    "non_negative_weights",  # weights ≥ 0
+    "non_conflicting",  # J d ≥ 0: no objective gets worse to first order
+    "permutation_invariant",  # permuting the objectives permutes the weights alike
+    "scale_equivariant",  # A(a·J) = a·A(J) for a > 0
+    "min_norm_kkt",  # weights solve min cᵀGc on the simplex (KKT conditions hold)
+    "deterministic",  # the same inputs (and seed) give the same output
+    "reset_restores",  # after reset() the first result is reproduced
+    "non_differentiable",  # the output carries no autograd graph
+]
+
+AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Aggregator(ABC):
-    """Maps a Jacobian ``[n_objectives, d]`` to one update direction ``[d]``.
+    """What every method shares: validated hyper-parameters, a readable ``repr``, state that
+    :meth:`reset` clears, declared properties, and ``agg(jacobian) → direction``.
 
-    Subclasses validate their hyper-parameters in ``__init__`` and list them in
-    :meth:`_hyperparameters` for the ``repr``. State (warm starts, EMAs) lives in the object and
-    is cleared by :meth:`reset`.
+    Subclass one of the three kinds below, not this class.
     """
 
-    #: What the method needs to decide its combination: see the module docstring.
-    needs: ClassVar[Needs]
+    #: The properties this method claims; the contract test checks every claim.
+    properties: ClassVar[frozenset[Property]] = frozenset()
 
     @abstractmethod
-    def __call__(self, jacobian: torch.Tensor) -> torch.Tensor:
-        """Return the aggregated direction ``[d]`` for a Jacobian ``[n_objectives, d]``."""
+    def __call__(
+        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The aggregated direction ``[d]`` for a Jacobian ``[n_objectives, d]`` (and, for loss
+        weightings that decide from them, the loss values ``[n_objectives]``)."""
+
+    def claims(self) -> frozenset[Property]:
+        """The properties this instance claims (by default the class's :attr:`properties`;
+        override where a claim depends on a hyper-parameter, e.g. CAGrad's ``c ≥ 1``)."""
+        return self.properties
 
     def reset(self) -> None:
         """Forget any state carried between steps (stateless methods: nothing to do)."""
@@ -54,73 +79,129 @@ class Aggregator(ABC):
         return f"{type(self).__name__}({args})"
 
 
-class WeightedAggregator(Aggregator):
-    """A method whose direction is a weighted sum of the objectives' gradients, ``wᵀJ``."""
-
-    @overload
-    def weights(self, gramian: np.ndarray) -> np.ndarray: ...
-    @overload
-    def weights(self, gramian: torch.Tensor) -> torch.Tensor: ...
-    @abstractmethod
-    def weights(self, gramian: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        """Weights ``[n]`` for a Gramian ``[n, n]`` (numpy in → numpy out, torch in → torch out)."""
-
-    def __call__(self, jacobian: torch.Tensor) -> torch.Tensor:
-        jacobian = check_jacobian(jacobian)
-        w = self.weights(gramian_of(jacobian))
-        return w.to(jacobian.dtype) @ jacobian
-
-
-class GramianWeighting(WeightedAggregator):
-    """A weighting decided from the Gramian alone (the solve runs in float64 numba code)."""
-
-    needs: ClassVar[Needs] = "gramian"
+class GramianWeighting(Aggregator):
+    """Loss weights decided from the Gramian alone; the solve runs on float64 numpy."""
 
     @abstractmethod
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        """Weights for a validated float64 Gramian."""
+        """Weights ``[n]`` for a validated, C-contiguous float64 Gramian ``[n, n]``."""
 
     @overload
     def weights(self, gramian: np.ndarray) -> np.ndarray: ...
     @overload
     def weights(self, gramian: torch.Tensor) -> torch.Tensor: ...
     def weights(self, gramian: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Float64 weights ``[n]`` for a Gramian ``[n, n]`` (numpy in → numpy out, torch in →
+        torch out on the Gramian's device)."""
         w = self._solve(check_gramian(gramian))
         if isinstance(gramian, torch.Tensor):
             return torch.as_tensor(w, dtype=torch.float64, device=gramian.device)
         return w
 
+    def __call__(
+        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        jacobian = check_jacobian(jacobian)
+        with torch.no_grad():
+            w = self.weights(gramian_of(jacobian))
+            return w.to(jacobian.dtype) @ jacobian
 
-class LossWeighting(WeightedAggregator):
-    """A weighting that needs only the number of objectives (one backward of ``Σ wᵢ Lᵢ``)."""
 
-    needs: ClassVar[Needs] = "losses"
+class LossWeighting(Aggregator):
+    """Loss weights decided from the current loss values (and, if the method keeps it, their
+    history): a scalarizer. Training costs one backward of ``Σ wᵢ Lᵢ``.
+
+    Subclasses implement :meth:`_weigh`; methods that use only the number of objectives set
+    ``uses_loss_values = False`` and can then be called on a Jacobian alone.
+    """
+
+    #: Whether :meth:`_weigh` reads the loss values (False: only their number).
+    uses_loss_values: ClassVar[bool] = True
 
     @abstractmethod
-    def loss_weights(self, n_objectives: int) -> np.ndarray:
-        """Float64 weights ``[n_objectives]``; raises if they do not fit ``n_objectives``."""
+    def _weigh(self, losses: np.ndarray) -> np.ndarray:
+        """Float64 weights ``[n]`` for validated finite float64 loss values ``[n]``; may update
+        the method's state (history, learned scales, random stream)."""
 
     @overload
-    def weights(self, gramian: np.ndarray) -> np.ndarray: ...
+    def weights(self, losses: np.ndarray) -> np.ndarray: ...
     @overload
-    def weights(self, gramian: torch.Tensor) -> torch.Tensor: ...
-    def weights(self, gramian: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        n = int(gramian.shape[0])
-        w = self.loss_weights(n)
-        if isinstance(gramian, torch.Tensor):
-            return torch.as_tensor(w, dtype=torch.float64, device=gramian.device)
+    def weights(self, losses: torch.Tensor) -> torch.Tensor: ...
+    def weights(self, losses: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Float64 weights ``[n]`` for loss values ``[n]`` (numpy in → numpy out, torch in →
+        torch out). Stateful methods advance their state on every call."""
+        w = self._weigh(check_loss_values(losses))
+        if isinstance(losses, torch.Tensor):
+            return torch.as_tensor(w, dtype=torch.float64, device=losses.device)
         return w
 
-    def __call__(self, jacobian: torch.Tensor) -> torch.Tensor:
+    def scalarize(self, losses: torch.Tensor) -> torch.Tensor:
+        """``Σ wᵢ Lᵢ`` with ``w`` decided from the detached losses: its gradient is the
+        method's update (its value is the weighted sum, whatever the method's own objective)."""
+        w = self.weights(losses.detach())
+        return w.to(losses.dtype) @ losses
+
+    def __call__(
+        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
+    ) -> torch.Tensor:
         jacobian = check_jacobian(jacobian)
-        w = torch.as_tensor(self.loss_weights(jacobian.shape[0]), device=jacobian.device)
-        return w.to(jacobian.dtype) @ jacobian
+        if losses is None:
+            if self.uses_loss_values:
+                raise ValueError(
+                    f"{self!r} decides from the loss values; call it as "
+                    "agg(jacobian, losses=...) with one loss value per row of the Jacobian"
+                )
+            losses = torch.zeros(jacobian.shape[0], dtype=torch.float64)
+        if losses.shape != (jacobian.shape[0],):
+            raise ValueError(
+                f"got {tuple(losses.shape)} loss values for a Jacobian with "
+                f"{jacobian.shape[0]} rows; pass one loss value per objective"
+            )
+        with torch.no_grad():
+            w = self.weights(losses.detach().to(jacobian.device))
+            return w.to(jacobian.dtype) @ jacobian
 
 
-class CoefficientAggregator(Aggregator):
-    """A method decided from per-sample scalar coefficients (advantages) instead of gradients."""
+class Combination(NamedTuple):
+    """What an :class:`AdvantageCombiner` returns.
 
-    needs: ClassVar[Needs] = "coefficients"
+    ``combined``: one coefficient per sample ``[*batch]`` (zero where the mask is 0);
+    ``weights``: the simplex weights used, ``[n, *batch]`` per sample or ``[n]`` for the batch;
+    ``s_star``: the combined value per sample, or one number for the batch.
+    """
+
+    combined: torch.Tensor
+    weights: torch.Tensor
+    s_star: torch.Tensor
+
+
+class AdvantageCombiner(Aggregator):
+    """One coefficient per sample from per-objective coefficients (RL advantages) under a mask.
+
+    Costs no Gramian and no extra backward: the update is the ordinary policy-gradient loss with
+    the combined advantage. On a Jacobian ``[n, d]`` each coordinate is treated as a sample whose
+    shared direction is that coordinate's unit vector.
+    """
+
+    @abstractmethod
+    def combine(
+        self,
+        advantages: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        all_reduce_sum: AllReduceSum | None = None,
+    ) -> Combination:
+        """Combine ``advantages [n, *batch]`` under ``mask [*batch]`` (1 = a real sample).
+
+        ``all_reduce_sum`` sums a tensor over the processes; methods that decide from batch
+        statistics use it so that every rank decides the same.
+        """
+
+    def __call__(
+        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        jacobian = check_jacobian(jacobian)
+        with torch.no_grad():
+            return self.combine(jacobian).combined
 
 
 def gramian_of(jacobian: torch.Tensor, chunk_size: int = 1 << 20) -> torch.Tensor:

@@ -26,6 +26,17 @@ class CAGrad(GramianWeighting):
             trades average progress for the worst objective's progress.
     """
 
+    properties = frozenset(
+        {
+            "non_negative_weights",
+            "permutation_invariant",
+            "scale_equivariant",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )
+
     def __init__(self, c: float = 0.4) -> None:
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
             raise ValueError(f"c must be a finite number >= 0, got {c!r}")

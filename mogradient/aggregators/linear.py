@@ -1,4 +1,4 @@
-"""Linear scalarisation with fixed weights (MORLHF's baseline)."""
+"""Linear scalarisation with a fixed preference (MORLHF's baseline)."""
 
 from __future__ import annotations
 
@@ -7,43 +7,40 @@ from collections.abc import Sequence
 import numpy as np
 
 from mogradient.aggregators.base import LossWeighting
+from mogradient.aggregators.preference import Preference
 from mogradient.aggregators.registry import register
 
 
 @register("linear", "morlhf")
 class Linear(LossWeighting):
-    """Σ wᵢ Lᵢ with fixed non-negative weights (the MORLHF baseline of the PAMA paper).
+    """Σ pᵢ Lᵢ with a fixed preference p on the simplex (the MORLHF baseline of the PAMA paper).
 
-    Needs no Gramian: training costs one backward of the weighted loss. Each weight vector
-    reaches one point of a convex Pareto front; non-convex parts are unreachable.
+    Needs no Gramian and no loss values: training costs one backward of the weighted loss. Each
+    preference reaches one point of a convex Pareto front; non-convex parts are unreachable.
+    Reference: the weighted-sum method (Zadeh 1963); MORLHF in Wu et al. 2023.
 
     Args:
-        weights: one non-negative weight per objective, not all zero; ``None`` means equal
-            weights 1/n (then it equals ``mean``). Weights are used as given, not normalised.
+        preference: one non-negative entry per objective, not all zero, normalised to sum to 1
+            (:class:`~mogradient.aggregators.Preference`); ``None``: uniform (then it equals
+            ``mean``).
     """
 
-    def __init__(self, weights: Sequence[float] | None = None) -> None:
-        if weights is None:
-            self._weights = None
-            return
-        w = np.asarray(weights, dtype=np.float64)
-        if w.ndim != 1 or w.shape[0] == 0:
-            raise ValueError(f"weights must be a non-empty 1-D sequence, got shape {w.shape}")
-        if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
-            raise ValueError(
-                f"weights must be finite, non-negative and not all zero, got {w.tolist()}"
-            )
-        self._weights = w
+    uses_loss_values = False
+    properties = frozenset(
+        {
+            "simplex_weights",
+            "scale_equivariant",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )
+
+    def __init__(self, preference: Sequence[float] | None = None) -> None:
+        self.preference = Preference(preference)
 
     def _hyperparameters(self) -> dict[str, object]:
-        return {"weights": None if self._weights is None else self._weights.tolist()}
+        return {"preference": self.preference}
 
-    def loss_weights(self, n_objectives: int) -> np.ndarray:
-        if self._weights is None:
-            return np.full(n_objectives, 1.0 / n_objectives)
-        if self._weights.shape[0] != n_objectives:
-            raise ValueError(
-                f"{self!r} has {self._weights.shape[0]} weights but got {n_objectives} "
-                "objectives; pass one weight per objective"
-            )
-        return self._weights.copy()
+    def _weigh(self, losses: np.ndarray) -> np.ndarray:
+        return self.preference.resolve(losses.shape[0])

@@ -12,5 +12,17 @@ from mogradient.aggregators.registry import register
 class Mean(LossWeighting):
     """(1/n) Σ Lᵢ: the single-objective baseline. One backward; no conflict handling at all."""
 
-    def loss_weights(self, n_objectives: int) -> np.ndarray:
-        return np.full(n_objectives, 1.0 / n_objectives)
+    uses_loss_values = False
+    properties = frozenset(
+        {
+            "simplex_weights",
+            "permutation_invariant",
+            "scale_equivariant",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )
+
+    def _weigh(self, losses: np.ndarray) -> np.ndarray:
+        return np.full(losses.shape[0], 1.0 / losses.shape[0])

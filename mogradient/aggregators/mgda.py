@@ -25,6 +25,19 @@ class MGDA(GramianWeighting):
             iterations on a slowly drifting Gramian). Cleared by :meth:`reset`.
     """
 
+    properties = frozenset(
+        {
+            "simplex_weights",
+            "non_conflicting",
+            "permutation_invariant",
+            "scale_equivariant",
+            "min_norm_kkt",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )
+
     def __init__(self, warm_start: bool = False) -> None:
         if not isinstance(warm_start, bool):
             raise TypeError(f"warm_start must be True or False, got {warm_start!r}")

@@ -13,8 +13,7 @@ from typing import Literal
 
 import torch
 
-from mogradient._checks import check_jacobian
-from mogradient.aggregators.base import CoefficientAggregator
+from mogradient.aggregators.base import AdvantageCombiner, AllReduceSum, Combination, Property
 from mogradient.aggregators.registry import register
 
 Granularity = Literal["token", "batch"]
@@ -73,42 +72,69 @@ def pama_weights(advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register("pama")
-class PAMA(CoefficientAggregator):
+class PAMA(AdvantageCombiner):
     """PAMA's closed-form weights (Theorem 1): O(n) per sample, no Gramian, no extra backward.
 
     In RLHF (``mogradient_llm``) the coefficients are the objectives' clipped advantages:
-    ``granularity="token"`` uses each token's own s* (the default); ``"batch"`` takes one weight
-    vector from the batch-mean advantages and applies it to every token.
+    ``granularity="token"`` uses each sample's own s* (the default); ``"batch"`` takes one weight
+    vector from the masked batch-mean advantages and applies it to every sample (take those
+    means before whitening and Noon, or the choice follows noise).
 
     Called on a Jacobian ``[n, d]`` there are no advantages, so each coordinate is treated as a
     sample whose shared direction is that coordinate's unit vector: ``"token"`` applies Theorem 1
     column by column (step only where every objective agrees in sign, by the smallest amount);
     ``"batch"`` takes weights from each objective's mean over the coordinates and returns
-    ``wᵀJ``. The token rule is a
-    common descent direction (``J d ≥ 0``) that stops where objectives disagree in every
-    coordinate.
+    ``wᵀJ``. The token rule is a common descent direction (``J d ≥ 0``) that stops where
+    objectives disagree in every coordinate.
     """
+
+    properties = frozenset(
+        {"permutation_invariant", "scale_equivariant", "deterministic", "non_differentiable"}
+    )
 
     def __init__(self, granularity: Granularity = "token") -> None:
         if granularity not in ("token", "batch"):
             raise ValueError(f"granularity must be 'token' or 'batch', got {granularity!r}")
         self.granularity: Granularity = granularity
 
+    def claims(self) -> frozenset[Property]:
+        if self.granularity == "token":
+            return self.properties | {"non_conflicting"}
+        return self.properties
+
     def _hyperparameters(self) -> dict[str, object]:
         return {"granularity": self.granularity}
 
-    def combine(self, advantages: torch.Tensor) -> torch.Tensor:
-        """The scalar advantage PAMA follows for ``advantages [n, *batch]`` → ``[*batch]``.
+    def combine(
+        self,
+        advantages: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        all_reduce_sum: AllReduceSum | None = None,
+    ) -> Combination:
+        """``advantages [n, *batch]`` → the advantage PAMA follows per sample, ``[*batch]``.
 
-        Token granularity returns s* per entry; batch granularity returns ``Σ cᵢ Aᵢ`` with one
-        ``c`` computed from the means over all batch dimensions.
+        ``token``: s* of each sample's n advantages (after the Noon clip: their minimum).
+        ``batch``: one ``c`` = PAMA weights of the n masked batch means, and ``Σ cᵢ Aᵢ`` per
+        sample; with ``all_reduce_sum`` the means are over every process's batch.
         """
-        if self.granularity == "token":
-            return pama_weights(advantages)[1]
         a = torch.as_tensor(advantages)
-        means = a.reshape(a.shape[0], -1).mean(dim=1)
-        c, _ = pama_weights(means)
-        return torch.tensordot(c.to(a.dtype), a, dims=1)
-
-    def __call__(self, jacobian: torch.Tensor) -> torch.Tensor:
-        return self.combine(check_jacobian(jacobian))
+        if mask is None:
+            mask = torch.ones(a.shape[1:], dtype=a.dtype, device=a.device)
+        elif mask.shape != a.shape[1:]:
+            raise ValueError(
+                f"the mask has shape {tuple(mask.shape)} but the advantages' batch shape is "
+                f"{tuple(a.shape[1:])}; pass one mask entry per sample"
+            )
+        mask = mask.to(a.dtype if a.is_floating_point() else torch.get_default_dtype())
+        if self.granularity == "token":
+            weights, s_star = pama_weights(a)
+            return Combination(s_star * mask, weights, s_star)
+        dims = tuple(range(1, a.ndim))
+        totals = torch.cat([(a * mask).sum(dims).reshape(-1), mask.sum().reshape(1)])
+        if all_reduce_sum is not None:
+            totals = all_reduce_sum(totals)
+        means = totals[:-1] / totals[-1].clamp(min=1)
+        weights, s_star = pama_weights(means)
+        weights = weights.to(mask.dtype)
+        combined = torch.tensordot(weights, a.to(mask.dtype), dims=1) * mask
+        return Combination(combined, weights, s_star)

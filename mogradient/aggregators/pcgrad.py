@@ -23,6 +23,10 @@ class PCGrad(GramianWeighting):
             weights after :meth:`reset`. ``None`` draws fresh entropy.
     """
 
+    properties = frozenset(
+        {"non_negative_weights", "scale_equivariant", "reset_restores", "non_differentiable"}
+    )
+
     def __init__(self, seed: int | None = 0) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")

@@ -1,13 +1,17 @@
 """String registry: ``get_aggregator("cagrad", c=0.4)``.
 
-Names are case-insensitive and ``_``/``-`` are interchangeable. Unknown names and bad keyword
-arguments raise errors that list what is valid.
+Every public module of :mod:`mogradient.aggregators` is imported by :func:`discover`, so a
+method registered with ``@register`` in a new module is found with no other edit. Names are
+case-insensitive and ``_``/``-`` are interchangeable. Unknown names and bad keyword arguments
+raise errors that list what is valid.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 
 from mogradient.aggregators.base import Aggregator
@@ -33,6 +37,29 @@ def register(name: str, *aliases: str) -> Callable[[type[Aggregator]], type[Aggr
         return cls
 
     return decorate
+
+
+#: Modules of the package that hold machinery, not methods.
+_NOT_METHODS = frozenset({"base", "dispatch", "preference", "registry"})
+
+
+def discover() -> None:
+    """Import every method module of :mod:`mogradient.aggregators` (idempotent)."""
+    package = importlib.import_module("mogradient.aggregators")
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.startswith("_") or module.name in _NOT_METHODS:
+            continue
+        importlib.import_module(f"mogradient.aggregators.{module.name}")
+
+
+def registered() -> dict[str, type[Aggregator]]:
+    """Canonical name → class of every registered method (aliases left out)."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def aliases_of(name: str) -> list[str]:
+    """The aliases registered for the canonical ``name``."""
+    return sorted(alias for alias, target in _ALIASES.items() if target == name)
 
 
 def available_aggregators() -> list[str]:
