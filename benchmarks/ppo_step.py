@@ -31,8 +31,8 @@ from mogradient_llm.trainer import MOPPOTrainer
 
 #: (label, aggregator, extra config)
 METHODS = {
-    "pama": ("pama", {"pama_granularity": "token"}),
-    "pama-batch": ("pama", {"pama_granularity": "batch"}),
+    "pama": ("pama", {"aggregator_kwargs": {"granularity": "token"}}),
+    "pama-batch": ("pama", {"aggregator_kwargs": {"granularity": "batch"}}),
     "linear": ("linear", {}),
     "mgda": ("mgda", {"gramian_level": "parameters"}),
     "mgda-ub": ("mgda", {"gramian_level": "features"}),

@@ -86,7 +86,7 @@ def make_aggregators(method: str, n_points: int, n_obj: int, seed: int) -> list[
     """One aggregator per point (each keeps its own state and random stream)."""
     if method == "linear":
         return [
-            mogradient.get_aggregator("linear", weights=w.tolist())
+            mogradient.get_aggregator("linear", preference=w.tolist())
             for w in preference_vectors(n_points, n_obj)
         ]
     if method == "pcgrad":  # a distinct random stream per point and seed

@@ -4,10 +4,11 @@ Three paths, one per kind of method (:func:`mogradient.aggregators.dispatch`):
 
 * loss weightings (linear, mean, stch, famo, ...): weights from the loss values, then one
   backward of Σ wᵢ Lᵢ.
-* Gramian weightings (mgda, upgrad, cagrad, ...): one backward per objective to form the Jacobian J over
-  the parameters and its Gramian, then ``.grad = wᵀJ``, or with ``through_backward=True`` one
-  more backward of Σ wᵢ Lᵢ (the weights are decided first; the update then goes through
-  autograd like any other, so DDP's hooks, AMP loss scaling and gradient accumulation see it).
+* Gramian weightings (mgda, upgrad, cagrad, ...): one backward per objective to form the
+  Jacobian J over the parameters and its Gramian, then ``.grad = wᵀJ``, or with
+  ``through_backward=True`` one more backward of Σ wᵢ Lᵢ (the weights are decided first; the
+  update then goes through autograd like any other, so DDP's hooks, AMP loss scaling and
+  gradient accumulation see it).
   With ``features=h`` (a shared representation, the MGDA-UB bound of Sener & Koltun 2018) the
   gradients are taken w.r.t. ``h`` instead: cheaper (h is small) and followed by one backward
   of Σ wᵢ Lᵢ.
@@ -93,28 +94,31 @@ def backward(
     loss_values = torch.stack([loss.detach() for loss in loss_list])
 
     def by_losses(agg: LossWeighting) -> torch.Tensor:
-        w = agg.weights(loss_values.to(torch.float64))
+        values = _global_values(agg, loss_list, loss_values)
+        w = agg.weights(torch.zeros_like(loss_values) if values is None else values)
         _weighted_backward(loss_list, w, params, retain_graph)
         return w
 
     def by_gramian(agg: GramianWeighting) -> torch.Tensor:
         if features is not None:
-            w = feature_weights(loss_list, features, agg)
+            w = feature_weights(loss_list, features, agg, loss_values)
             _weighted_backward(loss_list, w, params, retain_graph)
             return w
         _check_unsharded(params)
         if through_backward:
-            w = parameter_weights(loss_list, params, agg)
+            w = parameter_weights(loss_list, params, agg, loss_values)
             _weighted_backward(loss_list, w, params, retain_graph)
             return w
         jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
-        w = agg.weights(gramian_of(jac))
+        w = agg.weights(gramian_of(jac), _global_values(agg, loss_list, loss_values))
         _accumulate(params, _split(w.to(jac.dtype) @ jac, params))
         return w
 
     def by_advantages(agg: AdvantageCombiner) -> None:
-        if features is not None or through_backward:
-            _gramian_aggregator(agg, "features= or through_backward=True")  # raises
+        if features is not None:
+            _gramian_aggregator(agg, "representation-level (features=)")  # raises
+        if through_backward:
+            _gramian_aggregator(agg, "through_backward=True")  # raises
         _check_unsharded(params)
         jac = all_reduce_mean(jacobian(loss_list, params, retain_graph=retain_graph))
         _accumulate(params, _split(agg(jac), params))
@@ -240,6 +244,7 @@ def feature_weights(
     losses: Sequence[torch.Tensor],
     features: torch.Tensor | Sequence[torch.Tensor],
     aggregator: str | Aggregator,
+    loss_values: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weights ``[n]`` of a Gramian aggregator from ∂Lᵢ/∂features (MGDA-UB), keeping the graph.
 
@@ -251,11 +256,14 @@ def feature_weights(
     feats = [features] if isinstance(features, torch.Tensor) else list(features)
     gramian = GramianAccumulator("features")
     gramian.add(losses, feats, retain_graph=True)
-    return agg.weights(gramian.gramian())
+    return agg.weights(gramian.gramian(), _global_values(agg, losses, loss_values))
 
 
 def parameter_weights(
-    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor], aggregator: str | Aggregator
+    losses: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    aggregator: str | Aggregator,
+    loss_values: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weights ``[n]`` of a Gramian aggregator from the Jacobian over ``params``, keeping the
     graph for the backward of Σ wᵢ Lᵢ that follows.
@@ -267,7 +275,21 @@ def parameter_weights(
     agg = _gramian_aggregator(aggregator, "through_backward=True")
     gramian = GramianAccumulator("parameters")
     gramian.add(losses, params, retain_graph=True)
-    return agg.weights(gramian.gramian())
+    return agg.weights(gramian.gramian(), _global_values(agg, losses, loss_values))
+
+
+def _global_values(
+    agg: GramianWeighting | LossWeighting,
+    losses: Sequence[torch.Tensor],
+    values: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """The loss values (detached, float64) averaged over the ranks, for methods that read them
+    (``None`` for the others: no collective is spent on them)."""
+    if not agg.uses_loss_values:
+        return None
+    if values is None:
+        values = torch.stack([loss.detach() for loss in losses])
+    return all_reduce_mean(values.to(torch.float64))
 
 
 def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> GramianWeighting:

@@ -7,7 +7,7 @@ expects); ``mask`` ``[batch, T]`` is 1 on response tokens up to and including th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import cast
 
 import torch
 
@@ -128,35 +128,3 @@ def gae(
 def noon_clip(advantages: torch.Tensor) -> torch.Tensor:
     """Noon PPO: ``max(A, 0)`` per objective and token."""
     return advantages.clamp(min=0)
-
-
-def pama_advantages(
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    granularity: Literal["token", "batch"],
-    all_reduce_sum: AllReduceSum | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Combine ``[k, batch, T]`` advantages with PAMA into one advantage ``[batch, T]``.
-
-    ``token``: each token's advantage is ``s*`` of its k advantages (after the Noon clip: their
-    minimum). ``batch``: one weight vector ``c`` = PAMA weights of the k batch-mean (masked)
-    advantages, and each token's advantage is ``Σ cᵢ Aᵢ``; with ``all_reduce_sum`` the means
-    are over every process's batch, so all ranks use the same ``c``.
-    Returns ``(advantage, weights, s_star)``: weights ``[k, batch, T]`` / ``[k]``, s* per
-    token / for the batch.
-    """
-    from mogradient import pama_weights
-
-    if granularity == "token":
-        weights, s_star = pama_weights(advantages)
-        return s_star * mask, weights, s_star
-    if granularity == "batch":
-        mask = mask.to(advantages.dtype)
-        totals = torch.cat([(advantages * mask).sum((1, 2)), mask.sum().reshape(1)])
-        if all_reduce_sum is not None:
-            totals = all_reduce_sum(totals)
-        means = totals[:-1] / totals[-1].clamp(min=1)
-        weights, s_star = pama_weights(means)
-        weights = weights.to(advantages.dtype)
-        return torch.einsum("k,kbt->bt", weights, advantages) * mask, weights, s_star
-    raise ValueError(f"granularity must be 'token' or 'batch', got {granularity!r}")

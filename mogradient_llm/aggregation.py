@@ -1,16 +1,22 @@
-"""Where the objectives are combined, chosen by the aggregator's kind (its ``needs``).
+"""Where the objectives are combined: the level follows the aggregator's kind.
 
-* loss weightings (``linear``/``morlhf``, ``mean``): at the advantage level, before whitening
-  — ``A = Σ wᵢ Aᵢ`` of the per-objective GAE advantages, which is GAE on ``Σ wᵢ rᵢ`` with the
-  value ``Σ wᵢ Vᵢ`` (GAE is linear), then whitening and the Noon clip of that one advantage:
-  PPO on the scalarised reward, the MORLHF baseline.
-* ``"coefficients"`` (PAMA): at the advantage level, after the Noon clip — one advantage per
-  token (:func:`mogradient_llm.advantages.pama_advantages`).
-* ``"gramian"`` (``mgda``, ``pcgrad``, ``cagrad``): at the gradient level — the weights come
-  from the Gramian of the per-objective policy-loss gradients over the policy parameters or
-  over the last hidden states (MGDA-UB), all-reduced over the processes and accumulated over
-  the micro-batches of a minibatch (:class:`mogradient.GramianAccumulator`); the update is then one
-  ``accelerator.backward`` of ``Σ wᵢ Lᵢ`` plus the value loss, like every other method's.
+The core's :func:`mogradient.dispatch` picks one of three levels when the combiner is built;
+nothing else here looks at the kind or the name.
+
+* loss weightings (``linear``/``morlhf``, ``mean``, ``stch``, ``famo``, ...): at the advantage
+  level, before whitening — ``A = Σ wᵢ Aᵢ`` of the per-objective GAE advantages, which is GAE on
+  ``Σ wᵢ rᵢ`` with the value ``Σ wᵢ Vᵢ`` (GAE is linear), then whitening and the Noon clip of
+  that one advantage: PPO on the scalarised reward, the MORLHF baseline. Methods that read the
+  loss values get the objectives' losses (:meth:`ObjectiveCombiner.objective_losses`), once per
+  rollout batch.
+* advantage combiners (PAMA): at the advantage level, after the Noon clip — one advantage per
+  token (:meth:`mogradient.AdvantageCombiner.combine`).
+* Gramian weightings (``mgda``, ``upgrad``, ``cagrad``, ...): at the gradient level — the
+  weights come from the Gramian of the per-objective policy-loss gradients over the policy
+  parameters or over the last hidden states (MGDA-UB), all-reduced over the processes and
+  accumulated over the micro-batches of a minibatch (:class:`mogradient.GramianAccumulator`);
+  the update is then one ``accelerator.backward`` of ``Σ wᵢ Lᵢ`` plus the value loss, like
+  every other method's.
 
 The value loss is never aggregated: it is added (sum over heads) outside the aggregator.
 With ``normalize_weights`` the weights are rescaled to Σw = 1 whatever the method.
@@ -19,29 +25,29 @@ With ``normalize_weights`` the weights are rescaled to Σw = 1 whatever the meth
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
-from mogradient_llm.advantages import pama_advantages
+from mogradient import (
+    AdvantageCombiner,
+    Aggregator,
+    GramianWeighting,
+    LossWeighting,
+    dispatch,
+    get_aggregator,
+)
 from mogradient_llm.config import MOPPOConfig
 
-
-def build_aggregator(config: MOPPOConfig) -> Any:
-    """The registry aggregator named by ``config.aggregator`` (PAMA gets ``pama_granularity``)."""
-    from mogradient import get_aggregator
-
-    kwargs = dict(config.aggregator_kwargs)
-    if config.aggregator.strip().lower() == "pama":
-        if kwargs.setdefault("granularity", config.pama_granularity) != config.pama_granularity:
-            raise ValueError(
-                "set PAMA's granularity with pama_granularity, not aggregator_kwargs "
-                f"(got {kwargs['granularity']!r} and {config.pama_granularity!r})"
-            )
-    return get_aggregator(config.aggregator, **kwargs)
+AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
+Stats = dict[str, float]
 
 
-def _normalized(weights: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, dict[str, float]]:
+def build_aggregator(config: MOPPOConfig) -> Aggregator:
+    """The registry aggregator named by ``config.aggregator`` with ``aggregator_kwargs``."""
+    return get_aggregator(config.aggregator, **config.aggregator_kwargs)
+
+
+def _normalized(weights: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, Stats]:
     """``weights / Σ weights`` when ``normalize`` (and the sum is positive); logs the raw sum."""
     total = float(weights.sum())
     if normalize and total > 0:
@@ -49,73 +55,150 @@ def _normalized(weights: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, d
     return weights, {"agg/weight_sum": total}
 
 
-class ObjectiveCombiner:
-    """Applies one registry aggregator at the level its kind calls for."""
+class _Level:
+    """What one kind of aggregator does at each stage; the default at every stage: nothing."""
 
-    def __init__(self, config: MOPPOConfig, names: Sequence[str]):
-        self.aggregator = build_aggregator(config)
-        self.needs: str = self.aggregator.needs
-        if self.needs not in ("coefficients", "losses", "gramian"):
-            raise ValueError(f"aggregator {self.aggregator!r} needs {self.needs!r}: unsupported")
-        self.config = config
-        self.names = list(names)
-        self.loss_weights: torch.Tensor | None = None
-        self._loss_weight_stats: dict[str, float] = {}
-        if self.needs == "losses":
-            raw = torch.as_tensor(self.aggregator.loss_weights(len(self.names)))
-            weights, self._loss_weight_stats = _normalized(raw, config.normalize_weights)
-            self.loss_weights = weights.to(torch.float32)
+    gradient_level = False
 
-    @property
-    def gradient_level(self) -> bool:
-        """Whether the weights are decided from gradients (a Gramian method)."""
-        return self.needs == "gramian"
+    def __init__(self, combiner: ObjectiveCombiner):
+        self.names = combiner.names
+        self.normalize = combiner.config.normalize_weights
 
-    def scalarize(self, advantages: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss weightings: ``[k, B, T]`` → ``Σ wᵢ Aᵢ`` ``[1, B, T]`` (before whitening and
-        Noon); every other kind: unchanged."""
-        if self.loss_weights is None:
-            return advantages, {}
-        weights = self.loss_weights.to(advantages)
-        stats = {f"agg/weight/{n}": float(w) for n, w in zip(self.names, weights)}
-        stats.update(self._loss_weight_stats)
+    def _weight_stats(self, weights: torch.Tensor) -> Stats:
+        return {f"agg/weight/{n}": float(w) for n, w in zip(self.names, weights)}
+
+    def scalarize(
+        self, advantages: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, Stats]:
+        return advantages, {}
+
+    def combine(
+        self, advantages: torch.Tensor, mask: torch.Tensor, all_reduce_sum: AllReduceSum | None
+    ) -> tuple[torch.Tensor, Stats]:
+        return advantages, {}
+
+    def gramian_weights(
+        self, gramian: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, Stats]:
+        raise TypeError("only Gramian weightings decide weights from a Gramian")
+
+
+class _LossLevel(_Level):
+    """Loss weightings: ``Σ wᵢ Aᵢ`` before whitening and Noon (MORLHF)."""
+
+    def __init__(self, combiner: ObjectiveCombiner, aggregator: LossWeighting):
+        super().__init__(combiner)
+        self.aggregator = aggregator
+
+    def scalarize(
+        self, advantages: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, Stats]:
+        raw = self.aggregator.weights(losses.to(torch.float64))
+        weights, stats = _normalized(raw, self.normalize)
+        weights = weights.to(advantages)
+        stats.update(self._weight_stats(weights))
         return torch.einsum("k,kbt->bt", weights, advantages).unsqueeze(0), stats
 
-    def combine_advantages(
-        self,
-        advantages: torch.Tensor,
-        mask: torch.Tensor,
-        all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """PAMA (after the Noon clip): ``[k, B, T]`` → ``[1, B, T]``; other kinds: unchanged.
 
-        ``all_reduce_sum`` (batch granularity) sums the masked totals over the processes, so
-        every rank takes the same weights from the global batch means.
-        """
-        if self.needs != "coefficients":
-            return advantages, {}
-        granularity = self.config.pama_granularity
-        combined, weights, s_star = pama_advantages(advantages, mask, granularity, all_reduce_sum)
-        stats: dict[str, float] = {"agg/weight_sum": 1.0}  # on the simplex per token / batch
-        if granularity == "token":
-            token_mask = mask.to(weights.dtype)
+class _AdvantageLevel(_Level):
+    """Advantage combiners (PAMA): one advantage per token after the Noon clip."""
+
+    def __init__(self, combiner: ObjectiveCombiner, aggregator: AdvantageCombiner):
+        super().__init__(combiner)
+        self.aggregator = aggregator
+
+    def combine(
+        self, advantages: torch.Tensor, mask: torch.Tensor, all_reduce_sum: AllReduceSum | None
+    ) -> tuple[torch.Tensor, Stats]:
+        combined, weights, s_star = self.aggregator.combine(advantages, mask, all_reduce_sum)
+        stats: Stats = {"agg/weight_sum": 1.0}  # on the simplex per token / batch
+        token_mask = mask.to(weights.dtype)
+        if weights.ndim > 1:
             per_objective = (weights * token_mask).sum((1, 2)) / token_mask.sum().clamp(min=1)
             stats["agg/s_star"] = float((s_star * mask).sum() / mask.sum().clamp(min=1))
         else:
             per_objective = weights
             stats["agg/s_star"] = float(s_star)
-        for name, w in zip(self.names, per_objective.tolist()):
-            stats[f"agg/weight/{name}"] = w
+        stats.update(self._weight_stats(per_objective))
         stats["agg/used_token_frac"] = float(((combined > 0) & mask.bool()).sum() / mask.sum())
         return combined.to(advantages.dtype).unsqueeze(0), stats
 
-    def gramian_weights(self, gramian: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Gramian methods: the weights for a global Gramian (normalised per the config; from
-        :class:`mogradient.GramianAccumulator`) and their stats."""
-        raw = self.aggregator.weights(gramian)
-        weights, stats = _normalized(raw, self.config.normalize_weights)
-        stats.update({f"agg/weight/{n}": float(w) for n, w in zip(self.names, weights)})
+
+class _GradientLevel(_Level):
+    """Gramian weightings: weights from the global Gramian, then one backward of Σ wᵢ Lᵢ."""
+
+    gradient_level = True
+
+    def __init__(self, combiner: ObjectiveCombiner, aggregator: GramianWeighting):
+        super().__init__(combiner)
+        self.aggregator = aggregator
+
+    def gramian_weights(
+        self, gramian: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, Stats]:
+        raw = self.aggregator.weights(gramian, losses.to(torch.float64))
+        weights, stats = _normalized(raw, self.normalize)
+        stats.update(self._weight_stats(weights))
         return weights, stats
+
+
+class ObjectiveCombiner:
+    """Applies one registry aggregator at the level its kind calls for."""
+
+    def __init__(self, config: MOPPOConfig, names: Sequence[str]):
+        self.config = config
+        self.names = list(names)
+        self.aggregator = build_aggregator(config)
+        self._level: _Level = dispatch(
+            self.aggregator,
+            losses=lambda agg: _LossLevel(self, agg),
+            advantages=lambda agg: _AdvantageLevel(self, agg),
+            gramian=lambda agg: _GradientLevel(self, agg),
+        )
+
+    @property
+    def gradient_level(self) -> bool:
+        """Whether the weights are decided from gradients (a Gramian method)."""
+        return self._level.gradient_level
+
+    @staticmethod
+    def objective_losses(
+        scores: torch.Tensor, all_reduce_sum: AllReduceSum | None = None
+    ) -> torch.Tensor:
+        """The loss values that loss-reading methods decide from: ``−`` each objective's mean
+        raw score ``[k, B] → [k]`` over every process's batch (so all ranks decide alike).
+
+        Methods that need positive losses (GLS, DWA, FAMO, UW) then need rewards that stay
+        negative; they say so by name if not.
+        """
+        totals = torch.cat([scores.sum(1), torch.tensor([scores.shape[1]]).to(scores)])
+        if all_reduce_sum is not None:
+            totals = all_reduce_sum(totals)
+        return -(totals[:-1] / totals[-1])
+
+    def scalarize(
+        self, advantages: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, Stats]:
+        """Loss weightings: ``[k, B, T]`` → ``Σ wᵢ Aᵢ`` ``[1, B, T]`` (before whitening and
+        Noon) with ``w`` decided from the objectives' ``losses [k]``; other kinds: unchanged."""
+        return self._level.scalarize(advantages, losses)
+
+    def combine_advantages(
+        self,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        all_reduce_sum: AllReduceSum | None = None,
+    ) -> tuple[torch.Tensor, Stats]:
+        """Advantage combiners (after the Noon clip): ``[k, B, T]`` → ``[1, B, T]``; other
+        kinds: unchanged. ``all_reduce_sum`` lets batch statistics span the processes."""
+        return self._level.combine(advantages, mask, all_reduce_sum)
+
+    def gramian_weights(
+        self, gramian: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, Stats]:
+        """Gramian methods: the weights for a global Gramian (normalised per the config; from
+        :class:`mogradient.GramianAccumulator`) and the objectives' ``losses``, and stats."""
+        return self._level.gramian_weights(gramian, losses)
 
     def policy_loss(self, losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """``Σ wᵢ Lᵢ`` at the gradient level; the single combined loss otherwise."""

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mogradient_llm.config import GRAMIAN_LEVELS, KL_ESTIMATORS, PAMA_GRANULARITIES, MOPPOConfig
+from mogradient_llm.config import GRAMIAN_LEVELS, KL_ESTIMATORS, MOPPOConfig
 
 TINY = "tiny"
 
@@ -58,8 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="length[:chars|words|tokens], vader, classifier:PATH[@LABEL]; repeat per objective",
     )
     train.add_argument("--aggregator", default="pama")
-    train.add_argument("--aggregator-kwargs", type=json.loads, default={}, help="JSON object")
-    train.add_argument("--pama-granularity", choices=PAMA_GRANULARITIES, default="token")
+    train.add_argument(
+        "--aggregator-kwargs",
+        type=json.loads,
+        default={},
+        help="the aggregator's hyper-parameters as a JSON object, e.g. "
+        '\'{"granularity": "batch"}\' for PAMA or \'{"preference": [0.7, 0.3]}\'',
+    )
     train.add_argument("--gramian-level", choices=GRAMIAN_LEVELS, default="parameters")
     train.add_argument("--no-noon", action="store_true", help="do not clip advantages at 0")
     train.add_argument(
@@ -252,7 +257,6 @@ def _train_config(args: argparse.Namespace) -> MOPPOConfig:
             "seed": args.seed,
             "aggregator": args.aggregator,
             "aggregator_kwargs": args.aggregator_kwargs,
-            "pama_granularity": args.pama_granularity,
             "gramian_level": args.gramian_level,
             "noon": not args.no_noon,
             "generation_kwargs": _generation_kwargs(args),

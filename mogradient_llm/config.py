@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PAMA_GRANULARITIES = ("token", "batch")
 GRAMIAN_LEVELS = ("parameters", "features")
 KL_ESTIMATORS = ("k1", "k3")
 
@@ -22,18 +21,17 @@ class MOPPOConfig:
     The PPO names follow TRL. The multi-objective ones:
 
     * ``aggregator`` / ``aggregator_kwargs``: a name of the ``mogradient`` registry
-      (``pama``, ``linear``/``morlhf``, ``mean``, ``mgda``, ``pcgrad``, ``cagrad``) and its
-      hyper-parameters; the trainer picks the level from the aggregator's kind: loss
-      weightings scalarise the advantages (Σ wᵢ Aᵢ, before whitening: MORLHF), PAMA combines
-      them per token after the Noon clip, Gramian methods weigh the policy losses' gradients.
+      (``mogradient.available_aggregators()``) and its hyper-parameters (PAMA's
+      ``{"granularity": "batch"}``, a ``{"preference": [...]}``, ...); the trainer picks the
+      level from the aggregator's kind: loss weightings scalarise the advantages (Σ wᵢ Aᵢ,
+      before whitening: MORLHF), PAMA combines them per token after the Noon clip, Gramian
+      methods weigh the policy losses' gradients.
     * ``normalize_weights``: rescale the loss weights to Σw = 1 before the update (default),
       so the policy step's scale, its balance with the value loss on the shared trunk and how
       often gradient clipping fires do not depend on the aggregator; ``False`` keeps each
       method's own scale (PCGrad's Σw ≈ k, CAGrad's 1 + c‖g₀‖/‖g_w‖, user ``linear`` weights).
       ``agg/weight_sum`` logs the sum before rescaling.
     * ``noon``: clip every objective's advantage at zero before aggregating (Noon PPO).
-    * ``pama_granularity``: ``"token"`` (s* per token) or ``"batch"`` (one weight vector from
-      the batch-mean advantages).
     * ``gramian_level``: ``"parameters"`` (Gramian of the policy-loss gradients over all policy
       parameters) or ``"features"`` (over the last hidden states: MGDA-UB).
     * ``use_score_scaling`` / ``use_score_norm``: divide each objective's score by its running
@@ -78,7 +76,6 @@ class MOPPOConfig:
     aggregator_kwargs: dict[str, Any] = field(default_factory=dict)
     normalize_weights: bool = True
     noon: bool = True
-    pama_granularity: Literal["token", "batch"] = "token"
     gramian_level: Literal["parameters", "features"] = "parameters"
     use_score_scaling: bool = True
     use_score_norm: bool = True
@@ -122,11 +119,6 @@ class MOPPOConfig:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"gamma and lam must lie in [0, 1], got {self.gamma}, {self.lam}")
-        if self.pama_granularity not in PAMA_GRANULARITIES:
-            raise ValueError(
-                f"pama_granularity must be one of {PAMA_GRANULARITIES}, "
-                f"got {self.pama_granularity!r}"
-            )
         if self.gramian_level not in GRAMIAN_LEVELS:
             raise ValueError(
                 f"gramian_level must be one of {GRAMIAN_LEVELS}, got {self.gramian_level!r}"

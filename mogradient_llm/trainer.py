@@ -72,7 +72,7 @@ def _check_sharding(combiner: ObjectiveCombiner, accelerator: Accelerator) -> No
     from accelerate.utils import DistributedType
 
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    if sharded and combiner.needs == "gramian" and combiner.config.gramian_level == "parameters":
+    if sharded and combiner.gradient_level and combiner.config.gramian_level == "parameters":
         raise ValueError(
             f"gramian_level='parameters' needs each objective's full gradient, which "
             f"{accelerator.distributed_type.value} shards; use gramian_level='features' "
@@ -253,6 +253,7 @@ class MOPPOTrainer:
         logprobs, ref_logprobs, values = self._forward_chunks(rollout)
         kl = kl_estimate(logprobs, ref_logprobs, cfg.kl_estimator) * mask
         scores = scores.to(device)
+        objective_losses = self.combiner.objective_losses(scores, self._sum)
         if cfg.use_score_scaling:
             self.score_stats.update(scores, self._sum)
             scores = normalize_scores(
@@ -267,7 +268,7 @@ class MOPPOTrainer:
         stats = {}
         for name, adv in zip(self.names, objective_advantages):
             stats[f"advantages/{name}/positive_frac"] = float(masked_mean((adv > 0).float(), mask))
-        advantages, agg_stats = self.combiner.scalarize(objective_advantages)
+        advantages, agg_stats = self.combiner.scalarize(objective_advantages, objective_losses)
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         if cfg.noon:
@@ -285,6 +286,7 @@ class MOPPOTrainer:
             "old_values": values,
             "returns": returns,
             "objective_advantages": advantages,
+            "objective_losses": objective_losses,
             "advantages": combined,
             "kl": kl,
             "stats": stats,
@@ -385,7 +387,9 @@ class MOPPOTrainer:
                 inputs = [out[2]] if cfg.gramian_level == "features" else params
                 gramian.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
                 held = out if len(micro) == 1 else None
-            weights, stats = self.combiner.gramian_weights(gramian.gramian())
+            weights, stats = self.combiner.gramian_weights(
+                gramian.gramian(), batch["objective_losses"]
+            )
         totals: dict[str, float] = {}
         skipped = False
         for idx in micro:

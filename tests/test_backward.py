@@ -125,7 +125,7 @@ def test_feature_mode_weighs_by_feature_gramian(name: str) -> None:
 def test_loss_mode_is_one_weighted_backward() -> None:
     model, reference = TwoHeads(), TwoHeads()
     losses, _ = model(_data())
-    mogradient.backward(losses, aggregator="linear", weights=[0.2, 0.8])
+    mogradient.backward(losses, aggregator="linear", preference=[0.2, 0.8])
     ref_losses, _ = reference(_data())
     (0.2 * ref_losses[0] + 0.8 * ref_losses[1]).backward()
     torch.testing.assert_close(_grad_vector(model), _grad_vector(reference))

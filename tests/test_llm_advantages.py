@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mogradient import pama_weights
+from mogradient import PAMA, pama_weights
 from mogradient_llm.advantages import (
     RunningMeanStd,
     gae,
@@ -14,7 +14,6 @@ from mogradient_llm.advantages import (
     masked_whiten,
     noon_clip,
     normalize_scores,
-    pama_advantages,
     token_rewards,
 )
 from mogradient_llm.loss import policy_losses, value_loss
@@ -104,7 +103,7 @@ def test_pama_token_mode_is_the_minimum_of_the_clipped_advantages() -> None:
     mask = _mask([5, 2, 4], 5)
     clipped = noon_clip(torch.randn(3, 3, 5))
     assert torch.all(clipped >= 0)
-    combined, weights, s_star = pama_advantages(clipped, mask, "token")
+    combined, weights, s_star = PAMA("token").combine(clipped, mask)
     torch.testing.assert_close(combined, clipped.min(0).values * mask)
     torch.testing.assert_close((weights * clipped).sum(0), s_star)
 
@@ -115,14 +114,14 @@ def test_pama_batch_mode_uses_one_weight_vector_from_the_batch_means() -> None:
     advantages = torch.randn(2, 3, 5)
     advantages[1] += 3.0  # objective 0 has the smaller batch mean
     clipped = noon_clip(advantages)
-    combined, weights, _ = pama_advantages(clipped, mask, "batch")
+    combined, weights, _ = PAMA("batch").combine(clipped, mask)
     means = torch.stack([clipped[i][mask.bool()].mean() for i in range(2)])
     assert means[0] < means[1]
     torch.testing.assert_close(weights, torch.tensor([1.0, 0.0]))  # one-hot on the argmin
     torch.testing.assert_close(combined, clipped[0] * mask)
     # Without the Noon clip, straddling means get weights with Σ cᵢ mean(Aᵢ) = 0.
     raw = torch.stack([advantages[0] - 2.0, advantages[1]])
-    _, c, s_star = pama_advantages(raw, mask, "batch")
+    _, c, s_star = PAMA("batch").combine(raw, mask)
     raw_means = torch.stack([masked_mean(raw[i], mask) for i in range(2)])
     expected_c, _ = pama_weights(raw_means)
     torch.testing.assert_close(c, expected_c)

@@ -30,7 +30,7 @@ from tests.llm_fixtures import make_trainer, tiny_lm_dir, untied_lm_dir
 
 SETTINGS = {
     "pama": {"aggregator": "pama"},
-    "pama-batch": {"aggregator": "pama", "pama_granularity": "batch"},
+    "pama-batch": {"aggregator": "pama", "aggregator_kwargs": {"granularity": "batch"}},
     "mgda-features": {"aggregator": "mgda", "gramian_level": "features"},
     "pcgrad-parameters": {"aggregator": "pcgrad", "gramian_level": "parameters"},
     "mgda-parameters-untied": {

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mogradient_llm.advantages import RunningMeanStd, normalize_scores, pama_advantages
+from mogradient import PAMA
+from mogradient_llm.advantages import RunningMeanStd, normalize_scores
 from mogradient_llm.kl import kl_estimate
 from mogradient_llm.rewards import LengthReward, VaderReward
 from tests.llm_fixtures import make_trainer, untied_lm_dir
@@ -141,10 +142,11 @@ def test_pama_batch_means_are_taken_over_every_process() -> None:
     def all_reduce_sum(totals: torch.Tensor) -> torch.Tensor:
         return totals + torch.cat([other.sum((1, 2)), torch.tensor([2.0])])
 
-    _, weights, _ = pama_advantages(advantages, mask, "batch", all_reduce_sum)
-    _, expected, _ = pama_advantages(torch.cat([advantages, other], 1), torch.ones(2, 2), "batch")
+    pama = PAMA("batch")
+    _, weights, _ = pama.combine(advantages, mask, all_reduce_sum)
+    _, expected, _ = pama.combine(torch.cat([advantages, other], 1), torch.ones(2, 2))
     torch.testing.assert_close(weights, expected)
-    local = pama_advantages(advantages, mask, "batch")[1]
+    local = pama.combine(advantages, mask)[1]
     assert not torch.equal(local, expected)  # the local means would pick another objective
 
 

@@ -73,7 +73,7 @@ def test_without_noon_negative_advantages_are_kept() -> None:
 
 @pytest.mark.parametrize("granularity", ["token", "batch"])
 def test_pama_advantage_in_the_trainer(granularity) -> None:
-    trainer = make_trainer(_rewards(), pama_granularity=granularity)
+    trainer = make_trainer(_rewards(), aggregator_kwargs={"granularity": granularity})
     batch = _batch(trainer)
     clipped, mask = batch["objective_advantages"], batch["mask"]
     if granularity == "token":
@@ -86,7 +86,7 @@ def test_pama_advantage_in_the_trainer(granularity) -> None:
 
 def test_linear_weights_come_from_the_registry() -> None:
     trainer = make_trainer(
-        _rewards(), aggregator="morlhf", aggregator_kwargs={"weights": [0.8, 0.2]}
+        _rewards(), aggregator="morlhf", aggregator_kwargs={"preference": [0.8, 0.2]}
     )
     stats = trainer.step()
     assert stats["agg/weight/length"] == pytest.approx(0.8)
@@ -183,8 +183,6 @@ def test_checkpoint_round_trip(tmp_path) -> None:
 def test_configuration_errors() -> None:
     with pytest.raises(ValueError, match="multiple of mini_batch_size"):
         MOPPOConfig(batch_size=10, mini_batch_size=4)
-    with pytest.raises(ValueError, match="pama_granularity"):
-        MOPPOConfig(pama_granularity="sample")
     with pytest.raises(ValueError, match="gramian_level"):
         MOPPOConfig(gramian_level="logits")
     with pytest.raises(ValueError, match="unknown config key"):

@@ -14,7 +14,7 @@ from tests.llm_fixtures import make_trainer, untied_lm_dir
 
 SETTINGS = {
     "pama": {"aggregator": "pama"},
-    "linear": {"aggregator": "linear", "aggregator_kwargs": {"weights": [0.7, 0.3]}},
+    "linear": {"aggregator": "linear", "aggregator_kwargs": {"preference": [0.7, 0.3]}},
     "mgda-parameters": {"aggregator": "mgda", "gramian_level": "parameters"},
     "mgda-features": {"aggregator": "mgda", "gramian_level": "features"},
 }
@@ -130,18 +130,22 @@ def test_weights_are_normalised_to_sum_one_unless_asked_not_to(aggregator, kwarg
     torch.testing.assert_close(logged, raw.float(), rtol=1e-4, atol=1e-6)
 
 
-def test_user_linear_weights_are_normalised() -> None:
-    trainer = make_trainer(_rewards(), aggregator="linear", aggregator_kwargs={"weights": [3, 1]})
+def test_a_linear_preference_is_a_point_of_the_simplex() -> None:
+    trainer = make_trainer(
+        _rewards(), aggregator="linear", aggregator_kwargs={"preference": [3, 1]}
+    )
     stats = trainer.step()
     assert stats["agg/weight/length"] == pytest.approx(0.75)
     assert stats["agg/weight/vader"] == pytest.approx(0.25)
-    assert stats["agg/weight_sum"] == pytest.approx(4.0)
+    assert stats["agg/weight_sum"] == pytest.approx(1.0)  # the preference is normalised
 
 
 def test_morlhf_scalarises_the_advantages_before_whitening_and_noon() -> None:
     """PPO on Σ wᵢ rᵢ: GAE per objective is linear, so Σ wᵢ Aᵢ first, then whitening, then
     Noon — not Σ wᵢ max(whiten(Aᵢ), 0)."""
-    trainer = make_trainer(_rewards(), aggregator="morlhf", aggregator_kwargs={"weights": [1, 1]})
+    trainer = make_trainer(
+        _rewards(), aggregator="morlhf", aggregator_kwargs={"preference": [1, 1]}
+    )
     batch = _batch(trainer)
     mask = batch["mask"]
     # Rebuild the per-objective GAE from the batch's returns and values: A = R - V.
@@ -159,7 +163,7 @@ def test_opposite_advantages_cancel_under_morlhf() -> None:
 
     combiner = ObjectiveCombiner(tiny_config(aggregator="morlhf"), ["a", "b"])
     advantages = torch.stack([torch.ones(1, 3), -torch.ones(1, 3)])
-    scalarised, stats = combiner.scalarize(advantages)
+    scalarised, stats = combiner.scalarize(advantages, torch.zeros(2))
     torch.testing.assert_close(scalarised, torch.zeros(1, 1, 3))
     assert stats["agg/weight/a"] == stats["agg/weight/b"] == 0.5
     rewards = torch.stack([torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.0, 0.0, -1.0]])])
@@ -167,7 +171,7 @@ def test_opposite_advantages_cancel_under_morlhf() -> None:
     values = torch.zeros(2, 1, 3)
     per_objective, _ = gae(rewards, values, mask, 1.0, 0.95)
     summed, _ = gae(0.5 * rewards.sum(0, keepdim=True), values[:1], mask, 1.0, 0.95)
-    torch.testing.assert_close(combiner.scalarize(per_objective)[0], summed)
+    torch.testing.assert_close(combiner.scalarize(per_objective, torch.zeros(2))[0], summed)
 
 
 @pytest.mark.parametrize("level", ["features", "parameters"])

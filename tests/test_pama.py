@@ -118,7 +118,7 @@ def test_token_rule_on_jacobian_never_conflicts(jac: torch.Tensor) -> None:
 def test_batch_mode_combines_with_weights_from_means() -> None:
     a = torch.tensor([[1.0, -3.0, 2.0], [0.5, 4.0, 1.0]])
     c, _ = pama_weights(a.mean(dim=1))
-    torch.testing.assert_close(PAMA("batch").combine(a), c @ a)
+    torch.testing.assert_close(PAMA("batch").combine(a).combined, c @ a)
 
 
 def test_errors() -> None:

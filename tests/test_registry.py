@@ -44,8 +44,8 @@ def test_instance_passes_through() -> None:
     ("name", "kwargs", "text"),
     [
         ("cagrad", {"c": 0.5}, "CAGrad(c=0.5)"),
-        ("linear", {"weights": [0.3, 0.7]}, "Linear(weights=[0.3, 0.7])"),
-        ("morlhf", {}, "Linear(weights=None)"),
+        ("linear", {"preference": [0.3, 0.7]}, "Linear(preference=[0.3, 0.7])"),
+        ("morlhf", {}, "Linear(preference=None)"),
         ("mean", {}, "Mean()"),
         ("mgda", {"warm_start": True}, "MGDA(warm_start=True)"),
         ("pcgrad", {"seed": 3}, "PCGrad(seed=3)"),
@@ -61,10 +61,10 @@ def test_repr(name: str, kwargs: dict, text: str) -> None:
     [
         ("cagrad", {"c": -0.1}, "c must be"),
         ("cagrad", {"c": float("nan")}, "c must be"),
-        ("linear", {"weights": [0.5, -0.5]}, "non-negative"),
-        ("linear", {"weights": [0.0, 0.0]}, "not all zero"),
-        ("linear", {"weights": []}, "non-empty"),
-        ("linear", {"weights": [[1.0, 2.0]]}, "1-D"),
+        ("linear", {"preference": [0.5, -0.5]}, "non-negative"),
+        ("linear", {"preference": [0.0, 0.0]}, "not be all zero"),
+        ("linear", {"preference": []}, "non-empty"),
+        ("linear", {"preference": [[1.0, 2.0]]}, "1-D"),
         ("pcgrad", {"seed": -1}, "seed"),
     ],
 )

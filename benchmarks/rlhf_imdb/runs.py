@@ -22,7 +22,7 @@ LOOP_REVISION = 2
 
 AGGREGATORS: dict[str, dict[str, Any]] = {
     "pama": {"aggregator": "pama"},
-    "morlhf": {"aggregator": "morlhf", "aggregator_kwargs": {"weights": [0.5, 0.5]}},
+    "morlhf": {"aggregator": "morlhf", "aggregator_kwargs": {"preference": [0.5, 0.5]}},
     "mgda-ub": {"aggregator": "mgda", "gramian_level": "features"},
     "mgda": {"aggregator": "mgda", "gramian_level": "parameters"},
     "pcgrad": {"aggregator": "pcgrad"},

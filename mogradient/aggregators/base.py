@@ -56,9 +56,7 @@ class Aggregator(ABC):
     properties: ClassVar[frozenset[Property]] = frozenset()
 
     @abstractmethod
-    def __call__(
-        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
         """The aggregated direction ``[d]`` for a Jacobian ``[n_objectives, d]`` (and, for loss
         weightings that decide from them, the loss values ``[n_objectives]``)."""
 
@@ -80,30 +78,61 @@ class Aggregator(ABC):
 
 
 class GramianWeighting(Aggregator):
-    """Loss weights decided from the Gramian alone; the solve runs on float64 numpy."""
+    """Loss weights decided from the Gramian (and, for the few methods that also read them, the
+    current loss values: EPO); the solve runs on float64 numpy."""
+
+    #: Whether the method also reads the loss values (then ``weights`` needs ``losses=``).
+    uses_loss_values: ClassVar[bool] = False
 
     @abstractmethod
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         """Weights ``[n]`` for a validated, C-contiguous float64 Gramian ``[n, n]``."""
 
+    def _solve_with_losses(self, gramian: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        """Weights from the Gramian and validated loss values ``[n]`` (methods with
+        ``uses_loss_values`` override this; the others ignore the losses)."""
+        return self._solve(gramian)
+
     @overload
-    def weights(self, gramian: np.ndarray) -> np.ndarray: ...
+    def weights(
+        self, gramian: np.ndarray, losses: np.ndarray | torch.Tensor | None = None
+    ) -> np.ndarray: ...
     @overload
-    def weights(self, gramian: torch.Tensor) -> torch.Tensor: ...
-    def weights(self, gramian: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    def weights(
+        self, gramian: torch.Tensor, losses: np.ndarray | torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+    def weights(
+        self,
+        gramian: np.ndarray | torch.Tensor,
+        losses: np.ndarray | torch.Tensor | None = None,
+    ) -> np.ndarray | torch.Tensor:
         """Float64 weights ``[n]`` for a Gramian ``[n, n]`` (numpy in → numpy out, torch in →
-        torch out on the Gramian's device)."""
-        w = self._solve(check_gramian(gramian))
+        torch out on the Gramian's device); ``losses`` (``[n]``) only where the method reads
+        them."""
+        g = check_gramian(gramian)
+        if self.uses_loss_values:
+            if losses is None:
+                raise ValueError(
+                    f"{self!r} decides from the Gramian and the loss values; pass "
+                    "losses= (one value per objective)"
+                )
+            values = check_loss_values(losses)
+            if values.shape[0] != g.shape[0]:
+                raise ValueError(
+                    f"got {values.shape[0]} loss values for a {g.shape[0]}x{g.shape[0]} "
+                    "Gramian; pass one loss value per objective"
+                )
+            w = self._solve_with_losses(g, values)
+        else:
+            w = self._solve(g)
         if isinstance(gramian, torch.Tensor):
             return torch.as_tensor(w, dtype=torch.float64, device=gramian.device)
         return w
 
-    def __call__(
-        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
         jacobian = check_jacobian(jacobian)
         with torch.no_grad():
-            w = self.weights(gramian_of(jacobian))
+            w = self.weights(gramian_of(jacobian), losses)
             return w.to(jacobian.dtype) @ jacobian
 
 
@@ -141,9 +170,7 @@ class LossWeighting(Aggregator):
         w = self.weights(losses.detach())
         return w.to(losses.dtype) @ losses
 
-    def __call__(
-        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
         jacobian = check_jacobian(jacobian)
         if losses is None:
             if self.uses_loss_values:
@@ -196,9 +223,7 @@ class AdvantageCombiner(Aggregator):
         statistics use it so that every rank decides the same.
         """
 
-    def __call__(
-        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
         jacobian = check_jacobian(jacobian)
         with torch.no_grad():
             return self.combine(jacobian).combined
