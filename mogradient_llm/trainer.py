@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 STATE_FILE = COMPLETE_FILE
 #: ``accelerator.save_state`` output inside a checkpoint: model, optimizer, RNG states per rank.
 RESUME_DIR = "resume"
+#: The aggregator's state (GradVac's EMA, FAMO's logits, a random stream...) inside RESUME_DIR.
+AGGREGATOR_FILE = "aggregator.pt"
 
 
 class NonFiniteError(FloatingPointError):
@@ -567,8 +569,9 @@ class MOPPOTrainer:
 
         ``policy/``: the policy (adapters only with LoRA) and tokenizer, ``save_pretrained``;
         the value heads; ``resume/``: ``accelerator.save_state`` (model, optimizer, RNG states of
-        every rank) and each rank's prompt order; ``trainer_state.json`` (step, KL coefficient,
-        reward normalisers, config) last. The parent's ``LATEST`` then points at it.
+        every rank), each rank's prompt order and the aggregator's state;
+        ``trainer_state.json`` (step, KL coefficient, reward normalisers, config) last. The
+        parent's ``LATEST`` then points at it.
         """
         directory = Path(directory)
         tmp = directory.parent / f"{TMP_PREFIX}{directory.name}"
@@ -579,6 +582,8 @@ class MOPPOTrainer:
         acc.save_state(str(tmp / RESUME_DIR))
         sampler = {"rng": self._prompt_rng.get_state(), "order": list(self._prompt_order)}
         torch.save(sampler, tmp / RESUME_DIR / f"prompt_sampler_{acc.process_index}.pt")
+        if acc.is_main_process:  # every rank decides alike, so one copy of its state serves all
+            torch.save(self.combiner.aggregator.state_dict(), tmp / RESUME_DIR / AGGREGATOR_FILE)
         acc.wait_for_everyone()
         if acc.is_main_process:
             # a transformers model or its peft wrapper: both implement PushToHubMixin's method
@@ -613,6 +618,9 @@ class MOPPOTrainer:
         sampler = torch.load(path / RESUME_DIR / f"prompt_sampler_{rank}.pt")
         self._prompt_rng.set_state(sampler["rng"])
         self._prompt_order = list(sampler["order"])
+        # our own pickle (numpy random streams, histories), written by save() above
+        aggregator_state = torch.load(path / RESUME_DIR / AGGREGATOR_FILE, weights_only=False)
+        self.combiner.aggregator.load_state_dict(aggregator_state)
         self.step_count = int(state["step"])
         self.kl_ctl.value = float(state["kl_coef"])
         self.score_stats.load_state_dict(state["score_stats"])

@@ -124,3 +124,21 @@ def test_latest_pointer_and_scan_skip_incomplete_checkpoints(tmp_path) -> None:
         assert "no complete checkpoint" in str(exc)
     else:
         raise AssertionError("resolve_resume accepted a directory without checkpoints")
+
+
+def test_the_aggregators_state_is_checkpointed(tmp_path: Path) -> None:
+    """A stateful method (PCGrad's seeded visiting orders) continues its stream on resume."""
+    from mogradient_llm.rewards import LengthReward, VaderReward
+    from tests.llm_fixtures import make_trainer
+
+    rewards = [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()]
+    trainer = make_trainer(rewards, aggregator="pcgrad")
+    trainer.step()
+    trainer.save(tmp_path / "checkpoint-1")
+    expected = trainer.combiner.aggregator._rng.bit_generator.state
+    del trainer
+    resumed = make_trainer(rewards, aggregator="pcgrad")
+    fresh = resumed.combiner.aggregator._rng.bit_generator.state
+    assert fresh != expected  # a step has advanced the saved stream
+    resumed.load_checkpoint(tmp_path / "checkpoint-1")
+    assert resumed.combiner.aggregator._rng.bit_generator.state == expected

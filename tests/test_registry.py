@@ -76,3 +76,25 @@ def test_invalid_hyperparameters(name: str, kwargs: dict, match: str) -> None:
 def test_mgda_warm_start_must_be_bool() -> None:
     with pytest.raises(TypeError, match="warm_start"):
         get_aggregator("mgda", warm_start="yes")
+
+
+def test_every_method_has_a_docs_page_and_the_index_is_current() -> None:
+    from pathlib import Path
+
+    from mogradient.aggregators.__main__ import index
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "aggregators"
+    missing = [n for n in mogradient.registered() if not (docs / f"{n}.md").is_file()]
+    assert not missing, f"write docs/aggregators/<name>.md for {missing}"
+    assert (docs / "index.md").read_text() == index(), (
+        "docs/aggregators/index.md is stale: run "
+        "python -m mogradient.aggregators > docs/aggregators/index.md"
+    )
+
+
+def test_registered_classes_are_attributes_of_the_package() -> None:
+    for cls in mogradient.registered().values():
+        assert getattr(mogradient, cls.__name__) is cls
+        assert getattr(mogradient.aggregators, cls.__name__) is cls
+    with pytest.raises(AttributeError, match="NotAMethod"):
+        _ = mogradient.NotAMethod

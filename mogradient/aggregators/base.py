@@ -20,6 +20,7 @@ Each method declares the properties it claims in :attr:`Aggregator.properties`;
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, Literal, NamedTuple, overload
@@ -68,6 +69,15 @@ class Aggregator(ABC):
     def reset(self) -> None:
         """Forget any state carried between steps (stateless methods: nothing to do)."""
         return None
+
+    def state_dict(self) -> dict[str, object]:
+        """A copy of everything the method carries between calls (hyper-parameters, histories,
+        random streams), for checkpoints; :meth:`load_state_dict` puts it back."""
+        return copy.deepcopy(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore what :meth:`state_dict` returned (on an instance of the same class)."""
+        self.__dict__.update(copy.deepcopy(state))
 
     def _hyperparameters(self) -> dict[str, object]:
         return {}

@@ -5,7 +5,7 @@ support S the affine minimiser is ``c_S ∝ M_S⁻¹1`` with ``M_S = G_SS + 11�
 definite exactly when the points of S are affinely independent (Wolfe's entering rule keeps them
 so). The Cholesky factor of ``M_S`` is updated in O(|S|²): one new row when a point enters,
 Givens rotations when one leaves. The finite method is exact up to rounding, unlike
-Frank–Wolfe, which stalls above the optimum on conflicting low-rank gradients (DESIGN.md §4).
+Frank–Wolfe, which stalls above the optimum on conflicting low-rank gradients (docs/solvers.md).
 
 The active-set kernel solves the slightly more general ``min ½wᵀGw + s·bᵀw`` on the simplex
 (``b`` in the range of G), which the CAGrad solver reuses; ``s = 0`` is the min-norm problem.

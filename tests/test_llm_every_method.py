@@ -1,0 +1,47 @@
+"""Every registered method runs inside the PPO trainer at the level its kind calls for.
+
+Rewards stay negative, so the objectives' losses (−mean score) are positive and the methods
+that take logarithms or ratios of losses (GLS, DWA, FAMO, UW) can run; with positive rewards
+they must refuse by name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import mogradient
+from mogradient_llm.rewards import LengthReward, Reward
+from tests.llm_fixtures import make_trainer
+
+NEEDS_POSITIVE_LOSSES = {"dwa", "famo", "gls", "uw"}
+
+
+def _negative_rewards() -> list[Reward]:
+    def short(prompts, completions):  # in [-2, -1]: shorter is better
+        return [-1.0 - min(len(c) / 40.0, 1.0) for c in completions]
+
+    def wordy(prompts, completions):  # in [-3, -1]: more words is better
+        return [-3.0 + min(len(c.split()) / 4.0, 2.0) for c in completions]
+
+    return [Reward(short, name="short"), Reward(wordy, name="wordy")]
+
+
+@pytest.mark.parametrize("name", sorted(mogradient.registered()))
+def test_one_step_with_every_method(name: str) -> None:
+    trainer = make_trainer(_negative_rewards(), aggregator=name)
+    stats = trainer.step()
+    weights = [stats[k] for k in ("agg/weight/short", "agg/weight/wordy")]
+    assert all(math.isfinite(w) for w in weights), (name, stats)
+    assert math.isfinite(stats["loss/policy_avg"])
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_POSITIVE_LOSSES & set(mogradient.registered())))
+def test_methods_needing_positive_losses_refuse_positive_rewards(name: str) -> None:
+    rewards = [
+        Reward(LengthReward(scale=20.0 * i, low=0.5, high=2.0), name=f"len{i}") for i in (1, 2)
+    ]
+    trainer = make_trainer(rewards, aggregator=name)
+    with pytest.raises(ValueError, match="objective"):
+        trainer.step()
