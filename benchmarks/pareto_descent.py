@@ -44,7 +44,12 @@ def descend(
         raise ValueError(f"need one aggregator per point: {len(aggregators)} for {len(x0)}")
     x = problem.project(x0.detach().to(torch.float64))
     for _ in range(steps):
-        _, jacobians = population_jacobian(problem, x)
-        direction = torch.stack([agg(j) for agg, j in zip(aggregators, jacobians, strict=True)])
+        values, jacobians = population_jacobian(problem, x)
+        direction = torch.stack(
+            [
+                agg(j, losses=v)  # loss weightings decide from the objective values
+                for agg, j, v in zip(aggregators, jacobians, values, strict=True)
+            ]
+        )
         x = problem.project(x - lr * direction)
     return x

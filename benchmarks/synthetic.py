@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,18 +84,22 @@ def preference_vectors(n_points: int, n_obj: int) -> np.ndarray:
 
 
 def make_aggregators(method: str, n_points: int, n_obj: int, seed: int) -> list[Aggregator]:
-    """One aggregator per point (each keeps its own state and random stream)."""
-    if method == "linear":
-        return [
-            mogradient.get_aggregator("linear", preference=w.tolist())
-            for w in preference_vectors(n_points, n_obj)
-        ]
-    if method == "pcgrad":  # a distinct random stream per point and seed
-        return [
-            mogradient.get_aggregator("pcgrad", seed=seed * n_points + p) for p in range(n_points)
-        ]
-    kwargs = AGGREGATOR_KWARGS.get(method, {})
-    return [mogradient.get_aggregator(method, **kwargs) for _ in range(n_points)]
+    """One aggregator per point (each keeps its own state and random stream).
+
+    Preference-aware methods (those taking ``preference=``) get one point of the simplex each;
+    seeded methods a distinct random stream per point and seed.
+    """
+    accepted = inspect.signature(type(mogradient.get_aggregator(method))).parameters
+    preferences = preference_vectors(n_points, n_obj)
+    aggregators = []
+    for p in range(n_points):
+        kwargs = dict(AGGREGATOR_KWARGS.get(method, {}))
+        if "preference" in accepted:
+            kwargs["preference"] = preferences[p].tolist()
+        if "seed" in accepted:
+            kwargs["seed"] = seed * n_points + p
+        aggregators.append(mogradient.get_aggregator(method, **kwargs))
+    return aggregators
 
 
 def starting_points(problem: Problem, n_points: int, seed: int) -> torch.Tensor:
@@ -130,7 +135,11 @@ def run(budget: Budget, problems: list[str], methods: list[str], out: Path) -> l
     for name, method, seed in tqdm(jobs, desc="synthetic", unit="run"):
         problem, front = PROBLEMS[name](), fronts[name]
         start = time.perf_counter()
-        F = final_objectives(method, problem, budget, seed)
+        try:
+            F = final_objectives(method, problem, budget, seed)
+        except ValueError as error:  # e.g. a method that takes logs of losses meets a zero
+            tqdm.write(f"skipped {method} on {name} (seed {seed}): {error}")
+            continue
         kept = non_dominated(F)
         rows.append(
             {
