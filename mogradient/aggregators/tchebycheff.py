@@ -1,0 +1,124 @@
+"""Tchebycheff scalarisation: the preference-weighted worst objective."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from mogradient.aggregators.base import LossWeighting, Property
+from mogradient.aggregators.preference import Preference
+from mogradient.aggregators.registry import register
+
+Ideal = float | Sequence[float] | np.ndarray | None
+
+
+def check_ideal(ideal: Ideal) -> float | np.ndarray | None:
+    """Validate an ideal point: ``None`` (0), one number for every objective, or one per
+    objective; returned as a float or a float64 vector."""
+    if ideal is None:
+        return None
+    if isinstance(ideal, bool):
+        raise TypeError(f"ideal must be a number, a sequence of numbers or None, got {ideal!r}")
+    if isinstance(ideal, (int, float, np.floating, np.integer)):
+        if not math.isfinite(float(ideal)):
+            raise ValueError(f"ideal must be finite, got {ideal!r}")
+        return float(ideal)
+    if isinstance(ideal, (str, bytes)) or not hasattr(ideal, "__len__"):
+        raise TypeError(f"ideal must be a number, a sequence of numbers or None, got {ideal!r}")
+    z = np.asarray(ideal, dtype=np.float64)
+    if z.ndim != 1 or z.shape[0] == 0:
+        raise ValueError(f"ideal must be a number or a non-empty 1-D sequence, got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise ValueError(f"ideal must be finite, got {z.tolist()}")
+    return z.copy()
+
+
+def resolve_ideal(ideal: float | np.ndarray | None, n: int) -> np.ndarray:
+    """The ideal point as a float64 vector of length ``n`` (length checked)."""
+    if ideal is None:
+        return np.zeros(n)
+    if isinstance(ideal, float):
+        return np.full(n, ideal)
+    if ideal.shape[0] != n:
+        raise ValueError(
+            f"the ideal point has {ideal.shape[0]} entries but got {n} objectives; pass one "
+            "entry per objective (or one number for all)"
+        )
+    return ideal
+
+
+def ideal_repr(ideal: float | np.ndarray | None) -> object:
+    if ideal is None or isinstance(ideal, float):
+        return ideal
+    return [float(v) for v in ideal]
+
+
+def is_uniform(preference: Preference, ideal: float | np.ndarray | None) -> bool:
+    """Whether neither the preference nor the ideal point tells the objectives apart."""
+    p = preference.values
+    uniform_p = p is None or bool(np.all(p == p[0]))
+    uniform_z = not isinstance(ideal, np.ndarray) or bool(np.all(ideal == ideal[0]))
+    return uniform_p and uniform_z
+
+
+@register("tchebycheff", "chebyshev")
+class Tchebycheff(LossWeighting):
+    """max over i of pᵢ(Lᵢ − zᵢ): the worst objective, weighted by the preference p, measured
+    from an ideal point z.
+
+    Its (sub)gradient is pⱼ∇Lⱼ for the arg-max j, so the weights are **pⱼ on the arg-max and 0
+    elsewhere**; exact ties share, wⱼ = pⱼ/|T| on each of the |T| tied objectives (the mean of the
+    tied subgradients, which is what ``torch.amax`` back-propagates). Unlike a weighted sum, every
+    Pareto-optimal point, including those on non-convex parts of the front, is the minimiser for
+    some preference. Only one objective moves at a time, so training zig-zags when several are
+    close; ``stch`` is the smooth version. The ideal point defaults to 0, a lower bound for
+    the usual non-negative losses; it should lie below the losses (with Lᵢ < zᵢ the preference's
+    meaning is inverted). Cost: one backward of the weighted loss; O(n) per call, no state.
+    See ``docs/aggregators/tchebycheff.md``.
+
+    Reference: Bowman, *On the Relationship of the Tchebycheff Norm and the Efficient Frontier
+    of Multiple-Criteria Objectives*, 1976; Steuer & Choo, Mathematical Programming 1983;
+    Miettinen, *Nonlinear Multiobjective Optimization*, Kluwer 1999.
+
+    Args:
+        preference: one non-negative entry per objective, not all zero, normalised to sum to 1
+            (:class:`~mogradient.aggregators.Preference`); ``None``: uniform.
+        ideal: the ideal (utopia) point z: ``None`` (0), one number for every objective, or
+            one finite number per objective.
+    """
+
+    properties = frozenset(
+        {
+            "non_negative_weights",
+            "permutation_invariant",
+            "scale_equivariant",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )
+
+    def __init__(
+        self,
+        preference: Sequence[float] | None = None,
+        ideal: float | Sequence[float] | None = None,
+    ) -> None:
+        self.preference = Preference(preference)
+        self.ideal = check_ideal(ideal)
+
+    def claims(self) -> frozenset[Property]:
+        if is_uniform(self.preference, self.ideal):
+            return self.properties
+        return self.properties - {"permutation_invariant"}
+
+    def _hyperparameters(self) -> dict[str, object]:
+        return {"preference": self.preference, "ideal": ideal_repr(self.ideal)}
+
+    def _weigh(self, losses: np.ndarray) -> np.ndarray:
+        n = losses.shape[0]
+        p = self.preference.resolve(n)
+        values = p * (losses - resolve_ideal(self.ideal, n))
+        tied = values == values.max()
+        return np.where(tied, p / np.count_nonzero(tied), 0.0)

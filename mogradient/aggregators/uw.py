@@ -1,0 +1,130 @@
+"""UW: uncertainty weighting with learned log-variances (Kendall et al., CVPR 2018)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mogradient.aggregators.base import LossWeighting
+from mogradient.aggregators.registry import register
+
+#: The log-variances are kept in [-S_MAX, S_MAX] so that exp(∓s) stays finite in float64.
+S_MAX = 700.0
+
+
+def _log_lambert_w_exp(a: np.ndarray) -> np.ndarray:
+    """log W(eᵃ) for real ``a`` (W: the principal Lambert W), without forming eᵃ.
+
+    y = log W(eᵃ) is the root of g(y) = eʸ + y − a, convex and increasing in y, so Newton's
+    method converges from any start; after its first step the iterates decrease monotonically.
+    The start min(a, log a) (log a for a > 1) keeps eʸ finite for any finite a.
+    """
+    y = np.where(a > 1.0, np.log(np.maximum(a, 1.0)), a)
+    for _ in range(100):
+        ey = np.exp(y)
+        step = (ey + y - a) / (ey + 1.0)
+        y = y - step
+        if np.all(np.abs(step) <= 1e-15 * (1.0 + np.abs(y))):
+            break
+    return y
+
+
+@register("uw", "uncertainty")
+class UW(LossWeighting):
+    """Uncertainty weighting: Σᵢ ½e^(−sᵢ) Lᵢ + ½sᵢ with a learned log-variance sᵢ = log σᵢ² per
+    objective, i.e. Kendall et al.'s Σ Lᵢ/(2σᵢ²) + log σᵢ.
+
+    Its gradient in the model is Σ ½e^(−sᵢ) ∇Lᵢ, so the weights are **wᵢ = ½e^(−sᵢ)** (not
+    normalised; ½ each at ``init=0``). The log-variances are state inside the object: each call
+    returns the weights for the current s, then takes one gradient step on s of the same
+    objective, whose s-gradient is ½(1 − Lᵢe^(−sᵢ)). The step is the implicit (backward-Euler)
+    one, s' = s − lr·½(1 − Lᵢe^(−s'ᵢ)), solved exactly with the Lambert W function: it agrees
+    with the explicit step to first order in ``lr`` but never overshoots, whatever the loss
+    scale (an explicit step from s = 0 jumps by lr·Lᵢ/2 and diverges once that exceeds ~2). For
+    a constant loss s → log Lᵢ, so the weight tends to 1/(2Lᵢ): each weighted loss tends to ½.
+    Loss values must be ≥ 0 (for a negative loss the objective is unbounded below in s).
+
+    Cost: one backward of the weighted loss; O(n) per call. See ``docs/aggregators/uw.md``.
+
+    Reference: Kendall, Gal, Cipolla, *Multi-Task Learning Using Uncertainty to Weigh Losses for
+    Scene Geometry and Semantics*, CVPR 2018.
+
+    Args:
+        lr: step size of the log-variances' gradient step, finite and > 0.
+        init: the log-variances' starting value sᵢ (the same for every objective), in
+            [-700, 700]; 0 means σ² = 1 and weights ½.
+    """
+
+    properties = frozenset(
+        {
+            "non_negative_weights",
+            "permutation_invariant",
+            "scale_equivariant",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )
+
+    def __init__(self, lr: float = 0.01, init: float = 0.0) -> None:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if lr <= 0:
+            raise ValueError(
+                f"lr must be > 0, got {lr!r}; for fixed weights use get_aggregator('linear', "
+                "preference=...)"
+            )
+        if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
+            raise ValueError(f"init must be a finite number, got {init!r}")
+        if abs(init) > S_MAX:
+            raise ValueError(
+                f"init must lie in [-{S_MAX:g}, {S_MAX:g}] (exp(-init) must stay finite), "
+                f"got {init!r}"
+            )
+        self.lr = float(lr)
+        self.init = float(init)
+        self.log_vars: np.ndarray | None = None
+
+    def _hyperparameters(self) -> dict[str, object]:
+        return {"lr": self.lr, "init": self.init}
+
+    def reset(self) -> None:
+        self.log_vars = None
+
+    def _weigh(self, losses: np.ndarray) -> np.ndarray:
+        n = losses.shape[0]
+        negative = np.flatnonzero(losses < 0)
+        if negative.size:
+            i = int(negative[0])
+            raise ValueError(
+                f"UW needs non-negative loss values, but objective {i} has loss {losses[i]!r} "
+                "(its objective ½e^(-s)L + ½s is then unbounded below); shift that objective by "
+                "a constant (add a known lower bound) so it stays >= 0"
+            )
+        if self.log_vars is None:
+            self.log_vars = np.full(n, self.init)
+        elif self.log_vars.shape[0] != n:
+            raise ValueError(
+                f"UW holds {self.log_vars.shape[0]} log-variances but got {n} loss values; "
+                "call reset() before changing the number of objectives"
+            )
+        s = self.log_vars
+        weights = 0.5 * np.exp(-s)
+        self.log_vars = implicit_step(s, losses, self.lr)
+        return weights
+
+
+def implicit_step(s: np.ndarray, losses: np.ndarray, lr: float) -> np.ndarray:
+    """The s' solving s' = s − lr·½(1 − L·e^(−s')), clipped to [-700, 700].
+
+    With u = s' − s + lr/2 this reads u·eᵘ = (lr/2)·L·e^(lr/2 − s), so u = W((lr/2)·L·e^(lr/2−s))
+    (principal branch), computed in log space as exp(log W(eᵃ)), a = log(lr/2) + log L + lr/2 − s.
+    A zero loss gives u = 0: s' = s − lr/2.
+    """
+    u = np.zeros_like(s)
+    positive = losses > 0
+    if positive.any():
+        a = math.log(0.5 * lr) + np.log(losses[positive]) + 0.5 * lr - s[positive]
+        u[positive] = np.exp(_log_lambert_w_exp(a))
+    return np.clip(s - 0.5 * lr + u, -S_MAX, S_MAX)
