@@ -64,7 +64,7 @@ class DWA(LossWeighting):
             i = int(bad[0])
             raise ValueError(
                 f"DWA needs positive loss values (it divides consecutive losses), but "
-                f"objective {i} has loss {losses[i]!r}; shift that objective by a constant so "
+                f"objective {i} has loss {float(losses[i]):g}; shift that objective by a constant so "
                 "it stays > 0"
             )
         if self._history and self._history[-1].shape[0] != n:

@@ -98,7 +98,7 @@ class FAMO(LossWeighting):
             i = int(bad[0])
             raise ValueError(
                 f"FAMO needs positive loss values (it takes their logarithm), but objective {i} "
-                f"has loss {losses[i]!r}; shift that objective by a constant (subtract a known "
+                f"has loss {float(losses[i]):g}; shift that objective by a constant (subtract a known "
                 "lower bound, add a small margin) so it stays > 0"
             )
         if self.logits is None:

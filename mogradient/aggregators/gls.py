@@ -43,7 +43,7 @@ class GLS(LossWeighting):
             i = int(bad[0])
             raise ValueError(
                 f"GLS needs positive loss values (the geometric mean of a zero or negative "
-                f"loss has no useful gradient), but objective {i} has loss {losses[i]!r}; shift "
+                f"loss has no useful gradient), but objective {i} has loss {float(losses[i]):g}; shift "
                 "that objective by a constant so it stays > 0"
             )
         log_l = np.log(losses)
