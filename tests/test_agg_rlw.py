@@ -121,7 +121,9 @@ def test_claims_on_random_inputs(values: list[float], seed: int) -> None:
     agg.reset()  # reset_restores
     np.testing.assert_array_equal(agg.weights(losses), seq[0])
     other = RLW(seed=seed)  # deterministic
-    np.testing.assert_array_equal(np.array([other.weights(losses * k) for k in (1.0, 0.5, 3.0)]), seq)
+    np.testing.assert_array_equal(
+        np.array([other.weights(losses * k) for k in (1.0, 0.5, 3.0)]), seq
+    )
     # scale_equivariant (from the same state): the weights ignore the Jacobian's scale
     d = RLW(seed=seed)(jac, losses=torch.tensor(losses))
     torch.testing.assert_close(RLW(seed=seed)(2.5 * jac, losses=torch.tensor(losses)), 2.5 * d)

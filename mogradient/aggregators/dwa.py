@@ -64,8 +64,8 @@ class DWA(LossWeighting):
             i = int(bad[0])
             raise ValueError(
                 f"DWA needs positive loss values (it divides consecutive losses), but "
-                f"objective {i} has loss {float(losses[i]):g}; shift that objective by a constant so "
-                "it stays > 0"
+                f"objective {i} has loss {float(losses[i]):g}; shift that objective by a "
+                "constant so it stays > 0"
             )
         if self._history and self._history[-1].shape[0] != n:
             raise ValueError(

@@ -98,8 +98,8 @@ class FAMO(LossWeighting):
             i = int(bad[0])
             raise ValueError(
                 f"FAMO needs positive loss values (it takes their logarithm), but objective {i} "
-                f"has loss {float(losses[i]):g}; shift that objective by a constant (subtract a known "
-                "lower bound, add a small margin) so it stays > 0"
+                f"has loss {float(losses[i]):g}; shift that objective by a constant (subtract a "
+                "known lower bound, add a small margin) so it stays > 0"
             )
         if self.logits is None:
             self.logits = np.zeros(n)

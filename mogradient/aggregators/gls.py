@@ -43,8 +43,8 @@ class GLS(LossWeighting):
             i = int(bad[0])
             raise ValueError(
                 f"GLS needs positive loss values (the geometric mean of a zero or negative "
-                f"loss has no useful gradient), but objective {i} has loss {float(losses[i]):g}; shift "
-                "that objective by a constant so it stays > 0"
+                f"loss has no useful gradient), but objective {i} has loss "
+                f"{float(losses[i]):g}; shift that objective by a constant so it stays > 0"
             )
         log_l = np.log(losses)
         return np.exp(log_l.mean() - log_l) / losses.shape[0]

@@ -61,7 +61,7 @@ class RLW(LossWeighting):
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         z = self._rng.standard_normal(losses.shape[0])
-        e = np.exp(z - z.max())
+        e = np.exp(z - np.max(z))
         return e / e.sum()
 
     def reset(self) -> None:

@@ -81,6 +81,8 @@ class STCH(LossWeighting):
         n = losses.shape[0]
         p = self.preference.resolve(n)
         y = p * (losses - resolve_ideal(self.ideal, n))
-        # (y − max y) ≤ 0 before dividing by μ: no overflow for any μ > 0; the largest term is 1.
-        e = np.exp((y - y.max()) / self.mu)
+        # (y − max y) ≤ 0 before dividing by μ: the largest term is exp(0) = 1 and the others
+        # lie in [0, 1] for any μ > 0 (a quotient that overflows to -inf gives exactly 0).
+        with np.errstate(over="ignore"):
+            e = np.exp((y - y.max()) / self.mu)
         return p * (e / e.sum())

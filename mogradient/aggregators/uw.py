@@ -98,9 +98,9 @@ class UW(LossWeighting):
         if negative.size:
             i = int(negative[0])
             raise ValueError(
-                f"UW needs non-negative loss values, but objective {i} has loss {float(losses[i]):g} "
-                "(its objective ½e^(-s)L + ½s is then unbounded below); shift that objective by "
-                "a constant (add a known lower bound) so it stays >= 0"
+                f"UW needs non-negative loss values, but objective {i} has loss "
+                f"{float(losses[i]):g} (its objective ½e^(-s)L + ½s is then unbounded below); "
+                "shift that objective by a constant (add a known lower bound) so it stays >= 0"
             )
         if self.log_vars is None:
             self.log_vars = np.full(n, self.init)
