@@ -136,7 +136,7 @@ def test_full_batch_training_matches_the_papers_algorithm_via_torchjd() -> None:
     np.testing.assert_allclose(ours.logits, ref._w.detach().numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_sgd_is_the_papers_algorithm_1() -> None:
+def test_sgd_is_the_papers_plain_step() -> None:
     # ξ ← ξ − β(∇_ξ zᵀδ + γξ), the softmax's vector-Jacobian product by autograd.
     beta, gamma = 0.7, 0.05
     ours = FAMO(lr=beta, weight_decay=gamma, optimizer="sgd")

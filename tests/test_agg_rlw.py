@@ -1,4 +1,4 @@
-"""RLW: softmax of standard normal draws at every call (Lin et al., TMLR 2022, Algorithm 2)."""
+"""RLW: softmax of standard normal draws at every call (Lin et al., TMLR 2022)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_invalid_seed(seed: object) -> None:
 
 
 def test_weights_are_the_softmax_of_the_seeded_normal_stream() -> None:
-    # The paper's Algorithm 2: λ = softmax(λ̃), λ̃ ~ N(0, I), a fresh draw per step.
+    # The paper: λ = softmax(λ̃), λ̃ ~ N(0, I), a fresh draw per step.
     draws = np.random.default_rng(42).standard_normal(3 + 3 + 5)
     agg = RLW(seed=42)
     for start, n in ((0, 3), (3, 3), (6, 5)):

@@ -31,21 +31,22 @@ class FAMO(LossWeighting):
     the price of batch-to-batch loss noise entering δ. With the same batch at every step (full
     batch) this is exactly the paper's algorithm. The step on ξ is Adam's (β₁ = 0.9, β₂ =
     0.999, ε = 1e-8, ``weight_decay`` added to the gradient), as in the authors' code; set
-    ``optimizer="sgd"`` for the plain step of the paper's Algorithm 1. Loss values must be
-    positive (FAMO takes their logarithm).
+    ``optimizer="sgd"`` for the plain step the paper writes. Loss values must be positive (FAMO
+    takes their logarithm).
 
     Cost: one backward of the weighted loss; O(n) per call; state: ξ, Adam's two moments and
     the previous call's losses. See ``docs/aggregators/famo.md``.
 
-    Reference: Liu, Liu, Jin, Stone, Liu, *FAMO: Fast Adaptive Multitask Optimization*,
-    NeurIPS 2023 (arXiv:2306.03792).
+    Reference: Liu, Feng, Stone, Liu, *FAMO: Fast Adaptive Multitask Optimization*, NeurIPS 2023
+    (arXiv:2306.03792).
 
     Args:
         lr: step size β of the logits (the paper's ``w_lr``), finite and ≥ 0 (0 freezes ξ = 0:
             then the weights are (1/Lᵢ)/Σ(1/Lⱼ)).
-        weight_decay: γ ≥ 0, the decay of the logits towards 0 (the paper's Algorithm 2 and
-            LibMTL use 1e-3, the authors' code 1e-5).
-        optimizer: ``"adam"`` (the authors' code) or ``"sgd"`` (Algorithm 1).
+        weight_decay: γ ≥ 0, the decay of the logits towards 0 (LibMTL's default 1e-3; the
+            authors' code uses 1e-5 to 1e-2).
+        optimizer: ``"adam"`` (the authors' code) or ``"sgd"`` (the plain step the paper
+            writes).
     """
 
     properties = frozenset(

@@ -18,9 +18,9 @@ class RLW(LossWeighting):
     values, so it can also be called on a Jacobian alone. Cost: one backward of the weighted
     loss, plus n normal draws. See ``docs/aggregators/rlw.md``.
 
-    Reference: Lin, Ye, Xu, Shi, Zhang, Kwok, *Reasonable Effectiveness of Random Weighting: A
-    Litmus Test for Multi-Task Learning*, TMLR 2022 (arXiv:2111.10603), with the standard normal
-    as the distribution of the logits.
+    Reference: Lin, Ye, Zhang, Tsang, *Reasonable Effectiveness of Random Weighting: A Litmus
+    Test for Multi-Task Learning*, TMLR 2022 (arXiv:2111.10603), with the standard normal as the
+    distribution of the logits.
 
     Args:
         seed: seed of the stream of draws (a non-negative int). ``None`` draws a seed from
