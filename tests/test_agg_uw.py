@@ -77,6 +77,29 @@ def test_the_step_is_the_implicit_gradient_step() -> None:
         np.testing.assert_allclose(s_new, s - lr * grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+def test_the_step_matches_a_50_digit_root_for_any_lr_and_scale() -> None:
+    # The root of x − s + (lr/2)(1 − L·e^(−x)) (increasing in x), bracketed by s and log L,
+    # found by bisection in mpmath at 50 digits: no cancellation for lr from 1e-12 to 1e300.
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(5)
+    with mpmath.workdps(50):
+        for _ in range(300):
+            lr = 10.0 ** rng.uniform(-12, 300)
+            s = float(rng.uniform(-50, 50))
+            loss = 10.0 ** rng.uniform(-300, 300)
+            got = float(implicit_step(np.array([s]), np.array([loss]), lr)[0])
+            lo, hi = sorted((mpmath.mpf(s), mpmath.log(loss)))
+            half, big_l = mpmath.mpf(lr) / 2, mpmath.mpf(loss)
+            for _ in range(400):  # bisection: f(lo) ≤ 0 ≤ f(hi)
+                mid = (lo + hi) / 2
+                if mid - s + half * (1 - big_l * mpmath.exp(-mid)) > 0:
+                    hi = mid
+                else:
+                    lo = mid
+            root = float((lo + hi) / 2)
+            assert abs(got - root) <= 1e-12 * (1 + abs(root)), (lr, s, loss)
+
+
 def test_the_step_matches_scipys_lambert_w() -> None:
     rng = np.random.default_rng(2)
     s = rng.uniform(-3, 3, 50)

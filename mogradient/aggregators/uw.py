@@ -119,12 +119,19 @@ def implicit_step(s: np.ndarray, losses: np.ndarray, lr: float) -> np.ndarray:
     """The s' solving s' = s − lr·½(1 − L·e^(−s')), clipped to [-700, 700].
 
     With u = s' − s + lr/2 this reads u·eᵘ = (lr/2)·L·e^(lr/2 − s), so u = W((lr/2)·L·e^(lr/2−s))
-    (principal branch), computed in log space as exp(log W(eᵃ)), a = log(lr/2) + log L + lr/2 − s.
-    A zero loss gives u = 0: s' = s − lr/2.
+    (principal branch), computed in log space as y = log u = log W(eᵃ), a = log(lr/2) + log L +
+    lr/2 − s. Then s' = s − lr/2 + u, or equivalently (taking logs of u·eᵘ = ...)
+    s' = log L − (y − log(lr/2)); the first form is used while lr/2 and u are ≤ 1 (no
+    cancellation), the second beyond (no cancellation of two large terms: as lr → ∞ it tends to
+    the minimiser log L). A zero loss gives u = 0: s' = s − lr/2.
     """
-    u = np.zeros_like(s)
+    half = 0.5 * lr
+    out = s - half  # the zero-loss step
     positive = losses > 0
     if positive.any():
-        a = math.log(0.5 * lr) + np.log(losses[positive]) + 0.5 * lr - s[positive]
-        u[positive] = np.exp(_log_lambert_w_exp(a))
-    return np.clip(s - 0.5 * lr + u, -S_MAX, S_MAX)
+        log_l = np.log(losses[positive])
+        y = _log_lambert_w_exp(math.log(half) + log_l + half - s[positive])
+        u = np.exp(y)
+        small = (u <= 1.0) & (half <= 1.0)
+        out[positive] = np.where(small, s[positive] - half + u, log_l - (y - math.log(half)))
+    return np.clip(out, -S_MAX, S_MAX)
