@@ -54,6 +54,10 @@ def test_first_call_weights_inverse_losses() -> None:
     # ξ = 0: z = (½, ½), c = 1/(½ + ½/3) = 3/2, w = c·z/L = (3/4, 1/4)
     np.testing.assert_allclose(FAMO().weights(np.array([1.0, 3.0])), [0.75, 0.25], rtol=1e-15)
     assert FAMO().weights(np.array([4.0])).tolist() == [1.0]
+    # equal losses, decreasing at equal rates: ξ stays uniform (up to its decay), w = 1/n
+    agg = FAMO(lr=0.5)
+    for v in (1e15, 1e3, 1.0, 1e-10):
+        np.testing.assert_allclose(agg.weights(np.full(3, v)), np.full(3, 1 / 3), rtol=1e-15)
 
 
 def test_pinned_second_call_sgd_and_adam() -> None:

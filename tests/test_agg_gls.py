@@ -33,6 +33,9 @@ def test_pinned_values() -> None:
         GLS().weights(np.array([2.0, 4.0, 8.0])), [2 / 3, 1 / 3, 1 / 6], rtol=1e-15
     )
     assert GLS().weights(np.array([5.0])).tolist() == [1.0]
+    # equal losses: GLS = L, w = 1/n whatever the scale
+    for v in (1e-10, 1.0, 1e15):
+        np.testing.assert_allclose(GLS().weights(np.full(4, v)), np.full(4, 0.25), rtol=1e-15)
 
 
 def test_weights_are_the_gradient_of_the_geometric_mean() -> None:

@@ -167,6 +167,13 @@ def test_pinned_history() -> None:
     np.testing.assert_allclose(got, [0.5 * math.exp(0.2 * t) for t in range(5)], rtol=1e-14)
 
 
+def test_equal_losses_keep_equal_weights() -> None:
+    agg = UW(lr=0.3)
+    for v in (1e-10, 2.0, 1e15, 0.0):
+        w = agg.weights(np.full(3, v))
+        assert w[0] == w[1] == w[2]
+
+
 def test_objectives_are_learned_independently() -> None:
     a, b, both = UW(lr=0.5), UW(lr=0.5), UW(lr=0.5)
     rng = np.random.default_rng(4)

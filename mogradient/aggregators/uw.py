@@ -40,9 +40,10 @@ class UW(LossWeighting):
     returns the weights for the current s, then takes one gradient step on s of the same
     objective, whose s-gradient is ½(1 − Lᵢe^(−sᵢ)). The step is the implicit (backward-Euler)
     one, s' = s − lr·½(1 − Lᵢe^(−s'ᵢ)), solved exactly with the Lambert W function: it agrees
-    with the explicit step to first order in ``lr`` but never overshoots, whatever the loss
-    scale (an explicit step from s = 0 jumps by lr·Lᵢ/2 and diverges once that exceeds ~2). For
-    a constant loss s → log Lᵢ, so the weight tends to 1/(2Lᵢ): each weighted loss tends to ½.
+    with the explicit step to first order in ``lr`` but never overshoots, whatever ``lr`` and
+    the loss scale (the explicit step needs lr < 4 even near its fixed point, and from s = 0 a
+    loss L throws s to about lr·L/2, far past log L, from where it returns by lr/2 per call).
+    For a constant loss s → log Lᵢ, so the weight tends to 1/(2Lᵢ): each weighted loss → ½.
     Loss values must be ≥ 0 (for a negative loss the objective is unbounded below in s).
 
     Cost: one backward of the weighted loss; O(n) per call. See ``docs/aggregators/uw.md``.
