@@ -124,6 +124,20 @@ def test_dtypes_and_scalarize_gradient() -> None:
         torch.testing.assert_close(grad, d, rtol=rtol, atol=0)
 
 
+def test_state_dict_round_trip_mid_sequence() -> None:
+    # a checkpoint taken after a few calls, loaded into a fresh instance, continues identically
+    rng = np.random.default_rng(11)
+    seq = [10.0 ** rng.uniform(-3, 3, 3) for _ in range(8)]
+    agg = DWA(temperature=0.7)
+    for losses in seq[:4]:
+        agg.weights(losses)
+    state = agg.state_dict()
+    tail = [agg.weights(losses) for losses in seq[4:]]
+    restored = DWA()
+    restored.load_state_dict(state)
+    np.testing.assert_array_equal(np.array([restored.weights(x) for x in seq[4:]]), np.array(tail))
+
+
 @settings(max_examples=200, deadline=None)
 @given(loss_vectors, st.integers(0, 2**32 - 1), st.floats(0.01, 100.0))
 def test_claims_on_random_inputs(values: list[float], seed: int, temperature: float) -> None:

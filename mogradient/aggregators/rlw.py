@@ -34,11 +34,10 @@ class RLW(LossWeighting):
             "simplex_weights",
             "non_negative_weights",
             "scale_equivariant",
-            "deterministic",
             "reset_restores",
             "non_differentiable",
         }
-    )
+    )  # plus "deterministic" with an integer seed (the default): see claims()
 
     def __init__(self, seed: int | None = 0) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -53,8 +52,8 @@ class RLW(LossWeighting):
 
     def claims(self) -> frozenset[Property]:
         if self.seed is None:  # two instances draw different streams
-            return self.properties - {"deterministic"}
-        return self.properties
+            return self.properties
+        return self.properties | {"deterministic"}
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"seed": self.seed}

@@ -92,13 +92,12 @@ class Tchebycheff(LossWeighting):
     properties = frozenset(
         {
             "non_negative_weights",
-            "permutation_invariant",
             "scale_equivariant",
             "deterministic",
             "reset_restores",
             "non_differentiable",
         }
-    )
+    )  # plus "permutation_invariant" with a uniform preference and ideal point: see claims()
 
     def __init__(
         self,
@@ -110,8 +109,8 @@ class Tchebycheff(LossWeighting):
 
     def claims(self) -> frozenset[Property]:
         if is_uniform(self.preference, self.ideal):
-            return self.properties
-        return self.properties - {"permutation_invariant"}
+            return self.properties | {"permutation_invariant"}
+        return self.properties
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"preference": self.preference, "ideal": ideal_repr(self.ideal)}
