@@ -15,7 +15,8 @@ _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as in th
 
 @register("famo")
 class FAMO(LossWeighting):
-    """Decreases every loss at about the same rate, from the loss values alone.
+    """Weights softmax(ξ − log L) that make every loss fall at about the same relative rate, the
+    logits ξ learned from how much each log loss fell between calls; loss values only.
 
     FAMO's update is c·Σᵢ (zᵢ/Lᵢ)∇Lᵢ, the gradient of c·Σ zᵢ log Lᵢ, with z = softmax(ξ) and
     c = (Σ zⱼ/Lⱼ)⁻¹ held fixed; so the weights are **wᵢ = c·zᵢ/Lᵢ = softmax(ξ − log L)ᵢ**, on the
