@@ -196,9 +196,11 @@ def markdown_table(summary: list[dict], metric: str, problems: list[str], digits
         "|---|" + "---:|" * len(problems),
     ]
     for method in methods:
-        values = [cells[method, p] for p in problems]
         formatted = [
-            f"{v[metric + '_mean']:.{digits}f} ± {v[metric + '_std']:.{digits}f}" for v in values
+            f"{v[metric + '_mean']:.{digits}f} ± {v[metric + '_std']:.{digits}f}"
+            if (v := cells.get((method, p))) is not None
+            else "refused"  # the method refused this problem's values (logged while running)
+            for p in problems
         ]
         lines.append(f"| {method} | " + " | ".join(formatted) + " |")
     return "\n".join(lines)

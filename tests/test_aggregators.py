@@ -266,3 +266,12 @@ def test_gramian_weights_keep_the_input_kind() -> None:
 def test_linear_weights_must_match_objective_count() -> None:
     with pytest.raises(ValueError, match="3 objectives"):
         get_aggregator("linear", preference=[0.5, 0.5])(torch.ones(3, 2))
+
+
+def test_pcgrad_without_a_seed_still_restores_its_sequence_on_reset() -> None:
+    jac = random_jacobian(4, 6, seed=5)
+    agg = PCGrad(seed=None)
+    first = [agg(jac) for _ in range(3)]
+    agg.reset()
+    for expected in first:
+        torch.testing.assert_close(agg(jac), expected)

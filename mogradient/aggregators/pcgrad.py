@@ -20,7 +20,8 @@ class PCGrad(GramianWeighting):
 
     Args:
         seed: seed of the random visiting orders; the same seed gives the same sequence of
-            weights after :meth:`reset`. ``None`` draws fresh entropy.
+            weights after :meth:`reset`. ``None`` draws a seed from fresh entropy once, at
+            construction (so :meth:`reset` still restores this instance's sequence).
     """
 
     properties = frozenset(
@@ -31,7 +32,8 @@ class PCGrad(GramianWeighting):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._entropy = np.random.SeedSequence(seed).entropy
+        self._rng = np.random.default_rng(self._entropy)
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"seed": self.seed}
@@ -42,4 +44,4 @@ class PCGrad(GramianWeighting):
         return pcgrad_weights(gramian, orders)
 
     def reset(self) -> None:
-        self._rng = np.random.default_rng(self.seed)
+        self._rng = np.random.default_rng(self._entropy)
