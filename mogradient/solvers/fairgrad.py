@@ -27,8 +27,13 @@ Degenerate inputs, documented behaviour (the same for every caller):
   solution (weights grow without bound while ``d`` keeps its norm): every weight is 0 and the
   direction is 0, as MGDA's is there. "To working precision" is measured by the cancellation
   in ``d``: the amplification ``A = Σ wᵢ‖gᵢ‖ / ‖Σ wᵢ gᵢ‖`` of the solution (1 for orthogonal
-  gradients, about 1/√(2(1+cos θ)) for two gradients at angle θ) above ``MAX_AMPLIFICATION``
-  counts as stationary: there the direction is determined by rounding, not by the gradients.
+  gradients, √(2/(1+cos θ)) for two unit gradients at angle θ) above ``MAX_AMPLIFICATION``
+  counts as stationary: there the direction is determined by rounding, not by the gradients
+  (the solution's relative sensitivity to rounding in G grows like 1e-16·A²). So does a Newton
+  run whose iterates stay above 10·MAX_AMPLIFICATION for ``PERSISTENT`` steps (inputs where the
+  float64 Gramian no longer resolves the gradients apart: e.g. nearly opposite gradients next
+  to ones 1e5 times smaller, with α ≫ 1), and one that rounding stops while its iterates are
+  past MAX_AMPLIFICATION.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from numba import njit
 
 #: A diagonal entry at most this fraction of the largest is a zero gradient (‖gᵢ‖ ≤ 2⁻⁵²·max‖gⱼ‖).
 ZERO_TOL = 2.0**-104
+#: A largest diagonal entry below the smallest normal float64 counts as all-zero gradients.
+TINY = 2.2250738585072014e-308
 #: Solutions whose direction cancels more than this (A = Σwᵢ‖gᵢ‖/‖d‖) count as Pareto-stationary.
 MAX_AMPLIFICATION = 1e4
 #: Newton iterates past this amplification are diverging: the input is Pareto-stationary.
@@ -47,6 +54,11 @@ ABORT_AMPLIFICATION = 1e8
 #: Newton decrement λ² below which the step is taken in full and the solve stops.
 DECREMENT_TOL = 1e-22
 MAX_ITER = 500
+#: A returned solution satisfies |wᵢ(Gw)ᵢ / wᵢ^(1−1/α) − 1| ≤ RESIDUAL_TOL for every i.
+RESIDUAL_TOL = 1e-7
+#: Newton iterates whose amplification stays above 10 × MAX_AMPLIFICATION this many steps in a
+#: row count as Pareto-stationary (inputs whose G has lost the information that separates them).
+PERSISTENT = 20
 
 OK = 0
 STATIONARY = 1
@@ -132,13 +144,20 @@ def _newton(g: np.ndarray, alpha: float, w0: np.ndarray) -> tuple[np.ndarray, in
     m = np.empty((n, n))
     trial = np.empty(n)
     previous = math.inf
+    best = math.inf
+    stall = 0
+    beyond = 0
     for it in range(MAX_ITER):
         for i in range(n):
             acc = 0.0
             for j in range(n):
                 acc += g[i, j] * w[j]
             gw[i] = acc
-        if _amplification(g, w, gw) > ABORT_AMPLIFICATION:
+        amplification = _amplification(g, w, gw)
+        if amplification > ABORT_AMPLIFICATION:
+            return w, STATIONARY, it
+        beyond = beyond + 1 if amplification > 10.0 * MAX_AMPLIFICATION else 0
+        if beyond >= PERSISTENT:  # iterates that stay far past the limit: see the docstring
             return w, STATIONARY, it
         for i in range(n):
             q[i] = 1.0 if p == 0.0 else math.exp(p * math.log(w[i]))
@@ -159,6 +178,18 @@ def _newton(g: np.ndarray, alpha: float, w0: np.ndarray) -> tuple[np.ndarray, in
                 if not w[i] > 0.0:
                     return w, NOT_CONVERGED, it
             return w, OK, it + 1
+        if decrement < 0.25 and amplification > 10.0 * MAX_AMPLIFICATION:
+            # Near the solution (λ < ½) and far past the limit: the solution's amplification
+            # exceeds MAX_AMPLIFICATION too, and rounding may keep λ from falling further.
+            return w, STATIONARY, it
+        if decrement < 1e-2:  # the rounding floor: λ² stopped falling near the solution
+            if decrement < 0.5 * best:
+                best = decrement
+                stall = 0
+            else:
+                stall += 1
+                if stall >= 3:
+                    return w, OK, it
         previous = decrement
         t = 1.0
         for i in range(n):  # fraction to the boundary: no weight shrinks by more than 10×
@@ -188,10 +219,14 @@ def _newton(g: np.ndarray, alpha: float, w0: np.ndarray) -> tuple[np.ndarray, in
             # Past the minimiser: move to the secant root of the slope on [0, t] (the slope
             # at 0 is −λ²), kept inside [0.1t, 0.9t].
             t *= min(0.9, max(0.1, decrement / (slope + decrement)))
-        if not accepted:
-            return w, NOT_CONVERGED, it
+        if not accepted:  # rounding hides the decrease: at the floor if λ is small
+            if decrement < 1e-2:
+                return w, OK, it
+            return w, (STATIONARY if amplification > MAX_AMPLIFICATION else NOT_CONVERGED), it
         w[:] = trial
-    return w, NOT_CONVERGED, MAX_ITER
+    gw = g @ w
+    stuck = _amplification(g, w, gw) > MAX_AMPLIFICATION
+    return w, (STATIONARY if stuck else NOT_CONVERGED), MAX_ITER
 
 
 @njit(cache=True)
@@ -210,7 +245,7 @@ def alpha_fair_solve(
     top = 0.0
     for i in range(n):
         top = max(top, gramian[i, i])
-    if not top > 0.0:
+    if not top >= TINY:  # zero, or subnormal: the Gramian has lost its precision
         return out, STATIONARY, 0
     keep = np.empty(n, dtype=np.int64)
     k = 0
@@ -224,7 +259,8 @@ def alpha_fair_solve(
         for a in range(k):
             for b in range(k):
                 i, j = keep[a], keep[b]
-                g[a, b] = gramian[i, j] / math.sqrt(gramian[i, i] * gramian[j, j])
+                cosine = gramian[i, j] / math.sqrt(gramian[i, i]) / math.sqrt(gramian[j, j])
+                g[a, b] = min(1.0, max(-1.0, cosine))
             g[a, a] = 1.0
             v[a] = 1.0
     else:
@@ -257,6 +293,12 @@ def alpha_fair_solve(
     gw = g @ w
     if _amplification(g, w, gw) > MAX_AMPLIFICATION:
         return out, STATIONARY, iterations
+    # Accept only a solution: a flat potential (α < 1, where F stays bounded as w → ∞ along a
+    # stationary combination) can stall Newton's decrement far from any root.
+    for a in range(k):
+        q = 1.0 if p == 0.0 else math.exp(p * math.log(w[a]))
+        if not abs(w[a] * gw[a] / q - 1.0) <= RESIDUAL_TOL:
+            return out, STATIONARY, iterations
     for a in range(k):
         i = keep[a]
         if per_objective_scale:
