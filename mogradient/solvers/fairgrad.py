@@ -23,17 +23,18 @@ Degenerate inputs, documented behaviour (the same for every caller):
 
 * An objective whose gradient is zero (``Gᵢᵢ ≤ ZERO_TOL · max Gⱼⱼ``) cannot satisfy its equation
   (``(Gw)ᵢ = 0``): it is left out and gets weight 0 — its weight would not change the direction.
-* If the remaining gradients are Pareto-stationary to working precision the system has no
-  solution (weights grow without bound while ``d`` keeps its norm): every weight is 0 and the
-  direction is 0, as MGDA's is there. "To working precision" is measured by the cancellation
-  in ``d``: the amplification ``A = Σ wᵢ‖gᵢ‖ / ‖Σ wᵢ gᵢ‖`` of the solution (1 for orthogonal
-  gradients, √(2/(1+cos θ)) for two unit gradients at angle θ) above ``MAX_AMPLIFICATION``
-  counts as stationary: there the direction is determined by rounding, not by the gradients
-  (the solution's relative sensitivity to rounding in G grows like 1e-16·A²). So does a Newton
-  run whose iterates stay above 10·MAX_AMPLIFICATION for ``PERSISTENT`` steps (inputs where the
-  float64 Gramian no longer resolves the gradients apart: e.g. nearly opposite gradients next
-  to ones 1e5 times smaller, with α ≫ 1), and one that rounding stops while its iterates are
-  past MAX_AMPLIFICATION.
+* If the remaining gradients are Pareto-stationary the system has no solution (the weights
+  grow without bound), and near such a configuration its solution is decided by rounding: every
+  weight is then 0 and the direction is 0, as MGDA's is at a Pareto-stationary point. A
+  solution is returned only if it is resolved: each equation's left side ``(Gw)ᵢ = gᵢ·d``
+  must be at least ``1/MAX_CONDITION`` of its terms ``Σⱼ|gᵢ·gⱼ|wⱼ`` (the solution's relative
+  accuracy is about 1e-16 times that ratio; for Nash-MTL it is about the square of the
+  cancellation ``A = Σ wᵢ‖gᵢ‖ / ‖d‖``, so two unit gradients at cos θ = −1 + 2e-8 are the
+  limit), and its relative residual must be below ``RESIDUAL_TOL``. Newton runs that diverge
+  are stopped early from the amplification A of the iterates: above ``ABORT_AMPLIFICATION``,
+  above ``10·MAX_AMPLIFICATION`` for ``PERSISTENT`` steps or near convergence, or when rounding
+  stops the line search there (A² / n bounds the largest ratio from below, so these inputs
+  would fail the resolution test anyway).
 """
 
 from __future__ import annotations
@@ -47,15 +48,18 @@ from numba import njit
 ZERO_TOL = 2.0**-104
 #: A largest diagonal entry below the smallest normal float64 counts as all-zero gradients.
 TINY = 2.2250738585072014e-308
-#: Solutions whose direction cancels more than this (A = Σwᵢ‖gᵢ‖/‖d‖) count as Pareto-stationary.
+#: Newton iterates whose cancellation A = Σwᵢ‖gᵢ‖/‖d‖ passes 10× this are treated as diverging.
 MAX_AMPLIFICATION = 1e4
 #: Newton iterates past this amplification are diverging: the input is Pareto-stationary.
 ABORT_AMPLIFICATION = 1e8
 #: Newton decrement λ² below which the step is taken in full and the solve stops.
 DECREMENT_TOL = 1e-22
 MAX_ITER = 500
-#: A returned solution satisfies |wᵢ(Gw)ᵢ / wᵢ^(1−1/α) − 1| ≤ RESIDUAL_TOL for every i.
-RESIDUAL_TOL = 1e-7
+#: A returned solution has every (Gw)ᵢ = gᵢ·d at least 1/MAX_CONDITION of its terms Σⱼ|Gᵢⱼ|wⱼ
+#: (its relative accuracy is then about 1e-16·MAX_CONDITION) ...
+MAX_CONDITION = 1e8
+#: ... and satisfies |qᵢ − wᵢ(Gw)ᵢ| ≤ RESIDUAL_TOL·qᵢ, qᵢ = wᵢ^(1−1/α).
+RESIDUAL_TOL = 1e-6
 #: Newton iterates whose amplification stays above 10 × MAX_AMPLIFICATION this many steps in a
 #: row count as Pareto-stationary (inputs whose G has lost the information that separates them).
 PERSISTENT = 20
@@ -290,14 +294,18 @@ def alpha_fair_solve(
     w, status, iterations = _newton(g, alpha, c * v)
     if status != OK:
         return out, status, iterations
+    # Accept only a resolved solution: every equation's two sides must stand clear of the
+    # rounding in (Gw)ᵢ, whose terms are Σⱼ|Gᵢⱼ|wⱼ. A flat potential (α < 1: F stays bounded
+    # as w → ∞ along a stationary combination) can also stall Newton far from any root.
     gw = g @ w
-    if _amplification(g, w, gw) > MAX_AMPLIFICATION:
-        return out, STATIONARY, iterations
-    # Accept only a solution: a flat potential (α < 1, where F stays bounded as w → ∞ along a
-    # stationary combination) can stall Newton's decrement far from any root.
     for a in range(k):
         q = 1.0 if p == 0.0 else math.exp(p * math.log(w[a]))
-        if not abs(w[a] * gw[a] / q - 1.0) <= RESIDUAL_TOL:
+        size = 0.0
+        for b in range(k):
+            size += abs(g[a, b]) * w[b]
+        if not (gw[a] > 0.0 and size <= MAX_CONDITION * gw[a]):
+            return out, STATIONARY, iterations
+        if not abs(q - w[a] * gw[a]) <= RESIDUAL_TOL * q:
             return out, STATIONARY, iterations
     for a in range(k):
         i = keep[a]
