@@ -15,8 +15,9 @@ divergence of ``l̂`` from uniform) and the adjustment ``aᵢ = rᵢ(log(n l̂�
   subject to ``Gα ≥ 0`` (no loss rises) and, unless relaxed, ``αᵀc ≥ min(max c, 0)`` (do not
   leave the ray).
 
-If the LP is infeasible (it can be, in the balance mode), the reference code falls back to
-``α = r/Σr``; so do we, and say so in the returned mode. The LPs are tiny (n variables, at most
+Either LP can be infeasible (the descent one when ``Gα ≥ 0`` and the ray constraint cannot both
+hold); the reference code then falls back to ``α = r/Σr``, and so do we, saying so in the
+returned mode. The LPs are tiny (n variables, at most
 n + 2 constraints) and solved by a two-phase dense simplex method on the scaled data with
 Dantzig's rule, Bland's rule after a run of degenerate pivots (no cycling) and a stable ratio
 test; the vertex it returns is optimal to rounding (the tests check it against HiGHS and the
