@@ -80,9 +80,7 @@ class CvxpyNash:
         g_prev = self.gram @ self.previous
         tangent = 1 / self.previous + (1 / g_prev) @ self.gram
         g_alpha = self.gram @ self.alpha
-        constraints = [
-            -cp.log(self.alpha[i] * self.nu) - cp.log(g_alpha[i]) <= 0 for i in range(m)
-        ]
+        constraints = [-cp.log(self.alpha[i] * self.nu) - cp.log(g_alpha[i]) <= 0 for i in range(m)]
         objective = cp.sum(g_alpha) + tangent @ (self.alpha - self.previous) / self.nu
         self.problem = cp.Problem(cp.Minimize(objective), constraints)
 
@@ -189,12 +187,12 @@ def bargaining_rows(quick: bool) -> list[dict]:
             scale = float(np.max(w))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ref, ref_us = timed(lambda g=g: original(g), 1)
+                ref, ref_us = timed(lambda g=g, f=original: f(g), 1)
                 assert isinstance(ref, np.ndarray)
                 vs_cvxpy.append((ref_us, np.max(np.abs(ref - w)) / scale, 0.0, residual(g, ref)))
                 if torchjd is not None:
                     jac = torch.tensor(np.linalg.cholesky(g))  # a J with J Jᵀ = G
-                    tj, tj_us = timed(lambda jac=jac: torchjd(jac).numpy(), 1)
+                    tj, tj_us = timed(lambda jac=jac, f=torchjd: f(jac).numpy(), 1)
                     assert isinstance(tj, np.ndarray)
                     tj = tj.astype(np.float64)
                     vs_torchjd.append((tj_us, np.max(np.abs(tj - w)) / scale, 0.0, residual(g, tj)))
@@ -210,7 +208,7 @@ def bargaining_rows(quick: bool) -> list[dict]:
                 assert isinstance(w, np.ndarray)
                 ours.append((us, 0.0, residual(g, w, alpha), 0.0))
                 gt = torch.tensor(g)
-                tj, tj_us = timed(lambda gt=gt: weighting(gt).numpy(), 3)
+                tj, tj_us = timed(lambda gt=gt, f=weighting: f(gt).numpy(), 3)
                 assert isinstance(tj, np.ndarray)
                 dw = np.max(np.abs(tj - w)) / np.max(w)
                 theirs.append((tj_us, dw, 0.0, residual(g, tj, alpha)))

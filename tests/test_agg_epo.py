@@ -92,7 +92,9 @@ def reference_step(g: np.ndarray, losses: np.ndarray, r: np.ndarray, eps: float,
     m = g.shape[0]
     rl = r * losses
     lhat = rl / rl.sum()
-    mu = float(np.sum(lhat[lhat > np.finfo(float).eps] * np.log(m * lhat[lhat > np.finfo(float).eps])))
+    mu = float(
+        np.sum(lhat[lhat > np.finfo(float).eps] * np.log(m * lhat[lhat > np.finfo(float).eps]))
+    )
     adj = r * (np.log(m * lhat) - mu)
     ca = g @ adj
     alpha = cp.Variable(m)
@@ -216,11 +218,11 @@ def test_epo_reaches_the_preference_ray_on_the_papers_toy_problem() -> None:
         agg = EPO(preference=r.tolist())
         x = np.where(np.arange(20) % 2 == 0, 0.3, -0.3) + 0.1 * rng.normal(size=20)
         for _ in range(100):
-            l, jac = losses_and_jacobian(x)
-            w = agg.weights(jac @ jac.T, losses=l)
+            values, jac = losses_and_jacobian(x)
+            w = agg.weights(jac @ jac.T, losses=values)
             x = x - 10 * max(agg.last_mu or 0.0, 0.1) * 0.1 * (w @ jac)
-        l, _ = losses_and_jacobian(x)
-        share = r * l / (r @ l)
+        values, _ = losses_and_jacobian(x)
+        share = r * values / (r @ values)
         np.testing.assert_allclose(share, [0.5, 0.5], atol=0.01)
         assert agg.last_mu is not None and agg.last_mu <= 1e-4
 

@@ -74,9 +74,7 @@ def test_matches_60_digit_root(alpha: float, seed: int) -> None:
     gm = mpmath.matrix(g.tolist())
     a = mpmath.mpf(alpha)
     sol = mpmath.findroot(
-        lambda *w: [
-            sum(gm[i, j] * w[j] for j in range(m)) - w[i] ** (-1 / a) for i in range(m)
-        ],
+        lambda *w: [sum(gm[i, j] * w[j] for j in range(m)) - w[i] ** (-1 / a) for i in range(m)],
         fairgrad_weights(g, alpha).tolist(),
     )
     expected = np.array([float(sol[i]) for i in range(m)])
@@ -152,14 +150,14 @@ def test_non_conflicting(jac: torch.Tensor, alpha: float) -> None:
 
 
 @settings(deadline=None, max_examples=50)
-@given(
-    jac=jacobians(min_n=2, max_n=6, max_d=8), alpha=st.sampled_from(ALPHAS), data=st.data()
-)
+@given(jac=jacobians(min_n=2, max_n=6, max_d=8), alpha=st.sampled_from(ALPHAS), data=st.data())
 def test_permutation_invariance(jac: torch.Tensor, alpha: float, data: st.DataObject) -> None:
     perm = data.draw(st.permutations(range(jac.shape[0])))
     agg = FairGrad(alpha=alpha)
     w = agg.weights(gramian_of(jac))
-    torch.testing.assert_close(agg.weights(gramian_of(jac[list(perm)])), w[list(perm)], rtol=1e-7, atol=0)
+    torch.testing.assert_close(
+        agg.weights(gramian_of(jac[list(perm)])), w[list(perm)], rtol=1e-7, atol=0
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
@@ -170,9 +168,13 @@ def test_scaling_law(alpha: float, scale: float) -> None:
     agg = FairGrad(alpha=alpha, max_norm=None)
     w = agg.weights(gramian_of(jac))
     w_scaled = agg.weights(gramian_of(jac * scale))
-    torch.testing.assert_close(w_scaled, w * scale ** (-2 * alpha / (alpha + 1)), rtol=1e-11, atol=0)
+    torch.testing.assert_close(
+        w_scaled, w * scale ** (-2 * alpha / (alpha + 1)), rtol=1e-11, atol=0
+    )
     d, d_scaled = agg(jac), agg(jac * scale)
-    torch.testing.assert_close(d_scaled, d * scale ** ((1 - alpha) / (1 + alpha)), rtol=1e-11, atol=0)
+    torch.testing.assert_close(
+        d_scaled, d * scale ** ((1 - alpha) / (1 + alpha)), rtol=1e-11, atol=0
+    )
 
 
 def test_not_scale_equivariant_unless_alpha_tends_to_zero() -> None:
@@ -220,7 +222,11 @@ def test_zero_gradient_gets_weight_zero() -> None:
 
 
 def test_all_zero_and_stationary_give_zero() -> None:
-    for rows in ([[0.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [-2.0, -4.0]], [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]):
+    for rows in (
+        [[0.0, 0.0], [0.0, 0.0]],
+        [[1.0, 2.0], [-2.0, -4.0]],
+        [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]],
+    ):
         jac = torch.tensor(rows, dtype=torch.float64)
         for alpha in (0.3, 1.0, 4.0):
             assert torch.equal(FairGrad(alpha=alpha)(jac), torch.zeros(2, dtype=torch.float64))

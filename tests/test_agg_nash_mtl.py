@@ -75,7 +75,9 @@ def test_equicorrelated_closed_form(m: int, c: float) -> None:
     # G = s((1−c)I + c11ᵀ): by symmetry α = 1/√(s(1 + (m−1)c))
     s = 7.0
     g = s * ((1 - c) * np.eye(m) + c * np.ones((m, m)))
-    np.testing.assert_allclose(nash_mtl_weights(g), 1 / math.sqrt(s * (1 + (m - 1) * c)), rtol=1e-14)
+    np.testing.assert_allclose(
+        nash_mtl_weights(g), 1 / math.sqrt(s * (1 + (m - 1) * c)), rtol=1e-14
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))

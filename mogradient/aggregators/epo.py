@@ -126,9 +126,7 @@ class EPO(GramianWeighting):
             "weights(gramian, losses=...) or agg(jacobian, losses=...)"
         )
 
-    def __call__(
-        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
         jacobian = check_jacobian(jacobian)
         with torch.no_grad():
             w = self.weights(gramian_of(jacobian), losses)
