@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import overload
 
 import numpy as np
-import torch
 
-from mogradient._checks import check_gramian, check_jacobian, check_loss_values
-from mogradient.aggregators.base import GramianWeighting, gramian_of
+from mogradient.aggregators.base import GramianWeighting
 from mogradient.aggregators.preference import Preference
 from mogradient.aggregators.registry import register
 from mogradient.solvers.epo import BALANCE, DESCENT, epo_weights
@@ -33,8 +30,9 @@ class EPO(GramianWeighting):
     (:attr:`last_mode` then reads ``"fallback"``). Cost: n backwards for the Gramian plus a solve
     of a few µs.
 
-    Call it with the losses: ``epo(jacobian, losses=l)`` or ``epo.weights(gramian, losses=l)``;
-    the loss values must be > 0 (EPO compares them through ``log(n l̂ᵢ)``).
+    It sets ``uses_loss_values``: call it with the losses, ``epo(jacobian, losses=l)`` or
+    ``epo.weights(gramian, losses=l)``; the loss values must be > 0 (EPO compares them through
+    ``log(n l̂ᵢ)``).
 
     Reference: Mahapatra & Rajan, *Multi-Task Learning with User Preferences: Gradient Descent
     with Controlled Ascent in Pareto Optimization*, ICML 2020.
@@ -54,6 +52,7 @@ class EPO(GramianWeighting):
     properties = frozenset(
         {"simplex_weights", "deterministic", "reset_restores", "non_differentiable"}
     )
+    uses_loss_values = True
 
     def __init__(
         self,
@@ -82,42 +81,17 @@ class EPO(GramianWeighting):
         self.last_mode = None
         self.last_mu = None
 
-    @overload
-    def weights(
-        self, gramian: np.ndarray, losses: np.ndarray | torch.Tensor | None = None
-    ) -> np.ndarray: ...
-    @overload
-    def weights(
-        self, gramian: torch.Tensor, losses: np.ndarray | torch.Tensor | None = None
-    ) -> torch.Tensor: ...
-    def weights(
-        self, gramian: np.ndarray | torch.Tensor, losses: np.ndarray | torch.Tensor | None = None
-    ) -> np.ndarray | torch.Tensor:
-        """Simplex weights ``[n]`` for a Gramian ``[n, n]`` and the loss values ``[n]`` (> 0)."""
-        g = check_gramian(gramian)
-        if losses is None:
+    def _solve_with_losses(self, gramian: np.ndarray, losses: np.ndarray) -> np.ndarray:
+        if not (losses > 0).all():
+            i = int(np.argmax(~(losses > 0)))
             raise ValueError(
-                f"{self!r} decides from the loss values too; call weights(gramian, losses=...) "
-                "or agg(jacobian, losses=...) with one positive loss value per objective"
-            )
-        values = check_loss_values(losses)
-        n = g.shape[0]
-        if values.shape != (n,):
-            raise ValueError(
-                f"got {values.shape[0]} loss values for a Gramian of {n} objectives; "
-                "pass one loss value per objective"
-            )
-        if not (values > 0).all():
-            i = int(np.argmax(~(values > 0)))
-            raise ValueError(
-                f"EPO needs loss values > 0, got {values[i]} for objective {i}; EPO compares "
+                f"EPO needs loss values > 0, got {losses[i]} for objective {i}; EPO compares "
                 "losses through log(n r_i l_i / sum r l): shift them by a known lower bound"
             )
-        w, mode, mu = epo_weights(g, values, self.preference.resolve(n), self.eps, self.relax)
+        n = gramian.shape[0]
+        w, mode, mu = epo_weights(gramian, losses, self.preference.resolve(n), self.eps, self.relax)
         self.last_mode = _MODES.get(mode, "fallback")
         self.last_mu = float(mu)
-        if isinstance(gramian, torch.Tensor):
-            return torch.as_tensor(w, dtype=torch.float64, device=gramian.device)
         return w
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
@@ -125,9 +99,3 @@ class EPO(GramianWeighting):
             f"{self!r} decides from the Gramian and the loss values; call "
             "weights(gramian, losses=...) or agg(jacobian, losses=...)"
         )
-
-    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
-        jacobian = check_jacobian(jacobian)
-        with torch.no_grad():
-            w = self.weights(gramian_of(jacobian), losses)
-            return w.to(jacobian.dtype) @ jacobian
