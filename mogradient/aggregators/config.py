@@ -1,0 +1,54 @@
+"""ConFIG: conflict-free inverse gradients (Liu et al., ICLR 2025, arXiv 2408.11104)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mogradient.aggregators.base import GramianWeighting, Property
+from mogradient.aggregators.preference import Preference
+from mogradient.aggregators.registry import register
+from mogradient.solvers.config_method import config_weights
+
+
+@register("config", "conflict-free")
+class ConFIG(GramianWeighting):
+    """The direction ŭ = U⁺p, U the unit gradients gᵢ/‖gᵢ‖, rescaled to the sum of the
+    gradients' projections on it: d = (Σᵢ gᵢ·û) û with û = ŭ/‖ŭ‖ (Liu et al., *ConFIG:
+    Towards Conflict-free Training of Physics Informed Neural Networks*, ICLR 2025,
+    arXiv 2408.11104, Eq. 2).
+
+    For linearly independent gradients and p = 1, every unit gradient has the same projection
+    on û, so no objective conflicts with d. From the Gramian, ŭ = Jᵀβ with β = N⁻¹Ĝ⁺p
+    (Ĝ the cosine matrix), returned as loss weights β·(Σᵢ gᵢ·ŭ)/‖ŭ‖². Cost: n backwards for the
+    Gramian, then one n×n eigendecomposition (a few µs). See ``docs/aggregators/config.md``.
+
+    Args:
+        preference: the target projections p (non-negative, normalised to sum to 1; only the
+            direction of p matters); ``None``: equal projections.
+    """
+
+    properties = frozenset(
+        {
+            "permutation_invariant",
+            "scale_equivariant",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )
+
+    def __init__(self, preference: Sequence[float] | None = None) -> None:
+        self.preference = Preference(preference)
+
+    def claims(self) -> frozenset[Property]:
+        if self.preference.values is None:
+            return self.properties
+        return self.properties - {"permutation_invariant"}  # p is tied to positions
+
+    def _hyperparameters(self) -> dict[str, object]:
+        return {"preference": self.preference}
+
+    def _solve(self, gramian: np.ndarray) -> np.ndarray:
+        return config_weights(gramian, self.preference.resolve(gramian.shape[0]))

@@ -1,0 +1,76 @@
+"""GradVac: Gradient Vaccine (Wang et al., ICLR 2021)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mogradient.aggregators.base import GramianWeighting, Property
+from mogradient.aggregators.registry import register
+from mogradient.solvers.gradvac import gradvac_weights
+
+
+@register("gradvac", "gradient-vaccine")
+class GradVac(GramianWeighting):
+    """For each gradient gᵢ, visiting the others in a random order, raises its cosine with gⱼ
+    to an adaptive target φ̂ᵢⱼ by adding a multiple of gⱼ whenever it is below it; the targets
+    are exponential moving averages of the observed cosines; the update is the sum of the
+    corrected gradients (Wang et al., *Gradient Vaccine: Investigating and Improving Multi-task
+    Optimization in Massively Multilingual Models*, ICLR 2021, Algorithm 1).
+
+    The corrected gradients are combinations of the originals, so the procedure runs on the
+    Gramian (:func:`mogradient.solvers.gradvac.gradvac_weights`) and returns loss weights, all
+    ≥ 1. With ``beta = 0`` the targets stay 0 and it is PCGrad. State: the targets φ̂ (start at
+    0; restarted when the number of objectives changes) and the random stream; :meth:`reset`
+    restores both. Cost: n backwards for the Gramian, then O(n³). See
+    ``docs/aggregators/gradvac.md``.
+
+    Args:
+        beta: EMA rate of the targets in [0, 1]: φ̂ ← (1 − beta)·φ̂ + beta·φ.
+        seed: seed of the random visiting orders (a non-negative int), or ``None`` for fresh
+            entropy; the same seed gives the same sequence of weights after :meth:`reset`.
+    """
+
+    properties = frozenset(
+        {
+            "non_negative_weights",
+            "scale_equivariant",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )
+
+    def __init__(self, beta: float = 0.5, seed: int | None = 0) -> None:
+        if (
+            isinstance(beta, bool)
+            or not isinstance(beta, (int, float))
+            or not math.isfinite(beta)
+            or not 0.0 <= beta <= 1.0
+        ):
+            raise ValueError(f"beta must be a number in [0, 1] (the EMA rate), got {beta!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.beta = float(beta)
+        self.seed = seed
+        self.reset()
+
+    def claims(self) -> frozenset[Property]:
+        if self.seed is None:
+            return self.properties - {"deterministic"}
+        return self.properties
+
+    def _hyperparameters(self) -> dict[str, object]:
+        return {"beta": self.beta, "seed": self.seed}
+
+    def reset(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+        self._phi_hat: np.ndarray | None = None
+
+    def _solve(self, gramian: np.ndarray) -> np.ndarray:
+        n = gramian.shape[0]
+        if self._phi_hat is None or self._phi_hat.shape[0] != n:
+            self._phi_hat = np.zeros((n, n))
+        orders = np.argsort(self._rng.random((n, n)), axis=1)
+        return gradvac_weights(gramian, orders, self._phi_hat, self.beta)

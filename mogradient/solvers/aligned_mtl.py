@@ -1,0 +1,61 @@
+"""Aligned-MTL's balance transformation from the Gramian (numba, float64).
+
+With ``G = JJᵀ = VΛVᵀ`` (rank r), the aligned Jacobian ``Jᵀ B`` with
+``B = √s · V_r Λ_r^{-1/2} V_rᵀ = √s · (G⁺)^{1/2}`` has all r non-zero singular values equal to
+``√s`` (condition number 1); the update is ``(Jᵀ B) p``, i.e. loss weights ``α = B p``.
+``s`` is the smallest kept eigenvalue (``min``), the median one (``median``: the lower of the
+two middle ones when r is even, as TorchJD's ``torch.median``) or their mean (``rmse``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from mogradient.solvers.imtl_g import first_kept, spectral_dots
+
+MIN = 0
+MEDIAN = 1
+RMSE = 2
+SCALE_MODES = {"min": MIN, "median": MEDIAN, "rmse": RMSE}
+
+
+@njit(cache=True)
+def _aligned_mtl_kernel(g: np.ndarray, p: np.ndarray, mode: int) -> np.ndarray:
+    n = g.shape[0]
+    sym = 0.5 * (g + g.T)
+    lam, vec = np.linalg.eigh(sym)
+    f = first_kept(lam)
+    if f == n:  # every gradient is zero: B = I, as TorchJD
+        return p.copy()
+    r = n - f
+    if mode == MIN:
+        scale = lam[f]
+    elif mode == MEDIAN:
+        scale = lam[f + (r - 1) // 2]
+    else:
+        scale = 0.0
+        for c in range(f, n):
+            scale += lam[c]
+        scale /= r
+    root = math.sqrt(scale)
+    dots = spectral_dots(vec, f, p)
+    alpha = np.zeros(n)
+    for c in range(f, n):
+        coef = root * dots[c] / math.sqrt(lam[c])
+        if coef != 0.0:
+            for a in range(n):
+                alpha[a] += coef * vec[a, c]
+    return alpha
+
+
+def aligned_mtl_weights(gramian: np.ndarray, preference: np.ndarray, scale_mode: str) -> np.ndarray:
+    """Aligned-MTL's loss weights ``B p`` for a validated float64 Gramian and a preference
+    ``p`` (``scale_mode`` one of ``"min"``, ``"median"``, ``"rmse"``)."""
+    return _aligned_mtl_kernel(
+        np.ascontiguousarray(gramian, np.float64),
+        np.ascontiguousarray(preference, np.float64),
+        SCALE_MODES[scale_mode],
+    )

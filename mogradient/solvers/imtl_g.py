@@ -1,0 +1,135 @@
+"""IMTL-G's weights from the Gramian (numba, float64), and the spectral helpers that
+Aligned-MTL and ConFIG share with it.
+
+IMTL-G asks for the combination ``d = Σ wᵢgᵢ`` with ``Σ wᵢ = 1`` whose projection onto every
+unit gradient ``uᵢ = gᵢ/‖gᵢ‖`` is the same. With ``N = diag(‖gᵢ‖)`` and the cosine matrix
+``Ĝ = N⁻¹GN⁻¹`` (Gramian of the unit gradients), write ``w = N⁻¹β``: then ``d = Uᵀβ`` and the
+projections are ``Ĝβ``, so the conditions read ``Ĝβ = c·1``, i.e. ``β ∝ Ĝ⁻¹1`` and
+``w = N⁻¹Ĝ⁻¹1 / 1ᵀN⁻¹Ĝ⁻¹1`` (equal to ``G⁻¹N1 / 1ᵀG⁻¹N1``). Where the gradients are
+linearly dependent we take ``β = Ĝ⁺1``, the least-squares solution of the same equations in the
+same frame (the projections closest to equal); TorchJD uses ``G⁺N1`` there instead, a
+least-squares fit weighted by the gradients' norms (see ``docs/aggregators/imtl-g.md``). Working
+in the cosine frame, whose entries lie in [-1, 1] whatever the norms, keeps the weights exactly
+independent of the gradients' common scale and accurate when their norms differ by many orders
+of magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+#: An eigenvalue at or below ``RANK_RTOL · n · λ_max`` counts as zero (a singular value below
+#: about ``1.5e-7 · √n`` of the largest: float64 rounding of a Gramian, and float32 rounding of
+#: a Jacobian, stay below it).
+RANK_RTOL = 100.0 * np.finfo(np.float64).eps
+#: A sum whose magnitude is at most ``CANCEL_RTOL · k`` times the sum of its terms' magnitudes
+#: is rounding noise of an exact zero, and is taken as zero.
+CANCEL_RTOL = 64.0 * np.finfo(np.float64).eps
+#: ``|Σ vᵢ| ≤ SUM_RTOL · Σ |vᵢ|``: the weights cannot be normalised to sum to 1 (IMTL-G).
+SUM_RTOL = 1e-12
+
+
+@njit(cache=True)
+def unit_gramian(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(idx, norms, cos)``: the objectives with a non-zero gradient, their norms and the
+    cosine matrix among them (symmetrised, clipped to [-1, 1], unit diagonal)."""
+    n = g.shape[0]
+    idx = np.empty(n, np.int64)
+    k = 0
+    for i in range(n):
+        if g[i, i] > 0.0:
+            idx[k] = i
+            k += 1
+    idx = idx[:k]
+    norms = np.empty(k)
+    for a in range(k):
+        norms[a] = math.sqrt(g[idx[a], idx[a]])
+    cos = np.empty((k, k))
+    for a in range(k):
+        cos[a, a] = 1.0
+        for b in range(a + 1, k):
+            i, j = idx[a], idx[b]
+            c = 0.5 * (g[i, j] + g[j, i]) / norms[a] / norms[b]
+            c = min(1.0, max(-1.0, c))
+            cos[a, b] = c
+            cos[b, a] = c
+    return idx, norms, cos
+
+
+@njit(cache=True)
+def first_kept(lam: np.ndarray) -> int:
+    """Index of the first eigenvalue (ascending ``lam``) above the rank cut-off; ``len(lam)``
+    when every eigenvalue is zero."""
+    k = lam.shape[0]
+    if k == 0 or not lam[k - 1] > 0.0:
+        return k
+    cut = RANK_RTOL * k * lam[k - 1]
+    f = 0
+    while f < k and lam[f] <= cut:
+        f += 1
+    return f
+
+
+@njit(cache=True)
+def spectral_dots(vec: np.ndarray, f: int, rhs: np.ndarray) -> np.ndarray:
+    """``v_c·rhs`` for the kept eigenvectors ``c ≥ f`` (zero below ``f``), with sums that cancel
+    to rounding noise set to exactly zero (so an exactly stationary input gives exactly 0)."""
+    k = vec.shape[0]
+    dots = np.zeros(k)
+    for c in range(f, k):
+        dot = 0.0
+        size = 0.0
+        for a in range(k):
+            term = vec[a, c] * rhs[a]
+            dot += term
+            size += abs(term)
+        if abs(dot) > CANCEL_RTOL * k * size:
+            dots[c] = dot
+    return dots
+
+
+@njit(cache=True)
+def pinv_apply(lam: np.ndarray, vec: np.ndarray, f: int, rhs: np.ndarray) -> np.ndarray:
+    """``Σ_{c ≥ f} v_c (v_c·rhs) / λ_c``: the pseudo-inverse applied to ``rhs``."""
+    k = lam.shape[0]
+    dots = spectral_dots(vec, f, rhs)
+    out = np.zeros(k)
+    for c in range(f, k):
+        coef = dots[c] / lam[c]
+        if coef != 0.0:
+            for a in range(k):
+                out[a] += coef * vec[a, c]
+    return out
+
+
+@njit(cache=True)
+def _imtl_g_kernel(g: np.ndarray) -> np.ndarray:
+    n = g.shape[0]
+    w = np.zeros(n)
+    idx, norms, cos = unit_gramian(g)
+    k = idx.shape[0]
+    if k == 0:
+        return w
+    lam, vec = np.linalg.eigh(cos)
+    v = pinv_apply(lam, vec, first_kept(lam), np.ones(k)) / norms  # N⁻¹Ĝ⁺1
+    total = 0.0
+    size = 0.0
+    for a in range(k):
+        total += v[a]
+        size += abs(v[a])
+    if not abs(total) > SUM_RTOL * size:
+        return w
+    for a in range(k):
+        w[idx[a]] = v[a] / total
+    return w
+
+
+def imtl_g_weights(gramian: np.ndarray) -> np.ndarray:
+    """IMTL-G's weights ``w = N⁻¹Ĝ⁺1 / 1ᵀN⁻¹Ĝ⁺1`` (``N`` the gradient norms, ``Ĝ`` the
+    cosine matrix; ``= G⁻¹N1 / 1ᵀG⁻¹N1`` for independent gradients) for a validated float64
+    Gramian; zeros where the sum vanishes (no combination summing to 1 has equal projections)
+    or every gradient is zero."""
+    return _imtl_g_kernel(np.ascontiguousarray(gramian, np.float64))
