@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class GradVac(GramianWeighting):
     def __init__(self, beta: float = 0.5, seed: int | None = 0) -> None:
         if (
             isinstance(beta, bool)
-            or not isinstance(beta, (int, float))
+            or not isinstance(beta, numbers.Real)
             or not math.isfinite(beta)
             or not 0.0 <= beta <= 1.0
         ):
@@ -57,8 +58,8 @@ class GradVac(GramianWeighting):
         self.reset()
 
     def claims(self) -> frozenset[Property]:
-        if self.seed is None:
-            return self.properties - {"deterministic"}
+        if self.seed is None:  # fresh entropy: neither reproducible nor restored by reset()
+            return self.properties - {"deterministic", "reset_restores"}
         return self.properties
 
     def _hyperparameters(self) -> dict[str, object]:
