@@ -16,6 +16,11 @@ No ``eps`` is added to denominators, so the weights do not depend on the gradien
 scale. Where a cosine is undefined (``gᵢᴾᶜ = 0`` or ``gⱼ = 0``) the pair is skipped and its
 target left as it is; where the target is ``±1`` exactly it cannot be reached by adding a finite
 multiple of ``gⱼ``, and the pair is left uncorrected (its target still moves).
+
+Two roundings are resolved on purpose, so that collinear gradients give reproducible weights:
+a corrected gradient whose squared norm is rounding noise of an exact cancellation
+(``‖gᵢᴾᶜ‖² ≤ CANCEL_RTOL·n·(Σₘ|Cᵢₘ|‖gₘ‖)²``) counts as zero, and a cosine within
+``COS_SNAP`` of ±1 counts as ±1 (``√(1 − φ²)`` would turn its last-bit error into ~1e-8).
 """
 
 from __future__ import annotations
@@ -25,12 +30,20 @@ import math
 import numpy as np
 from numba import njit
 
+from mogradient.solvers.imtl_g import CANCEL_RTOL
+
+#: A cosine within this of ±1 is taken as ±1.
+COS_SNAP = 8.0 * np.finfo(np.float64).eps
+
 
 @njit(cache=True)
 def _gradvac_kernel(
     g: np.ndarray, orders: np.ndarray, phi_hat: np.ndarray, beta: float
 ) -> np.ndarray:
     n = g.shape[0]
+    norms = np.empty(n)
+    for m in range(n):
+        norms[m] = math.sqrt(max(g[m, m], 0.0))
     coef = np.zeros(n)
     cg = np.zeros(n)  # (C G)ᵢ: inner products of gᵢᴾᶜ with every original gradient
     weights = np.zeros(n)
@@ -43,15 +56,20 @@ def _gradvac_kernel(
             j = orders[i, t]
             if j == i:
                 continue
-            norm_j = math.sqrt(max(g[j, j], 0.0))
+            norm_j = norms[j]
             norm_i2 = 0.0
+            size = 0.0
             for m in range(n):
                 norm_i2 += coef[m] * cg[m]
-            norm_i = math.sqrt(max(norm_i2, 0.0))
-            if norm_i == 0.0 or norm_j == 0.0:
+                size += abs(coef[m]) * norms[m]
+            if norm_j == 0.0 or not norm_i2 > CANCEL_RTOL * n * size * size:
                 continue
+            norm_i = math.sqrt(norm_i2)
             phi = cg[j] / norm_i / norm_j
-            phi = min(1.0, max(-1.0, phi))
+            if phi >= 1.0 - COS_SNAP:
+                phi = 1.0
+            elif phi <= -1.0 + COS_SNAP:
+                phi = -1.0
             target = phi_hat[i, j]
             if phi < target:
                 sin_target = math.sqrt(max(1.0 - target * target, 0.0))
