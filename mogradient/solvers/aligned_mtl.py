@@ -5,6 +5,10 @@ With ``G = JJᵀ = VΛVᵀ`` (rank r), the aligned Jacobian ``Jᵀ B`` with
 ``√s`` (condition number 1); the update is ``(Jᵀ B) p``, i.e. loss weights ``α = B p``.
 ``s`` is the smallest kept eigenvalue (``min``), the median one (``median``: the lower of the
 two middle ones when r is even, as TorchJD's ``torch.median``) or their mean (``rmse``).
+
+Since ``s = λ_min`` scales the whole update, the small eigenvalues must be accurate when the
+gradient norms differ by orders of magnitude: those Gramians are decomposed by Jacobi rotations
+(:func:`mogradient.solvers.imtl_g.jacobi_eigh`), which are accurate relative to each eigenvalue.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
-from mogradient.solvers.imtl_g import first_kept, spectral_dots
+from mogradient.solvers.imtl_g import eigh_psd, first_kept, spectral_dots
 
 MIN = 0
 MEDIAN = 1
@@ -25,8 +29,7 @@ SCALE_MODES = {"min": MIN, "median": MEDIAN, "rmse": RMSE}
 @njit(cache=True)
 def _aligned_mtl_kernel(g: np.ndarray, p: np.ndarray, mode: int) -> np.ndarray:
     n = g.shape[0]
-    sym = 0.5 * (g + g.T)
-    lam, vec = np.linalg.eigh(sym)
+    lam, vec = eigh_psd(g)
     f = first_kept(lam)
     if f == n:  # every gradient is zero: B = I, as TorchJD
         return p.copy()

@@ -15,7 +15,13 @@ import math
 import numpy as np
 from numba import njit
 
-from mogradient.solvers.imtl_g import CANCEL_RTOL, first_kept, spectral_dots, unit_gramian
+from mogradient.solvers.imtl_g import (
+    CANCEL_RTOL,
+    eigh_psd,
+    first_kept,
+    spectral_dots,
+    unit_gramian,
+)
 
 #: ``‖ĜĜ⁺p‖ ≤ PROJ_RTOL · ‖p‖``: the preference is orthogonal to the span of the unit
 #: gradients (e.g. two opposite gradients and p = 1), so ``ŭ = 0`` and the update is zero.
@@ -30,7 +36,7 @@ def _config_kernel(g: np.ndarray, p: np.ndarray) -> np.ndarray:
     k = idx.shape[0]
     if k == 0:
         return w
-    lam, vec = np.linalg.eigh(cos)
+    lam, vec = eigh_psd(cos)
     f = first_kept(lam)
     ps = np.empty(k)
     for a in range(k):
