@@ -53,9 +53,10 @@ class GradVac(GramianWeighting):
             raise ValueError(f"beta must be a number in [0, 1] (the EMA rate), got {beta!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-        self.beta = float(beta)
-        self.seed = seed
-        self.reset()
+        self.beta: float = float(beta)
+        self.seed: int | None = seed
+        self._rng: np.random.Generator = np.random.default_rng(seed)
+        self._phi_hat: np.ndarray | None = None
 
     def claims(self) -> frozenset[Property]:
         if self.seed is None:  # fresh entropy: neither reproducible nor restored by reset()
@@ -67,7 +68,7 @@ class GradVac(GramianWeighting):
 
     def reset(self) -> None:
         self._rng = np.random.default_rng(self.seed)
-        self._phi_hat: np.ndarray | None = None
+        self._phi_hat = None
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         n = gramian.shape[0]
