@@ -190,6 +190,16 @@ def test_claimed_properties_hold_on_random_jacobians() -> None:
             assert float((jac @ out).min()) >= -1e-9 * float(jac.norm(dim=1).max() * out.norm())
 
 
+def test_same_line_as_imtl_g() -> None:
+    # Both equalise the projections on the unit gradients (docs/aggregators/config.md).
+    rng = np.random.default_rng(6)
+    for _ in range(50):
+        jac = torch.tensor(rng.standard_normal((int(rng.integers(2, 6)), int(rng.integers(1, 8)))))
+        a, b = _config(jac), get_aggregator("imtl-g")(jac)
+        if a.norm() > 0 and b.norm() > 0:
+            assert float(abs(a @ b) / (a.norm() * b.norm())) == pytest.approx(1.0, abs=1e-12)
+
+
 def test_dependent_gradients_can_conflict() -> None:
     # Why non_conflicting is not claimed: for dependent gradients ĜĜ⁺p need not be positive.
     # Three gradients in the plane at 0°, 100° and 200°.
