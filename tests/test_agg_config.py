@@ -165,6 +165,7 @@ def test_preference_length_must_match() -> None:
 
 def test_claims_depend_on_the_preference() -> None:
     base = {"scale_equivariant", "deterministic", "reset_restores", "non_differentiable"}
+    assert type(get_aggregator("config")).properties == base  # hold for every hyper-parameter
     assert get_aggregator("config").claims() == base | {"permutation_invariant"}
     assert get_aggregator("config", preference=[1.0, 2.0]).claims() == base
 

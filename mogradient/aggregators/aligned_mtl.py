@@ -17,10 +17,11 @@ ScaleMode = Literal["min", "median", "rmse"]
 
 @register("aligned-mtl", "alignedmtl")
 class AlignedMTL(GramianWeighting):
-    """Aligns the principal components of the Jacobian: the aligned gradients JᵀB have all
-    non-zero singular values equal (condition number 1), and the update is (JᵀB)p
-    (Senushkin et al., *Independent Component Alignment for Multi-Task Learning*, CVPR 2023,
-    Algorithm 1).
+    """The p-weighted combination of aligned gradients that span the same space as the
+    originals with every non-zero singular value equal (condition number 1).
+
+    Reference: Senushkin, Patakin, Kuznetsov, Konushin, *Independent Component Alignment for
+    Multi-Task Learning*, CVPR 2023 (Algorithm 1).
 
     From the eigendecomposition G = VΛVᵀ (rank r), B = √s·V_rΛ_r^(-1/2)V_rᵀ and the loss weights
     are Bp. Cost: n backwards for the Gramian, then one n×n eigendecomposition (a few µs).
@@ -36,13 +37,12 @@ class AlignedMTL(GramianWeighting):
 
     properties = frozenset(
         {
-            "permutation_invariant",
             "scale_equivariant",
             "deterministic",
             "reset_restores",
             "non_differentiable",
         }
-    )
+    )  # plus "permutation_invariant" with the uniform preference: see claims()
 
     def __init__(
         self, preference: Sequence[float] | None = None, scale_mode: ScaleMode = "min"
@@ -58,8 +58,8 @@ class AlignedMTL(GramianWeighting):
 
     def claims(self) -> frozenset[Property]:
         if self.preference.values is None:
-            return self.properties
-        return self.properties - {"permutation_invariant"}  # p is tied to positions
+            return self.properties | {"permutation_invariant"}
+        return self.properties  # a preference is tied to the objectives' positions
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"preference": self.preference, "scale_mode": self.scale_mode}

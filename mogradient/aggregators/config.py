@@ -14,10 +14,11 @@ from mogradient.solvers.config_method import config_weights
 
 @register("config", "conflict-free")
 class ConFIG(GramianWeighting):
-    """The direction ŭ = U⁺p, U the unit gradients gᵢ/‖gᵢ‖, rescaled to the sum of the
-    gradients' projections on it: d = (Σᵢ gᵢ·û) û with û = ŭ/‖ŭ‖ (Liu et al., *ConFIG:
-    Towards Conflict-free Training of Physics Informed Neural Networks*, ICLR 2025,
-    arXiv 2408.11104, Eq. 2).
+    """The direction ŭ = U⁺p with projections p on the unit gradients U, rescaled to the sum
+    of the gradients' projections on it: d = (Σᵢ gᵢ·û) û, û = ŭ/‖ŭ‖.
+
+    Reference: Liu, Chu, Thuerey, *ConFIG: Towards Conflict-free Training of Physics Informed
+    Neural Networks*, ICLR 2025 (arXiv 2408.11104, Eq. 2).
 
     For linearly independent gradients and p = 1, every unit gradient has the same projection
     on û, so no objective conflicts with d. From the Gramian, ŭ = Jᵀβ with β = N⁻¹Ĝ⁺p
@@ -31,21 +32,20 @@ class ConFIG(GramianWeighting):
 
     properties = frozenset(
         {
-            "permutation_invariant",
             "scale_equivariant",
             "deterministic",
             "reset_restores",
             "non_differentiable",
         }
-    )
+    )  # plus "permutation_invariant" with the uniform preference: see claims()
 
     def __init__(self, preference: Sequence[float] | None = None) -> None:
         self.preference = Preference(preference)
 
     def claims(self) -> frozenset[Property]:
         if self.preference.values is None:
-            return self.properties
-        return self.properties - {"permutation_invariant"}  # p is tied to positions
+            return self.properties | {"permutation_invariant"}
+        return self.properties  # a preference is tied to the objectives' positions
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"preference": self.preference}

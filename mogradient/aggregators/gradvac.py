@@ -14,11 +14,12 @@ from mogradient.solvers.gradvac import gradvac_weights
 
 @register("gradvac", "gradient-vaccine")
 class GradVac(GramianWeighting):
-    """For each gradient gᵢ, visiting the others in a random order, raises its cosine with gⱼ
-    to an adaptive target φ̂ᵢⱼ by adding a multiple of gⱼ whenever it is below it; the targets
-    are exponential moving averages of the observed cosines; the update is the sum of the
-    corrected gradients (Wang et al., *Gradient Vaccine: Investigating and Improving Multi-task
-    Optimization in Massively Multilingual Models*, ICLR 2021, Algorithm 1).
+    """Raises the cosine of each gradient with every other (visited in a random order) to an
+    adaptive target, an EMA of the observed cosines, by adding a multiple of the other; sums
+    the corrected gradients.
+
+    Reference: Wang, Tsvetkov, Firat, Cao, *Gradient Vaccine: Investigating and Improving
+    Multi-task Optimization in Massively Multilingual Models*, ICLR 2021 (Algorithm 1).
 
     The corrected gradients are combinations of the originals, so the procedure runs on the
     Gramian (:func:`mogradient.solvers.gradvac.gradvac_weights`) and returns loss weights, all
@@ -29,19 +30,20 @@ class GradVac(GramianWeighting):
 
     Args:
         beta: EMA rate of the targets in [0, 1]: φ̂ ← (1 − beta)·φ̂ + beta·φ.
-        seed: seed of the random visiting orders (a non-negative int), or ``None`` for fresh
-            entropy; the same seed gives the same sequence of weights after :meth:`reset`.
+        seed: seed of the random visiting orders (a non-negative int); the same seed gives the
+            same sequence of weights, again after :meth:`reset`. ``None`` draws a seed from
+            fresh entropy once, at construction, so :meth:`reset` still restores this
+            instance's sequence (but two instances built with ``None`` differ).
     """
 
     properties = frozenset(
         {
             "non_negative_weights",
             "scale_equivariant",
-            "deterministic",
             "reset_restores",
             "non_differentiable",
         }
-    )
+    )  # plus "deterministic" with an integer seed (the default): see claims()
 
     def __init__(self, beta: float = 0.5, seed: int | None = 0) -> None:
         if (
@@ -55,19 +57,22 @@ class GradVac(GramianWeighting):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         self.beta: float = float(beta)
         self.seed: int | None = seed
-        self._rng: np.random.Generator = np.random.default_rng(seed)
+        self._stream_seed: int = (
+            seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
+        )
+        self._rng: np.random.Generator = np.random.default_rng(self._stream_seed)
         self._phi_hat: np.ndarray | None = None
 
     def claims(self) -> frozenset[Property]:
-        if self.seed is None:  # fresh entropy: neither reproducible nor restored by reset()
-            return self.properties - {"deterministic", "reset_restores"}
-        return self.properties
+        if self.seed is None:  # two instances draw different visiting orders
+            return self.properties
+        return self.properties | {"deterministic"}
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"beta": self.beta, "seed": self.seed}
 
     def reset(self) -> None:
-        self._rng = np.random.default_rng(self.seed)
+        self._rng = np.random.default_rng(self._stream_seed)
         self._phi_hat = None
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:

@@ -12,14 +12,17 @@ from mogradient.solvers.imtl_g import imtl_g_weights
 @register("imtl-g", "imtlg")
 class IMTLG(GramianWeighting):
     """The combination d = Σ wᵢgᵢ with Σ wᵢ = 1 whose projection onto every unit gradient
-    gᵢ/‖gᵢ‖ is the same (Liu et al., *Towards Impartial Multi-task Learning*, ICLR 2021).
+    gᵢ/‖gᵢ‖ is the same.
 
-    From the Gramian, w = G⁻¹n / 1ᵀG⁻¹n with n the gradient norms; it is solved in the cosine
-    frame (eigendecomposition of N⁻¹GN⁻¹), so gradients of very different norms are still
-    treated impartially. Linearly dependent gradients use G⁺ (Quinton & Rey, *Jacobian Descent
-    for Multi-Objective Optimization*, arXiv 2406.16232, 2024, as TorchJD). The weights are
-    zero when 1ᵀG⁺n vanishes or every gradient is zero. Cost: n backwards for the Gramian, then
-    one or two n×n eigendecompositions (a few µs). See ``docs/aggregators/imtl-g.md``.
+    Reference: Liu et al., *Towards Impartial Multi-task Learning*, ICLR 2021 (IMTL-G, the
+    gradient part of IMTL).
+
+    With N = diag(‖gᵢ‖) and the cosine matrix Ĝ = N⁻¹GN⁻¹, w = N⁻¹Ĝ⁻¹1 / 1ᵀN⁻¹Ĝ⁻¹1
+    (= G⁻¹N1 / 1ᵀG⁻¹N1). Solving in the cosine frame keeps gradients of very different norms
+    impartial. Linearly dependent gradients take Ĝ⁺1, the least-squares solution in the same
+    frame (TorchJD's G⁺N1 differs there: see the docs page). The weights are zero when the sum
+    vanishes or every gradient is zero. Cost: n backwards for the Gramian, then one n×n
+    eigendecomposition (a few µs). See ``docs/aggregators/imtl-g.md``.
 
     The common projection can be negative (every objective then gets worse to first order), so
     IMTL-G is not claimed to be non-conflicting.
