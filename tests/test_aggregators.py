@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from mogradient import CAGrad, PCGrad, get_aggregator
 from mogradient.aggregators import GramianWeighting, LossWeighting, gramian_of
 from mogradient.solvers import pcgrad_weights
-from tests.strategies import jacobians, random_jacobian
+from mogradient.testing import random_jacobian
+from tests.strategies import jacobians
 
 PINNED_J = torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], dtype=torch.float64)
 #: The first six methods; every registered method's claims are checked in test_contract.py.
