@@ -697,3 +697,27 @@ def test_the_checks_work_without_hypothesis() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pip install hypothesis" in result.stdout
+
+
+# -- the docs page's example runs -----------------------------------------------------------
+
+
+def test_the_docs_example_runs() -> None:
+    """Every ``python`` block of docs/testing.md, in order, in one namespace; then its tests
+    (hypothesis ones with fewer examples)."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "testing.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    namespace: dict[str, object] = {"__name__": "docs_testing_example"}
+    for block in blocks:
+        exec(compile(block, "docs/testing.md", "exec"), namespace)  # noqa: S102
+    tests = {k: v for k, v in namespace.items() if k.startswith("test_") and callable(v)}
+    assert len(tests) >= 3
+    for test in tests.values():
+        chosen = getattr(test, "_hypothesis_internal_use_settings", None)
+        if chosen is not None:  # fewer examples than the page shows (hypothesis internals)
+            test._hypothesis_internal_use_settings = settings(chosen, max_examples=15)  # type: ignore[attr-defined]
+        test()

@@ -8,9 +8,12 @@ the tolerance. The checks need neither hypothesis nor pytest.
 **Instances and factories.** Checks on one call (``assert_simplex_weights``,
 ``assert_non_conflicting``, ``assert_min_norm_kkt``, ``assert_non_differentiable``) run on a
 deep copy of the instance you pass, in its current state: your instance is never advanced.
-Checks that compare runs (permutation, scale, determinism, reset) start from fresh instances made
-by a factory: pass a zero-argument callable, or an instance, whose class is then called with
-its ``_hyperparameters()`` as keyword arguments (a :class:`Preference` is passed as its values).
+Checks that compare runs start from fresh instances made by a factory: pass a zero-argument
+callable, or an instance, whose class is then called with its ``_hyperparameters()`` as keyword
+arguments (a :class:`Preference` is passed as its values). Determinism compares two fresh
+instances; ``reset()`` one instance before and after; permutation and scale compare a fresh
+instance with a deep copy of it taken before either runs, so a method drawing random numbers
+sees the same draws in both runs (a method without a seed can still be scale-equivariant).
 
 **Tolerances** (:class:`Tolerance`) scale with the input's magnitude and dtype: a quantity
 computed from a direction ``d`` is compared within ``rtol[dtype] · M`` where
