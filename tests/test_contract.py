@@ -11,14 +11,22 @@ examples comes from the hypothesis profile (``tests/conftest.py``): 1,000 per me
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mogradient.aggregators import Aggregator, registered
-from mogradient.testing import check_claims, problems
+from mogradient.aggregators import Aggregator, get_aggregator, registered
+from mogradient.testing import (
+    PropertyViolation,
+    assert_permutation_invariant,
+    assert_reset_restores,
+    check_claims,
+    problems,
+)
 
 #: A placeholder for a preference vector drawn with one positive entry per objective.
 PREFERENCE = "<drawn preference>"
@@ -51,6 +59,20 @@ def settings_of(name: str, cls: type[Aggregator]) -> list[dict[str, Any]]:
     for kwargs in found:
         unique.setdefault(repr(sorted(kwargs.items())), kwargs)
     return list(unique.values())
+
+
+def known_false(name: str, kwargs: dict[str, Any]) -> frozenset[str]:
+    """Claims that do not hold today for these settings: reported defects, each pinned by a
+    counterexample in :func:`test_known_false_claims` (strict xfail: it turns red once the
+    defect is fixed, and the entry here must then go). Every other claim is checked."""
+    if name == "cagrad" and kwargs.get("c", 0.4) > 0:
+        # the direction is not unique at Pareto-stationary inputs (g_w = 0) and the code's
+        # fallback to the mean depends on the order of the objectives (issue 11, item 5)
+        return frozenset({"permutation_invariant"})
+    if name == "pcgrad" and "seed" in kwargs and kwargs["seed"] is None:
+        # reset() re-seeds from fresh entropy: the first result is not restored
+        return frozenset({"reset_restores"})
+    return frozenset()
 
 
 METHODS = registered()
@@ -87,4 +109,95 @@ def test_claims_hold(name: str, problem: Any, data: st.DataObject) -> None:
     def factory() -> Aggregator:
         return cls(**kwargs)
 
-    check_claims(factory, problem.jacobians, problem.losses, permutation=permutation, factor=factor)
+    claims = factory().claims() - known_false(name, kwargs)
+    check_claims(
+        factory,
+        problem.jacobians,
+        problem.losses,
+        claims=claims,
+        permutation=permutation,
+        factor=factor,
+    )
+
+
+def _pcgrad_reset_restores_without_seed() -> None:
+    jac = torch.tensor([[0.1257], [0.6404], [-0.5357], [0.1049], [-0.1321]], dtype=torch.float64)
+    for _ in range(20):  # random orders: a difference shows up within a few tries
+        assert_reset_restores(lambda: get_aggregator("pcgrad", seed=None), jac)
+
+
+def _cagrad_permutation(
+    c: float, jac: list[list[float]], permutation: list[int], dtype: torch.dtype = torch.float64
+) -> None:
+    jacobian = torch.tensor(jac, dtype=dtype)
+    assert_permutation_invariant(
+        lambda: get_aggregator("cagrad", c=c), jacobian, permutation=permutation
+    )
+
+
+#: (name, settings, property, counterexample) of every claim in :func:`known_false`.
+KNOWN_FALSE_CASES: list[tuple[str, dict[str, Any], str, Callable[[], None]]] = [
+    ("pcgrad", {"seed": None}, "reset_restores", _pcgrad_reset_restores_without_seed),
+    (
+        "cagrad",
+        {},
+        "permutation_invariant",
+        # float32 at 1e-10: rows 0, 2 and 4 are g, g, −3g up to rounding, so 0 is (nearly) in
+        # the hull; g_w ≈ 0 falls on either side of the fallback threshold depending on order
+        lambda: _cagrad_permutation(
+            0.4,
+            [
+                [1e-10, -1e-10, -3e-10, 2e-10],
+                [3e-10, 1e-10, 2e-10, -1e-10],
+                [1e-10, -1e-10, -3e-10, 2e-10],
+                [-1e-10, 1e-10, -3e-10, -1e-10],
+                [-3e-10, 3e-10, 9e-10, -6e-10],
+                [3e-10, 1e-10, -2e-10, 1e-10],
+            ],
+            [0, 1, 2, 4, 3, 5],
+            torch.float32,
+        ),
+    ),
+    (
+        "cagrad",
+        {"c": 1.0},
+        "permutation_invariant",
+        # 0 is in the hull; d = 0 is the unique optimum (any d ≠ 0 has g·d < 0 for g = ±1),
+        # one order returns it and the other the mean (−0.25), which conflicts with g = 1
+        lambda: _cagrad_permutation(1.0, [[0.0], [1.0], [-1.0], [-1.0]], [1, 0, 2, 3]),
+    ),
+    (
+        "cagrad",
+        {"c": 2.5},
+        "permutation_invariant",
+        # strongly stationary: d = 0 is the only direction with every gᵢ·d ≥ 0
+        lambda: _cagrad_permutation(
+            2.5,
+            [
+                [-4.044388958837118, 2.022194479418559],
+                [1.008092170002035, 0.33603072333401174],
+                [-0.27469057265479335, -0.0499437404826897],
+                [0.1369953806866982, -0.0684976903433491],
+                [-2.593001134879434, 1.296500567439717],
+            ],
+            [0, 3, 2, 1, 4],
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "prop", "counterexample"),
+    [
+        pytest.param(*case, marks=pytest.mark.xfail(strict=True, raises=PropertyViolation))
+        for case in KNOWN_FALSE_CASES
+    ],
+    ids=[f"{name}-{prop}-{kwargs}" for name, kwargs, prop, _ in KNOWN_FALSE_CASES],
+)
+def test_known_false_claims(
+    name: str, kwargs: dict[str, Any], prop: str, counterexample: Callable[[], None]
+) -> None:
+    """Each known false claim is still claimed, left out above, and fails on its example."""
+    assert prop in get_aggregator(name, **kwargs).claims()
+    assert prop in known_false(name, kwargs)
+    counterexample()
