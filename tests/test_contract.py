@@ -80,14 +80,25 @@ SETTINGS = {name: settings_of(name, cls) for name, cls in METHODS.items()}
 FACTORS = st.integers(-20, 20).map(lambda k: 2.0**k)
 
 
+MAX_N = 6  # objectives per problem: enough for every support pattern, cheap to solve
+PROBLEMS = problems(n=(1, MAX_N), d=(1, 8), steps=(1, 3))
+
+# Strategies built once (building one per example costs as much as drawing from it).
+CHOICES = {name: st.sampled_from(found) for name, found in SETTINGS.items()}
+PERMUTATIONS = {n: st.permutations(range(n)) for n in range(1, MAX_N + 1)}
+PREFERENCES = {
+    (n, low): st.lists(st.floats(low, 1.0), min_size=n, max_size=n).filter(lambda p: sum(p) > 0)
+    for n in range(1, MAX_N + 1)
+    for low in (0.0, 0.05)
+}
+
+
 def _resolve(kwargs: dict[str, Any], n: int, data: st.DataObject) -> dict[str, Any]:
     out = dict(kwargs)
     for key, value in kwargs.items():
         if value in (PREFERENCE, SPARSE_PREFERENCE):
             low = 0.0 if value == SPARSE_PREFERENCE else 0.05
-            entries = st.lists(st.floats(low, 1.0), min_size=n, max_size=n)
-            drawn = data.draw(entries.filter(lambda p: sum(p) > 0), label=key)
-            out[key] = drawn
+            out[key] = data.draw(PREFERENCES[n, low], label=key)
     return out
 
 
@@ -98,12 +109,12 @@ def test_the_registry_is_covered() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-@given(problem=problems(), data=st.data())
+@given(problem=PROBLEMS, data=st.data())
 def test_claims_hold(name: str, problem: Any, data: st.DataObject) -> None:
     cls = METHODS[name]
-    choice = data.draw(st.sampled_from(SETTINGS[name]), label="hyper-parameters")
+    choice = data.draw(CHOICES[name], label="hyper-parameters")
     kwargs = _resolve(choice, problem.n, data)
-    permutation = data.draw(st.permutations(range(problem.n)), label="permutation")
+    permutation = data.draw(PERMUTATIONS[problem.n], label="permutation")
     factor = data.draw(FACTORS, label="factor")
 
     def factory() -> Aggregator:

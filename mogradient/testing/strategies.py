@@ -145,7 +145,6 @@ def _between(low: int, high: int) -> SearchStrategy[int]:
     return st.integers(low, high)
 
 
-_DECADES = st.integers(0, 2**32 - 1)
 _SEEDS = st.integers(0, 2**32 - 1)
 
 
@@ -173,7 +172,6 @@ def layouts(
         for k in range(1, 3)
     }
     style_strategy = st.just(style) if style is not None else st.sampled_from(STYLES)
-    derived_strategies = {c: st.sampled_from(_ALLOWED_DERIVED[c]) for c in kinds}
     booleans = st.booleans()
 
     @st.composite
@@ -185,20 +183,23 @@ def layouts(
         dims = draw(d_strategy)
         chosen_style: Style = draw(style_strategy)
         derived: list[tuple[Any, int]] = []
-        if degenerate:
-            extra = draw(_between(0, n_objectives - min_objectives(chosen)))
+        decades: tuple[float, ...] = ()
+        extra = draw(_between(0, n_objectives - min_objectives(chosen))) if degenerate else 0
+        spread = degenerate and row_decades > 0 and draw(booleans)
+        if extra or spread:
+            # which rows are derived, and the row scales, come from one drawn seed
+            rng = np.random.default_rng(draw(_SEEDS))
+            allowed = _ALLOWED_DERIVED[chosen]
             for _ in range(extra):
-                what = draw(derived_strategies[chosen])
-                derived.append((what, draw(_between(0, n_objectives - 1))))
+                what = allowed[int(rng.integers(len(allowed)))]
+                derived.append((what, int(rng.integers(n_objectives))))
+            if spread:
+                decades = tuple(float(x) for x in rng.uniform(0.0, row_decades, n_objectives))
         lo, hi = rank_range(chosen, n_objectives - len(derived), dims)
         if rank_strategy is None:
             r = draw(_between(lo, hi))
         else:
             r = min(max(draw(rank_strategy), lo), hi)
-        decades: tuple[float, ...] = ()
-        if degenerate and row_decades > 0 and draw(booleans):
-            rng = np.random.default_rng(draw(_DECADES))
-            decades = tuple(float(x) for x in rng.uniform(0.0, row_decades, n_objectives))
         return Layout(
             n=n_objectives,
             d=dims,
@@ -377,10 +378,6 @@ class Problem:
         printer.text(repr(self))
 
 
-_MOVES = st.sampled_from(["new", "repeat", "drift"])
-_LOSS_MOVES = st.sampled_from(["new", "decrease", "same"])
-
-
 def problems(
     *,
     n: IntSpec = (1, 6),
@@ -418,7 +415,8 @@ def problems(
         jacs: list[np.ndarray] = []
         losses: list[np.ndarray] = []
         for t in range(k):
-            move = draw(_MOVES) if t else "new"
+            # how each step follows the previous one comes from the drawn seed
+            move = ("new", "repeat", "drift")[int(rng.integers(3))] if t else "new"
             if move == "new":
                 jacs.append(construct(rng, layout) * scale_value)
             elif move == "repeat" or layout.kind != "generic":
@@ -426,9 +424,10 @@ def problems(
             else:
                 noise = rng.standard_normal(jacs[-1].shape)
                 jacs.append(jacs[-1] + 1e-3 * scale_value * noise)
-            loss_move = draw(_LOSS_MOVES) if t else "new"
+            loss_move = ("new", "decrease", "same")[int(rng.integers(3))] if t else "new"
             if loss_move == "new":
-                losses.append(_losses_from(rng, layout.n, draw(_TIES), min_loss, max_loss))
+                tie = bool(rng.integers(5) == 0)
+                losses.append(_losses_from(rng, layout.n, tie, min_loss, max_loss))
             elif loss_move == "decrease":
                 factors = rng.uniform(0.5, 1.0, layout.n)
                 losses.append(np.clip(losses[-1] * factors, min_loss, max_loss))
