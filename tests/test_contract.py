@@ -33,6 +33,10 @@ PREFERENCE = "<drawn preference>"
 #: A placeholder for a preference vector with zero entries (where the method allows them).
 SPARSE_PREFERENCE = "<drawn preference with zeros>"
 
+#: A placeholder for the number of objectives, for constructors that require it.
+N_OBJECTIVES = "<number of objectives>"
+_NUMBER_OF_OBJECTIVES = frozenset({"n", "n_objectives", "n_tasks", "num_tasks", "k"})
+
 #: Non-default hyper-parameters checked besides the defaults. Methods not listed here still get
 #: the automatic ones (see :func:`settings_of`).
 NON_DEFAULT: dict[str, list[dict[str, Any]]] = {
@@ -46,9 +50,16 @@ NON_DEFAULT: dict[str, list[dict[str, Any]]] = {
 
 def settings_of(name: str, cls: type[Aggregator]) -> list[dict[str, Any]]:
     """The defaults, the listed non-default settings and automatic ones from the signature: a
-    drawn preference for ``preference=``, another seed for ``seed=``, flipped booleans."""
+    drawn preference for ``preference=``, another seed for ``seed=``, flipped booleans (and
+    the number of objectives for a required ``n`` / ``n_tasks`` / ... argument)."""
     found: list[dict[str, Any]] = [{}, *NON_DEFAULT.get(name, [])]
-    for param in inspect.signature(cls).parameters.values():
+    params = inspect.signature(cls).parameters.values()
+    required = {
+        p.name: N_OBJECTIVES
+        for p in params
+        if p.default is inspect.Parameter.empty and p.name in _NUMBER_OF_OBJECTIVES
+    }
+    for param in params:
         if param.name == "preference":
             found.append({"preference": PREFERENCE})
         elif param.name == "seed":
@@ -57,6 +68,7 @@ def settings_of(name: str, cls: type[Aggregator]) -> list[dict[str, Any]]:
             found.append({param.name: not param.default})
     unique: dict[str, dict[str, Any]] = {}
     for kwargs in found:
+        kwargs = {**required, **kwargs}
         unique.setdefault(repr(sorted(kwargs.items())), kwargs)
     return list(unique.values())
 
@@ -96,7 +108,9 @@ PREFERENCES = {
 def _resolve(kwargs: dict[str, Any], n: int, data: st.DataObject) -> dict[str, Any]:
     out = dict(kwargs)
     for key, value in kwargs.items():
-        if value in (PREFERENCE, SPARSE_PREFERENCE):
+        if value == N_OBJECTIVES:
+            out[key] = n
+        elif value in (PREFERENCE, SPARSE_PREFERENCE):
             low = 0.0 if value == SPARSE_PREFERENCE else 0.05
             out[key] = data.draw(PREFERENCES[n, low], label=key)
     return out

@@ -30,7 +30,7 @@ import copy
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from mogradient.aggregators.preference import Preference
 PROPERTIES: tuple[Property, ...] = get_args(Property)
 
 AggregatorOrFactory = Aggregator | Callable[[], Aggregator]
+A = TypeVar("A")
 Steps = torch.Tensor | Sequence[torch.Tensor]
 
 
@@ -152,7 +153,7 @@ def _fresh(factory: Callable[[], Aggregator]) -> Aggregator:
     return agg
 
 
-def _snapshot(agg: Aggregator) -> Aggregator:
+def _snapshot(agg: A) -> A:
     """A deep copy in the same state (the instance itself if it cannot be copied)."""
     try:
         return copy.deepcopy(agg)
@@ -601,9 +602,12 @@ def _compare_permuted(
             continue
         expected = w_ref[perm]
         wgap = float(np.max(np.abs(w - expected))) if w.size else 0.0
-        wbound = tol.weight_atol + tol.for_dtype(torch.float64) * float(np.abs(expected).max())
+        # float64 weights: rtol(float64); a Gramian solve amplifies rounding by up to the
+        # condition number of G (≤ 1e8 here), hence 1e3 × that for Gramian weightings
+        relative = tol.for_dtype(torch.float64)
         if isinstance(agg, GramianWeighting):
-            wbound = max(wbound, tol.for_dtype(jac.dtype) * 1e3 * float(np.abs(expected).max()))
+            relative *= 1e3
+        wbound = tol.weight_atol + relative * float(np.abs(expected).max())
         if not wgap <= wbound:
             raise PropertyViolation(
                 "permutation_invariant",
