@@ -470,6 +470,18 @@ def test_checks_leave_the_instance_alone() -> None:
     torch.testing.assert_close(agg(DISTINCT), expected, rtol=0, atol=0)
 
 
+def test_an_uncopyable_instance_gets_a_clear_error() -> None:
+    import threading
+
+    class Locked(Uniform):
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+
+    assert_simplex_weights(Locked(), DISTINCT)  # a single call runs on the instance itself
+    with pytest.raises(TypeError, match="deep-copyable"):
+        check_claims(Locked, DISTINCT)
+
+
 def test_make_factory() -> None:
     linear = get_aggregator("linear", preference=[1.0, 3.0, 4.0])
     rebuilt = make_factory(linear)()

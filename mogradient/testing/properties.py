@@ -154,11 +154,25 @@ def _fresh(factory: Callable[[], Aggregator]) -> Aggregator:
 
 
 def _snapshot(agg: A) -> A:
-    """A deep copy in the same state (the instance itself if it cannot be copied)."""
+    """A deep copy in the same state (the instance itself if it cannot be copied: the single-
+    call checks then advance it)."""
     try:
         return copy.deepcopy(agg)
     except Exception:  # noqa: BLE001 - an uncopyable instance is checked in place
         return agg
+
+
+def _copy(agg: A) -> A:
+    """A deep copy in the same state, for reading weights without advancing ``agg``: where the
+    weights and the direction of one step come from two calls, both must start from the same
+    state."""
+    try:
+        return copy.deepcopy(agg)
+    except Exception as error:
+        raise TypeError(
+            f"the checks read each step's weights from a copy of {agg!r}, but copy.deepcopy "
+            f"failed ({error}); make the aggregator deep-copyable (define __deepcopy__)"
+        ) from error
 
 
 def _twin(agg: Aggregator, factory: Callable[[], Aggregator]) -> Aggregator:
@@ -578,7 +592,7 @@ def _compare_permuted(
         w_ref = reference_weights[t]
         w = None
         if w_ref is not None:
-            w = weights_of(_snapshot(agg), jac, _losses_for(agg, jac, loss))
+            w = weights_of(_copy(agg), jac, _losses_for(agg, jac, loss))
         d = direction_of(agg, jac, _losses_for(agg, jac, loss)).detach()
         jac64 = _f64(steps[t][0])
         d_ref = _f64(reference[t])
@@ -641,11 +655,7 @@ def assert_permutation_invariant(
     reference: list[torch.Tensor] = []
     reference_weights: list[np.ndarray | None] = []
     for jac, loss in steps:
-        w = (
-            weights_of(_snapshot(agg), jac, _losses_for(agg, jac, loss))
-            if _has_weights(agg)
-            else None
-        )
+        w = weights_of(_copy(agg), jac, _losses_for(agg, jac, loss)) if _has_weights(agg) else None
         reference_weights.append(w)
         reference.append(direction_of(agg, jac, _losses_for(agg, jac, loss)).detach())
     _compare_permuted(twin, steps, perm, reference, reference_weights, tol)
@@ -711,11 +721,7 @@ def assert_scale_equivariant(
     reference = []
     reference_weights: list[np.ndarray | None] = []
     for jac, loss in steps:
-        w = (
-            weights_of(_snapshot(agg), jac, _losses_for(agg, jac, loss))
-            if _has_weights(agg)
-            else None
-        )
+        w = weights_of(_copy(agg), jac, _losses_for(agg, jac, loss)) if _has_weights(agg) else None
         reference_weights.append(w)
         reference.append(direction_of(agg, jac, _losses_for(agg, jac, loss)).detach())
     _compare_scaled(twin, steps, factor, reference, reference_weights, tol)
@@ -778,7 +784,7 @@ def check_claims(
     for t, (jac, loss) in enumerate(steps):
         where = f"step {t}" if len(steps) > 1 else ""
         loss = _losses_for(agg, jac, loss)
-        w = weights_of(_snapshot(agg), jac, loss) if need_weights else None
+        w = weights_of(_copy(agg), jac, loss) if need_weights else None
         weights.append(w)
         if w is not None:
             if "simplex_weights" in claimed:
