@@ -122,6 +122,31 @@ def test_the_registry_is_covered() -> None:
         assert cls.properties, f"{name} declares no properties"
 
 
+def test_settings_are_read_from_the_signature() -> None:
+    """A method added on another branch gets its automatic settings with no edit here."""
+
+    class Synthetic(Aggregator):
+        def __init__(
+            self,
+            n_tasks: int,
+            preference: list[float] | None = None,
+            seed: int | None = 0,
+            normalise: bool = True,
+            rate: float = 0.1,
+        ) -> None: ...
+
+        def __call__(self, jacobian, losses=None):  # type: ignore[no-untyped-def]
+            return jacobian.sum(0)
+
+    found = settings_of("synthetic", Synthetic)
+    assert found == [
+        {"n_tasks": N_OBJECTIVES},
+        {"n_tasks": N_OBJECTIVES, "preference": PREFERENCE},
+        {"n_tasks": N_OBJECTIVES, "seed": 12345},
+        {"n_tasks": N_OBJECTIVES, "normalise": False},
+    ]
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
 @given(problem=PROBLEMS, data=st.data())
 def test_claims_hold(name: str, problem: Any, data: st.DataObject) -> None:

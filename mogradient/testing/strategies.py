@@ -81,23 +81,32 @@ def _ints(spec: IntSpec, what: str) -> SearchStrategy[int]:
     return st.integers(low, high)
 
 
+_CHOICE_OF_TEN = st.integers(0, 9)
+
+
 def scales(
     min_value: float = MIN_SCALE, max_value: float = MAX_SCALE, *, zero: bool = True
 ) -> SearchStrategy[float]:
-    """Magnitudes: log-uniform in ``[min_value, max_value]`` with the end points and 1 drawn
-    often, and 0 when ``zero``. Shrinks towards 1 (or the closest end point)."""
+    """Magnitudes: 1 (or ``min_value`` if 1 is out of range), ``min_value`` and ``max_value``
+    one time in ten each, 0 one time in ten when ``zero``, otherwise log-uniform in
+    ``[min_value, max_value]``. Shrinks towards 1."""
     if not (0 < min_value <= max_value) or not math.isfinite(max_value):
         raise ValueError(f"need 0 < min_value <= max_value < inf, got {min_value}, {max_value}")
     lo, hi = math.log10(min_value), math.log10(max_value)
     one = 1.0 if min_value <= 1.0 <= max_value else min_value
-    special = [one, min_value, max_value]
-    choices: list[SearchStrategy[float]] = [
-        st.sampled_from(special),
-        st.floats(lo, hi).map(lambda e: float(min(max(10.0**e, min_value), max_value))),
-    ]
-    if zero:
-        choices.insert(1, st.just(0.0))
-    return st.one_of(*choices)
+    special = {0: one, 1: min_value, 2: max_value}
+    exponents = st.floats(lo, hi)
+
+    @st.composite
+    def draw_scale(draw: Any) -> float:
+        k = draw(_CHOICE_OF_TEN)
+        if k in special:
+            return special[k]
+        if k == 3 and zero:
+            return 0.0
+        return float(min(max(10.0 ** draw(exponents), min_value), max_value))
+
+    return draw_scale()
 
 
 def _scales(spec: ScaleSpec, zero: bool) -> SearchStrategy[float]:
