@@ -186,7 +186,7 @@ def _twin(agg: Aggregator, factory: Callable[[], Aggregator]) -> Aggregator:
 
 
 def _losses_for(agg: object, jacobian: torch.Tensor, losses: torch.Tensor | None) -> Any:
-    if losses is None and isinstance(agg, LossWeighting) and agg.uses_loss_values:
+    if losses is None and getattr(agg, "uses_loss_values", False):
         raise ValueError(
             f"{agg!r} decides from the loss values: pass losses=... (one positive value per "
             "objective; mogradient.testing.loss_values draws them)"
@@ -212,13 +212,18 @@ def weights_of(
 ) -> np.ndarray:
     """The weights ``agg`` decides for this input, as float64 numpy.
 
-    ``GramianWeighting``: ``weights(gramian_of(J))`` ``[n]``; ``LossWeighting``:
+    ``GramianWeighting``: ``weights(gramian_of(J))`` ``[n]`` (with the losses for a method
+    that reads them, ``uses_loss_values``); ``LossWeighting``:
     ``weights(losses)`` ``[n]`` (zeros when it does not use loss values); ``AdvantageCombiner``:
     ``combine(J).weights``, ``[n]`` or ``[n, d]`` (one simplex per coordinate). Advances the
     instance's state like a call would.
     """
     if isinstance(agg, GramianWeighting):
-        w = agg.weights(gramian_of(jacobian))
+        if agg.uses_loss_values:
+            _losses_for(agg, jacobian, losses)
+            w = agg.weights(gramian_of(jacobian), None if losses is None else losses.detach())
+        else:
+            w = agg.weights(gramian_of(jacobian))
     elif isinstance(agg, LossWeighting):
         if losses is None:
             if agg.uses_loss_values:
