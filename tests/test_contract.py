@@ -55,6 +55,8 @@ NON_DEFAULT: dict[str, list[dict[str, Any]]] = {
     "stch": [{"mu": 1.0}, {"ideal": 0.0}, {"mu": 0.01, "preference": PREFERENCE}],
     "tchebycheff": [{"ideal": 0.0}],
     "uw": [{"lr": 0.2}, {"init": 1.0}],
+    "aligned-mtl": [{"scale_mode": "median"}, {"scale_mode": "rmse"}],
+    "gradvac": [{"beta": 0.01}, {"beta": 1.0}, {"seed": None}],
 }
 
 
