@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from mogradient.aggregators._common import check_loss_signs, check_objective_count
 from mogradient.aggregators.base import LossWeighting
 from mogradient.aggregators.registry import register
 
@@ -59,19 +60,13 @@ class DWA(LossWeighting):
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         n = losses.shape[0]
-        bad = np.flatnonzero(losses <= 0)
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"DWA needs positive loss values (it divides consecutive losses), but "
-                f"objective {i} has loss {float(losses[i]):g}; shift that objective by a "
-                "constant so it stays > 0"
-            )
-        if self._history and self._history[-1].shape[0] != n:
-            raise ValueError(
-                f"DWA's history holds {self._history[-1].shape[0]} objectives but got {n} loss "
-                "values; call reset() before changing the number of objectives"
-            )
+        check_loss_signs(
+            losses,
+            "DWA needs positive loss values (it divides consecutive losses), but objective {i} "
+            "has loss {loss:g}; shift that objective by a constant so it stays > 0",
+        )
+        if self._history:
+            check_objective_count("DWA's history", self._history[-1].shape[0], "objectives", n)
         if len(self._history) < 2:
             weights = np.ones(n)
         else:

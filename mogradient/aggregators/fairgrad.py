@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from mogradient.aggregators._common import positive_number
 from mogradient.aggregators.base import GramianWeighting
 from mogradient.aggregators.nash_mtl import check_max_norm, clip_weights
 from mogradient.aggregators.registry import register
@@ -50,16 +49,12 @@ class FairGrad(GramianWeighting):
     )
 
     def __init__(self, alpha: float = 1.0, max_norm: float | None = 1.0) -> None:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-            raise TypeError(f"alpha must be a number > 0, got {alpha!r}")
-        if alpha == 0:
-            raise ValueError(
-                "alpha=0 makes the system degenerate (its limit is the plain sum of the "
-                "losses); use get_aggregator('linear') or 'mean' for that, or pass alpha > 0"
-            )
-        if not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = positive_number(
+            "alpha",
+            alpha,
+            "alpha=0 makes the system degenerate (its limit is the plain sum of the losses); "
+            "use get_aggregator('linear') or 'mean' for that, or pass alpha > 0",
+        )
         self.max_norm = check_max_norm(max_norm)
 
     def _hyperparameters(self) -> dict[str, object]:

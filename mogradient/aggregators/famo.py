@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 
+from mogradient.aggregators._common import check_loss_signs, check_objective_count
 from mogradient.aggregators.base import LossWeighting
 from mogradient.aggregators.registry import register
 
@@ -95,21 +96,16 @@ class FAMO(LossWeighting):
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         n = losses.shape[0]
-        bad = np.flatnonzero(losses <= 0)
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"FAMO needs positive loss values (it takes their logarithm), but objective {i} "
-                f"has loss {float(losses[i]):g}; shift that objective by a constant (subtract a "
-                "known lower bound, add a small margin) so it stays > 0"
-            )
+        check_loss_signs(
+            losses,
+            "FAMO needs positive loss values (it takes their logarithm), but objective {i} has "
+            "loss {loss:g}; shift that objective by a constant (subtract a known lower bound, "
+            "add a small margin) so it stays > 0",
+        )
         if self.logits is None:
             self.logits = np.zeros(n)
-        elif self.logits.shape[0] != n:
-            raise ValueError(
-                f"FAMO holds {self.logits.shape[0]} logits but got {n} loss values; call "
-                "reset() before changing the number of objectives"
-            )
+        else:
+            check_objective_count("FAMO", self.logits.shape[0], "logits", n)
         log_l = np.log(losses)
         if self._previous_log_losses is not None:
             self._update_logits(self._previous_log_losses - log_l)

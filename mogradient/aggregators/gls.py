@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mogradient.aggregators._common import check_loss_signs
 from mogradient.aggregators.base import LossWeighting
 from mogradient.aggregators.registry import register
 
@@ -38,13 +39,11 @@ class GLS(LossWeighting):
     )
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
-        bad = np.flatnonzero(losses <= 0)
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"GLS needs positive loss values (the geometric mean of a zero or negative "
-                f"loss has no useful gradient), but objective {i} has loss "
-                f"{float(losses[i]):g}; shift that objective by a constant so it stays > 0"
-            )
+        check_loss_signs(
+            losses,
+            "GLS needs positive loss values (the geometric mean of a zero or negative loss has "
+            "no useful gradient), but objective {i} has loss {loss:g}; shift that objective by "
+            "a constant so it stays > 0",
+        )
         log_l = np.log(losses)
         return np.exp(log_l.mean() - log_l) / losses.shape[0]

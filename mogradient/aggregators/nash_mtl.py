@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from mogradient.aggregators._common import positive_number
 from mogradient.aggregators.base import GramianWeighting
 from mogradient.aggregators.registry import register
 from mogradient.solvers.nash_mtl import nash_mtl_weights
@@ -15,16 +16,13 @@ def check_max_norm(max_norm: float | None) -> float | None:
     """``None`` (no clipping) or a finite number > 0."""
     if max_norm is None:
         return None
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)):
-        raise TypeError(f"max_norm must be a number > 0 or None, got {max_norm!r}")
-    if max_norm == 0:
-        raise ValueError(
-            "max_norm=0 would zero every update; pass max_norm=None to disable the clipping "
-            "(the reference code and TorchJD use 0 for that)"
-        )
-    if not math.isfinite(max_norm) or max_norm < 0:
-        raise ValueError(f"max_norm must be a finite number > 0 or None, got {max_norm!r}")
-    return float(max_norm)
+    return positive_number(
+        "max_norm",
+        max_norm,
+        "max_norm=0 would zero every update; pass max_norm=None to disable the clipping "
+        "(the reference code and TorchJD use 0 for that)",
+        also=" or None",
+    )
 
 
 def clip_weights(w: np.ndarray, gramian: np.ndarray, max_norm: float | None) -> np.ndarray:

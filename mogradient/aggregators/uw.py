@@ -6,6 +6,11 @@ import math
 
 import numpy as np
 
+from mogradient.aggregators._common import (
+    check_loss_signs,
+    check_objective_count,
+    positive_or_hint,
+)
 from mogradient.aggregators.base import LossWeighting
 from mogradient.aggregators.registry import register
 
@@ -69,13 +74,9 @@ class UW(LossWeighting):
     )
 
     def __init__(self, lr: float = 0.01, init: float = 0.0) -> None:
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if lr <= 0:
-            raise ValueError(
-                f"lr must be > 0, got {lr!r}; for fixed weights use get_aggregator('linear', "
-                "preference=...)"
-            )
+        self.lr = positive_or_hint(
+            "lr", lr, "for fixed weights use get_aggregator('linear', preference=...)"
+        )
         if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
             raise ValueError(f"init must be a finite number, got {init!r}")
         if abs(init) > S_MAX:
@@ -83,7 +84,6 @@ class UW(LossWeighting):
                 f"init must lie in [-{S_MAX:g}, {S_MAX:g}] (exp(-init) must stay finite), "
                 f"got {init!r}"
             )
-        self.lr = float(lr)
         self.init = float(init)
         self.log_vars: np.ndarray | None = None
 
@@ -95,21 +95,17 @@ class UW(LossWeighting):
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         n = losses.shape[0]
-        negative = np.flatnonzero(losses < 0)
-        if negative.size:
-            i = int(negative[0])
-            raise ValueError(
-                f"UW needs non-negative loss values, but objective {i} has loss "
-                f"{float(losses[i]):g} (its objective ½e^(-s)L + ½s is then unbounded below); "
-                "shift that objective by a constant (add a known lower bound) so it stays >= 0"
-            )
+        check_loss_signs(
+            losses,
+            "UW needs non-negative loss values, but objective {i} has loss {loss:g} (its "
+            "objective ½e^(-s)L + ½s is then unbounded below); shift that objective by a "
+            "constant (add a known lower bound) so it stays >= 0",
+            allow_zero=True,
+        )
         if self.log_vars is None:
             self.log_vars = np.full(n, self.init)
-        elif self.log_vars.shape[0] != n:
-            raise ValueError(
-                f"UW holds {self.log_vars.shape[0]} log-variances but got {n} loss values; "
-                "call reset() before changing the number of objectives"
-            )
+        else:
+            check_objective_count("UW", self.log_vars.shape[0], "log-variances", n)
         s = self.log_vars
         weights = 0.5 * np.exp(-s)
         self.log_vars = implicit_step(s, losses, self.lr)
