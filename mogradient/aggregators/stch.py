@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from mogradient.aggregators.base import LossWeighting, Property
-from mogradient.aggregators.preference import Preference
+from mogradient.aggregators._common import positive_or_hint
 from mogradient.aggregators.registry import register
-from mogradient.aggregators.tchebycheff import check_ideal, ideal_repr, is_uniform, resolve_ideal
+from mogradient.aggregators.tchebycheff import IdealPointWeighting
 
 
 @register("stch", "smooth-tchebycheff")
-class STCH(LossWeighting):
+class STCH(IdealPointWeighting):
     """μ·log Σᵢ exp(pᵢ(Lᵢ − zᵢ)/μ): a smooth upper bound of the Tchebycheff scalarisation
     max pᵢ(Lᵢ − zᵢ), within μ·log n of it.
 
@@ -41,45 +39,22 @@ class STCH(LossWeighting):
             number per objective.
     """
 
-    properties = frozenset(
-        {
-            "non_negative_weights",
-            "scale_equivariant",
-            "deterministic",
-            "reset_restores",
-            "non_differentiable",
-        }
-    )  # plus "permutation_invariant" with a uniform preference and ideal point: see claims()
-
     def __init__(
         self,
         mu: float = 0.1,
         preference: Sequence[float] | None = None,
         ideal: float | Sequence[float] | None = None,
     ) -> None:
-        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu):
-            raise ValueError(f"mu must be a finite number > 0, got {mu!r}")
-        if mu <= 0:
-            raise ValueError(
-                f"mu must be > 0, got {mu!r}; for the non-smooth limit mu -> 0 use "
-                "get_aggregator('tchebycheff')"
-            )
-        self.mu = float(mu)
-        self.preference = Preference(preference)
-        self.ideal = check_ideal(ideal)
-
-    def claims(self) -> frozenset[Property]:
-        if is_uniform(self.preference, self.ideal):
-            return self.properties | {"permutation_invariant"}
-        return self.properties
+        self.mu = positive_or_hint(
+            "mu", mu, "for the non-smooth limit mu -> 0 use get_aggregator('tchebycheff')"
+        )
+        super().__init__(preference, ideal)
 
     def _hyperparameters(self) -> dict[str, object]:
-        return {"mu": self.mu, "preference": self.preference, "ideal": ideal_repr(self.ideal)}
+        return {"mu": self.mu, **super()._hyperparameters()}
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
-        n = losses.shape[0]
-        p = self.preference.resolve(n)
-        y = p * (losses - resolve_ideal(self.ideal, n))
+        p, y = self._gaps(losses)
         # (y − max y) ≤ 0 before dividing by μ: the largest term is exp(0) = 1 and the others
         # lie in [0, 1] for any μ > 0 (a quotient that overflows to -inf gives exactly 0).
         with np.errstate(over="ignore"):
