@@ -67,27 +67,6 @@ if TYPE_CHECKING:
         strongly_stationary_jacobians,
     )
 
-#: Names served by :mod:`mogradient.testing.strategies`, imported (with hypothesis) on use.
-_STRATEGIES = frozenset(
-    {
-        "DTYPES",
-        "MAX_SCALE",
-        "MIN_SCALE",
-        "Problem",
-        "conflicting_jacobians",
-        "dtypes",
-        "gramians",
-        "jacobians",
-        "layouts",
-        "loss_values",
-        "non_stationary_jacobians",
-        "pareto_stationary_jacobians",
-        "problems",
-        "scales",
-        "strongly_stationary_jacobians",
-    }
-)
-
 
 def __getattr__(name: str) -> Any:
     if name in _STRATEGIES:
@@ -136,3 +115,7 @@ __all__ = [
     "strongly_stationary_jacobians",
     "weights_of",
 ]
+
+#: Names served by :mod:`mogradient.testing.strategies`, imported (with hypothesis) on use:
+#: those of ``__all__`` not bound above.
+_STRATEGIES = frozenset(__all__).difference(globals())
