@@ -39,8 +39,10 @@ from numba import njit
 from mogradient.solvers.dual_cone import dual_cone_normalised
 from mogradient.solvers.min_norm import min_norm_normalised
 from mogradient.solvers.qp import (
+    EPS,
     KKT_TOL,
     OK,
+    ROUNDING,
     _backward,
     _dot,
     active_set,
@@ -55,8 +57,11 @@ from mogradient.solvers.qp import (
 ZERO_MEAN_TOL = 1e-15
 #: Relative change of ``s`` at which the support reproduces its own fixed point.
 S_RTOL = 1e-12
-#: ``‖g_w‖`` below this times ``Σ wᵢ‖gᵢ‖`` is treated as ``g_w = 0`` (see the module docstring).
+#: ``‖g_w‖`` below this times ``ρ = Σ wᵢ‖gᵢ‖`` is treated as ``g_w = 0`` (module docstring)...
 RESOLVE_TOL = 1e-3
+#: ... except with c < 1, where the update keeps the exact direction down to
+#: ``‖g_w‖² = RESOLVABLE × (rounding of wᵀGw)`` (the dual-cone answer may leave the ball there).
+RESOLVABLE = 100.0
 #: ``pᵀGp`` below this (normalised) means 0 ∈ aff(S) to rounding: the fixed point is s = 0.
 ZERO_NORM_TOL = 1e-7
 MAX_OUTER = 100
@@ -270,22 +275,33 @@ def _update_kernel(
         if w[i] != 0.0:
             rho += w[i] * math.sqrt(g[i, i])
             quad += w[i] * _dot(g[i], w, n)
-    r = math.sqrt(max(quad, 0.0))
-    if r > RESOLVE_TOL * rho:
+    r2 = max(quad, 0.0)
+    # wᵀGw carries a rounding of about n·eps·ρ²: the length of the step uses an upper bound of
+    # ‖g_w‖, so that d stays in the ball.
+    err = ROUNDING * n * EPS * rho * rho
+    if r2 >= (RESOLVE_TOL * rho) ** 2 or (c < 1.0 and r2 >= RESOLVABLE * err):
         out = uniform
+        step = alpha / math.sqrt(r2 + err)
         for i in range(n):
-            out[i] += (alpha / r) * w[i]
+            out[i] += step * w[i]
         return out, OK, 0, 0
     # g_w = 0 to the Gramian's resolution: the optimal d nearest to g₀ is its projection onto
-    # the dual cone, shrunk into the ball if rounding put it outside.
+    # the dual cone, in the ball when F ≥ 0 — always so for c ≥ 1, where it is returned as it
+    # is. With c < 1 the ball may miss the cone (F slightly negative) and the projection is then
+    # pulled back towards g₀ onto the ball.
     v = np.empty(n)
     status = dual_cone_normalised(g, uniform, v, tol)
     if status != OK:
         return np.empty(0), status, 0, 0
-    step = v - uniform
-    dist = math.sqrt(max(_dot(step, g @ step, n), 0.0))
-    if dist > alpha:
-        return uniform + (alpha / dist) * step, OK, 0, 0
+    if c >= 1.0:
+        return v, OK, 0, 0
+    diff = v - uniform
+    size = 0.0
+    for i in range(n):
+        size += abs(diff[i]) * math.sqrt(g[i, i])
+    dist2 = max(_dot(diff, g @ diff, n), 0.0) + ROUNDING * n * EPS * size * size
+    if dist2 > alpha * alpha:
+        return uniform + (alpha / math.sqrt(dist2)) * diff, OK, 0, 0
     return v, OK, 0, 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from mogradient.solvers.qp import (
+    NONFINITE_VECTOR,
     OK,
     active_set,
     new_state,
@@ -82,6 +83,14 @@ def dual_cone_normalised(g: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float
 
 
 @njit(cache=True)
+def _first_nonfinite(u: np.ndarray) -> int:
+    for i in range(u.shape[0]):
+        if not np.isfinite(u[i]):
+            return i
+    return -1
+
+
+@njit(cache=True)
 def _project_kernel(
     gramian: np.ndarray, us: np.ndarray, tol: float, validate: bool
 ) -> tuple[np.ndarray, int, int, int]:
@@ -89,6 +98,10 @@ def _project_kernel(
     g, scale, status, i, j = validated_normalised(gramian, tol, validate)
     if status != OK:
         return np.empty((0, 0)), status, i, j
+    for r in range(us.shape[0]):
+        bad = _first_nonfinite(us[r])
+        if bad >= 0:
+            return np.empty((0, 0)), NONFINITE_VECTOR, bad, bad
     out = us.copy()
     if scale == 0.0:  # every vᵀGv is 0: the smallest feasible v is u itself
         return out, OK, 0, 0
@@ -109,6 +122,9 @@ def _upgrad_kernel(
     g, scale, status, i, j = validated_normalised(gramian, tol, validate)
     if status != OK:
         return np.empty(0), status, i, j
+    bad = _first_nonfinite(pref)
+    if bad >= 0:
+        return np.empty(0), NONFINITE_VECTOR, bad, bad
     w = pref.copy()
     if scale == 0.0:
         return w, OK, 0, 0
@@ -136,6 +152,9 @@ def _dualproj_kernel(
     g, scale, status, i, j = validated_normalised(gramian, tol, validate)
     if status != OK:
         return np.empty(0), status, i, j
+    bad = _first_nonfinite(pref)
+    if bad >= 0:
+        return np.empty(0), NONFINITE_VECTOR, bad, bad
     if scale == 0.0:
         return pref.copy(), OK, 0, 0
     v = np.empty(n)
@@ -149,10 +168,10 @@ def _preference(preference: object, n: int) -> np.ndarray:
     if preference is None:
         return np.full(n, 1.0 / n)
     p = np.ascontiguousarray(preference, dtype=np.float64)
-    if p.shape != (n,) or not np.isfinite(p).all():
+    if p.shape != (n,):
         raise ValueError(
-            f"the preference must be a finite vector of {n} entries (one per objective), got "
-            f"shape {p.shape}"
+            f"the preference must be a vector of {n} entries (one per objective), got shape "
+            f"{p.shape}"
         )
     return p
 
@@ -169,9 +188,9 @@ def project_dual_cone(gramian: object, u: object) -> np.ndarray:
     us = np.ascontiguousarray(u, dtype=np.float64)
     single = us.ndim == 1
     us2 = us.reshape(1, -1) if single else us
-    if us2.ndim != 2 or us2.shape[1] != n or not np.isfinite(us2).all():
+    if us2.ndim != 2 or us2.shape[1] != n:
         raise ValueError(
-            f"u must be a finite vector of {n} weights or a batch [k, {n}], got shape {us.shape}"
+            f"u must be a vector of {n} weights or a batch [k, {n}], got shape {us.shape}"
         )
     v, status, i, j = _project_kernel(g, us2, tol, validate)
     if status != OK:
@@ -180,9 +199,10 @@ def project_dual_cone(gramian: object, u: object) -> np.ndarray:
 
 
 def upgrad_weights(gramian: object, preference: object = None) -> np.ndarray:
-    """UPGrad's loss weights ``Σᵢ pᵢ vᵢ``, ``vᵢ = argmin_{v ≥ eᵢ} vᵀGv`` (p: the preference,
-    default uniform; Quinton & Rey 2024). The direction ``Σ wᵢ gᵢ`` is the p-weighted sum of the
-    gradients each projected onto the dual cone, so it conflicts with no objective."""
+    """UPGrad's loss weights ``Σᵢ pᵢ vᵢ``, ``vᵢ = argmin_{v ≥ eᵢ} vᵀGv`` (p: the preference as
+    given, default uniform 1/n; Quinton & Rey 2024). The direction ``Σ wᵢ gᵢ`` is the p-weighted
+    sum of the gradients each projected onto the dual cone, so with p ≥ 0 it conflicts with no
+    objective."""
     g, tol, validate = prepare(gramian)
     w, status, i, j = _upgrad_kernel(g, _preference(preference, g.shape[0]), tol, validate)
     if status != OK:
@@ -191,8 +211,8 @@ def upgrad_weights(gramian: object, preference: object = None) -> np.ndarray:
 
 
 def dualproj_weights(gramian: object, preference: object = None) -> np.ndarray:
-    """DualProj's loss weights ``argmin_{v ≥ p} vᵀGv`` (p: the preference, default uniform):
-    the p-weighted mean gradient projected onto the dual cone of the gradients."""
+    """DualProj's loss weights ``argmin_{v ≥ p} vᵀGv`` (p: the preference as given, default
+    uniform 1/n): the p-weighted mean gradient projected onto the dual cone of the gradients."""
     g, tol, validate = prepare(gramian)
     w, status, i, j = _dualproj_kernel(g, _preference(preference, g.shape[0]), tol, validate)
     if status != OK:

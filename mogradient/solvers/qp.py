@@ -51,8 +51,15 @@ PSD_CHECK_MAX_N = 32
 KKT_TOL = 1e-13
 #: Seeds keep M_S well conditioned: a point with a smaller relative pivot is left out.
 SEED_TOL = 1e-10
-#: A new point whose Schur complement in ``M_S`` is below this is dependent on S.
+#: A new point whose Schur complement in ``M_S`` is below this (relative to its diagonal entry),
+#: or not clearly above its own rounding, is dependent on S.
 DEPENDENT_TOL = 1e-15
+#: Rounding of a Schur complement: ``ROUNDING·(m + 1)·eps`` times the size of its terms.
+ROUNDING = 16.0
+#: A pivot is accepted only this many times above its rounding (≤ 0.1% relative error): a less
+#: accurate one would make every later solve on the factor unreliable.
+RELIABLE = 1000.0
+EPS = float(np.finfo(np.float64).eps)
 #: Above this relative violation a dependent point means the linear term is not in range(G).
 RANGE_TOL = 1e-7
 
@@ -68,6 +75,7 @@ NOT_PSD = 4
 NOT_PSD_PIVOT = 5
 NOT_IN_RANGE = 6
 INFEASIBLE = 7
+NONFINITE_VECTOR = 8
 
 
 class CheckedGramian(np.ndarray):
@@ -79,10 +87,9 @@ class CheckedGramian(np.ndarray):
     has ``tol = None`` and is validated again.
     """
 
+    #: Set on the instance by ``check_gramian``; views, copies and results of arithmetic are new
+    #: objects without it, so they read this class default.
     tol: float | None = None
-
-    def __array_finalize__(self, obj: object) -> None:
-        self.tol = None
 
     def __array_wrap__(
         self, arr: np.ndarray, context: object = None, return_scalar: bool = False
@@ -343,6 +350,8 @@ def status_message(status: int, i: int, j: int, g: np.ndarray) -> str:
         )
     if status == INFEASIBLE:
         return "the lower bounds sum to more than 1: no point of the simplex satisfies them"
+    if status == NONFINITE_VECTOR:
+        return f"entry {i} (objective {i}) of the weight vector is NaN or Inf; pass finite weights"
     return f"unknown status {status}"
 
 
@@ -711,9 +720,11 @@ def active_set(
         if grad[j] >= level - KKT_TOL * scale_j:
             return m, OK, 0
         d2 = _new_row(g, sigma, support, m, lower, j)
-        if d2 <= DEPENDENT_TOL * (g[j, j] + sigma):  # j depends on S to working precision
-            if d2 < -n * tol * (g[j, j] + sigma):
-                return m, NOT_PSD, 0
+        diag = g[j, j] + sigma
+        # The complement's rounding grows with ‖row‖² = diag − d2: a nearly singular factor
+        # (points almost dependent already) makes it unreliable, not negative.
+        noise = ROUNDING * (m + 1) * EPS * (2.0 * diag - d2)
+        if d2 <= DEPENDENT_TOL * diag + RELIABLE * noise:  # j depends on S to working precision
             if check_range and not simplex and grad[j] < level - RANGE_TOL * scale_j:
                 return m, NOT_IN_RANGE, j
             return m, OK, 0
