@@ -114,7 +114,7 @@ def check_gramian(
 
     Checks shape (square, at least 1x1), finiteness (naming the objective), symmetry and
     positive semi-definiteness, in one compiled pass (:func:`mogradient.solvers.qp.gramian_status`:
-    a full PSD test up to 32 objectives, 2×2 minors above, where the solves report the negative
+    a full PSD test up to 16 objectives, 2×2 minors above, where the solves report the negative
     curvature they meet). ``tol`` is relative to the largest diagonal entry; by default it
     follows the precision the Gramian arrived in: ``1e-8`` for float64, ``8·n·eps`` for float32
     and lower (a float32 ``J Jᵀ`` of a rank-deficient Jacobian is PSD only to its rounding).
@@ -125,11 +125,16 @@ def check_gramian(
     if type(gramian) is np.ndarray:
         g = gramian
     elif isinstance(gramian, torch.Tensor):
-        if gramian.is_floating_point():
-            eps = torch.finfo(gramian.dtype).eps
-        elif gramian.is_complex() or gramian.dtype == torch.bool:
-            raise TypeError(f"expected a real-valued Gramian, got dtype {gramian.dtype}")
-        g = gramian.detach().to("cpu", torch.float64).numpy()
+        dtype = gramian.dtype
+        if dtype is not torch.float64:
+            if dtype.is_floating_point:
+                eps = torch.finfo(dtype).eps
+            elif dtype.is_complex or dtype == torch.bool:
+                raise TypeError(f"expected a real-valued Gramian, got dtype {dtype}")
+        t = gramian.detach() if gramian.requires_grad else gramian
+        if dtype is not torch.float64 or t.device.type != "cpu":
+            t = t.to("cpu", torch.float64)
+        g = t.numpy()
     elif isinstance(gramian, np.ndarray):
         g = np.asarray(gramian)
     else:

@@ -30,6 +30,7 @@ from mogradient.solvers.qp import (
     new_state,
     prepare,
     refine,
+    seed_violators,
     status_message,
     validated_normalised,
 )
@@ -46,6 +47,7 @@ def project_normalised(
     y1: np.ndarray,
     yb: np.ndarray,
     scratch: np.ndarray,
+    rows: np.ndarray,
     tol: float,
 ) -> int:
     """``x = argmin_{x ≥ 0} ½xᵀGx + bᵀx`` for a normalised Gramian and ``b = Gu``.
@@ -53,8 +55,9 @@ def project_normalised(
     ``bnorm`` bounds ``Σ|uₖ|‖gₖ‖`` (rounding scale of b). Returns the kernel status; v = u + x.
     """
     x[:] = 0.0
+    m = seed_violators(g, b, support, lower, y1, yb, rows, bnorm)
     m, status, _ = active_set(
-        g, b, 1.0, False, x, support, 0, lower, y1, yb, scratch, bnorm, tol, False
+        g, b, 1.0, False, x, support, m, lower, y1, yb, scratch, bnorm, tol, False
     )
     if status != OK:
         return status
@@ -76,7 +79,8 @@ def dual_cone_normalised(g: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float
             for i in range(n):
                 b[i] += uk * row[i]
             bnorm += abs(uk) * math.sqrt(g[k, k])
-    status = project_normalised(g, b, bnorm, v, support, lower, y1, yb, scratch, tol)
+    rows = np.empty((n, n))
+    status = project_normalised(g, b, bnorm, v, support, lower, y1, yb, scratch, rows, tol)
     for k in range(n):
         v[k] += u[k]
     return status
@@ -129,13 +133,14 @@ def _upgrad_kernel(
     if scale == 0.0:
         return w, OK, 0, 0
     support, lower, y1, yb, scratch = new_state(n)
+    rows = np.empty((n, n))
     x = np.empty(n)
     for i in range(n):
         if pref[i] == 0.0:
             continue
         # v = eᵢ + x with x = argmin_{x ≥ 0} ½xᵀGx + G[i]ᵀx: b is row i of G, no product
         status = project_normalised(
-            g, g[i], math.sqrt(g[i, i]), x, support, lower, y1, yb, scratch, tol
+            g, g[i], math.sqrt(g[i, i]), x, support, lower, y1, yb, scratch, rows, tol
         )
         if status != OK:
             return np.empty(0), status, 0, 0

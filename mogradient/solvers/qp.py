@@ -43,9 +43,10 @@ GRAMIAN_TOL = 1e-8
 #: largest diagonal entry. Measured: float32 ``J Jᵀ`` of rank-deficient Jacobians (n ≤ 60,
 #: d ≤ 10⁴) reach ``−0.27·n·eps`` in eigenvalue and ``1.9·eps`` in 2×2 minors.
 LOW_PRECISION_FACTOR = 8.0
-#: Up to this many objectives validation includes a full PSD test (a pivoted Cholesky, a few
-#: µs); above it, 2×2 minors plus the negative curvature the solve itself runs into.
-PSD_CHECK_MAX_N = 32
+#: Up to this many objectives validation includes a full PSD test (a pivoted Cholesky, about a
+#: µs); above it, 2×2 minors plus the negative curvature the solve itself runs into (a full test
+#: would cost more than the solve: 4 µs at n = 32 against 10 µs for the whole min-norm solve).
+PSD_CHECK_MAX_N = 16
 #: A point enters the free set only if it lowers the gradient below its bound by more than this,
 #: relative to the size of the terms in both (so tiny gradients are still resolved).
 KKT_TOL = 1e-13
@@ -589,6 +590,50 @@ def start_full(
 
 
 @njit(cache=True)
+def factor_order(
+    g: np.ndarray,
+    b: np.ndarray,
+    sigma: float,
+    order: np.ndarray,
+    count: int,
+    support: np.ndarray,
+    lower: np.ndarray,
+    y1: np.ndarray,
+    yb: np.ndarray,
+    rows: np.ndarray,
+) -> int:
+    """Factor ``M_S`` for the candidates ``order[:count]`` in that order, leaving out those
+    whose relative pivot is below ``SEED_TOL`` (dependent on the ones before). Returns m.
+
+    Left-looking by columns: accepting candidate c fills its column for every later candidate
+    at once (independent dot products, unlike the row-by-row forward substitutions of single
+    insertions); ``rows`` (at least ``count × count``) holds the candidates' rows meanwhile.
+    """
+    m = 0
+    for c in range(count):
+        j = order[c]
+        rc = rows[c]
+        d2 = g[j, j] + sigma - _dot(rc, rc, m)
+        if d2 <= SEED_TOL * (g[j, j] + sigma):
+            continue
+        piv = math.sqrt(d2)
+        inv = 1.0 / piv
+        gj = g[j]
+        for c2 in range(c + 1, count):
+            r2 = rows[c2]
+            r2[m] = (gj[order[c2]] + sigma - _dot(r2, rc, m)) * inv
+        row = lower[m]
+        for k in range(m):
+            row[k] = rc[k]
+        row[m] = piv
+        y1[m] = (1.0 - _dot(row, y1, m)) * inv
+        yb[m] = (b[j] - _dot(row, yb, m)) * inv
+        support[m] = j
+        m += 1
+    return m
+
+
+@njit(cache=True)
 def seed_support(
     g: np.ndarray,
     b: np.ndarray,
@@ -604,22 +649,48 @@ def seed_support(
     generously (the solve brings them back if they matter); on the simplex x is renormalised.
     """
     order = np.argsort(-x)
-    m = 0
-    for i in order:
-        if x[i] <= 0.0:
-            break
-        d2 = _new_row(g, sigma, support, m, lower, i)
-        if d2 <= SEED_TOL * (g[i, i] + sigma):
+    count = 0
+    while count < order.shape[0] and x[order[count]] > 0.0:
+        count += 1
+    rows = np.empty((count, count))
+    m = factor_order(g, b, sigma, order, count, support, lower, y1, yb, rows)
+    kept = np.zeros(x.shape[0], dtype=np.bool_)
+    for k in range(m):
+        kept[support[k]] = True
+    total = 0.0
+    for i in range(x.shape[0]):
+        if not kept[i]:
             x[i] = 0.0
-            continue
-        m = _accept(lower, support, m, i, d2, b[i], y1, yb)
+        total += x[i]
     if sigma > 0.0:
-        total = 0.0
-        for k in range(m):
-            total += x[support[k]]
         for k in range(m):
             x[support[k]] /= total
     return m
+
+
+@njit(cache=True)
+def seed_violators(
+    g: np.ndarray,
+    b: np.ndarray,
+    support: np.ndarray,
+    lower: np.ndarray,
+    y1: np.ndarray,
+    yb: np.ndarray,
+    rows: np.ndarray,
+    bnorm: float,
+) -> int:
+    """Orthant start at x = 0 with every objective whose gradient ``bⱼ`` is negative already
+    free (most negative first, dependent ones left out): the usual final free set when the
+    gradients are nearly orthogonal, where adding them one major cycle at a time costs
+    O(n·|S|²). Those that should not be free leave in the first minor cycles."""
+    n = g.shape[0]
+    order = np.argsort(b)
+    count = 0
+    while (
+        count < n and b[order[count]] < -KKT_TOL * math.sqrt(g[order[count], order[count]]) * bnorm
+    ):
+        count += 1
+    return factor_order(g, b, 0.0, order, count, support, lower, y1, yb, rows)
 
 
 @njit(cache=True)
@@ -812,7 +883,7 @@ def _qp_kernel(
         acc = 0.0
         for k in range(n):
             acc += g[i, k] * lower_bounds[k]
-        c[i] = acc + (linear[i] / scale if scale > 0.0 else 0.0)
+        c[i] = acc + (linear[i] / scale if scale > 0.0 else linear[i])
     total = 1.0 - lower_bounds.sum()
     y = np.zeros(n)
     if simplex:
