@@ -19,14 +19,17 @@ when ``c ≥ 1``, since ``F ≥ (c − 1)‖g₀‖‖g_w‖``), the inner optim
 ``d`` of the ball with ``minᵢ gᵢ·d ≥ 0`` is optimal: the ball constraint does not pin d down, and
 falling back to g₀ (as codes dividing by ``‖g_w‖`` do) conflicts. Among the optimal d we return
 the one nearest to g₀, which is the projection of g₀ onto the dual cone ``{d : Jd ≥ 0}``
-(``v = argmin_{v ≥ 1/n} vᵀGv``, :mod:`mogradient.solvers.dual_cone`), shrunk towards g₀ into the
-ball if it lies outside (only possible, by rounding, when the optimum is not exactly 0). The same
-answer is the limit of the exact update as ``g_w → 0`` along the support's own direction.
+(``v = argmin_{v ≥ 1/n} vᵀGv``, :mod:`mogradient.solvers.dual_cone`; by Moreau's decomposition
+it is also ``g₀ + lim (g_w(s) − g_w(0))/s``, the limit of the support's own direction). If the
+ball misses that cone (``F`` slightly negative, only possible with ``c < 1``) the projection is
+pulled back along the segment to g₀ onto the sphere, which keeps ``minᵢ gᵢ·d ≥ minᵢ gᵢ·g₀``.
 
-**Resolution.** ``‖g_w‖`` comes from ``wᵀGw``, whose rounding (and that of G itself) is about
-``eps·ρ²`` with ``ρ = Σ wᵢ‖gᵢ‖``; the update divides by ``‖g_w‖``, so below
-``RESOLVE_TOL·ρ`` its direction is rounding noise and it can leave the ball. There we take the
-``g_w = 0`` answer above: both are optimal to ``(1 + c)·RESOLVE_TOL·ρ·‖g₀‖``.
+**Resolution.** The kernel resolves ``g_w`` to about 1e-8 of the largest gradient norm (the
+``+11ᵀ`` of ``M_S`` hides smaller differences) and the update divides by ``‖g_w‖``: below
+``RESOLVE_TOL = 1e-3`` of that norm its direction would be off by more than 1e-5 and could
+conflict or leave the ball, so there the ``g_w = 0`` answer above is used. Both are optimal to
+``(1 + c)·RESOLVE_TOL·max‖gᵢ‖·‖g₀‖``. Above it, the step's length uses an upper bound of
+``‖g_w‖`` (``wᵀGw`` plus its rounding, ``16·n·eps·(Σ wᵢ‖gᵢ‖)²``), so d never leaves the ball.
 """
 
 from __future__ import annotations
@@ -57,11 +60,10 @@ from mogradient.solvers.qp import (
 ZERO_MEAN_TOL = 1e-15
 #: Relative change of ``s`` at which the support reproduces its own fixed point.
 S_RTOL = 1e-12
-#: ``‖g_w‖`` below this times ``ρ = Σ wᵢ‖gᵢ‖`` is treated as ``g_w = 0`` (module docstring)...
+#: ``‖g_w‖`` below this times the largest gradient norm is treated as ``g_w = 0``: the kernel
+#: resolves g_w to about 1e-8 of that norm, so its direction would be off by 1e-5 (module
+#: docstring).
 RESOLVE_TOL = 1e-3
-#: ... except with c < 1, where the update keeps the exact direction down to
-#: ``‖g_w‖² = RESOLVABLE × (rounding of wᵀGw)`` (the dual-cone answer may leave the ball there).
-RESOLVABLE = 100.0
 #: ``pᵀGp`` below this (normalised) means 0 ∈ aff(S) to rounding: the fixed point is s = 0.
 ZERO_NORM_TOL = 1e-7
 MAX_OUTER = 100
@@ -276,12 +278,11 @@ def _update_kernel(
             rho += w[i] * math.sqrt(g[i, i])
             quad += w[i] * _dot(g[i], w, n)
     r2 = max(quad, 0.0)
-    # wᵀGw carries a rounding of about n·eps·ρ²: the length of the step uses an upper bound of
-    # ‖g_w‖, so that d stays in the ball.
-    err = ROUNDING * n * EPS * rho * rho
-    if r2 >= (RESOLVE_TOL * rho) ** 2 or (c < 1.0 and r2 >= RESOLVABLE * err):
+    if r2 >= RESOLVE_TOL * RESOLVE_TOL:
+        # wᵀGw carries a rounding of about n·eps·ρ²: the step's length uses an upper bound of
+        # ‖g_w‖, so that d stays in the ball.
         out = uniform
-        step = alpha / math.sqrt(r2 + err)
+        step = alpha / math.sqrt(r2 + ROUNDING * n * EPS * rho * rho)
         for i in range(n):
             out[i] += step * w[i]
         return out, OK, 0, 0

@@ -57,8 +57,9 @@ SEED_TOL = 1e-10
 DEPENDENT_TOL = 1e-15
 #: Rounding of a Schur complement: ``ROUNDING·(m + 1)·eps`` times the size of its terms.
 ROUNDING = 16.0
-#: A pivot is accepted only this many times above its rounding (≤ 0.1% relative error): a less
-#: accurate one would make every later solve on the factor unreliable.
+#: On the orthant a pivot is accepted only this many times above its rounding (≤ 0.1% relative
+#: error): a less accurate one makes every later solve on ``G_SS`` unreliable. On the simplex the
+#: unit shift of ``M_S`` bounds that amplification, and pivots down to the rounding count.
 RELIABLE = 1000.0
 EPS = float(np.finfo(np.float64).eps)
 #: Above this relative violation a dependent point means the linear term is not in range(G).
@@ -795,7 +796,9 @@ def active_set(
         # The complement's rounding grows with ‖row‖² = diag − d2: a nearly singular factor
         # (points almost dependent already) makes it unreliable, not negative.
         noise = ROUNDING * (m + 1) * EPS * (2.0 * diag - d2)
-        if d2 <= DEPENDENT_TOL * diag + RELIABLE * noise:  # j depends on S to working precision
+        if not simplex:  # without the +11ᵀ shift a near-singular G_SS amplifies the rounding
+            noise *= RELIABLE
+        if d2 <= DEPENDENT_TOL * diag + noise:  # j depends on S to working precision
             if check_range and not simplex and grad[j] < level - RANGE_TOL * scale_j:
                 return m, NOT_IN_RANGE, j
             return m, OK, 0
