@@ -125,14 +125,14 @@ def check_gramian(
     if type(gramian) is np.ndarray:
         g = gramian
     elif isinstance(gramian, torch.Tensor):
-        dtype = gramian.dtype
-        if dtype is not torch.float64:
-            if dtype.is_floating_point:
-                eps = torch.finfo(dtype).eps
-            elif dtype.is_complex or dtype == torch.bool:
-                raise TypeError(f"expected a real-valued Gramian, got dtype {dtype}")
+        tdtype = gramian.dtype
+        if tdtype is not torch.float64:
+            if tdtype.is_floating_point:
+                eps = torch.finfo(tdtype).eps
+            elif tdtype.is_complex or tdtype == torch.bool:
+                raise TypeError(f"expected a real-valued Gramian, got dtype {tdtype}")
         t = gramian.detach() if gramian.requires_grad else gramian
-        if dtype is not torch.float64 or t.device.type != "cpu":
+        if tdtype is not torch.float64 or t.device.type != "cpu":
             t = t.to("cpu", torch.float64)
         g = t.numpy()
     elif isinstance(gramian, np.ndarray):

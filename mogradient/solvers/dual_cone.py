@@ -61,7 +61,7 @@ def project_normalised(
     )
     if status != OK:
         return status
-    refine(g, b, 1.0, False, x, support, m, lower)
+    refine(g, b, 1.0, False, x, support, m, lower, y1)
     return OK
 
 

@@ -88,7 +88,7 @@ def min_norm_normalised(g: np.ndarray, w: np.ndarray, warm: bool, tol: float) ->
     )
     if status != OK:
         return status
-    refine(g, zero, 0.0, True, w, support, m, lower)
+    refine(g, zero, 0.0, True, w, support, m, lower, y1)
     w /= w.sum()
     return OK
 

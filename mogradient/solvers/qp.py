@@ -93,7 +93,7 @@ class CheckedGramian(np.ndarray):
     #: objects without it, so they read this class default.
     tol: float | None = None
 
-    def __array_wrap__(
+    def __array_wrap__(  # type: ignore[override]
         self, arr: np.ndarray, context: object = None, return_scalar: bool = False
     ) -> object:
         out = np.asarray(arr)
@@ -201,14 +201,14 @@ def _scan(g: np.ndarray, tol: float, out: np.ndarray, write: bool) -> tuple[bool
     ``out = sym(G) / max diag`` (pre-scaled so that subnormal Gramians do not overflow).
 
     "Wrong" is any of: a non-finite entry, a diagonal entry below ``−tol·scale``, an
-    asymmetry or a 2×2 minor beyond ``tol·scale`` (NaN fails every comparison).
+    asymmetry or a 2×2 minor beyond ``tol·scale`` (NaN fails every comparison). With
+    ``write`` the entries are first scaled row by row (contiguous), then symmetrised in place.
     """
     n = g.shape[0]
     top = 0.0
-    for i in range(n):
-        top = max(top, abs(g[i, i]))
     scale = 0.0
     for i in range(n):
+        top = max(top, abs(g[i, i]))
         scale = max(scale, g[i, i])
     bound = tol * top
     pre = 1e300 if 0.0 < scale < 1e-290 else 1.0  # 1/scale would overflow for subnormals
@@ -219,8 +219,25 @@ def _scan(g: np.ndarray, tol: float, out: np.ndarray, write: bool) -> tuple[bool
         gii = g[i, i]
         ok &= gii >= -bound
         root[i] = math.sqrt(max(gii, 0.0))  # √Gᵢᵢ√Gⱼⱼ cannot underflow like √(GᵢᵢGⱼⱼ)
-        if write:
-            out[i, i] = (gii * pre) * inv
+    if write:
+        for i in range(n):
+            gi = g[i]
+            oi = out[i]
+            ri = root[i]
+            for j in range(n):
+                a = gi[j]
+                ok &= abs(a) <= ri * root[j] + bound
+                oi[j] = (a * pre) * inv
+        for i in range(n):
+            oi = out[i]
+            for j in range(i + 1, n):
+                a = oi[j]
+                b = out[j, i]
+                ok &= abs(g[i, j] - g[j, i]) <= bound
+                v = 0.5 * a + 0.5 * b
+                oi[j] = v
+                out[j, i] = v
+        return not ok, scale
     for i in range(n):
         gi = g[i]
         ri = root[i]
@@ -229,10 +246,6 @@ def _scan(g: np.ndarray, tol: float, out: np.ndarray, write: bool) -> tuple[bool
             b = g[j, i]
             ok &= abs(a - b) <= bound
             ok &= abs(a) <= ri * root[j] + bound
-            if write:
-                v = ((0.5 * a + 0.5 * b) * pre) * inv
-                out[i, j] = v
-                out[j, i] = v
     return not ok, scale
 
 
@@ -818,28 +831,36 @@ def refine(
     support: np.ndarray,
     m: int,
     lower: np.ndarray,
+    y1: np.ndarray,
 ) -> None:
     """One step of iterative refinement of the minimiser on the final free set.
 
     The residual ``G_SS x_S + s·b_S − ν1`` is computed on G itself (not on ``M = G_SS + 11ᵀ``,
     whose unit shift hides entries far below the largest one), so a near-zero optimum comes
     out accurate relative to the gradients involved, not only to the largest one. Skipped if
-    it would make a weight non-positive.
+    it would make a weight non-positive. ``y1 = L⁻¹1`` is the carried forward solution.
     """
     if m == 0:
         return
+    n = g.shape[0]
     res = np.empty(m)
     corr = np.empty(m)
-    ones = np.empty(m)
     work = np.empty(m)
+    identity = m == n  # the full support in natural order (start_full): contiguous rows
+    for k in range(m):
+        identity = identity and support[k] == k
     level = 0.0
     for k in range(m):
-        row = g[support[k]]
-        acc = s * b[support[k]]
-        for t in range(m):
-            acc += row[support[t]] * x[support[t]]
+        i = support[k]
+        row = g[i]
+        if identity:
+            acc = s * b[i] + _dot(row, x, n)
+        else:
+            acc = s * b[i]
+            for t in range(m):
+                acc += row[support[t]] * x[support[t]]
         res[k] = acc
-        level += x[support[k]] * acc
+        level += x[i] * acc
     for k in range(m):
         if simplex:
             res[k] -= level
@@ -848,12 +869,10 @@ def refine(
     for k in range(m):
         res[k] = (res[k] - _dot(lower[k], res, k)) / lower[k, k]
     _backward(lower, m, res, corr)
-    if simplex:  # keep Σx = 1: remove the M⁻¹1 component that changes the sum
+    if simplex:  # keep Σx = 1: remove the M⁻¹1 = L⁻ᵀ(L⁻¹1) component that changes the sum
         for k in range(m):
-            ones[k] = 1.0
-        for k in range(m):
-            ones[k] = (ones[k] - _dot(lower[k], ones, k)) / lower[k, k]
-        _backward(lower, m, ones, work)
+            res[k] = y1[k]
+        _backward(lower, m, res, work)
         ratio = corr.sum() / work.sum()
         for k in range(m):
             corr[k] -= ratio * work[k]
@@ -926,7 +945,7 @@ def _qp_kernel(
     )
     if status != OK:
         return np.empty(0), status, i, i
-    refine(g, c, 1.0, simplex, y, support, m, lower)
+    refine(g, c, 1.0, simplex, y, support, m, lower, y1)
     if simplex:
         y *= total / y.sum()
     return lower_bounds + y, OK, 0, 0
