@@ -77,7 +77,11 @@ def min_norm_normalised(g: np.ndarray, w: np.ndarray, warm: bool, tol: float) ->
     n = g.shape[0]
     support, lower, y1, yb, scratch = new_state(n)
     zero = np.zeros(n)
+    full = True  # a warm start on the full support gains nothing over the full start
     if warm:
+        for i in range(n):
+            full = full and w[i] > 0.0
+    if warm and not full:
         m = seed_support(g, zero, 1.0, w, support, lower, y1, yb)
     else:
         m = start_full(g, zero, 0.0, w, support, lower, y1, yb, scratch)
