@@ -243,6 +243,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/solvers_bargaining.csv"))
     args = parser.parse_args()
     rows = bargaining_rows(args.quick)
+    print_bargaining(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out}")
+
+
+def print_bargaining(rows: list[dict]) -> None:
+    """The rows of :func:`bargaining_rows` as a fixed-width table."""
     header = (
         f"{'method':<22}{'m':>4}  {'reference':<31}{'ours µs':>10}{'ref µs':>12}"
         f"{'ratio':>9}{'max|Δw|':>10}{'our res':>10}{'ref res':>10}"
@@ -255,12 +266,6 @@ def main() -> None:
             f"{r['reference_us']:>12.0f}{r['ratio']:>8.0f}×{r['max_rel_dw']:>10.1e}"
             f"{r['ours_residual']:>10.1e}{r['reference_residual']:>10.1e}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from mogradient.aggregators import Aggregator, get_aggregator, registered
 from mogradient.testing import (
-    PropertyViolation,
     assert_permutation_invariant,
     check_claims,
     problems,
@@ -83,17 +82,6 @@ def settings_of(name: str, cls: type[Aggregator]) -> list[dict[str, Any]]:
         kwargs = {**required, **kwargs}
         unique.setdefault(repr(sorted(kwargs.items())), kwargs)
     return list(unique.values())
-
-
-def known_false(name: str, kwargs: dict[str, Any]) -> frozenset[str]:
-    """Claims that do not hold today for these settings: reported defects, each pinned by a
-    counterexample in :func:`test_known_false_claims` (strict xfail: it turns red once the
-    defect is fixed, and the entry here must then go). Every other claim is checked."""
-    if name == "cagrad" and kwargs.get("c", 0.4) > 0:
-        # the direction is not unique at Pareto-stationary inputs (g_w = 0) and the code's
-        # fallback to the mean depends on the order of the objectives (issue 11, item 5)
-        return frozenset({"permutation_invariant"})
-    return frozenset()
 
 
 METHODS = registered()
@@ -193,7 +181,7 @@ def test_claims_hold(name: str, example: Example) -> None:
         return cls(**kwargs)
 
     note(f"{cls.__name__}(**{kwargs!r})")
-    claims = factory().claims() - known_false(name, kwargs)
+    claims = factory().claims()
     problem = example.problem
     check_claims(
         factory,
@@ -214,8 +202,9 @@ def _cagrad_permutation(
     )
 
 
-#: (name, settings, property, counterexample) of every claim in :func:`known_false`.
-KNOWN_FALSE_CASES: list[tuple[str, dict[str, Any], str, Callable[[], None]]] = [
+#: CAGrad's permutation invariance failed on these before its g_w = 0 case was solved exactly
+#: (the fallback to the mean depended on the order of the objectives; issue 11, item 5).
+CAGRAD_FORMER_COUNTEREXAMPLES: list[tuple[str, dict[str, Any], str, Callable[[], None]]] = [
     (
         "cagrad",
         {},
@@ -265,17 +254,12 @@ KNOWN_FALSE_CASES: list[tuple[str, dict[str, Any], str, Callable[[], None]]] = [
 
 
 @pytest.mark.parametrize(
-    ("name", "kwargs", "prop", "counterexample"),
-    [
-        pytest.param(*case, marks=pytest.mark.xfail(strict=True, raises=PropertyViolation))
-        for case in KNOWN_FALSE_CASES
-    ],
-    ids=[f"{name}-{prop}-{kwargs}" for name, kwargs, prop, _ in KNOWN_FALSE_CASES],
+    ("name", "kwargs", "prop", "example"),
+    CAGRAD_FORMER_COUNTEREXAMPLES,
+    ids=[f"{name}-{prop}-{kwargs}" for name, kwargs, prop, _ in CAGRAD_FORMER_COUNTEREXAMPLES],
 )
-def test_known_false_claims(
-    name: str, kwargs: dict[str, Any], prop: str, counterexample: Callable[[], None]
+def test_cagrad_former_counterexamples_now_hold(
+    name: str, kwargs: dict[str, Any], prop: str, example: Callable[[], None]
 ) -> None:
-    """Each known false claim is still claimed, left out above, and fails on its example."""
     assert prop in get_aggregator(name, **kwargs).claims()
-    assert prop in known_false(name, kwargs)
-    counterexample()
+    example()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from mogradient.solvers import cagrad_weights
+from mogradient.solvers import cagrad_update, cagrad_weights
 
 SEEDS = st.integers(0, 2**32 - 1)
 RADII = st.sampled_from([0.01, 0.1, 0.4, 0.5, 1.0, 2.0, 10.0])
@@ -154,3 +154,43 @@ def test_bad_c_raises(c):
 def test_bad_gramian_raises(gramian, match):
     with pytest.raises(ValueError, match=match):
         cagrad_weights(gramian, 0.5)
+
+
+# -- the update's loss weights ----------------------------------------------------------
+
+
+def test_update_weights_formula_and_special_cases():
+    j = jacobian(2, 5, 8, 1.0)
+    g = j @ j.T
+    w = cagrad_weights(g, 0.5)
+    g0 = j.mean(axis=0)
+    gw = w @ j
+    expected = np.full(5, 0.2) + 0.5 * np.linalg.norm(g0) / np.linalg.norm(gw) * w
+    np.testing.assert_allclose(cagrad_update(g, 0.5), expected, rtol=1e-12)
+    np.testing.assert_array_equal(cagrad_update(g, 0.0), np.full(5, 0.2))
+    np.testing.assert_array_equal(cagrad_update([[4.0]], 0.5), [1.5])
+    np.testing.assert_array_equal(cagrad_update(np.zeros((3, 3)), 0.5), np.full(3, 1 / 3))
+
+
+def test_update_when_g_w_is_zero_projects_the_mean():
+    """J = [[1, 0], [−1, 0], [0.3, 1]], c = 1: g_w = 0 is optimal; the update is the mean's
+    projection onto the dual cone, d = (0, 1/3) = Jᵀ(1/3, 13/30, 1/3)."""
+    j = np.array([[1.0, 0.0], [-1.0, 0.0], [0.3, 1.0]])
+    omega = cagrad_update(j @ j.T, 1.0)
+    np.testing.assert_allclose(omega, [1 / 3, 13 / 30, 1 / 3], atol=1e-15)
+    np.testing.assert_allclose(omega @ j, [0.0, 1 / 3], atol=1e-15)
+
+
+@settings(deadline=None, max_examples=60)
+@given(SEEDS, st.integers(2, 20), st.integers(1, 25), st.sampled_from([0.0, 2.0]), RADII)
+def test_update_stays_in_the_ball_and_lifts_the_worst_objective(seed, n, d, shared, c):
+    j = jacobian(seed, n, d, shared)
+    omega = cagrad_update(j @ j.T, c)
+    assert np.all(omega >= 0.0)
+    direction = omega @ j
+    g0 = j.mean(axis=0)
+    scale = np.max(np.linalg.norm(j, axis=1)) ** 2
+    assert np.linalg.norm(direction - g0) <= c * np.linalg.norm(g0) * (1 + 1e-9) + 1e-15
+    assert np.min(j @ direction) >= np.min(j @ g0) - 1e-9 * scale
+    if c >= 1.0:
+        assert np.min(j @ direction) >= -1e-9 * scale

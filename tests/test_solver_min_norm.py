@@ -331,3 +331,29 @@ def test_bad_gramian_raises(gramian, match):
 def test_bad_warm_start_raises(warm_start, match):
     with pytest.raises(ValueError, match=match):
         min_norm(GOOD, warm_start=warm_start)
+
+
+@pytest.mark.parametrize("n", [30, 64, 100])
+def test_full_support_optimum_at_large_n(n):
+    """J = randn(n, 2000): every weight positive; one Cholesky of G + 11ᵀ finds it."""
+    j = np.random.default_rng(n).normal(size=(n, 2000))
+    g = j @ j.T
+    c = min_norm(g)
+    assert_simplex(c, n)
+    assert np.all(c > 0)
+    assert_kkt(g, c, tol=1e-12)
+    assert c @ g @ c <= slsqp(g) + 1e-12 * np.max(np.diag(g))
+
+
+def test_float32_gramians_of_rank_deficient_jacobians():
+    """Float32 J Jᵀ of a rank-2 Jacobian has eigenvalues down to −1e-7 of its scale: accepted
+    (the tolerance follows the input's precision), and the answer matches float64's."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        j = rng.normal(size=(12, 2)) @ rng.normal(size=(2, 300))
+        g32 = torch.tensor(j, dtype=torch.float32) @ torch.tensor(j, dtype=torch.float32).T
+        c = min_norm(g32.numpy())
+        c_torch = min_norm(g32)
+        np.testing.assert_array_equal(c, c_torch)
+        g = j @ j.T
+        assert c @ g @ c <= min_norm(g) @ g @ min_norm(g) + 1e-5 * np.max(np.diag(g))

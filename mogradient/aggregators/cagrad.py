@@ -5,25 +5,37 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
-from mogradient.aggregators.base import GramianWeighting
+from mogradient._checks import check_jacobian
+from mogradient.aggregators.base import GramianWeighting, Property, gramian_of
 from mogradient.aggregators.registry import register
-from mogradient.solvers import cagrad_weights
+from mogradient.solvers import cagrad_update
+
+#: Columns per float64 block when a low-precision Jacobian is combined (see ``__call__``).
+_CHUNK = 1 << 20
 
 
 @register("cagrad")
 class CAGrad(GramianWeighting):
-    """The update d = g₀ + (√φ/‖g_w‖) g_w that maximises the worst objective's improvement
-    inside the ball ‖d − g₀‖ ≤ c‖g₀‖ around the mean gradient g₀ (φ = c²‖g₀‖²).
+    """The update d that maximises the worst objective's improvement ``minᵢ gᵢ·d`` inside the
+    ball ``‖d − g₀‖ ≤ c‖g₀‖`` around the mean gradient g₀.
 
-    w solves the inner problem min over the simplex of g_wᵀg₀ + √φ‖g_w‖, exactly, on the Gramian
-    (:func:`mogradient.solvers.cagrad_weights`); the returned loss weights are
-    1/n + (√φ/‖g_w‖) w, so ``c = 0`` gives the mean exactly. Cost: n backwards for the Gramian,
-    then a solve of a few µs (the reference code calls scipy SLSQP at 0.7–53 ms).
+    Its dual is ``min_w g_wᵀg₀ + c‖g₀‖‖g_w‖`` over the simplex, solved exactly on the Gramian
+    (:func:`mogradient.solvers.cagrad_update`; the reference code calls scipy SLSQP at 0.7–53 ms,
+    TorchJD cvxpy), and ``d = g₀ + (c‖g₀‖/‖g_w‖) g_w``: loss weights ``1/n + (c‖g₀‖/‖g_w‖) w``.
+    When ``g_w = 0`` (the hull of the gradients contains 0 and no w makes the dual negative:
+    always the case for c ≥ 1 at such points) every d of the ball with ``minᵢ gᵢ·d ≥ 0`` is
+    optimal and the one nearest to g₀ is returned: the projection of g₀ onto the dual cone of
+    the gradients, not g₀ itself. So with ``c ≥ 1`` the update conflicts with no objective, and
+    ``c = 0`` gives the mean exactly. Cost: n backwards for the Gramian, then a solve of a few µs.
+    Reference: Liu, Liu, Jin, Stone & Liu, *Conflict-Averse Gradient Descent for Multi-task
+    Learning*, NeurIPS 2021.
 
     Args:
         c: radius of the ball relative to ‖g₀‖, ``c ≥ 0`` (the paper uses 0.4–0.5). Larger c
-            trades average progress for the worst objective's progress.
+            trades average progress for the worst objective's progress; from c = 1 on, no
+            objective gets worse to first order.
     """
 
     properties = frozenset(
@@ -39,18 +51,34 @@ class CAGrad(GramianWeighting):
 
     def __init__(self, c: float = 0.4) -> None:
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
-            raise ValueError(f"c must be a finite number >= 0, got {c!r}")
+            raise ValueError(
+                f"c must be a finite number >= 0 (the radius of the ball around the mean "
+                f"gradient, relative to its norm; the paper uses 0.4-0.5), got {c!r}"
+            )
         self.c = float(c)
+
+    def claims(self) -> frozenset[Property]:
+        if self.c >= 1.0:  # F(w) ≥ (c − 1)‖g₀‖‖g_w‖ ≥ 0, and minᵢ gᵢ·d equals min F
+            return self.properties | {"non_conflicting"}
+        return self.properties
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"c": self.c}
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        n = gramian.shape[0]
-        mean = np.full(n, 1.0 / n)
-        w = cagrad_weights(gramian, self.c)
-        sqrt_phi = self.c * math.sqrt(max(float(mean @ gramian @ mean), 0.0))
-        gw_norm = math.sqrt(max(float(w @ gramian @ w), 0.0))
-        if sqrt_phi == 0.0 or gw_norm <= 1e-12 * math.sqrt(float(np.max(np.diag(gramian)))):
-            return mean  # c = 0, zero gradients, or g_w = 0: the ball's best point is g₀ itself
-        return mean + (sqrt_phi / gw_norm) * w
+        return cagrad_update(gramian, self.c)
+
+    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
+        """The update ``Σ ωᵢ gᵢ``. Near a Pareto-stationary point ``c‖g₀‖/‖g_w‖`` is large (up
+        to ``c·10³``) and the sum cancels, so a float32 or bfloat16 Jacobian is combined in
+        float64 blocks and the result rounded once."""
+        jacobian = check_jacobian(jacobian)
+        with torch.no_grad():
+            w = self.weights(gramian_of(jacobian), losses)
+            if jacobian.dtype == torch.float64:
+                return w @ jacobian
+            out = torch.empty(jacobian.shape[1], dtype=jacobian.dtype, device=jacobian.device)
+            for start in range(0, jacobian.shape[1], _CHUNK):
+                block = jacobian[:, start : start + _CHUNK].to(torch.float64)
+                out[start : start + _CHUNK] = (w @ block).to(jacobian.dtype)
+            return out

@@ -1,15 +1,35 @@
-"""The CAGrad inner problem, solved exactly from the Gramian (numba, float64).
+"""CAGrad, solved exactly from the Gramian (numba, float64).
 
-Minimise ``F(w) = bᵀw + α‖g_w‖`` on the simplex, with ``b = G1/n`` (so ``bᵀw = g_w·g₀``),
-``α = c‖g₀‖`` and ``‖g_w‖ = √(wᵀGw)``. Linearising the norm at the optimum shows that the
-solution also minimises the quadratic ``½wᵀGw + s·bᵀw`` with ``s = ‖g_w‖/α`` — the point of the
-hull nearest to ``−s·g₀``. On a fixed support that quadratic's minimiser is ``p + s·q``
-(:func:`~mogradient.solvers.min_norm.affine_parts`) and, since ``Gp ∝ 1`` on S and ``1ᵀq = 0``,
-``‖g_w‖² = pᵀGp + s²·qᵀGq``: the fixed point ``α²s² = ‖g_w‖²`` has the closed form
-``s = √(pᵀGp / (α² − qᵀGq))``. We alternate exact active-set solves of the quadratic (the
-min-norm kernel with a linear term) with this closed form, inside a bracket on ``s`` with
-bisection as the safeguard; it stops when the support reproduces its own ``s``. ``s = 0`` is the
-case ``g_w = 0`` (the min-norm point), where CAGrad's direction is ``g₀`` itself.
+CAGrad's update maximises the worst objective's first-order improvement inside a ball around
+the mean gradient g₀: ``max_d minᵢ gᵢ·d`` subject to ``‖d − g₀‖ ≤ α``, ``α = c‖g₀‖``. Its dual
+is ``min F(w) = bᵀw + α‖g_w‖`` over the simplex, with ``b = G1/n`` (so ``bᵀw = g_w·g₀``) and
+``‖g_w‖ = √(wᵀGw)``; the update is ``d = g₀ + (α/‖g_w‖) g_w``.
+
+**Inner problem.** Linearising the norm at the optimum shows that the solution also minimises
+the quadratic ``½wᵀGw + s·bᵀw`` with ``s = ‖g_w‖/α`` — the point of the hull nearest to ``−s·g₀``.
+On a fixed support that quadratic's minimiser is ``p + s·q`` (p: the min-norm point of the
+support's affine hull, ``1ᵀq = 0``) and, since ``Gp ∝ 1`` on S, ``‖g_w‖² = pᵀGp + s²·qᵀGq``: the
+fixed point ``α²s² = ‖g_w‖²`` has the closed form ``s = √(pᵀGp / (α² − qᵀGq))``. We alternate
+exact solves of the quadratic (the simplex instance of :mod:`mogradient.solvers.qp`) with this
+closed form, inside a bracket on ``s`` with bisection as the safeguard; it stops when the support
+reproduces its own ``s``.
+
+**When g_w = 0.** If the hull of the gradients contains the origin and ``F ≥ 0`` on it (always so
+when ``c ≥ 1``, since ``F ≥ (c − 1)‖g₀‖‖g_w‖``), the inner optimum is ``g_w = 0`` and every
+``d`` of the ball with ``minᵢ gᵢ·d ≥ 0`` is optimal: the ball constraint does not pin d down, and
+falling back to g₀ (as codes dividing by ``‖g_w‖`` do) conflicts. Among the optimal d we return
+the one nearest to g₀, which is the projection of g₀ onto the dual cone ``{d : Jd ≥ 0}``
+(``v = argmin_{v ≥ 1/n} vᵀGv``, :mod:`mogradient.solvers.dual_cone`; by Moreau's decomposition
+it is also ``g₀ + lim (g_w(s) − g_w(0))/s``, the limit of the support's own direction). If the
+ball misses that cone (``F`` slightly negative, only possible with ``c < 1``) the projection is
+pulled back along the segment to g₀ onto the sphere, which keeps ``minᵢ gᵢ·d ≥ minᵢ gᵢ·g₀``.
+
+**Resolution.** The kernel resolves ``g_w`` to about 1e-8 of the largest gradient norm (the
+``+11ᵀ`` of ``M_S`` hides smaller differences) and the update divides by ``‖g_w‖``: below
+``RESOLVE_TOL = 1e-3`` of that norm its direction would be off by more than 1e-5 and could
+conflict or leave the ball, so there the ``g_w = 0`` answer above is used. Both are optimal to
+``(1 + c)·RESOLVE_TOL·max‖gᵢ‖·‖g₀‖``. Above it, the step's length uses an upper bound of
+``‖g_w‖`` (``wᵀGw`` plus its rounding, ``16·n·eps·(Σ wᵢ‖gᵢ‖)²``), so d never leaves the ball.
 """
 
 from __future__ import annotations
@@ -19,24 +39,32 @@ import math
 import numpy as np
 from numba import njit
 
-from mogradient.solvers.min_norm import (
+from mogradient.solvers.dual_cone import dual_cone_normalised
+from mogradient.solvers.min_norm import min_norm_normalised
+from mogradient.solvers.qp import (
+    EPS,
     KKT_TOL,
     OK,
-    affine_parts,
-    check_square,
-    gramian_status,
-    normalised,
-    refine,
-    seed_support,
-    solve_simplex_qp,
+    ROUNDING,
+    _backward,
+    _dot,
+    active_set,
+    new_state,
+    prepare,
+    set_vertex,
     status_message,
+    validated_normalised,
 )
 
 #: ``‖g₀‖²`` below this (normalised Gramian) means the mean gradient is zero: F is flat.
 ZERO_MEAN_TOL = 1e-15
 #: Relative change of ``s`` at which the support reproduces its own fixed point.
 S_RTOL = 1e-12
-#: ``‖g_w‖`` below this (normalised Gramian) at ``s = 0`` means the hull contains the origin.
+#: ``‖g_w‖`` below this times the largest gradient norm is treated as ``g_w = 0``: the kernel
+#: resolves g_w to about 1e-8 of that norm, so its direction would be off by 1e-5 (module
+#: docstring).
+RESOLVE_TOL = 1e-3
+#: ``pᵀGp`` below this (normalised) means 0 ∈ aff(S) to rounding: the fixed point is s = 0.
 ZERO_NORM_TOL = 1e-7
 MAX_OUTER = 100
 
@@ -50,10 +78,7 @@ def _objective(g: np.ndarray, b: np.ndarray, alpha: float, w: np.ndarray) -> tup
     for i in range(n):
         if w[i] != 0.0:
             lin += b[i] * w[i]
-            acc = 0.0
-            for j in range(n):
-                acc += g[i, j] * w[j]
-            quad += w[i] * acc
+            quad += w[i] * _dot(g[i], w, n)
     r = math.sqrt(max(quad, 0.0))
     return lin + alpha * r, r
 
@@ -61,17 +86,26 @@ def _objective(g: np.ndarray, b: np.ndarray, alpha: float, w: np.ndarray) -> tup
 @njit(cache=True)
 def _support_fixed_point(
     g: np.ndarray,
-    b: np.ndarray,
     alpha: float,
     support: np.ndarray,
     m: int,
     lower: np.ndarray,
+    y1: np.ndarray,
+    yb: np.ndarray,
     p: np.ndarray,
     q: np.ndarray,
     work: np.ndarray,
 ) -> float:
-    """The ``s`` solving ``α²s² = pᵀGp + s²·qᵀGq`` on this support (inf if none); fills p, q."""
-    affine_parts(b, support, m, lower, p, q, work)
+    """The ``s`` solving ``α²s² = pᵀGp + s²·qᵀGq`` on this support (inf if none); fills p, q
+    (``p = M⁻¹1/1ᵀM⁻¹1``, ``q = (1ᵀM⁻¹b/1ᵀM⁻¹1)M⁻¹1 − M⁻¹b``, from the carried ``L⁻¹1, L⁻¹b``)."""
+    a = _dot(y1, y1, m)
+    beta = _dot(y1, yb, m) / a
+    for k in range(m):
+        work[k] = y1[k] / a
+    _backward(lower, m, work, p)
+    for k in range(m):
+        work[k] = beta * y1[k] - yb[k]
+    _backward(lower, m, work, q)
     fp = 0.0
     fq = 0.0
     for k in range(m):
@@ -101,6 +135,7 @@ def _certified(
     support: np.ndarray,
     m: int,
     out: np.ndarray,
+    grad: np.ndarray,
 ) -> bool:
     """Write ``p + s·q`` on the support into ``out``; is it optimal for the quadratic at s?
 
@@ -113,7 +148,8 @@ def _certified(
             return False
         out[support[k]] = value
     n = g.shape[0]
-    grad = s * b
+    for i in range(n):
+        grad[i] = s * b[i]
     for k in range(m):
         wk = out[support[k]]
         row = g[support[k]]
@@ -126,55 +162,57 @@ def _certified(
 
 
 @njit(cache=True)
-def _cagrad_kernel(gramian: np.ndarray, c: float) -> tuple[np.ndarray, int, int, int]:
-    n = gramian.shape[0]
-    status, i, j = gramian_status(gramian)
-    if status != OK:
-        return np.empty(0), status, i, j
-    uniform = np.full(n, 1.0 / n)
-    g, scale = normalised(gramian)
-    if c == 0.0 or scale == 0.0 or n == 1:
-        return uniform, OK, 0, 0
-    b = g.sum(axis=1) / n
-    g0sq = b.sum() / n
-    if g0sq <= ZERO_MEAN_TOL:
-        return uniform, OK, 0, 0
-    alpha = c * math.sqrt(g0sq)
-    support = np.empty(n, dtype=np.int64)
-    lower = np.empty((n, n))
-    work = np.empty(n)
+def _inner(
+    g: np.ndarray, b: np.ndarray, alpha: float, c: float, tol: float
+) -> tuple[np.ndarray, int]:
+    """Simplex weights minimising ``bᵀw + α‖g_w‖`` for a normalised Gramian (n ≥ 2, α > 0)."""
+    n = g.shape[0]
+    support, lower, y1, yb, scratch = new_state(n)
     p = np.empty(n)
     q = np.empty(n)
+    work = np.empty(n)
     candidate = np.empty(n)
-    w = np.zeros(n)  # start from the best vertex (faster than from the full support)
-    w[np.argmin(b + alpha * np.sqrt(np.maximum(np.diag(g), 0.0)))] = 1.0
-    m = seed_support(g, w, support, lower, work)
+    bnorm = 0.0
+    for i in range(n):
+        bnorm += math.sqrt(g[i, i]) / n
+    w = np.empty(n)
+    uniform = np.full(n, 1.0 / n)
+    # start from the best vertex of F (faster than from the full support)
+    best_i = 0
+    for i in range(1, n):
+        if b[i] + alpha * math.sqrt(g[i, i]) < b[best_i] + alpha * math.sqrt(g[best_i, best_i]):
+            best_i = i
+    m = set_vertex(g, b, best_i, w, support, lower, y1, yb)
     best = uniform.copy()
     best_f = _objective(g, b, alpha, uniform)[0]
     s = 1.0 / c  # exact when g_w = g₀, i.e. at the uniform weights
     lo = 0.0
     hi = np.inf
     for _ in range(MAX_OUTER):
-        m, status = solve_simplex_qp(g, b, s, w, support, m, lower)
+        m, status, _ = active_set(
+            g, b, s, True, w, support, m, lower, y1, yb, scratch, bnorm, tol, False
+        )
         if status != OK:
-            return np.empty(0), status, 0, 0
+            return np.empty(0), status
         f, r = _objective(g, b, alpha, w)
         if f < best_f:
             best_f = f
             best[:] = w
         if s == 0.0 and r <= ZERO_NORM_TOL:
             if best_f >= -ZERO_NORM_TOL * alpha:  # nothing beats F = 0: g_w = 0 is optimal
-                refine(g, w, support, m, lower)  # g_w = 0 to rounding, not to √rounding
-                return w / w.sum(), OK, 0, 0
+                status = min_norm_normalised(g, w, True, tol)  # g_w = 0 to rounding
+                if status != OK:
+                    return np.empty(0), status
+                return w, OK
             break
         if alpha * s < r:
             lo = s
         else:
             hi = s
-        s_new = _support_fixed_point(g, b, alpha, support, m, lower, p, q, work)
+        s_new = _support_fixed_point(g, alpha, support, m, lower, y1, yb, p, q, work)
         if abs(s_new - s) <= S_RTOL * s:
             break
-        if lo < s_new < hi and _certified(g, b, s_new, p, q, support, m, candidate):
+        if lo < s_new < hi and _certified(g, b, s_new, p, q, support, m, candidate, work):
             if _objective(g, b, alpha, candidate)[0] <= best_f:
                 best[:] = candidate
             break
@@ -183,26 +221,128 @@ def _cagrad_kernel(gramian: np.ndarray, c: float) -> tuple[np.ndarray, int, int,
         if s_new == s:
             break
         s = s_new
-    return best / best.sum(), OK, 0, 0
+    return best / best.sum(), OK
 
 
-def cagrad_weights(gramian: object, c: float) -> np.ndarray:
-    """Simplex weights ``w`` minimising CAGrad's ``g_wᵀg₀ + c‖g₀‖‖g_w‖`` for a Gramian ``G = J Jᵀ``.
+@njit(cache=True)
+def _setup(g: np.ndarray, scale: float, c: float) -> tuple[np.ndarray, float, bool]:
+    """``(b = G1/n, α, trivial)`` for a normalised G; trivial: c = 0, zero gradients or mean."""
+    n = g.shape[0]
+    b = np.zeros(n)
+    if c == 0.0 or scale == 0.0 or n == 1:
+        return b, 0.0, True
+    for i in range(n):
+        b[i] = g[i].sum() / n
+    g0sq = b.sum() / n
+    if g0sq <= ZERO_MEAN_TOL:
+        return b, 0.0, True
+    return b, c * math.sqrt(g0sq), False
 
-    Exact (active set with a closed-form fixed point, not SLSQP). The CAGrad direction is then
-    ``g₀ + (c‖g₀‖/‖g_w‖) g_w``. ``c = 0`` (or a zero mean gradient) returns the uniform weights,
-    so CAGrad reduces exactly to the mean. Raises ``ValueError`` for ``c < 0`` and for the same
-    Gramian problems as :func:`~mogradient.solvers.min_norm.min_norm`.
-    """
+
+@njit(cache=True)
+def _cagrad_kernel(
+    gramian: np.ndarray, c: float, tol: float, validate: bool
+) -> tuple[np.ndarray, int, int, int]:
+    n = gramian.shape[0]
+    g, scale, status, i, j = validated_normalised(gramian, tol, validate)
+    if status != OK:
+        return np.empty(0), status, i, j
+    b, alpha, trivial = _setup(g, scale, c)
+    if trivial:
+        return np.full(n, 1.0 / n), OK, 0, 0
+    w, status = _inner(g, b, alpha, c, tol)
+    return w, status, 0, 0
+
+
+@njit(cache=True)
+def _update_kernel(
+    gramian: np.ndarray, c: float, tol: float, validate: bool
+) -> tuple[np.ndarray, int, int, int]:
+    n = gramian.shape[0]
+    g, scale, status, i, j = validated_normalised(gramian, tol, validate)
+    if status != OK:
+        return np.empty(0), status, i, j
+    b, alpha, trivial = _setup(g, scale, c)
+    uniform = np.full(n, 1.0 / n)
+    if trivial:
+        if n == 1:  # d = g + c‖g‖·g/‖g‖
+            uniform[0] = 1.0 + c
+        return uniform, OK, 0, 0
+    w, status = _inner(g, b, alpha, c, tol)
+    if status != OK:
+        return np.empty(0), status, 0, 0
+    rho = 0.0
+    quad = 0.0
+    for i in range(n):
+        if w[i] != 0.0:
+            rho += w[i] * math.sqrt(g[i, i])
+            quad += w[i] * _dot(g[i], w, n)
+    r2 = max(quad, 0.0)
+    if r2 >= RESOLVE_TOL * RESOLVE_TOL:
+        # wᵀGw carries a rounding of about n·eps·ρ²: the step's length uses an upper bound of
+        # ‖g_w‖, so that d stays in the ball.
+        out = uniform
+        step = alpha / math.sqrt(r2 + ROUNDING * n * EPS * rho * rho)
+        for i in range(n):
+            out[i] += step * w[i]
+        return out, OK, 0, 0
+    # g_w = 0 to the Gramian's resolution: the optimal d nearest to g₀ is its projection onto
+    # the dual cone, in the ball when F ≥ 0 — always so for c ≥ 1, where it is returned as it
+    # is. With c < 1 the ball may miss the cone (F slightly negative) and the projection is then
+    # pulled back towards g₀ onto the ball.
+    v = np.empty(n)
+    status = dual_cone_normalised(g, uniform, v, tol)
+    if status != OK:
+        return np.empty(0), status, 0, 0
+    if c >= 1.0:
+        return v, OK, 0, 0
+    diff = v - uniform
+    size = 0.0
+    for i in range(n):
+        size += abs(diff[i]) * math.sqrt(g[i, i])
+    dist2 = max(_dot(diff, g @ diff, n), 0.0) + ROUNDING * n * EPS * size * size
+    if dist2 > alpha * alpha:
+        return uniform + (alpha / math.sqrt(dist2)) * diff, OK, 0, 0
+    return v, OK, 0, 0
+
+
+def _check_c(c: float) -> float:
     c = float(c)
     if not (c >= 0.0 and math.isfinite(c)):
         raise ValueError(
             f"c must be a finite number >= 0 (the radius of CAGrad's ball relative to ‖g₀‖; "
             f"the paper uses 0.4-0.5), got {c!r}"
         )
-    g = np.ascontiguousarray(gramian, dtype=np.float64)  # one compiled layout
-    check_square(g)
-    w, status, i, j = _cagrad_kernel(g, c)
+    return c
+
+
+def cagrad_weights(gramian: object, c: float) -> np.ndarray:
+    """Simplex weights ``w`` minimising CAGrad's ``g_wᵀg₀ + c‖g₀‖‖g_w‖`` for a Gramian ``G = J Jᵀ``.
+
+    The inner (dual) problem only; :func:`cagrad_update` gives the update's loss weights.
+    Exact (active set with a closed-form fixed point, not SLSQP). ``c = 0`` (or a zero mean
+    gradient) returns the uniform weights. Raises ``ValueError`` for ``c < 0`` and for the same
+    Gramian problems as :func:`~mogradient.solvers.min_norm.min_norm`.
+    """
+    c = _check_c(c)
+    g, tol, validate = prepare(gramian)
+    w, status, i, j = _cagrad_kernel(g, c, tol, validate)
+    if status != OK:
+        raise ValueError(status_message(status, i, j, g))
+    return w
+
+
+def cagrad_update(gramian: object, c: float) -> np.ndarray:
+    """Loss weights ``ω`` of CAGrad's update ``d = Σ ωᵢ gᵢ`` for a Gramian ``G = J Jᵀ``.
+
+    ``d`` maximises ``minᵢ gᵢ·d`` over the ball ``‖d − g₀‖ ≤ c‖g₀‖``: ``ω = 1/n + (c‖g₀‖/‖g_w‖) w``
+    with w from :func:`cagrad_weights`; when ``g_w = 0`` (to the Gramian's resolution) the
+    optimal d nearest to g₀, its projection onto the dual cone of the gradients. So ``c ≥ 1``
+    never conflicts, ``c = 0`` is the mean, and ω ≥ 0. One objective: ``ω = [1 + c]``.
+    """
+    c = _check_c(c)
+    g, tol, validate = prepare(gramian)
+    w, status, i, j = _update_kernel(g, c, tol, validate)
     if status != OK:
         raise ValueError(status_message(status, i, j, g))
     return w
