@@ -114,7 +114,11 @@ def test_singular_gramians_with_linear_term_in_range(seed, n, rank, simplex):
         options={"ftol": 1e-15, "maxiter": 1000},
     )
     scale = np.max(np.diag(g)) * (1 + np.abs(x).max()) ** 2
-    assert objective(g, linear, x) <= objective(g, linear, res.x) + 1e-9 * scale
+    # SLSQP can stop on an infeasible point (seed 3, n = 11: Σx = 1 + 1.5e-6, "positive
+    # directional derivative"), whose objective is then below the constrained optimum
+    feasible = res.success or (np.all(res.x >= 0) and (not simplex or abs(res.x.sum() - 1) < 1e-12))
+    if feasible:
+        assert objective(g, linear, x) <= objective(g, linear, res.x) + 1e-9 * scale
 
 
 def test_pinned_small_problems():
