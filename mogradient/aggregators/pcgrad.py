@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting
+from mogradient.aggregators.base import GramianWeighting, Property
 from mogradient.aggregators.registry import register
 from mogradient.solvers import pcgrad_weights
 
@@ -26,7 +26,7 @@ class PCGrad(GramianWeighting):
 
     properties = frozenset(
         {"non_negative_weights", "scale_equivariant", "reset_restores", "non_differentiable"}
-    )
+    )  # plus "deterministic" with an integer seed (the default): see claims()
 
     def __init__(self, seed: int | None = 0) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -34,6 +34,11 @@ class PCGrad(GramianWeighting):
         self.seed = seed
         self._entropy = np.random.SeedSequence(seed).entropy
         self._rng = np.random.default_rng(self._entropy)
+
+    def claims(self) -> frozenset[Property]:
+        if self.seed is None:  # fresh entropy: two instances draw different orders
+            return self.properties
+        return self.properties | {"deterministic"}
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"seed": self.seed}
