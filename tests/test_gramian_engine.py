@@ -156,7 +156,7 @@ def _gpt2(tied=True, **extra):
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(
         vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2, tie_word_embeddings=tied,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **extra,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, **extra,
     )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config).double().eval()
