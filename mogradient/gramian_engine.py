@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -78,7 +78,9 @@ class _Use:
 
     __slots__ = ("module", "args", "kwargs", "params")
 
-    def __init__(self, module: nn.Module, args: tuple, kwargs: dict, params: dict[str, nn.Parameter]):
+    def __init__(
+        self, module: nn.Module, args: tuple, kwargs: dict, params: dict[str, nn.Parameter]
+    ):
         self.module = module
         self.args = args
         self.kwargs = kwargs
@@ -337,7 +339,9 @@ class GramianRecorder:
     def _contribute(self, use: _Use, delta: torch.Tensor) -> None:
         with torch.no_grad():
             module = use.module
-            if isinstance(module, nn.Linear) or (_CONV1D is not None and isinstance(module, _CONV1D)):
+            if isinstance(module, nn.Linear) or (
+                _CONV1D is not None and isinstance(module, _CONV1D)
+            ):
                 self._linear(use, delta)
             elif isinstance(module, nn.Embedding) and not module.scale_grad_by_freq:
                 self._embedding(use, delta)
@@ -351,7 +355,7 @@ class GramianRecorder:
         d = delta.reshape(k, -1, delta.shape[-1])  # [k, N, out]
         x = x.detach().reshape(-1, x.shape[-1]).to(d.dtype)  # [N, in]
         n, d_in, d_out = x.shape[0], x.shape[1], d.shape[-1]
-        weight = module.weight
+        weight = cast(torch.Tensor, module.weight)
         if weight.requires_grad and id(weight) in self._wanted:
             transposed = not isinstance(module, nn.Linear)  # Conv1D stores [in, out]
             if self._dense_needed(weight):
@@ -384,7 +388,7 @@ class GramianRecorder:
         if module.padding_idx is not None:
             keep = ids != module.padding_idx
             ids, d = ids[keep], d[:, keep]
-        weight = module.weight
+        weight = cast(torch.Tensor, module.weight)
         if self._dense_needed(weight):
             g = torch.zeros((k, *weight.shape), dtype=d.dtype, device=d.device)
             g.index_add_(1, ids, d)
@@ -409,8 +413,8 @@ class GramianRecorder:
         self._replaying = True
         try:
             with torch.enable_grad():
-                _, vjp = torch.func.vjp(call, {n: p.detach() for n, p in params.items()})
-                (grads,) = torch.func.vmap(vjp)(delta)
+                vjp = torch.func.vjp(call, {n: p.detach() for n, p in params.items()})[1]
+                grads = torch.func.vmap(vjp)(delta)[0]
         finally:
             self._replaying = False
         for name, p in params.items():

@@ -41,7 +41,9 @@ def _check(model, forward, params=None, gram_trick="auto", expect_fallback=False
     w = torch.rand(len(losses), dtype=torch.float64)
     jac = jacobian(losses, params, retain_graph=True)
     torch.autograd.backward(sum(float(wi) * li for wi, li in zip(w, losses)), inputs=params)
-    got = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    got = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    )
     torch.testing.assert_close(got, w.to(jac.dtype) @ jac)
     return err
 
@@ -58,7 +60,9 @@ def _token_losses(logits, ids, k=K, seed=0):
 @pytest.mark.parametrize("gram_trick", ["auto", "always", "never"])
 def test_mlp(gram_trick):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, K)).double()
+    model = nn.Sequential(
+        nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, K)
+    ).double()
     x = torch.randn(10, 6, dtype=torch.float64)
 
     def forward():
@@ -155,8 +159,18 @@ def test_unsupported_parameter_falls_back_with_warning():
 def _gpt2(tied=True, **extra):
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(
-        vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2, tie_word_embeddings=tied,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, **extra,
+        vocab_size=50,
+        n_positions=16,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        tie_word_embeddings=tied,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        **extra,
     )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config).double().eval()
@@ -180,8 +194,13 @@ def test_gpt2_untied_head():
 def test_llama_untied_rmsnorm():
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
-        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
@@ -194,7 +213,14 @@ def test_peft_lora_gpt2():
     peft = pytest.importorskip("peft")
     model = _gpt2()
     lora = peft.get_peft_model(
-        model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], lora_dropout=0.0, fan_in_fan_out=True)
+        model,
+        peft.LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["c_attn", "c_fc"],
+            lora_dropout=0.0,
+            fan_in_fan_out=True,
+        ),
     )
     # peft initialises B to zero: perturb it so every adapter gradient is nonzero
     with torch.no_grad():
