@@ -252,3 +252,50 @@ def test_float32_model_close_to_float64_reference():
     gram = rec.gramian(losses)
     ref = gramian_of(jacobian(losses, list(model.parameters()), retain_graph=True).double())
     assert ((gram - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(1)  # same weights on both ranks
+        model = _EmbedNorm(tied=True).double()
+        ids = torch.randint(0, 20, (4, 7), generator=torch.Generator().manual_seed(7))
+        with GramianRecorder(model) as rec:
+            losses = _token_losses(
+                model(ids[2 * rank : 2 * rank + 2]), ids[2 * rank : 2 * rank + 2]
+            )
+        torch.save(rec.gramian(losses), f"{out}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_distributed_gramian_is_that_of_the_mean_gradient(tmp_path):
+    """Two gloo ranks, half the batch each: every rank gets the Gramian of the mean of the
+    ranks' gradients (each rank's losses are means over its half, so that is the whole batch's
+    gradient), not the mean of the ranks' Gramians."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.manual_seed(1)
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(1)
+    model = _EmbedNorm(tied=True).double()
+    ids = torch.randint(0, 20, (4, 7), generator=torch.Generator().manual_seed(7))
+    jacs = [
+        jacobian(
+            _token_losses(model(ids[2 * r : 2 * r + 2]), ids[2 * r : 2 * r + 2]),
+            list(model.parameters()),
+        )
+        for r in range(2)
+    ]
+    ref = gramian_of((jacs[0] + jacs[1]) / 2)
+    for r in range(2):
+        torch.testing.assert_close(torch.load(tmp_path / f"rank{r}.pt"), ref, rtol=1e-10, atol=0)
