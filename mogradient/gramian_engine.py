@@ -1,0 +1,439 @@
+"""The k×k parameter Gramian without the k×d Jacobian: per-layer accumulation in one backward.
+
+For a layer ``y = x Wᵀ + b`` the gradient of objective i w.r.t. ``W`` is ``Δᵢᵀ X``, where ``X``
+is the layer's input and ``Δᵢ = ∂Lᵢ/∂y`` its output cotangent. So each layer's share of
+``Gᵢⱼ = Σ_params ⟨∂Lᵢ/∂p, ∂Lⱼ/∂p⟩`` is available from (input, k cotangents) at the moment the
+backward passes through the layer; it is added to a float64 k×k total and dropped. The k
+cotangents come from one backward vectorised over the objectives (``torch.func.vmap`` of
+``autograd.grad`` with the rows of the identity as cotangents), which stops at the first
+recorded layer and never computes a parameter gradient. Peak extra memory is about k × the
+largest layer (or k × its activations), not k × the model.
+
+Usage::
+
+    with GramianRecorder(model) as rec:        # hooks the modules while the forward runs
+        losses = objectives(model(batch))      # k scalar losses
+    G = rec.gramian(losses)                    # [k, k] float64, graph kept
+    w = aggregator.weights(G)
+    torch.autograd.backward(sum(float(wi) * li for wi, li in zip(w, losses)))
+
+or, when the forward is cheap to express as a closure, ``module_gramian(model, fn)``.
+
+Layer types (the per-layer rule in brackets):
+
+* ``nn.Linear``, transformers' ``Conv1D`` (GPT-2): closed form, either the k per-objective
+  weight gradients of that layer (``Δᵢᵀ X``) or, when the layer sees few rows, the Gram trick
+  ``Σₙₘ (X Xᵀ)ₙₘ ⟨Δᵢₙ, Δⱼₘ⟩`` which never forms a weight-sized tensor; bias ``Σₙ Δᵢₙ``.
+* ``nn.Embedding`` (no ``scale_grad_by_freq``): cotangents summed per distinct token id (a
+  ``[k, distinct ids, dim]`` tensor, never ``[k, vocab, dim]``); ``padding_idx`` gets none.
+* any other module that owns trainable parameters directly and returns one tensor (LayerNorm,
+  RMSNorm of any flavour, GroupNorm, Conv2d, ...): its forward is replayed under
+  ``torch.func.vjp`` on the recorded inputs and the vjp vectorised over the k cotangents:
+  exact, k × that module's own parameters.
+* parameters reached outside any such module (an ``nn.Parameter`` used in a functional call,
+  a module returning a tuple): the plain ``autograd.grad`` Jacobian for those parameters only,
+  with a warning naming where they live.
+
+Shared (tied) parameters, e.g. GPT-2's ``wte`` used by the LM head: per-use contributions are
+not additive in the Gramian (``⟨a+b, c+d⟩`` has cross terms), so a parameter used more than
+once in the recorded forward gets a dense ``[k, *shape]`` buffer that every use adds its
+per-objective gradient to; its inner products are taken once all uses are in.
+
+Under ``torch.distributed`` the Gramian of the mean gradient is not the mean of the ranks'
+Gramians, so every per-layer block is taken densely (``[k, *shape]``) and averaged over the
+ranks (one all-reduce per parameter, k × that parameter) before its inner products; every rank
+must record the same modules in the same order (same model, same code path).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["GramianRecorder", "module_gramian"]
+
+
+def _conv1d_type() -> type | None:
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except Exception:  # transformers absent or broken: the generic rule handles it
+        return None
+    return Conv1D
+
+
+_CONV1D = _conv1d_type()
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _Use:
+    """One recorded call of a module: what its backward needs."""
+
+    __slots__ = ("module", "args", "kwargs", "params")
+
+    def __init__(
+        self, module: nn.Module, args: tuple, kwargs: dict, params: dict[str, nn.Parameter]
+    ):
+        self.module = module
+        self.args = args
+        self.kwargs = kwargs
+        self.params = params
+
+
+class _Collect(torch.autograd.Function):
+    """Receives the k stacked cotangents of one module output at once (its ``vmap`` rule sees
+    the physical batch) and hands them to the recorder; returns a dummy."""
+
+    @staticmethod
+    def forward(recorder: GramianRecorder, use: _Use, grad: torch.Tensor) -> torch.Tensor:
+        recorder._contribute(use, grad.unsqueeze(0))  # a single, unbatched objective
+        return grad.new_zeros(())
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, recorder: GramianRecorder, use: _Use, grad: torch.Tensor):
+        dim = in_dims[2]
+        stacked = grad.movedim(dim, 0) if dim is not None else grad.unsqueeze(0)
+        recorder._contribute(use, stacked)
+        return grad.new_zeros(info.batch_size), 0
+
+
+class _Tap(torch.autograd.Function):
+    """Identity on a module's output; on the recorder's backward, passes the cotangent to
+    :class:`_Collect`. Its extra input, the recorder's anchor, makes every tap a node that a
+    backward to the anchor must run through."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(recorder: GramianRecorder, use: _Use, anchor: torch.Tensor, out: torch.Tensor):
+        return out.detach()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        ctx.recorder = inputs[0]
+        ctx.use = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        if ctx.recorder._collecting:
+            anchor_grad = _Collect.apply(ctx.recorder, ctx.use, grad)
+        else:
+            anchor_grad = None
+        return None, None, anchor_grad, grad
+
+
+class GramianRecorder:
+    """Context manager: record the supported modules' calls during a forward, then
+    :meth:`gramian` gives the float64 k×k Gramian of the losses' gradients over the
+    parameters (default: every trainable parameter of ``model``) without the k×d Jacobian.
+
+    Args:
+        model: the module whose forward is recorded (hooks go on it and its submodules).
+        params: the parameters the Gramian is over (default: every parameter of ``model`` with
+            ``requires_grad``); others are treated as constants.
+        gram_trick: ``"auto"`` (per layer, whichever of ``X Xᵀ`` / per-objective weight
+            gradients is cheaper), ``"always"`` or ``"never"``. Ignored (dense) under
+            ``torch.distributed`` and for shared parameters.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Iterable[torch.Tensor] | None = None,
+        *,
+        gram_trick: str = "auto",
+    ) -> None:
+        if gram_trick not in ("auto", "always", "never"):
+            raise ValueError(f"gram_trick must be 'auto', 'always' or 'never', got {gram_trick!r}")
+        self.model = model
+        self.gram_trick = gram_trick
+        if params is None:
+            params = [p for p in model.parameters() if p.requires_grad]
+        self.params = list(params)
+        self._wanted = {id(p) for p in self.params}
+        self._handles: list[Any] = []
+        self._uses: list[_Use] = []
+        self._n_uses: dict[int, int] = {}
+        self._collecting = False
+        self._replaying = False
+        self._anchor: torch.Tensor | None = None
+        # backward state
+        self._total: torch.Tensor | None = None
+        self._remaining: dict[int, int] = {}
+        self._dense: dict[int, torch.Tensor] = {}
+        self._param_of: dict[int, torch.Tensor] = {}
+        self._distributed = False
+
+    # -- recording -------------------------------------------------------------------------
+    def __enter__(self) -> GramianRecorder:
+        self._handles = []
+        self._uses = []
+        self._n_uses = {}
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self._anchor = torch.zeros((), device=device, requires_grad=True)
+        for module in self.model.modules():
+            own = {
+                name: p
+                for name, p in module.named_parameters(recurse=False)
+                if p.requires_grad and id(p) in self._wanted
+            }
+            if own:
+                self._handles.append(
+                    module.register_forward_hook(self._make_hook(own), with_kwargs=True)
+                )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _make_hook(self, own: dict[str, nn.Parameter]) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            if self._replaying or not torch.is_grad_enabled():
+                return output
+            if not isinstance(output, torch.Tensor) or not output.requires_grad:
+                return output  # its parameters fall back to autograd.grad
+            use = _Use(module, args, kwargs, own)
+            self._uses.append(use)
+            for p in own.values():
+                self._n_uses[id(p)] = self._n_uses.get(id(p), 0) + 1
+            return _Tap.apply(self, use, self._anchor, output)
+
+        return hook
+
+    # -- the Gramian -----------------------------------------------------------------------
+    def gramian(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The k×k float64 Gramian ``J Jᵀ`` of ``losses`` over the recorded parameters (the
+        mean over the ranks' gradients under ``torch.distributed``). The graph is kept for the
+        weighted backward of ``Σ wᵢ Lᵢ`` that follows (which frees it)."""
+        losses = [loss.reshape(()) for loss in losses]
+        k = len(losses)
+        if k == 0:
+            raise ValueError("got zero losses")
+        device = losses[0].device
+        self._total = torch.zeros(k, k, dtype=torch.float64, device=device)
+        self._remaining = dict(self._n_uses)
+        self._dense = {}
+        self._distributed = _world_size() > 1
+        self._param_of = {}
+        for use in self._uses:
+            for p in use.params.values():
+                self._param_of[id(p)] = p
+
+        untracked = [p for p in self.params if id(p) not in self._n_uses]
+        try:
+            if self._uses:
+                self._collecting = True
+                anchor = self._anchor
+                assert anchor is not None
+
+                def one(v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    return torch.autograd.grad(
+                        losses,
+                        [anchor],
+                        grad_outputs=list(v.unbind()),
+                        retain_graph=True,
+                        allow_unused=True,
+                        materialize_grads=True,
+                    )
+
+                eye = torch.eye(k, dtype=losses[0].dtype, device=device)
+                if k == 1:
+                    one(eye[0])
+                else:
+                    torch.func.vmap(one)(eye)
+                for key in list(self._dense):  # uses that never reached the losses add zero
+                    self._flush(key)
+        finally:
+            self._collecting = False
+            self._dense = {}
+        if untracked:
+            self._fallback(losses, untracked)
+        total, self._total = self._total, None
+        return total
+
+    def _fallback(self, losses: list[torch.Tensor], untracked: list[torch.Tensor]) -> None:
+        rows = []
+        for loss in losses:
+            grads = torch.autograd.grad(loss, untracked, retain_graph=True, allow_unused=True)
+            rows.append(
+                None
+                if all(g is None for g in grads)
+                else torch.cat(
+                    [
+                        (torch.zeros_like(p) if g is None else g).reshape(-1)
+                        for p, g in zip(untracked, grads)
+                    ]
+                )
+            )
+        if all(r is None for r in rows):
+            return  # the losses do not reach them: they add nothing, nothing to warn about
+        owners = sorted(
+            {
+                type(m).__name__
+                for m in self.model.modules()
+                for p in m.parameters(recurse=False)
+                if any(p is q for q in untracked)
+            }
+        )
+        warnings.warn(
+            f"{sum(p.numel() for p in untracked)} parameters (owned by "
+            f"{', '.join(owners) or 'no module of the model'}) are not used through a module "
+            "the Gramian engine records; their k rows come from plain autograd.grad",
+            stacklevel=3,
+        )
+        template = next(r for r in rows if r is not None)
+        jac = torch.stack([torch.zeros_like(template) if r is None else r for r in rows])
+        if self._distributed:
+            jac = jac.contiguous()
+            dist.all_reduce(jac)
+            jac = jac / _world_size()
+        self._add_gram(jac)
+
+    # -- per-module contributions (called from the backward with [k, *out] cotangents) ----
+    def _add_gram(self, a: torch.Tensor, b: torch.Tensor | None = None) -> None:
+        """total += a bᵀ for [k, n] blocks (b = a by default), accumulated in float64."""
+        assert self._total is not None
+        a = a.reshape(a.shape[0], -1)
+        b = a if b is None else b.reshape(b.shape[0], -1)
+        self._total += (a @ b.T).to(torch.float64)
+
+    def _dense_needed(self, p: torch.Tensor) -> bool:
+        return self._distributed or self._n_uses.get(id(p), 0) > 1
+
+    def _add_dense(self, p: torch.Tensor, grad: torch.Tensor) -> None:
+        """Fold a per-objective gradient ``[k, *p.shape]`` of one use of ``p``."""
+        key = id(p)
+        if self._n_uses.get(key, 0) > 1:
+            buf = self._dense.get(key)
+            self._dense[key] = grad if buf is None else buf + grad
+            self._remaining[key] -= 1
+            if self._remaining[key] == 0:
+                self._flush(key)
+            return
+        self._finish(grad)
+
+    def _flush(self, key: int) -> None:
+        grad = self._dense.pop(key)
+        self._finish(grad)
+
+    def _finish(self, grad: torch.Tensor) -> None:
+        if self._distributed:
+            grad = grad.contiguous()
+            dist.all_reduce(grad)
+            grad = grad / _world_size()
+        self._add_gram(grad)
+
+    def _contribute(self, use: _Use, delta: torch.Tensor) -> None:
+        with torch.no_grad():
+            module = use.module
+            if isinstance(module, nn.Linear) or (
+                _CONV1D is not None and isinstance(module, _CONV1D)
+            ):
+                self._linear(use, delta)
+            elif isinstance(module, nn.Embedding) and not module.scale_grad_by_freq:
+                self._embedding(use, delta)
+            else:
+                self._generic(use, delta)
+
+    def _linear(self, use: _Use, delta: torch.Tensor) -> None:
+        module = use.module
+        x = use.args[0] if use.args else next(iter(use.kwargs.values()))
+        k = delta.shape[0]
+        d = delta.reshape(k, -1, delta.shape[-1])  # [k, N, out]
+        x = x.detach().reshape(-1, x.shape[-1]).to(d.dtype)  # [N, in]
+        n, d_in, d_out = x.shape[0], x.shape[1], d.shape[-1]
+        weight = cast(torch.Tensor, module.weight)
+        if weight.requires_grad and id(weight) in self._wanted:
+            transposed = not isinstance(module, nn.Linear)  # Conv1D stores [in, out]
+            if self._dense_needed(weight):
+                g = torch.einsum("kno,ni->kio" if transposed else "kno,ni->koi", d, x)
+                self._add_dense(weight, g)
+            elif self._use_trick(n, d_in, d_out, k):
+                xx = x @ x.T  # [N, N]
+                self._add_gram(torch.matmul(xx, d).reshape(k, -1), d.reshape(k, -1))
+            else:
+                self._add_gram(torch.einsum("kno,ni->koi", d, x))
+        bias = getattr(module, "bias", None)
+        if bias is not None and bias.requires_grad and id(bias) in self._wanted:
+            g = d.sum(1)
+            if self._dense_needed(bias):
+                self._add_dense(bias, g)
+            else:
+                self._add_gram(g)
+
+    def _use_trick(self, n: int, d_in: int, d_out: int, k: int) -> bool:
+        if self.gram_trick != "auto":
+            return self.gram_trick == "always"
+        # flops: trick N²·in + k·N²·out, dense k·N·in·out (+ k²·in·out)
+        return n * (d_in + k * d_out) < k * d_in * d_out
+
+    def _embedding(self, use: _Use, delta: torch.Tensor) -> None:
+        module = use.module
+        ids = (use.args[0] if use.args else next(iter(use.kwargs.values()))).reshape(-1)
+        k = delta.shape[0]
+        d = delta.reshape(k, ids.shape[0], -1)
+        if module.padding_idx is not None:
+            keep = ids != module.padding_idx
+            ids, d = ids[keep], d[:, keep]
+        weight = cast(torch.Tensor, module.weight)
+        if self._dense_needed(weight):
+            g = torch.zeros((k, *weight.shape), dtype=d.dtype, device=d.device)
+            g.index_add_(1, ids, d)
+            self._add_dense(weight, g)
+            return
+        distinct, inverse = torch.unique(ids, return_inverse=True)
+        summed = torch.zeros(k, distinct.shape[0], d.shape[-1], dtype=d.dtype, device=d.device)
+        summed.index_add_(1, inverse, d)
+        self._add_gram(summed)
+
+    def _generic(self, use: _Use, delta: torch.Tensor) -> None:
+        module = use.module
+        params = dict(use.params)
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in use.args)
+        kwargs = {
+            key: v.detach() if isinstance(v, torch.Tensor) else v for key, v in use.kwargs.items()
+        }
+
+        def call(ps: dict[str, torch.Tensor]) -> torch.Tensor:
+            return torch.func.functional_call(module, ps, args, kwargs, strict=False)
+
+        self._replaying = True
+        try:
+            with torch.enable_grad():
+                vjp = torch.func.vjp(call, {n: p.detach() for n, p in params.items()})[1]
+                grads = torch.func.vmap(vjp)(delta)[0]
+        finally:
+            self._replaying = False
+        for name, p in params.items():
+            g = grads[name]
+            if self._dense_needed(p):
+                self._add_dense(p, g)
+            else:
+                self._add_gram(g)
+
+
+def module_gramian(
+    model: nn.Module,
+    losses_fn: Callable[[], Sequence[torch.Tensor]],
+    params: Iterable[torch.Tensor] | None = None,
+    **options: Any,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run ``losses_fn()`` (the forward, returning k scalar losses) under a
+    :class:`GramianRecorder` of ``model``; return ``(G [k, k] float64, losses)`` with the graph
+    kept for the weighted backward."""
+    with GramianRecorder(model, params, **options) as rec:
+        losses = list(losses_fn())
+    return rec.gramian(losses), losses
