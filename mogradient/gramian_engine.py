@@ -262,7 +262,7 @@ class GramianRecorder:
         if untracked:
             self._fallback(losses, untracked)
         total, self._total = self._total, None
-        return total
+        return 0.5 * (total + total.T)  # per-layer blocks are summed in different orders
 
     def _fallback(self, losses: list[torch.Tensor], untracked: list[torch.Tensor]) -> None:
         rows = []

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 GRAMIAN_LEVELS = ("parameters", "features")
+PARAMETER_GRAMIANS = ("layers", "jacobian")
 KL_ESTIMATORS = ("k1", "k3")
 
 
@@ -32,6 +33,9 @@ class MOPPOConfig:
       method's own scale (PCGrad's Σw ≈ k, CAGrad's 1 + c‖g₀‖/‖g_w‖, user ``linear`` weights).
       ``agg/weight_sum`` logs the sum before rescaling.
     * ``noon``: clip every objective's advantage at zero before aggregating (Noon PPO).
+    * ``parameter_gramian``: how the parameters-level Gramian is formed: ``"layers"`` (default:
+      layer by layer during one backward, never holding the k×d Jacobian; with one micro-batch)
+      or ``"jacobian"`` (the k×d Jacobian, then ``JJᵀ``; always used with accumulation).
     * ``gramian_level``: ``"parameters"`` (Gramian of the policy-loss gradients over all policy
       parameters) or ``"features"`` (over the last hidden states: MGDA-UB).
     * ``use_score_scaling`` / ``use_score_norm``: divide each objective's score by its running
@@ -77,6 +81,7 @@ class MOPPOConfig:
     normalize_weights: bool = True
     noon: bool = True
     gramian_level: Literal["parameters", "features"] = "parameters"
+    parameter_gramian: Literal["layers", "jacobian"] = "layers"
     use_score_scaling: bool = True
     use_score_norm: bool = True
     score_clip: float | None = None
@@ -122,6 +127,11 @@ class MOPPOConfig:
         if self.gramian_level not in GRAMIAN_LEVELS:
             raise ValueError(
                 f"gramian_level must be one of {GRAMIAN_LEVELS}, got {self.gramian_level!r}"
+            )
+        if self.parameter_gramian not in PARAMETER_GRAMIANS:
+            raise ValueError(
+                f"parameter_gramian must be one of {PARAMETER_GRAMIANS}, "
+                f"got {self.parameter_gramian!r}"
             )
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")

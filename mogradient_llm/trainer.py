@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mogradient import GramianAccumulator
+from mogradient.gramian_engine import GramianRecorder
 from mogradient_llm.advantages import (
     RunningMeanStd,
     gae,
@@ -379,19 +380,11 @@ class MOPPOTrainer:
         weights: torch.Tensor | None = None
         stats: dict[str, float] = {}
         if self.combiner.gradient_level:
-            gramian = GramianAccumulator(cfg.gramian_level, len(micro))
-            params = [p for p in self.policy.parameters() if p.requires_grad]
-            for idx in micro:
-                with acc.no_sync(self.model) if len(micro) > 1 else nullcontext():
-                    out = self.minibatch_losses(batch, idx, token_count)
-                if self._skip_nonfinite(*out[:2]):
-                    return {}
-                inputs = [out[2]] if cfg.gramian_level == "features" else params
-                gramian.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
-                held = out if len(micro) == 1 else None
-            weights, stats = self.combiner.gramian_weights(
-                gramian.gramian(), batch["objective_losses"]
-            )
+            decided = self._policy_gramian(batch, micro, token_count)
+            if decided is None:
+                return {}
+            gramian, held = decided
+            weights, stats = self.combiner.gramian_weights(gramian, batch["objective_losses"])
         totals: dict[str, float] = {}
         skipped = False
         for idx in micro:
@@ -418,6 +411,40 @@ class MOPPOTrainer:
             self.model.zero_grad(set_to_none=True)
             return {}
         return {**totals, **stats}
+
+    def _policy_gramian(
+        self, batch: dict[str, Any], micro: Sequence[torch.Tensor], token_count: float
+    ) -> tuple[torch.Tensor, Any] | None:
+        """The global Gramian of the minibatch's per-objective policy losses, and the outputs of
+        its forward when there is one micro-batch (its graph then serves the update too);
+        ``None`` when a loss is not finite and the minibatch is skipped.
+
+        Parameters level with one micro-batch and ``parameter_gramian="layers"``: accumulated
+        layer by layer during one backward (:class:`mogradient.gramian_engine.GramianRecorder`),
+        never holding the k×d Jacobian. With several micro-batches the Gramian is that of the
+        summed gradients, which needs every layer's k gradients at once: the Jacobian path
+        (:class:`mogradient.GramianAccumulator`), as at the features level.
+        """
+        cfg = self.config
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if cfg.gramian_level == "parameters" and len(micro) == 1:
+            if cfg.parameter_gramian == "layers":
+                with GramianRecorder(self.policy, params=params) as recorder:
+                    out = self.minibatch_losses(batch, micro[0], token_count)
+                if self._skip_nonfinite(*out[:2]):
+                    return None
+                return recorder.gramian(list(out[0].unbind())), out
+        accumulator = GramianAccumulator(cfg.gramian_level, len(micro))
+        held = None
+        for idx in micro:
+            with self.accelerator.no_sync(self.model) if len(micro) > 1 else nullcontext():
+                out = self.minibatch_losses(batch, idx, token_count)
+            if self._skip_nonfinite(*out[:2]):
+                return None
+            inputs = [out[2]] if cfg.gramian_level == "features" else params
+            accumulator.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
+            held = out if len(micro) == 1 else None
+        return accumulator.gramian(), held
 
     def _skip_nonfinite(self, p_losses: torch.Tensor, v_loss: torch.Tensor) -> bool:
         """Whether any rank met a non-finite loss (then raise, or warn with ``skip_nonfinite``)."""
