@@ -239,15 +239,78 @@ class AdvantageCombiner(Aggregator):
             return self.combine(jacobian).combined
 
 
-def gramian_of(jacobian: torch.Tensor, chunk_size: int = 1 << 20) -> torch.Tensor:
-    """``J Jᵀ`` in float64 on the Jacobian's device, accumulated over column chunks.
+def gramian_of(
+    jacobian: torch.Tensor,
+    chunk_size: int = 1 << 20,
+    *,
+    precision: Literal["float64", "input"] = "float64",
+    block_size: int = 1024,
+) -> torch.Tensor:
+    """``J Jᵀ`` as a float64 ``[k, k]`` matrix on the Jacobian's device, over column chunks.
 
-    Chunking keeps the float64 copy small for large ``d`` while keeping the precision that the
-    min-norm solve needs on nearly conflicting gradients.
+    ``precision="float64"`` (the default): each chunk of ``chunk_size`` columns is copied to
+    float64 and multiplied there; the result is exact to float64 rounding.
+
+    ``precision="input"``: no float64 copy of J. The columns are cut into blocks of
+    ``block_size``; each block's k×k product is taken in the Jacobian's dtype (float32 at
+    least: bfloat16/float16 blocks are raised to float32) by one batched matmul per chunk,
+    and the blocks' products are summed in float64. Each entry then satisfies
+
+        |Ĝᵢⱼ − Gᵢⱼ| ≤ γ_b · Σ_blocks ‖gᵢ⁽ᵇ⁾‖ ‖gⱼ⁽ᵇ⁾‖ ≤ γ_b · ‖gᵢ‖ ‖gⱼ‖,
+        γ_b = b·u / (1 − b·u),  u = 2⁻²⁴ (float32), b = block_size,
+
+    (the standard dot-product bound per block, Cauchy–Schwarz across blocks, float64 for the
+    sum), i.e. at most about 6.1e-5 · ‖gᵢ‖‖gⱼ‖ for b = 1024 whatever d is, and in practice
+    about √b·u ≈ 2e-6 (random rounding). A float32 J itself carries relative errors of order
+    u per entry, so the Gramian's own error is within a factor b (worst case) of what the
+    Jacobian already had. Where that matters (the min-norm direction ‖Jᵀw‖ is below ~1e-4 ·
+    ‖gᵢ‖, i.e. nearly Pareto-stationary with strongly conflicting gradients), use "float64".
     """
     n, d = jacobian.shape
     gram = torch.zeros(n, n, dtype=torch.float64, device=jacobian.device)
-    for start in range(0, d, chunk_size):
-        block = jacobian[:, start : start + chunk_size].to(torch.float64)
-        gram += block @ block.T
-    return 0.5 * (gram + gram.T)
+    if precision == "float64" or jacobian.dtype == torch.float64:
+        for start in range(0, d, chunk_size):
+            block = jacobian[:, start : start + chunk_size].to(torch.float64)
+            gram += block @ block.T
+        return 0.5 * (gram + gram.T)
+    if precision != "input":
+        raise ValueError(f"precision must be 'float64' or 'input', got {precision!r}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    work = torch.promote_types(jacobian.dtype, torch.float32)
+    chunk = max(block_size, chunk_size // block_size * block_size)
+    for start in range(0, d, chunk):
+        part = jacobian[:, start : start + chunk]
+        if part.dtype != work:
+            part = part.to(work)
+        width = part.shape[1]
+        full = width // block_size * block_size
+        if full:
+            # [k, nb, b] -> [nb, k, b] as a strided view (no copy): one batched matmul.
+            blocks = part[:, :full].unflatten(1, (full // block_size, block_size)).transpose(0, 1)
+            gram += torch.bmm(blocks, blocks.transpose(1, 2)).sum(0, dtype=torch.float64)
+        if full < width:
+            tail = part[:, full:]
+            gram += (tail @ tail.T).to(torch.float64)
+    return _nearest_psd_shift(0.5 * (gram + gram.T))
+
+
+def _nearest_psd_shift(gram: torch.Tensor) -> torch.Tensor:
+    """Undo the rounding's indefiniteness: ``G + τ·diag(G)`` with τ = 2·max(0, −λ_min(C)),
+    C = D^(-1/2) G D^(-1/2) the Gramian scaled to a unit diagonal.
+
+    The Gramian of a float32 J is PSD, and blocked float32 rounding perturbs it by at most
+    γ_b·‖gᵢ‖‖gⱼ‖ per entry, so −λ_min(C) ≤ k·γ_b: the shift is within twice the rounding
+    actually present (typically 1e-9 relative, zero when the Gramian already was PSD), and it
+    keeps the solvers' float64 validation (which would reject a 1e-9 Cauchy–Schwarz violation
+    of two nearly parallel gradients) from refusing a correct Jacobian.
+    """
+    diag = gram.diagonal().clamp_min(0)
+    scale = diag.max()
+    if not bool(torch.isfinite(gram).all()) or float(scale) == 0.0:
+        return gram
+    d = diag.clamp_min(float(scale) * 1e-30).rsqrt()
+    lam = float(torch.linalg.eigvalsh(gram * d[:, None] * d[None, :])[0])
+    if lam >= 0:
+        return gram
+    return gram + torch.diag(2 * -lam * diag)

@@ -1,0 +1,340 @@
+"""One training step (forward + aggregation backward, MGDA) against one plain backward of Σ Lᵢ.
+
+    python -m benchmarks.backward_step [--quick] [--out DIR]
+
+Columns: mogradient parameter mode with the loop Jacobian (``batched=False``) and the
+vectorised one (``batched=True``), TorchJD 0.18 autojac (``autojac.backward`` +
+``jac_to_grad(MGDA())``) and autogram (``autogram.Engine(model, batch_dim=None)`` → Gramian →
+``MGDAWeighting`` → one weighted backward), and mogradient ``features=`` (MGDA-UB on the last
+shared representation). One torch thread.
+
+* time: median over the timed steps of (forward + aggregation backward), divided by the median
+  of (forward + plain backward of Σ Lᵢ) measured in the same process;
+* memory: peak extra resident memory, ``ru_maxrss`` after the method's steps minus
+  ``ru_maxrss`` after the plain steps (one subprocess per cell, plain steps first), in MB:
+  what the method needs beyond a plain training step (allocations torch makes do not show in
+  ``tracemalloc``, so the process's peak RSS is used);
+* cosine: of the method's update with the exact update (a float64 copy of the model, float64
+  Jacobian by one backward per objective, MGDA on the float64 Gramian). ``features=`` solves a
+  different problem (the MGDA-UB bound), so its cosine measures that approximation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODELS = ("mlp", "transformer", "gpt2")
+METHODS = ("mg_loop", "mg_batched", "tjd_autojac", "tjd_autogram", "mg_features")
+KS = (2, 4, 8)
+
+
+def _build(model_name: str, k: int):  # noqa: ANN202
+    import torch
+
+    torch.manual_seed(0)
+    if model_name == "mlp":
+        trunk = torch.nn.Sequential(
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+        )
+        head = torch.nn.Linear(512, k)
+        model = torch.nn.ModuleDict({"trunk": trunk, "head": head})
+        x = torch.randn(256, 512)
+        y = torch.randn(256, k)
+
+        def forward(m):  # noqa: ANN001, ANN202
+            h = m["trunk"](x)
+            out = m["head"](h)
+            return [((out[:, i] - y[:, i]) ** 2).mean() for i in range(k)], h
+
+        def to64(m, _x=x, _y=y):  # noqa: ANN001, ANN202
+            return m.double(), lambda mm: _forward64(mm, _x.double(), _y.double(), k)
+
+        def _forward64(m, xx, yy, kk):  # noqa: ANN001, ANN202
+            out = m["head"](m["trunk"](xx))
+            return [((out[:, i] - yy[:, i]) ** 2).mean() for i in range(kk)]
+
+        return model, forward, to64
+    if model_name == "transformer":
+        layer = torch.nn.TransformerEncoderLayer(128, 4, 256, dropout=0.0, batch_first=True)
+        trunk = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        head = torch.nn.Linear(128, k)
+        model = torch.nn.ModuleDict({"trunk": trunk, "head": head})
+        x = torch.randn(32, 32, 128)
+        y = torch.randn(32, 32, k)
+
+        def forward(m):  # noqa: ANN001, ANN202
+            h = m["trunk"](x)
+            out = m["head"](h)
+            return [((out[..., i] - y[..., i]) ** 2).mean() for i in range(k)], h
+
+        def to64(m):  # noqa: ANN001, ANN202
+            xx, yy = x.double(), y.double()
+
+            def f(mm):  # noqa: ANN001, ANN202
+                out = mm["head"](mm["trunk"](xx))
+                return [((out[..., i] - yy[..., i]) ** 2).mean() for i in range(k)]
+
+            return m.double(), f
+
+        return model, forward, to64
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=512,
+        n_positions=64,
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    model = GPT2LMHeadModel(config)
+    model.config._attn_implementation = "eager"
+    ids = torch.randint(0, 512, (8, 64), generator=torch.Generator().manual_seed(1))
+    pos = torch.arange(63)
+
+    def losses_of(m, want_h=False):  # noqa: ANN001, ANN202
+        out = m(ids, output_hidden_states=want_h)
+        logp = torch.log_softmax(out.logits[:, :-1], -1)
+        nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
+        losses = [nll[:, pos % k == i].mean() for i in range(k)]
+        return losses, (out.hidden_states[-1] if want_h else None)
+
+    def forward(m):  # noqa: ANN001, ANN202
+        return losses_of(m, want_h=True)
+
+    def to64(m):  # noqa: ANN001, ANN202
+        return m.double(), lambda mm: losses_of(mm)[0]
+
+    return model, forward, to64
+
+
+def _cell(model_name: str, k: int, method: str, steps: int, warmup: int) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    import mogradient
+
+    model, forward, to64 = _build(model_name, k)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def zero() -> None:
+        for p in params:
+            p.grad = None
+
+    def plain() -> None:
+        losses, _ = forward(model)
+        torch.stack(losses).sum().backward()
+
+    def step() -> None:
+        losses, h = forward(model)
+        if method == "mg_loop":
+            mogradient.backward(losses, params, aggregator="mgda", batched=False)
+        elif method == "mg_batched":
+            mogradient.backward(losses, params, aggregator="mgda", batched=True)
+        elif method == "mg_features":
+            mogradient.backward(losses, params, features=h, aggregator="mgda")
+        elif method == "tjd_autojac":
+            from torchjd.aggregation import MGDA
+            from torchjd.autojac import backward, jac_to_grad
+
+            backward(losses, inputs=params)
+            jac_to_grad(params, MGDA())
+        elif method == "tjd_autogram":
+            from torchjd.aggregation import MGDAWeighting
+
+            stacked = torch.stack(losses)
+            gram = engine.compute_gramian(stacked)
+            stacked.backward(MGDAWeighting()(gram))
+        else:
+            raise ValueError(method)
+
+    def timed(fn) -> list[float]:  # noqa: ANN001
+        out = []
+        for i in range(warmup + steps):
+            zero()
+            t = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t
+            if i >= warmup:
+                out.append(dt)
+        return out
+
+    plain_t = timed(plain)
+    engine = None
+    if method == "tjd_autogram":  # hooks installed after the plain steps
+        from torchjd.autogram import Engine
+
+        engine = Engine(model, batch_dim=None)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        method_t = timed(step)
+    except Exception as error:  # noqa: BLE001
+        return {"model": model_name, "k": k, "method": method, "error": repr(error)[:200]}
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    update = torch.cat([p.grad.reshape(-1) for p in params]).double()
+    # exact reference
+    ref_model = copy.deepcopy(model)
+    ref_model, f64 = to64(ref_model)
+    ref_params = [p for p in ref_model.parameters() if p.requires_grad]
+    from mogradient.aggregators import gramian_of
+    from mogradient.autograd import jacobian
+
+    jac = jacobian(f64(ref_model), ref_params, batched=False)
+    w = mogradient.get_aggregator("mgda").weights(gramian_of(jac, precision="float64"))
+    exact = w @ jac
+    cosine = float(update @ exact / (update.norm() * exact.norm()))
+    return {
+        "model": model_name,
+        "k": k,
+        "method": method,
+        "plain_ms": statistics.median(plain_t) * 1e3,
+        "step_ms": statistics.median(method_t) * 1e3,
+        "ratio": statistics.median(method_t) / statistics.median(plain_t),
+        "extra_mb": (rss1 - rss0) / 1024,
+        "cosine": cosine,
+        "n_params": sum(p.numel() for p in params),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="docs/results/backward_step")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    steps, warmup = (3, 2) if args.quick else (10, 3)
+    if args.cell:
+        model_name, k, method = args.cell.split(",")
+        print(json.dumps(_cell(model_name, int(k), method, steps, warmup)))
+        return
+    rows = []
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    for model_name in args.models.split(","):
+        for k in KS:
+            for method in METHODS:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.backward_step",
+                    "--cell",
+                    f"{model_name},{k},{method}",
+                ] + (["--quick"] if args.quick else [])
+                res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+                try:
+                    row = json.loads(res.stdout.strip().splitlines()[-1])
+                except (IndexError, json.JSONDecodeError):
+                    row = {
+                        "model": model_name,
+                        "k": k,
+                        "method": method,
+                        "error": res.stderr.strip().splitlines()[-1][:200] if res.stderr else "?",
+                    }
+                rows.append(row)
+                print(_fmt(row), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = [
+        "model",
+        "k",
+        "method",
+        "plain_ms",
+        "step_ms",
+        "ratio",
+        "extra_mb",
+        "cosine",
+        "n_params",
+        "error",
+    ]
+    with open(
+        out / ("backward_step_quick.csv" if args.quick else "backward_step.csv"), "w", newline=""
+    ) as fh:
+        writer = csv.DictWriter(fh, keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: row.get(key, "") for key in keys})
+    print()
+    print(table(rows))
+    _plot(rows, out / ("backward_step_quick.png" if args.quick else "backward_step.png"))
+
+
+def _fmt(row: dict) -> str:
+    if "error" in row:
+        return f"{row['model']:12s} k={row['k']} {row['method']:13s} ERROR {row['error']}"
+    return (
+        f"{row['model']:12s} k={row['k']} {row['method']:13s} ratio {row['ratio']:.2f} "
+        f"extra {row['extra_mb']:.0f} MB cos {row['cosine']:.6f}"
+    )
+
+
+def table(rows: list[dict]) -> str:
+    head = "| model | k | " + " | ".join(METHODS) + " |"
+    lines = [head, "|" + "---|" * (2 + len(METHODS))]
+    for model_name in dict.fromkeys(r["model"] for r in rows):
+        for k in KS:
+            cells = []
+            for method in METHODS:
+                r = next(
+                    (
+                        r
+                        for r in rows
+                        if r["model"] == model_name and r["k"] == k and r["method"] == method
+                    ),
+                    None,
+                )
+                if r is None or "error" in r:
+                    cells.append("n/a")
+                else:
+                    cells.append(f"{r['ratio']:.2f}× / +{r['extra_mb']:.0f} MB / {r['cosine']:.6f}")
+            lines.append(f"| {model_name} | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, model_name in zip(axes[0], models):
+        for method in METHODS:
+            pts = [
+                (r["k"], r["ratio"])
+                for r in rows
+                if r["model"] == model_name and r["method"] == method and "error" not in r
+            ]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=method)
+        ax.set_title(model_name)
+        ax.set_xlabel("k objectives")
+        ax.set_ylabel("step time / plain backward")
+        ax.set_xticks(list(KS))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
