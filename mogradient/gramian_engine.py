@@ -30,9 +30,17 @@ Layer types (the per-layer rule in brackets):
   RMSNorm of any flavour, GroupNorm, Conv2d, ...): its forward is replayed under
   ``torch.func.vjp`` on the recorded inputs and the vjp vectorised over the k cotangents:
   exact, k × that module's own parameters.
-* parameters reached outside any such module (an ``nn.Parameter`` used in a functional call,
-  a module returning a tuple): the plain ``autograd.grad`` Jacobian for those parameters only,
-  with a warning naming where they live.
+* parameters with any use outside their owner module's recorded call (an ``nn.Parameter``
+  used in a functional call such as ``F.linear(x, child.weight)`` in a parent's forward, one
+  module's forward reading another module's weight, a call of the owner that returns a tuple):
+  the plain ``autograd.grad`` Jacobian for those parameters only, with a warning naming them.
+  Such a parameter leaves the per-layer route entirely, even where it also has recorded uses,
+  so its per-objective gradient is complete before the inner products. Uses are seen by a
+  ``TorchFunctionMode`` active while recording: a torch function that receives a tracked
+  parameter and returns a tensor requiring grad, while the innermost recorded module running
+  (forward pre/post hooks keep the stack) does not own that parameter, marks it.
+* subclasses of ``nn.Linear``, ``Conv1D`` or ``nn.Embedding`` that override ``forward`` (a
+  scaled embedding, a quantised linear) take the generic replay, not the closed form.
 
 Shared (tied) parameters, e.g. GPT-2's ``wte`` used by the LM head: per-use contributions are
 not additive in the Gramian (``⟨a+b, c+d⟩`` has cross terms), so a parameter used more than
@@ -54,6 +62,8 @@ from typing import Any, cast
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 __all__ = ["GramianRecorder", "module_gramian"]
 
@@ -71,6 +81,41 @@ _CONV1D = _conv1d_type()
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _Frame:
+    """A recorded module's call in progress: the tracked parameters its call touched."""
+
+    __slots__ = ("module", "own", "touched")
+
+    def __init__(self, module: nn.Module, own: dict[str, nn.Parameter]):
+        self.module = module
+        self.own = {id(p) for p in own.values()}
+        self.touched: dict[int, str] = {}
+
+
+class _UseWatcher(TorchFunctionMode):
+    """Sees every torch function of the recorded forward; reports the ones that take a tracked
+    parameter (and give a tensor that requires grad) to the recorder."""
+
+    def __init__(self, recorder: GramianRecorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        rec = self.recorder
+        if rec._replaying or not torch.is_grad_enabled():
+            return out
+        hits = [
+            t
+            for t in tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor) and id(t) in rec._wanted
+        ]
+        if hits and any(isinstance(o, torch.Tensor) and o.requires_grad for o in tree_leaves(out)):
+            rec._saw(hits, func)
+        return out
 
 
 class _Use:
@@ -168,6 +213,10 @@ class GramianRecorder:
         self._collecting = False
         self._replaying = False
         self._anchor: torch.Tensor | None = None
+        self._stack: list[_Frame] = []
+        self._watcher: _UseWatcher | None = None
+        # tracked parameter id -> where it was used outside its owner's recorded call
+        self._outside: dict[int, str] = {}
         # backward state
         self._total: torch.Tensor | None = None
         self._remaining: dict[int, int] = {}
@@ -180,6 +229,8 @@ class GramianRecorder:
         self._handles = []
         self._uses = []
         self._n_uses = {}
+        self._stack = []
+        self._outside = {}
         device = self.params[0].device if self.params else torch.device("cpu")
         self._anchor = torch.zeros((), device=device, requires_grad=True)
         for module in self.model.modules():
@@ -189,21 +240,64 @@ class GramianRecorder:
                 if p.requires_grad and id(p) in self._wanted
             }
             if own:
+                self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(own)))
                 self._handles.append(
-                    module.register_forward_hook(self._make_hook(own), with_kwargs=True)
+                    module.register_forward_hook(
+                        self._make_hook(own), with_kwargs=True, always_call=True
+                    )
                 )
+        self._watcher = _UseWatcher(self)
+        self._watcher.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._watcher is not None:
+            self._watcher.__exit__(None, None, None)
+            self._watcher = None
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._stack = []
+
+    def _saw(self, params: list[torch.Tensor], func: Any) -> None:
+        """A torch function took tracked ``params``: inside their owner's call it is part of
+        that call (kept in the frame until the call is known to be recorded), else outside."""
+        frame = self._stack[-1] if self._stack else None
+        where = getattr(func, "__name__", str(func))
+        for p in params:
+            if frame is not None and id(p) in frame.own:
+                frame.touched.setdefault(id(p), where)
+            elif id(p) not in self._outside:
+                inside = f"inside {type(frame.module).__name__}" if frame else "outside any module"
+                self._outside[id(p)] = f"{where} {inside}"
+
+    def _make_pre_hook(self, own: dict[str, nn.Parameter]) -> Callable:
+        def pre_hook(module: nn.Module, args: tuple) -> None:
+            if not self._replaying:
+                self._stack.append(_Frame(module, own))
+
+        return pre_hook
 
     def _make_hook(self, own: dict[str, nn.Parameter]) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            if self._replaying or not torch.is_grad_enabled():
+            if self._replaying:
                 return output
-            if not isinstance(output, torch.Tensor) or not output.requires_grad:
+            frame = self._stack.pop() if self._stack else None
+            if frame is not None and frame.module is not module:  # hooks out of step: be safe
+                self._stack.append(frame)
+                frame = None
+            recorded = (
+                torch.is_grad_enabled()
+                and isinstance(output, torch.Tensor)
+                and output.requires_grad
+            )
+            if frame is not None and not recorded:
+                # a call that is not recorded (a tuple output, ...): what it touched falls back
+                for key, where in frame.touched.items():
+                    self._outside.setdefault(
+                        key, f"{where} inside an unrecorded call of {type(module).__name__}"
+                    )
+            if not recorded:
                 return output  # its parameters fall back to autograd.grad
             use = _Use(module, args, kwargs, own)
             self._uses.append(use)
@@ -232,7 +326,9 @@ class GramianRecorder:
             for p in use.params.values():
                 self._param_of[id(p)] = p
 
-        untracked = [p for p in self.params if id(p) not in self._n_uses]
+        # a parameter used outside its owner's recorded calls leaves the per-layer route
+        # entirely: its k rows come from autograd.grad, complete over all its uses
+        untracked = [p for p in self.params if id(p) not in self._n_uses or id(p) in self._outside]
         try:
             if self._uses:
                 self._collecting = True
@@ -280,18 +376,30 @@ class GramianRecorder:
             )
         if all(r is None for r in rows):
             return  # the losses do not reach them: they add nothing, nothing to warn about
-        owners = sorted(
-            {
-                type(m).__name__
-                for m in self.model.modules()
-                for p in m.parameters(recurse=False)
-                if any(p is q for q in untracked)
-            }
-        )
+        names = {id(p): f"<parameter {tuple(p.shape)}>" for p in untracked}
+        for name, p in self.model.named_parameters(remove_duplicate=False):
+            if id(p) in names and names[id(p)].startswith("<"):
+                names[id(p)] = name
+        outside = [
+            f"{names[id(p)]} (used by {self._outside[id(p)]})"
+            for p in untracked
+            if id(p) in self._outside
+        ]
+        unrecorded = [names[id(p)] for p in untracked if id(p) not in self._outside]
+        parts = []
+        if outside:
+            parts.append(
+                "used outside their owner module's recorded call: " + ", ".join(outside[:8])
+            )
+        if unrecorded:
+            parts.append(
+                "not used through a module the Gramian engine records: " + ", ".join(unrecorded[:8])
+            )
+        more = len(outside) + len(unrecorded) - len(outside[:8]) - len(unrecorded[:8])
         warnings.warn(
-            f"{sum(p.numel() for p in untracked)} parameters (owned by "
-            f"{', '.join(owners) or 'no module of the model'}) are not used through a module "
-            "the Gramian engine records; their k rows come from plain autograd.grad",
+            f"{sum(p.numel() for p in untracked)} parameters in {len(untracked)} tensors are "
+            f"{'; '.join(parts)}{f' (and {more} more)' if more > 0 else ''}; their k rows "
+            "come from plain autograd.grad",
             stacklevel=3,
         )
         template = next(r for r in rows if r is not None)
@@ -339,14 +447,34 @@ class GramianRecorder:
     def _contribute(self, use: _Use, delta: torch.Tensor) -> None:
         with torch.no_grad():
             module = use.module
-            if isinstance(module, nn.Linear) or (
-                _CONV1D is not None and isinstance(module, _CONV1D)
+            if all(id(p) in self._outside for p in use.params.values()):
+                return  # every parameter of this call is on the fallback route
+            forward = type(module).forward
+            if isinstance(module, nn.Linear) and forward is nn.Linear.forward:
+                self._linear(use, delta)
+            elif (
+                _CONV1D is not None
+                and isinstance(module, _CONV1D)
+                and forward is getattr(_CONV1D, "forward", None)
             ):
                 self._linear(use, delta)
-            elif isinstance(module, nn.Embedding) and not module.scale_grad_by_freq:
+            elif (
+                isinstance(module, nn.Embedding)
+                and forward is nn.Embedding.forward
+                and not module.scale_grad_by_freq
+            ):
                 self._embedding(use, delta)
             else:
                 self._generic(use, delta)
+
+    def _fast(self, p: torch.Tensor | None) -> bool:
+        """Whether ``p`` takes the per-layer route (tracked, and no use outside its owner)."""
+        return (
+            p is not None
+            and p.requires_grad
+            and id(p) in self._wanted
+            and id(p) not in self._outside
+        )
 
     def _linear(self, use: _Use, delta: torch.Tensor) -> None:
         module = use.module
@@ -356,7 +484,7 @@ class GramianRecorder:
         x = x.detach().reshape(-1, x.shape[-1]).to(d.dtype)  # [N, in]
         n, d_in, d_out = x.shape[0], x.shape[1], d.shape[-1]
         weight = cast(torch.Tensor, module.weight)
-        if weight.requires_grad and id(weight) in self._wanted:
+        if self._fast(weight):
             transposed = not isinstance(module, nn.Linear)  # Conv1D stores [in, out]
             if self._dense_needed(weight):
                 g = torch.einsum("kno,ni->kio" if transposed else "kno,ni->koi", d, x)
@@ -367,7 +495,7 @@ class GramianRecorder:
             else:
                 self._add_gram(torch.einsum("kno,ni->koi", d, x))
         bias = getattr(module, "bias", None)
-        if bias is not None and bias.requires_grad and id(bias) in self._wanted:
+        if bias is not None and self._fast(bias):
             g = d.sum(1)
             if self._dense_needed(bias):
                 self._add_dense(bias, g)
@@ -382,6 +510,8 @@ class GramianRecorder:
 
     def _embedding(self, use: _Use, delta: torch.Tensor) -> None:
         module = use.module
+        if not self._fast(cast(torch.Tensor, module.weight)):
+            return
         ids = (use.args[0] if use.args else next(iter(use.kwargs.values()))).reshape(-1)
         k = delta.shape[0]
         d = delta.reshape(k, ids.shape[0], -1)
@@ -401,7 +531,9 @@ class GramianRecorder:
 
     def _generic(self, use: _Use, delta: torch.Tensor) -> None:
         module = use.module
-        params = dict(use.params)
+        params = {name: p for name, p in use.params.items() if self._fast(p)}
+        if not params:
+            return
         args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in use.args)
         kwargs = {
             key: v.detach() if isinstance(v, torch.Tensor) else v for key, v in use.kwargs.items()

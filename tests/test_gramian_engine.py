@@ -31,8 +31,12 @@ def _check(model, forward, params=None, gram_trick="auto", expect_fallback=False
         with GramianRecorder(model, params, gram_trick=gram_trick) as rec:
             losses = forward()
         gram = rec.gramian(losses)
-    fell_back = any("plain autograd.grad" in str(w.message) for w in caught)
-    assert fell_back == expect_fallback, [str(w.message) for w in caught]
+    fell_back = [str(w.message) for w in caught if "plain autograd.grad" in str(w.message)]
+    assert bool(fell_back) == bool(expect_fallback), [str(w.message) for w in caught]
+    if not expect_fallback:
+        assert not rec._outside  # nothing left the per-layer route
+    elif isinstance(expect_fallback, str):  # the warning names the parameter
+        assert expect_fallback in fell_back[0], fell_back
     ref = _reference(losses, params)
     assert gram.dtype == torch.float64 and gram.shape == (len(losses), len(losses))
     err = ((gram - ref).abs().max() / ref.abs().max()).item()
@@ -45,7 +49,7 @@ def _check(model, forward, params=None, gram_trick="auto", expect_fallback=False
         [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
     )
     torch.testing.assert_close(got, w.to(jac.dtype) @ jac)
-    return err
+    return rec
 
 
 def _token_losses(logits, ids, k=K, seed=0):
@@ -156,6 +160,126 @@ def test_unsupported_parameter_falls_back_with_warning():
     _check(model, forward, params=params, expect_fallback=True)
 
 
+def _sq_losses(y):
+    return [y[:, i].pow(2).mean() + y.mean() for i in range(K)]
+
+
+def test_parent_uses_child_weight_directly():
+    """``lin.weight`` is used by ``lin`` (recorded) and by ``F.linear`` in the parent's forward:
+    the recorded use alone would miss the second; the whole parameter takes the fallback."""
+
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.out = nn.Linear(4, K)
+
+        def forward(self, x):
+            h = torch.tanh(self.lin(x))
+            return self.out(h + nn.functional.linear(h, self.lin.weight))
+
+    torch.manual_seed(6)
+    model = Parent().double()
+    x = torch.randn(7, 4, dtype=torch.float64)
+    rec = _check(model, lambda: _sq_losses(model(x)), expect_fallback="lin.weight")
+    assert set(rec._outside) == {id(model.lin.weight)}  # lin.bias and out stay on the route
+
+
+def test_module_reads_another_modules_weight():
+    """A recorded module (it owns ``scale``) whose forward reads another module's weight, that
+    module also being called normally."""
+
+    class Reader(nn.Module):
+        def __init__(self, other):
+            super().__init__()
+            self.scale = nn.Parameter(torch.randn(4))
+            self._other = [other]  # not a submodule
+
+        def forward(self, x):
+            return x * self.scale + x @ self._other[0].weight.T
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.reader = Reader(self.lin)
+            self.out = nn.Linear(4, K)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.reader(torch.tanh(self.lin(x)))))
+
+    torch.manual_seed(7)
+    model = Model().double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    rec = _check(model, lambda: _sq_losses(model(x)), expect_fallback="lin.weight")
+    assert set(rec._outside) == {id(model.lin.weight)}
+
+
+def test_reused_module_with_an_unrecorded_call():
+    """A module called once returning a tensor (recorded) and once returning a tuple (not
+    recordable): the tuple call's use of its parameter must not be dropped."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4))
+
+        def forward(self, x, as_tuple=False):
+            y = torch.tanh(x * self.w)
+            return (y,) if as_tuple else y
+
+    torch.manual_seed(8)
+    twice = Twice().double()
+    model = nn.ModuleList([twice, nn.Linear(4, K).double()])
+    x = torch.randn(5, 4, dtype=torch.float64)
+
+    def forward():
+        return _sq_losses(model[1](twice(twice(x), as_tuple=True)[0]))
+
+    _check(model, forward, expect_fallback="0.w")
+
+
+@pytest.mark.parametrize("kind", ["linear", "embedding"])
+def test_subclass_with_own_forward_takes_the_generic_route(kind):
+    """A ``Linear``/``Embedding`` subclass overriding ``forward`` (a scaled embedding) is not
+    the closed form's layer: it is replayed, exactly, without a fallback."""
+
+    class ScaledLinear(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 3.0
+
+    class ScaledEmbedding(nn.Embedding):
+        def forward(self, ids):
+            return super().forward(ids) * 3.0
+
+    torch.manual_seed(9)
+    first = ScaledLinear(4, 4) if kind == "linear" else ScaledEmbedding(10, 4)
+    model = nn.Sequential(first, nn.Tanh(), nn.Linear(4, K)).double()
+    x = torch.randn(6, 4, dtype=torch.float64) if kind == "linear" else torch.randint(0, 10, (6,))
+    _check(model, lambda: _sq_losses(model(x)))
+
+
+def test_no_false_fallback_for_non_differentiable_reads():
+    """Reading a parameter's dtype/shape, or using it under ``no_grad``/``detach``, outside its
+    owner is not a use the Gramian can miss."""
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, K)
+
+        def forward(self, x):
+            x = x.to(self.lin.weight.dtype) * self.lin.weight.shape[0]
+            with torch.no_grad():
+                c = self.lin.weight.sum()
+            return self.lin(x) + self.lin.weight.detach().mean() + c
+
+    torch.manual_seed(10)
+    model = Model().double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    _check(model, lambda: _sq_losses(model(x)))
+
+
 def _gpt2(tied=True, **extra):
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(
@@ -181,7 +305,9 @@ def test_gpt2_tied_head(attn):
     model = _gpt2(attn_implementation=attn)
     assert model.lm_head.weight is model.transformer.wte.weight
     ids = torch.randint(0, 50, (2, 9))
-    _check(model, lambda: _token_losses(model(ids).logits, ids))
+    # no warning, nothing routed to the fallback, and wte's two uses share a dense buffer
+    rec = _check(model, lambda: _token_losses(model(ids).logits, ids))
+    assert rec._n_uses[id(model.transformer.wte.weight)] == 2
 
 
 def test_gpt2_untied_head():
