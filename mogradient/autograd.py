@@ -33,7 +33,6 @@ leaves, which FSDP's hooks watch); parameter mode needs full gradients and is no
 from __future__ import annotations
 
 import functools
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Literal, cast
@@ -61,7 +60,7 @@ def backward(
     aggregator: str | Aggregator = "mgda",
     retain_graph: bool = False,
     through_backward: bool = False,
-    batched: bool | None = None,
+    batched: bool = False,
     gramian_precision: Literal["float64", "input"] = "input",
     **kwargs: object,
 ) -> torch.Tensor | None:
@@ -80,9 +79,8 @@ def backward(
             ``wᵀJ`` into ``.grad`` — one more backward, but the update is an ordinary backward
             that DDP averages (every parameter the losses reach gets a gradient, as DDP
             requires), that a loss scaler scales and that accumulates like any other.
-        batched: how the Jacobian's k rows are computed (:func:`jacobian`): ``True`` one
-            vectorised backward, ``False`` one backward per objective, ``None`` (default)
-            whichever was faster, measured once per set of parameters / feature shape.
+        batched: how the Jacobian's k rows are computed (:func:`jacobian`): ``False``
+            (default) one backward per objective, ``True`` one vectorised backward.
         gramian_precision: ``"input"`` (default) forms ``JJᵀ`` in the Jacobian's dtype per
             block of 1024 columns summed in float64 (no float64 copy of J; error at most
             ~6e-5·‖gᵢ‖‖gⱼ‖ per entry, typically ~1e-8, :func:`gramian_of`); ``"float64"``
@@ -250,7 +248,7 @@ class GramianAccumulator:
         level: Literal["parameters", "features"],
         n_micro_batches: int = 1,
         *,
-        batched: bool | None = None,
+        batched: bool = False,
         precision: Literal["float64", "input"] = "input",
     ):
         if level not in ("parameters", "features"):
@@ -288,7 +286,7 @@ def feature_weights(
     aggregator: str | Aggregator,
     loss_values: torch.Tensor | None = None,
     *,
-    batched: bool | None = None,
+    batched: bool = False,
     precision: Literal["float64", "input"] = "input",
 ) -> torch.Tensor:
     """Weights ``[n]`` of a Gramian aggregator from ∂Lᵢ/∂features (MGDA-UB), keeping the graph.
@@ -310,7 +308,7 @@ def parameter_weights(
     aggregator: str | Aggregator,
     loss_values: torch.Tensor | None = None,
     *,
-    batched: bool | None = None,
+    batched: bool = False,
     precision: Literal["float64", "input"] = "input",
 ) -> torch.Tensor:
     """Weights ``[n]`` of a Gramian aggregator from the Jacobian over ``params``, keeping the
@@ -376,7 +374,7 @@ def jacobian(
     inputs: Sequence[torch.Tensor],
     *,
     retain_graph: bool = False,
-    batched: bool | None = None,
+    batched: bool = False,
 ) -> torch.Tensor:
     """Rows ∂Lᵢ/∂inputs, flattened and concatenated: ``[n_objectives, Σ numel]`` (local rank).
 
@@ -384,15 +382,13 @@ def jacobian(
 
     ``batched`` picks how the k rows are computed:
 
-    * ``False``: k sequential backwards, each on its own loss's graph (the reference path).
+    * ``False`` (default): k sequential backwards, each on its own loss's graph.
     * ``True``: one vectorised backward, ``autograd.grad(stack(losses), inputs,
       grad_outputs=eye(k), is_grads_batched=True)`` (vmap over the backward). Where vmap
       cannot run the graph (an op without a batching rule, a compiled region, ...) it falls
-      back to the loop with a warning, once per set of ``inputs``.
-    * ``None`` (default): measured once per set of ``inputs`` (a model's parameters, a
-      feature tensor's shape): the first two calls run the loop, the next two the batched
-      backward, and later calls use whichever had the smaller time (the batched one only if
-      at least 10% faster; the loop if vmap failed). Every call returns the exact rows.
+      back to the loop with a warning. It is an option, not the default: on CPU it was slower
+      than the loop in 7 of 9 measured cells (``docs/backward.md``), and the choice stays
+      deterministic (no timing-dependent switch that could change rounding between runs).
 
     Each objective keeps its own graph semantics: in the batched backward the other
     objectives' branches receive a zero cotangent, and 0 · inf there (a loss whose local
@@ -402,90 +398,23 @@ def jacobian(
     """
     losses = list(losses)
     inputs = list(inputs)
-    if batched is False or len(losses) == 1:
+    if not batched or len(losses) == 1:
         return check_jacobian(_jacobian_loop(losses, inputs, retain_graph))
-    key = _choice_key(inputs)
-    choice = _BATCH_CHOICE.get(key)
-    if choice is None:
-        if len(_BATCH_CHOICE) >= 64:  # many short-lived models (tests): forget the oldest
-            del _BATCH_CHOICE[next(iter(_BATCH_CHOICE))]
-        choice = _BATCH_CHOICE[key] = _BatchChoice()
-    if batched is None and choice.decided is not None:
-        use_batched = choice.decided
-    elif batched is None:
-        use_batched = len(choice.loop_times) >= _TRIALS and not choice.failed
-    else:
-        use_batched = not choice.failed
-    if not use_batched:
-        with _Timer(inputs) as timer:
-            jac = _jacobian_loop(losses, inputs, retain_graph)
-        if batched is None and choice.decided is None and not choice.failed:
-            choice.loop_times.append(timer.seconds)
-        elif choice.failed and batched is None:
-            choice.decided = False
-        return check_jacobian(jac)
     try:
-        with _Timer(inputs) as timer:
-            jac = _jacobian_batched(losses, inputs)
+        jac = _jacobian_batched(losses, inputs)
     except (RuntimeError, NotImplementedError) as error:
-        choice.failed, choice.decided = True, False
-        if batched:
-            warnings.warn(
-                f"batched=True: the vectorised backward is not supported on this graph ({error}); "
-                "using one backward per objective for these inputs from now on",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        warnings.warn(
+            f"batched=True: the vectorised backward is not supported on this graph ({error}); "
+            "using one backward per objective",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return check_jacobian(_jacobian_loop(losses, inputs, retain_graph))
     if not bool(torch.isfinite(jac).all()):
         # A zero cotangent met an infinite local derivative in another objective's branch.
         del jac
         return check_jacobian(_jacobian_loop(losses, inputs, retain_graph))
-    if batched is None and choice.decided is None:
-        choice.batched_times.append(timer.seconds)
-        if len(choice.batched_times) >= _TRIALS:
-            choice.decided = min(choice.batched_times) < 0.9 * min(choice.loop_times)
     return check_jacobian(jac)
-
-
-_TRIALS = 2
-
-
-class _BatchChoice:
-    """What ``jacobian(batched=None)`` measured for one set of inputs."""
-
-    def __init__(self) -> None:
-        self.loop_times: list[float] = []
-        self.batched_times: list[float] = []
-        self.decided: bool | None = None
-        self.failed = False
-
-
-_BATCH_CHOICE: dict[tuple[object, ...], _BatchChoice] = {}
-
-
-def _choice_key(inputs: list[torch.Tensor]) -> tuple[object, ...]:
-    """Parameters are the same tensors every step; features are new tensors of one shape."""
-    if all(x.is_leaf for x in inputs):
-        return ("leaves", *(id(x) for x in inputs))
-    return ("shapes", *((tuple(x.shape), x.dtype, str(x.device)) for x in inputs))
-
-
-class _Timer:
-    def __init__(self, inputs: list[torch.Tensor]) -> None:
-        self.cuda = any(x.is_cuda for x in inputs)
-        self.seconds = 0.0
-
-    def __enter__(self) -> _Timer:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - self._start
 
 
 def _jacobian_loop(
@@ -495,7 +424,7 @@ def _jacobian_loop(
     n = len(losses)
     out = _empty_jacobian(n, inputs)
     for i, loss in enumerate(losses):
-        grads = list(
+        grads: list[torch.Tensor | None] = list(
             torch.autograd.grad(
                 loss, inputs, retain_graph=retain_graph or i < n - 1, allow_unused=True
             )
@@ -514,7 +443,7 @@ def _jacobian_batched(losses: list[torch.Tensor], inputs: list[torch.Tensor]) ->
     n = len(losses)
     stacked = torch.stack(losses)
     eye = torch.eye(n, dtype=stacked.dtype, device=stacked.device)
-    grads = list(
+    grads: list[torch.Tensor | None] = list(
         torch.autograd.grad(
             stacked,
             inputs,

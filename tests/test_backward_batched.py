@@ -40,25 +40,11 @@ def test_unused_inputs_give_zero_columns() -> None:
     assert torch.all(jac[:, 3:] == 0)
 
 
-def test_auto_rule_measures_then_decides_and_stays_exact() -> None:
-    losses, params = _model_losses()
-    key = autograd._choice_key(params)
-    autograd._BATCH_CHOICE.pop(key, None)
-    reference = jacobian(losses, params, retain_graph=True, batched=False)
-    for _ in range(6):
-        got = jacobian(losses, params, retain_graph=True)  # batched=None
-        torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-6)
-    choice = autograd._BATCH_CHOICE[key]
-    assert len(choice.loop_times) == autograd._TRIALS
-    assert len(choice.batched_times) == autograd._TRIALS
-    assert choice.decided in (True, False)
-
-
 def test_nonfinite_branch_does_not_pollute_the_other_rows() -> None:
     """Stacking sends a zero cotangent into objective 1's branch: 0 · inf = NaN would land in
     row 0 too. The batched path sees the non-finite result and recomputes with the loop, so the
     error names objective 1, as the loop does."""
-    for batched in (True, None, False):
+    for batched in (True, False):
         x = torch.nn.Parameter(torch.tensor([0.0, 1.0]))
         losses = [x.sum(), torch.sqrt(x).sum()]  # d sqrt(x)/dx is inf at 0
         with pytest.raises(ValueError, match="gradient of objective 1"):
@@ -77,9 +63,8 @@ def test_zero_cotangent_nan_is_not_returned() -> None:
     torch.testing.assert_close(vec, loop)
 
 
-def test_unsupported_vmap_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsupported_vmap_falls_back_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     losses, params = _model_losses()
-    autograd._BATCH_CHOICE.pop(autograd._choice_key(params), None)
 
     def refuse(*args: object, **kwargs: object) -> torch.Tensor:
         raise RuntimeError("vmap: no batching rule")
@@ -90,28 +75,12 @@ def test_unsupported_vmap_falls_back_with_one_warning(monkeypatch: pytest.Monkey
         got = jacobian(losses, params, retain_graph=True, batched=True)
     torch.testing.assert_close(got, reference)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no second warning for the same inputs
-        jacobian(losses, params, retain_graph=True, batched=True)
-        jacobian(losses, params, retain_graph=True)  # batched=None: silent loop
+        warnings.simplefilter("error")  # the default loop never tries vmap
+        jacobian(losses, params, retain_graph=True)
 
 
-def test_auto_rule_fallback_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
-    losses, params = _model_losses(seed=3)
-    autograd._BATCH_CHOICE.pop(autograd._choice_key(params), None)
-
-    def refuse(*args: object, **kwargs: object) -> torch.Tensor:
-        raise NotImplementedError("no batching rule")
-
-    monkeypatch.setattr(autograd, "_jacobian_batched", refuse)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for _ in range(5):
-            jacobian(losses, params, retain_graph=True)
-    assert autograd._BATCH_CHOICE[autograd._choice_key(params)].decided is False
-
-
-@pytest.mark.parametrize("batched", [True, False, None])
-def test_backward_threads_batched_through_every_gramian_path(batched: bool | None) -> None:
+@pytest.mark.parametrize("batched", [True, False])
+def test_backward_threads_batched_through_every_gramian_path(batched: bool) -> None:
     losses, params = _model_losses(seed=1)
     expected = mogradient.get_aggregator("mgda")(jacobian(losses, params, retain_graph=True))
     for through in (False, True):
