@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mogradient_llm.config import GRAMIAN_LEVELS, KL_ESTIMATORS, MOPPOConfig
+from mogradient_llm.config import GRAMIAN_LEVELS, KL_ESTIMATORS, PARAMETER_GRAMIANS, MOPPOConfig
 
 TINY = "tiny"
 
@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         '\'{"granularity": "batch"}\' for PAMA or \'{"preference": [0.7, 0.3]}\'',
     )
     train.add_argument("--gramian-level", choices=GRAMIAN_LEVELS, default="parameters")
+    train.add_argument(
+        "--parameter-gramian",
+        choices=PARAMETER_GRAMIANS,
+        default="layers",
+        help="parameters level: layer by layer without the k x d Jacobian, or the Jacobian",
+    )
     train.add_argument("--no-noon", action="store_true", help="do not clip advantages at 0")
     train.add_argument(
         "--no-normalize-weights",
@@ -258,6 +264,7 @@ def _train_config(args: argparse.Namespace) -> MOPPOConfig:
             "aggregator": args.aggregator,
             "aggregator_kwargs": args.aggregator_kwargs,
             "gramian_level": args.gramian_level,
+            "parameter_gramian": args.parameter_gramian,
             "noon": not args.no_noon,
             "generation_kwargs": _generation_kwargs(args),
             "skip_nonfinite": args.skip_nonfinite,
