@@ -43,9 +43,7 @@ class ConFIG(GramianWeighting):
         self.preference = Preference(preference)
 
     def claims(self) -> frozenset[Property]:
-        if self.preference.values is None:
-            return self.properties | {"permutation_invariant"}
-        return self.properties  # a preference is tied to the objectives' positions
+        return self.preference.with_permutation_invariance(self.properties)
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"preference": self.preference}

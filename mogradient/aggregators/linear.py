@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mogradient.aggregators.base import LossWeighting
+from mogradient.aggregators.base import LossWeighting, Property
 from mogradient.aggregators.preference import Preference
 from mogradient.aggregators.registry import register
 
@@ -34,10 +34,13 @@ class Linear(LossWeighting):
             "reset_restores",
             "non_differentiable",
         }
-    )
+    )  # plus "permutation_invariant" with the uniform preference: see claims()
 
     def __init__(self, preference: Sequence[float] | None = None) -> None:
         self.preference = Preference(preference)
+
+    def claims(self) -> frozenset[Property]:
+        return self.preference.with_permutation_invariance(self.properties)
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"preference": self.preference}

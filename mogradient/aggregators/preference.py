@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mogradient.aggregators.base import Property
+
 
 class Preference:
     """A validated preference vector; :meth:`resolve` checks its length against ``n``.
@@ -59,6 +61,14 @@ class Preference:
                 "objectives; pass one entry per objective"
             )
         return self.values.copy()
+
+    def with_permutation_invariance(self, claims: frozenset[Property]) -> frozenset[Property]:
+        """``claims`` plus ``permutation_invariant`` when the preference is uniform (``None``):
+        any other preference is tied to the objectives' positions, so permuting the objectives
+        without it changes the problem."""
+        if self.values is None:
+            return claims | {"permutation_invariant"}
+        return claims
 
     def __repr__(self) -> str:
         return "None" if self.values is None else repr([round(float(v), 12) for v in self.values])

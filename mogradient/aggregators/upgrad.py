@@ -35,23 +35,18 @@ class UPGrad(GramianWeighting):
         {
             "non_negative_weights",
             "non_conflicting",
-            "permutation_invariant",
             "scale_equivariant",
             "deterministic",
             "reset_restores",
             "non_differentiable",
         }
-    )
+    )  # plus "permutation_invariant" with the uniform preference: see claims()
 
     def __init__(self, preference: Sequence[float] | None = None) -> None:
         self.preference = Preference(preference)
 
     def claims(self) -> frozenset[Property]:
-        # A preference is tied to the order of the objectives: permuting them without
-        # permuting it changes the problem.
-        if self.preference.values is None:
-            return self.properties
-        return self.properties - {"permutation_invariant"}
+        return self.preference.with_permutation_invariance(self.properties)
 
     def _hyperparameters(self) -> dict[str, object]:
         return {"preference": self.preference}
