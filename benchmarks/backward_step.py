@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 MODELS = ("mlp", "transformer", "gpt2")
-METHODS = ("mg_loop", "mg_batched", "tjd_autojac", "tjd_autogram", "mg_features")
+METHODS = ("mg_loop", "mg_batched", "mg_layers", "tjd_autojac", "tjd_autogram", "mg_features")
 KS = (2, 4, 8)
 
 
@@ -143,6 +143,14 @@ def _cell(model_name: str, k: int, method: str, steps: int, warmup: int) -> dict
         torch.stack(losses).sum().backward()
 
     def step() -> None:
+        if method == "mg_layers":  # the Gramian layer by layer, then one weighted backward
+            from mogradient.gramian_engine import GramianRecorder
+
+            with GramianRecorder(model, params=params) as recorder:
+                losses, _ = forward(model)
+            w = mogradient.get_aggregator("mgda").weights(recorder.gramian(losses))
+            torch.autograd.backward(sum(float(wi) * li for wi, li in zip(w, losses)))
+            return
         losses, h = forward(model)
         if method == "mg_loop":
             mogradient.backward(losses, params, aggregator="mgda", batched=False)
