@@ -387,7 +387,7 @@ def jacobian(
       grad_outputs=eye(k), is_grads_batched=True)`` (vmap over the backward). Where vmap
       cannot run the graph (an op without a batching rule, a compiled region, ...) it falls
       back to the loop with a warning. It is an option, not the default: on CPU it was slower
-      than the loop in 7 of 9 measured cells (``docs/backward.md``), and the choice stays
+      than the loop in most measured cells (``docs/backward.md``), and the choice stays
       deterministic (no timing-dependent switch that could change rounding between runs).
 
     Each objective keeps its own graph semantics: in the batched backward the other
