@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.preference import Preference
+from mogradient.aggregators._dual_cone import DualConeWeighting
 from mogradient.aggregators.registry import register
 from mogradient.solvers import dualproj_weights
 
 
 @register("dualproj")
-class DualProj(GramianWeighting):
+class DualProj(DualConeWeighting):
     """Projects the preference-weighted mean gradient ``Σ pᵢ gᵢ`` onto the dual cone
     ``{d : gᵢ·d ≥ 0 ∀i}`` of the gradients: the nearest direction to it that conflicts with no
     objective (equation 11 of GEM, Lopez-Paz & Ranzato 2017, with every gradient as a memory).
@@ -31,25 +26,4 @@ class DualProj(GramianWeighting):
             (:class:`~mogradient.aggregators.Preference`); ``None``: uniform, 1/n each.
     """
 
-    properties = frozenset(
-        {
-            "non_negative_weights",
-            "non_conflicting",
-            "scale_equivariant",
-            "deterministic",
-            "reset_restores",
-            "non_differentiable",
-        }
-    )  # plus "permutation_invariant" with the uniform preference: see claims()
-
-    def __init__(self, preference: Sequence[float] | None = None) -> None:
-        self.preference = Preference(preference)
-
-    def claims(self) -> frozenset[Property]:
-        return self.preference.with_permutation_invariance(self.properties)
-
-    def _hyperparameters(self) -> dict[str, object]:
-        return {"preference": self.preference}
-
-    def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        return dualproj_weights(gramian, self.preference.resolve(gramian.shape[0]))
+    _weights_of = staticmethod(dualproj_weights)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.preference import Preference
+from mogradient.aggregators._dual_cone import DualConeWeighting
 from mogradient.aggregators.registry import register
 from mogradient.solvers import upgrad_weights
 
 
 @register("upgrad")
-class UPGrad(GramianWeighting):
+class UPGrad(DualConeWeighting):
     """Projects each gradient onto the dual cone ``{d : gᵢ·d ≥ 0 ∀i}`` of all the gradients and
     sums the projections weighted by the preference p: ``d = Σᵢ pᵢ π(gᵢ)``.
 
@@ -31,25 +26,4 @@ class UPGrad(GramianWeighting):
             (:class:`~mogradient.aggregators.Preference`); ``None``: uniform, 1/n each.
     """
 
-    properties = frozenset(
-        {
-            "non_negative_weights",
-            "non_conflicting",
-            "scale_equivariant",
-            "deterministic",
-            "reset_restores",
-            "non_differentiable",
-        }
-    )  # plus "permutation_invariant" with the uniform preference: see claims()
-
-    def __init__(self, preference: Sequence[float] | None = None) -> None:
-        self.preference = Preference(preference)
-
-    def claims(self) -> frozenset[Property]:
-        return self.preference.with_permutation_invariance(self.properties)
-
-    def _hyperparameters(self) -> dict[str, object]:
-        return {"preference": self.preference}
-
-    def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        return upgrad_weights(gramian, self.preference.resolve(gramian.shape[0]))
+    _weights_of = staticmethod(upgrad_weights)

@@ -1,0 +1,41 @@
+"""What UPGrad and DualProj share: a preference, their claims, and a solve on the dual cone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from mogradient.aggregators.base import GramianWeighting, Property
+from mogradient.aggregators.preference import Preference
+
+
+class DualConeWeighting(GramianWeighting):
+    """Loss weights from projections onto the dual cone ``{d : gᵢ·d ≥ 0 ∀i}`` of the gradients,
+    steered by a preference; subclasses name the solver in :attr:`_weights_of`."""
+
+    #: ``(gramian, preference) -> weights``: one of :mod:`mogradient.solvers.dual_cone`'s.
+    _weights_of: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    properties = frozenset(
+        {
+            "non_negative_weights",
+            "non_conflicting",
+            "scale_equivariant",
+            "deterministic",
+            "reset_restores",
+            "non_differentiable",
+        }
+    )  # plus "permutation_invariant" with the uniform preference: see claims()
+
+    def __init__(self, preference: Sequence[float] | None = None) -> None:
+        self.preference = Preference(preference)
+
+    def claims(self) -> frozenset[Property]:
+        return self.preference.with_permutation_invariance(self.properties)
+
+    def _hyperparameters(self) -> dict[str, object]:
+        return {"preference": self.preference}
+
+    def _solve(self, gramian: np.ndarray) -> np.ndarray:
+        return type(self)._weights_of(gramian, self.preference.resolve(gramian.shape[0]))
