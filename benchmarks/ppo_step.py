@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mogradient_llm.config import MOPPOConfig
 from mogradient_llm.data import imdb_prompts
+from mogradient_llm.estimators import MOPPOConfig
 from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
 from mogradient_llm.rewards import LengthReward, Reward
-from mogradient_llm.trainer import MOPPOTrainer
+from mogradient_llm.trainer import MOTrainer
 
 #: (label, aggregator, extra config)
 METHODS = {
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
         )
         model = AutoModelForCausalLM.from_pretrained(policy_dir)
         tok = AutoTokenizer.from_pretrained(policy_dir)
-        trainers.append(MOPPOTrainer(config, model, tok, _rewards(k), prompts))
+        trainers.append(MOTrainer(config, model, tok, _rewards(k), prompts))
     times: list[list[float]] = [[] for _ in configs]
     for rep in range(args.warmup + args.reps):
         for i, trainer in enumerate(trainers):

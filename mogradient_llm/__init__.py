@@ -1,8 +1,31 @@
-"""RLHF adapter: multi-objective PPO on top of the ``mogradient`` aggregators.
+"""RL adapter: multi-objective PPO, GRPO and RLOO on top of the ``mogradient`` aggregators.
 
-Modules: ``config`` (:class:`~mogradient_llm.config.MOPPOConfig`), ``trainer``
-(:class:`~mogradient_llm.trainer.MOPPOTrainer`), ``rewards``, ``value_heads``, ``advantages``,
-``loss``, ``aggregation``, ``rollout``, ``kl``, ``data``, ``models`` (tiny offline policies),
-``evaluate``, ``metrics``, ``demo`` and ``cli`` (the ``mogradient-llm`` command).
+One loop (:class:`~mogradient_llm.trainer.MOTrainer`) with pluggable advantage estimators
+(:mod:`mogradient_llm.estimators`), chosen by the config's class: :class:`MOPPOConfig`,
+:class:`MOGRPOConfig`, :class:`MORLOOConfig`. Modules: ``config``, ``estimators``,
+``trainer``, ``update``, ``batch``, ``rewards``, ``data``, ``aggregation``, ``diagnostics``,
+``advantages``, ``loss``, ``value_heads``, ``rollout``, ``sampling``, ``kl``, ``models`` (tiny
+offline policies), ``evaluate``, ``metrics``, ``demo`` and ``cli`` (``mogradient-llm``).
 See ``docs/llm.md``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "MOTrainer": "mogradient_llm.trainer",
+    "MOConfig": "mogradient_llm.config",
+    "MOPPOConfig": "mogradient_llm.estimators",
+    "MOGRPOConfig": "mogradient_llm.estimators",
+    "MORLOOConfig": "mogradient_llm.estimators",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the trainer and configs on first use (``import mogradient_llm`` stays light)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mogradient_llm' has no attribute {name!r}")

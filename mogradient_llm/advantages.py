@@ -37,40 +37,43 @@ class RunningMeanStd:
 
     With ``all_reduce_sum`` every process folds in the moments of the global batch (count, sum
     and sum of squares, shifted by the running mean for precision), so all ranks hold the
-    same statistics and one rank's checkpoint restores every rank.
+    same statistics and one rank's checkpoint restores every rank. NaN scores (a reward that
+    could not score a sample) are left out of their objective's moments.
     """
 
     def __init__(self, n_objectives: int):
         self.mean = torch.zeros(n_objectives, dtype=torch.float64)
         self.var = torch.ones(n_objectives, dtype=torch.float64)
-        self.count = 0
+        self.count = torch.zeros(n_objectives, dtype=torch.float64)
 
     def update(self, scores: torch.Tensor, all_reduce_sum: AllReduceSum | None = None) -> None:
         """Fold in a batch of scores ``[k, batch]`` (of every process, with ``all_reduce_sum``)."""
+        valid = ~torch.isnan(scores.detach())
         shifted = scores.detach().to(torch.float64) - self.mean.to(scores.device)[:, None]
-        count = torch.full_like(shifted[:, 0], shifted.shape[1])
-        moments = torch.stack([count, shifted.sum(1), (shifted**2).sum(1)])
+        shifted = torch.where(valid, shifted, torch.zeros_like(shifted))
+        moments = torch.stack([valid.sum(1).to(shifted), shifted.sum(1), (shifted**2).sum(1)])
         if all_reduce_sum is not None:
             moments = all_reduce_sum(moments)
-        count, first, second = moments.cpu()
-        n = int(count[0])
-        shift_mean = first / n
+        n, first, second = moments.cpu()
+        seen = n > 0
+        shift_mean = first / n.clamp(min=1)
         batch_mean = self.mean + shift_mean
-        batch_var = (second / n - shift_mean**2).clamp(min=0)
+        batch_var = (second / n.clamp(min=1) - shift_mean**2).clamp(min=0)
         total = self.count + n
         delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean = self.mean + delta * n / total
-        self.var = m2 / total
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total.clamp(min=1)
+        self.mean = torch.where(seen, self.mean + delta * n / total.clamp(min=1), self.mean)
+        self.var = torch.where(seen, m2 / total.clamp(min=1), self.var)
         self.count = total
 
     def state_dict(self) -> dict[str, object]:
-        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": self.count}
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": self.count.tolist()}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.mean = torch.tensor(state["mean"], dtype=torch.float64)
         self.var = torch.tensor(state["var"], dtype=torch.float64)
-        self.count = int(cast(int, state["count"]))  # as state_dict wrote it
+        count = torch.as_tensor(cast(list[float], state["count"]), dtype=torch.float64)
+        self.count = count.expand_as(self.mean).clone()  # older checkpoints: one shared count
 
 
 def normalize_scores(

@@ -4,11 +4,11 @@ The core's :func:`mogradient.dispatch` picks one of three levels when the combin
 nothing else here looks at the kind or the name.
 
 * loss weightings (``linear``/``morlhf``, ``mean``, ``stch``, ``famo``, ...): at the advantage
-  level, before whitening — ``A = Σ wᵢ Aᵢ`` of the per-objective GAE advantages, which is GAE on
-  ``Σ wᵢ rᵢ`` with the value ``Σ wᵢ Vᵢ`` (GAE is linear), then whitening and the Noon clip of
-  that one advantage: PPO on the scalarised reward, the MORLHF baseline. Methods that read the
-  loss values get the objectives' losses (:meth:`ObjectiveCombiner.objective_losses`), once per
-  rollout batch.
+  level, where the estimator says (:meth:`ObjectiveCombiner.scalarizer`) — PPO: ``A = Σ wᵢ Aᵢ``
+  of the per-objective GAE advantages before whitening, which is GAE on ``Σ wᵢ rᵢ`` with the
+  value ``Σ wᵢ Vᵢ`` (GAE is linear): the MORLHF baseline; GRPO: the weighted sum of the rewards
+  or of the normalised advantages (GDPO). Methods that read the loss values get the
+  objectives' losses (:meth:`ObjectiveCombiner.objective_losses`), once per rollout batch.
 * advantage combiners (PAMA): at the advantage level, after the Noon clip — one advantage per
   token (:meth:`mogradient.AdvantageCombiner.combine`).
 * Gramian weightings (``mgda``, ``upgrad``, ``cagrad``, ...): at the gradient level — the
@@ -36,15 +36,25 @@ from mogradient import (
     dispatch,
     get_aggregator,
 )
-from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.config import MOConfig
 
 AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
 Stats = dict[str, float]
 
 
-def build_aggregator(config: MOPPOConfig) -> Aggregator:
-    """The registry aggregator named by ``config.aggregator`` with ``aggregator_kwargs``."""
-    return get_aggregator(config.aggregator, **config.aggregator_kwargs)
+def build_aggregator(config: MOConfig) -> Aggregator:
+    """The registry aggregator named by ``config.aggregator`` with ``aggregator_kwargs`` (and
+    ``reward_weights`` as its preference)."""
+    try:
+        return get_aggregator(config.aggregator, **config.aggregator_arguments())
+    except TypeError as exc:
+        if config.reward_weights is None or "preference" not in str(exc):
+            raise
+        raise TypeError(
+            f"reward_weights={config.reward_weights} are the preference of a preference-aware "
+            f"aggregator (linear, tchebycheff, stch, epo, upgrad), and {config.aggregator!r} "
+            "takes none; drop reward_weights or pick such an aggregator"
+        ) from None
 
 
 def _normalized(weights: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, Stats]:
@@ -97,7 +107,7 @@ class _LossLevel(_Level):
         weights, stats = _normalized(raw, self.normalize)
         weights = weights.to(advantages)
         stats.update(self._weight_stats(weights))
-        return torch.einsum("k,kbt->bt", weights, advantages).unsqueeze(0), stats
+        return torch.tensordot(weights, advantages, dims=1).unsqueeze(0), stats
 
 
 class _AdvantageLevel(_Level):
@@ -145,7 +155,7 @@ class _GradientLevel(_Level):
 class ObjectiveCombiner:
     """Applies one registry aggregator at the level its kind calls for."""
 
-    def __init__(self, config: MOPPOConfig, names: Sequence[str]):
+    def __init__(self, config: MOConfig, names: Sequence[str]):
         self.config = config
         self.names = list(names)
         self.aggregator = build_aggregator(config)
@@ -166,22 +176,40 @@ class ObjectiveCombiner:
         scores: torch.Tensor, all_reduce_sum: AllReduceSum | None = None
     ) -> torch.Tensor:
         """The loss values that loss-reading methods decide from: ``−`` each objective's mean
-        raw score ``[k, B] → [k]`` over every process's batch (so all ranks decide alike).
+        raw score ``[k, B] → [k]`` over every process's batch (so all ranks decide alike),
+        leaving out the scores a reward could not give (NaN).
 
         Methods that need positive losses (GLS, DWA, FAMO, UW) then need rewards that stay
         negative; they say so by name if not.
         """
-        totals = torch.cat([scores.sum(1), torch.tensor([scores.shape[1]]).to(scores)])
+        valid = ~torch.isnan(scores)
+        totals = torch.cat([scores.nan_to_num(0.0).sum(1), valid.sum(1).to(scores)])
         if all_reduce_sum is not None:
             totals = all_reduce_sum(totals)
-        return -(totals[:-1] / totals[-1])
+        k = scores.shape[0]
+        return -(totals[:k] / totals[k:].clamp(min=1))
 
     def scalarize(
         self, advantages: torch.Tensor, losses: torch.Tensor
     ) -> tuple[torch.Tensor, Stats]:
-        """Loss weightings: ``[k, B, T]`` → ``Σ wᵢ Aᵢ`` ``[1, B, T]`` (before whitening and
-        Noon) with ``w`` decided from the objectives' ``losses [k]``; other kinds: unchanged."""
+        """Loss weightings: ``[k, ...]`` → ``Σ wᵢ Aᵢ`` ``[1, ...]`` with ``w`` decided from the
+        objectives' ``losses [k]``; other kinds: unchanged."""
         return self._level.scalarize(advantages, losses)
+
+    def scalarizer(
+        self, losses: torch.Tensor, stats: Stats
+    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For an estimator: loss weightings' ``x [k, ...] → Σ wᵢ xᵢ [1, ...]`` with the weights
+        of ``losses`` (their stats go into ``stats``); ``None`` for every other kind."""
+        if not isinstance(self._level, _LossLevel):
+            return None
+
+        def scalarize(x: torch.Tensor) -> torch.Tensor:
+            out, weight_stats = self._level.scalarize(x, losses)
+            stats.update(weight_stats)
+            return out
+
+        return scalarize
 
     def combine_advantages(
         self,

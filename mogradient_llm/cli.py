@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from mogradient_llm.config import GRAMIAN_LEVELS, KL_ESTIMATORS, PARAMETER_GRAMIANS, MOPPOConfig
+from mogradient_llm.config import MOConfig
+from mogradient_llm.estimators import ESTIMATORS, estimator_class
+
+if TYPE_CHECKING:
+    from transformers import HfArgumentParser
+    from transformers.hf_argparser import DataClassType
 
 TINY = "tiny"
 
@@ -24,8 +31,17 @@ def _add_data_args(parser: argparse.ArgumentParser, split: str) -> None:
         "{split}.jsonl.gz (e.g. ../shared/data/imdb); default: generated reviews",
     )
     group.add_argument("--split", default=split)
+    group.add_argument(
+        "--prompt-column", default="prompt", help="the dataset's prompt column, used as it is"
+    )
+    group.add_argument(
+        "--imdb-prompts",
+        action="store_true",
+        help="instead, cut the --text-field texts (reviews) into prompts of their first "
+        "--prompt-min-tokens..--prompt-max-tokens tokens",
+    )
     group.add_argument("--text-field", default="text")
-    group.add_argument("--max-prompts", type=int, default=None, help="use the first N texts")
+    group.add_argument("--max-prompts", type=int, default=None, help="use the first N rows")
     group.add_argument("--prompt-min-tokens", type=int, default=2)
     group.add_argument("--prompt-max-tokens", type=int, default=8)
 
@@ -36,9 +52,11 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``mogradient-llm``."""
+    """The top-level parser of ``mogradient-llm``; ``train``'s own flags are generated from the
+    config dataclasses by :func:`train_parser` (``mogradient-llm train --help`` lists them)."""
     parser = argparse.ArgumentParser(
-        prog="mogradient-llm", description="Multi-objective RLHF (PPO) with mogradient"
+        prog="mogradient-llm",
+        description="Multi-objective RL fine-tuning (PPO, GRPO, RLOO) with mogradient",
     )
     parser.add_argument(
         "--threads",
@@ -47,87 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(tiny models run fastest on one thread, above all on a busy machine)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train a policy with multi-objective PPO")
-    train.add_argument("--policy", default=TINY, help="model name or path, or 'tiny' (offline)")
-    train.add_argument("--ref-policy", help="KL reference (default: a frozen copy of --policy)")
-    train.add_argument(
-        "--reward",
-        action="append",
-        required=True,
-        help="length[:chars|words|tokens], vader, classifier:PATH[@LABEL]; repeat per objective",
+    sub.add_parser(
+        "train",
+        add_help=False,
+        help="train a policy (mogradient-llm train --algorithm ppo|grpo|rloo --help)",
     )
-    train.add_argument("--aggregator", default="pama")
-    train.add_argument(
-        "--aggregator-kwargs",
-        type=json.loads,
-        default={},
-        help="the aggregator's hyper-parameters as a JSON object, e.g. "
-        '\'{"granularity": "batch"}\' for PAMA or \'{"preference": [0.7, 0.3]}\'',
-    )
-    train.add_argument("--gramian-level", choices=GRAMIAN_LEVELS, default="parameters")
-    train.add_argument(
-        "--parameter-gramian",
-        choices=PARAMETER_GRAMIANS,
-        default="layers",
-        help="parameters level: layer by layer without the k x d Jacobian, or the Jacobian",
-    )
-    train.add_argument("--no-noon", action="store_true", help="do not clip advantages at 0")
-    train.add_argument(
-        "--no-normalize-weights",
-        action="store_true",
-        help="keep each aggregator's own weight scale instead of rescaling to sum 1",
-    )
-    train.add_argument("--steps", type=int, default=100)
-    train.add_argument("--output-dir", required=True)
-    train.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps")
-    train.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        help="continue from the newest complete checkpoint of --output-dir (or of the given "
-        "checkpoint/run directory) up to --steps in total",
-    )
-    train.add_argument(
-        "--skip-nonfinite",
-        action="store_true",
-        help="skip (with a warning) steps whose rewards, advantages or losses are NaN/inf "
-        "instead of stopping",
-    )
-    lora = train.add_argument_group("LoRA (peft)")
-    lora.add_argument("--lora-r", type=int, default=0, help="LoRA rank; 0 trains the full model")
-    lora.add_argument("--lora-alpha", type=float, default=16.0)
-    lora.add_argument("--lora-dropout", type=float, default=0.0)
-    lora.add_argument(
-        "--lora-target-modules",
-        type=lambda text: text.split(","),
-        help="comma-separated module names (e.g. c_attn); default: peft's for the model",
-    )
-    train.add_argument("--config", help="JSON file of MOPPOConfig fields (flags override it)")
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--mini-batch-size", type=int, default=8)
-    train.add_argument("--ppo-epochs", type=int, default=4)
-    train.add_argument(
-        "--gradient-accumulation-steps",
-        type=int,
-        default=1,
-        help="micro-batches per minibatch, accumulated into one update",
-    )
-    train.add_argument("--learning-rate", type=float, default=1e-4)
-    train.add_argument("--kl-coef", type=float, default=0.2)
-    train.add_argument("--kl-estimator", choices=KL_ESTIMATORS, default="k1")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--tiny-pretrain-steps", type=int, default=200)
-    train.add_argument("--no-progress", action="store_true")
-    train.add_argument(
-        "--cpu",
-        action="store_true",
-        help="run on CPU even where a GPU is present; several CPU processes (gloo) need it: "
-        "torchrun --nproc_per_node 2 -m mogradient_llm train --cpu ...",
-    )
-    _add_generation_args(train)
-    _add_data_args(train, "train")
 
     evaluate = sub.add_parser(
         "evaluate", help="mean rewards, hypervolume and KL on held-out prompts"
@@ -150,34 +92,158 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(evaluate, "test")
 
     demo = sub.add_parser("demo", help="offline demo: tiny GPT-2, PAMA on vader + length")
+    demo.add_argument("--algorithm", choices=sorted(ESTIMATORS), default="ppo")
     demo.add_argument("--data-dir", help="IMDb subset directory (default: ../shared/data/imdb)")
     demo.add_argument("--output-dir", default="outputs/demo")
-    demo.add_argument("--minutes", type=float, default=3.0, help="PPO training time budget")
+    demo.add_argument("--minutes", type=float, default=3.0, help="training time budget")
     demo.add_argument("--pretrain-steps", type=int, default=400)
     demo.add_argument("--aggregator", default="pama")
     demo.add_argument("--seed", type=int, default=0)
     return parser
 
 
-def _prompts(args: argparse.Namespace, tokenizer: Any, limit: int | None, seed: int) -> list[str]:
-    from mogradient_llm.data import imdb_prompts, load_prompts
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object from the command line (dict-valued config fields)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    """What a run needs besides its config: models, rewards, output, resuming."""
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--algorithm",
+        choices=sorted(ESTIMATORS),
+        default="ppo",
+        help="the advantage estimator (its config's flags follow)",
+    )
+    run.add_argument(
+        "--config",
+        help="a JSON or YAML file of config fields (and 'algorithm'); flags given override it",
+    )
+    run.add_argument("--policy", default=TINY, help="model name or path, or 'tiny' (offline)")
+    run.add_argument("--ref-policy", help="KL reference (default: a frozen copy of --policy)")
+    run.add_argument(
+        "--reward",
+        action="append",
+        required=True,
+        help="length[:chars|words|tokens], vader, classifier:PATH[@LABEL]; repeat per objective",
+    )
+    run.add_argument("--output-dir", required=True)
+    run.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps")
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        help="continue from the newest complete checkpoint of --output-dir (or of the given "
+        "checkpoint/run directory) up to --steps in total",
+    )
+    run.add_argument("--tiny-pretrain-steps", type=int, default=200)
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument(
+        "--cpu",
+        action="store_true",
+        help="run on CPU even where a GPU is present; several CPU processes (gloo) need it: "
+        "torchrun --nproc_per_node 2 -m mogradient_llm train --cpu ...",
+    )
+    run.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="shorthand for generation_kwargs' max_new_tokens",
+    )
+    run.add_argument(
+        "--temperature", type=float, help="shorthand for generation_kwargs' temperature"
+    )
+    _add_data_args(parser, "train")
+
+
+def train_parser(algorithm: str) -> HfArgumentParser:
+    """``mogradient-llm train``'s parser for ``algorithm``: the run's flags, then one flag per
+    field of its config dataclass (``transformers.HfArgumentParser``: help text, choices and
+    defaults come from the dataclass; booleans get ``--no-...``)."""
+    from transformers import HfArgumentParser
+
+    config_class = estimator_class(algorithm).config_class
+    parser = HfArgumentParser(
+        cast("DataClassType", config_class),
+        prog="mogradient-llm train",
+        description=f"Train with {algorithm.upper()}; {config_class.__name__}'s fields as flags.",
+    )
+    dict_fields = {f.name for f in dataclasses.fields(config_class) if "dict" in str(f.type)}
+    for action in parser._actions:  # argparse offers no public way to change an action's type
+        if action.dest in dict_fields:
+            action.type = _json_object
+    _add_run_args(parser)
+    return parser
+
+
+def parse_train_args(argv: list[str]) -> tuple[argparse.Namespace, MOConfig]:
+    """The run's arguments and the config: ``--config``'s values, then the flags given."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--algorithm")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    values = _read_config_file(known.config) if known.config else {}
+    algorithm = known.algorithm or values.pop("algorithm", "ppo")
+    values.pop("algorithm", None)
+    parser = train_parser(algorithm)
+    config_class = estimator_class(algorithm).config_class
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in {known.config} for --algorithm {algorithm}; "
+            f"valid: {sorted(fields)}"
+        )
+    parser.set_defaults(**values)
+    args = parser.parse_args(argv)
+    args.algorithm = algorithm
+    config_values = {name: getattr(args, name) for name in fields}
+    generation = dict(config_values["generation_kwargs"])
+    for key in ("max_new_tokens", "temperature"):
+        if getattr(args, key) is not None:
+            generation[key] = getattr(args, key)
+    config_values["generation_kwargs"] = generation
+    return args, config_class(**config_values)
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    """A config file's values: JSON, or YAML (``.yaml``/``.yml``)."""
+    text = Path(path).read_text()
+    if Path(path).suffix in (".yaml", ".yml"):
+        import yaml  # type: ignore[import-untyped]
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{path} must hold a mapping of config fields, got {type(values).__name__}"
+        )
+    return values
+
+
+def _prompts(
+    args: argparse.Namespace, tokenizer: Any, limit: int | None, seed: int
+) -> list[dict[str, Any]]:
+    """The prompt rows: a dataset's prompt column as it is, its texts cut into IMDb-style
+    prompts (``--imdb-prompts``), or, without ``--dataset``, generated reviews cut so."""
+    from mogradient_llm.data import as_prompt_rows, imdb_prompts, load_prompt_dataset, load_prompts
     from mogradient_llm.models import synthetic_reviews
 
-    if args.dataset:
-        return load_prompts(
-            args.dataset,
-            tokenizer,
-            args.split,
-            args.text_field,
-            limit,
-            args.prompt_min_tokens,
-            args.prompt_max_tokens,
-            seed=seed,
+    cut = (args.prompt_min_tokens, args.prompt_max_tokens)
+    if args.dataset and args.imdb_prompts:
+        texts = load_prompts(
+            args.dataset, tokenizer, args.split, args.text_field, limit, *cut, seed=seed
         )
+        return as_prompt_rows(texts)
+    if args.dataset:
+        return load_prompt_dataset(args.dataset, args.split, args.prompt_column, limit)
     texts = synthetic_reviews(limit or 1000, seed=seed + (1 if args.split == "test" else 0))
-    return imdb_prompts(
-        texts, tokenizer, args.prompt_min_tokens, args.prompt_max_tokens, min_chars=0, seed=seed
-    )
+    return as_prompt_rows(imdb_prompts(texts, tokenizer, *cut, min_chars=0, seed=seed))
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,17 +264,16 @@ def _load_lm(name_or_path: str) -> tuple[Any, Any]:
     )
 
 
-def train(args: argparse.Namespace) -> Path:
+def train(args: argparse.Namespace, config: MOConfig) -> Path:
     """``mogradient-llm train``: returns the final checkpoint directory."""
     from accelerate import Accelerator
 
     from mogradient_llm.aggregation import build_aggregator
     from mogradient_llm.checkpoint import resolve_resume
     from mogradient_llm.rewards import build_reward, parse_reward_spec
-    from mogradient_llm.trainer import MOPPOTrainer
+    from mogradient_llm.trainer import MOTrainer
 
     output_dir = Path(args.output_dir)
-    config = _train_config(args)
     build_aggregator(config)  # typos in names fail here, before any model is built
     for spec in args.reward:
         parse_reward_spec(spec)
@@ -216,25 +281,28 @@ def train(args: argparse.Namespace) -> Path:
     if args.resume is not None:
         resume = resolve_resume(output_dir if args.resume is True else args.resume)
     accelerator = Accelerator(
-        cpu=args.cpu, gradient_accumulation_steps=config.gradient_accumulation_steps
+        cpu=args.cpu,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=config.trackers or None,
+        project_dir=str(output_dir),
     )
     policy_path = args.policy
     if args.policy == TINY:  # built by the main process only, the others wait and load it
         policy_path = str(output_dir / "initial_policy")
         if accelerator.is_main_process and (resume is None or not Path(policy_path).is_dir()):
-            _save_tiny_policy(args, policy_path)
+            _save_tiny_policy(args, policy_path, config.seed)
         accelerator.wait_for_everyone()
     model, tokenizer = _load_lm(policy_path)
     ref_model = _load_lm(args.ref_policy)[0] if args.ref_policy else None
     rewards = [build_reward(spec, tokenizer) for spec in args.reward]
-    prompts = _prompts(args, tokenizer, args.max_prompts, args.seed)
-    trainer = MOPPOTrainer(
+    prompts = _prompts(args, tokenizer, args.max_prompts, config.seed)
+    trainer = MOTrainer(
         config, model, tokenizer, rewards, prompts, ref_model=ref_model, accelerator=accelerator
     )
     if resume is not None and accelerator.is_main_process:
         print(f"resuming from {resume}")
     trainer.train(
-        args.steps,
+        config.max_steps,
         output_dir,
         save_steps=args.save_steps,
         progress=not args.no_progress,
@@ -246,37 +314,7 @@ def train(args: argparse.Namespace) -> Path:
     return output_dir / "final"
 
 
-def _train_config(args: argparse.Namespace) -> MOPPOConfig:
-    """The ``MOPPOConfig`` of ``--config`` overridden by the flags."""
-    base = json.loads(Path(args.config).read_text()) if args.config else {}
-    return MOPPOConfig.from_dict(
-        {
-            **base,
-            "learning_rate": args.learning_rate,
-            "batch_size": args.batch_size,
-            "mini_batch_size": args.mini_batch_size,
-            "ppo_epochs": args.ppo_epochs,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "kl_coef": args.kl_coef,
-            "kl_estimator": args.kl_estimator,
-            "normalize_weights": not args.no_normalize_weights,
-            "seed": args.seed,
-            "aggregator": args.aggregator,
-            "aggregator_kwargs": args.aggregator_kwargs,
-            "gramian_level": args.gramian_level,
-            "parameter_gramian": args.parameter_gramian,
-            "noon": not args.no_noon,
-            "generation_kwargs": _generation_kwargs(args),
-            "skip_nonfinite": args.skip_nonfinite,
-            "lora_r": args.lora_r,
-            "lora_alpha": args.lora_alpha,
-            "lora_dropout": args.lora_dropout,
-            "lora_target_modules": args.lora_target_modules,
-        }
-    )
-
-
-def _save_tiny_policy(args: argparse.Namespace, path: str) -> None:
+def _save_tiny_policy(args: argparse.Namespace, path: str, seed: int) -> None:
     """Build the tiny offline GPT-2 and save it, so it is loaded back through from_pretrained."""
     from mogradient_llm.data import load_text_dataset
     from mogradient_llm.models import build_tiny_policy
@@ -284,7 +322,7 @@ def _save_tiny_policy(args: argparse.Namespace, path: str) -> None:
     texts = None
     if args.dataset:
         texts = load_text_dataset(args.dataset, args.split)[args.text_field][: args.max_prompts]
-    model, tokenizer = build_tiny_policy(texts, args.tiny_pretrain_steps, seed=args.seed)
+    model, tokenizer = build_tiny_policy(texts, args.tiny_pretrain_steps, seed=seed)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
 
@@ -308,7 +346,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if not specs:
         raise SystemExit("evaluate needs --reward (or a checkpoint that records its rewards)")
     rewards = [build_reward(spec, tokenizer) for spec in specs]
-    prompts = _prompts(args, tokenizer, None, args.seed)[: args.num_prompts]
+    from mogradient_llm.data import prompt_text
+
+    rows = _prompts(args, tokenizer, None, args.seed)[: args.num_prompts]
+    prompts = [prompt_text(row["prompt"], tokenizer) for row in rows]
     import torch
 
     torch.manual_seed(args.seed)
@@ -347,16 +388,18 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint) print one line ``mogradient-llm: error: ...`` and exit with status 2.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if rest and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        _run(args)
+        _run(args, rest)
     except _user_errors() as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception's text
         parser.exit(2, f"mogradient-llm: error: {type(exc).__name__}: {message}\n")
 
 
-def _run(args: argparse.Namespace) -> None:
-    """Dispatch the parsed command."""
+def _run(args: argparse.Namespace, rest: list[str]) -> None:
+    """Dispatch the parsed command (``rest``: ``train``'s own flags)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -365,7 +408,8 @@ def _run(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     if args.command == "train":
-        train(args)
+        train_args, config = parse_train_args(rest)
+        train(train_args, config)
     elif args.command == "evaluate":
         evaluate(args)
     else:
@@ -382,6 +426,7 @@ def _run(args: argparse.Namespace) -> None:
             args.aggregator,
             args.seed,
             pretrain_steps=args.pretrain_steps,
+            algorithm=args.algorithm,
         )
 
 

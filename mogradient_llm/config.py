@@ -1,14 +1,25 @@
-"""Configuration of the multi-objective PPO trainer (TRL's PPO vocabulary)."""
+"""What every estimator's training shares: :class:`MOConfig`, the loop's hyper-parameters.
+
+Each estimator adds its own fields in its module (``MOPPOConfig`` in
+:mod:`mogradient_llm.estimators.ppo`, ``MOGRPOConfig`` in ``...grpo``, ``MORLOOConfig`` in
+``...rloo``). Every field carries its help text in ``metadata["help"]``: the command line is
+generated from these dataclasses (:mod:`mogradient_llm.cli`), so the defaults live here only.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 GRAMIAN_LEVELS = ("parameters", "features")
 PARAMETER_GRAMIANS = ("layers", "jacobian")
-KL_ESTIMATORS = ("k1", "k3")
+
+Config = TypeVar("Config", bound="MOConfig")
+
+
+def _help(text: str, **metadata: Any) -> dict[str, Any]:
+    return {"help": text, **metadata}
 
 
 def _default_generation_kwargs() -> dict[str, Any]:
@@ -16,95 +27,121 @@ def _default_generation_kwargs() -> dict[str, Any]:
 
 
 @dataclass
-class MOPPOConfig:
-    """Hyper-parameters of :class:`mogradient_llm.trainer.MOPPOTrainer`.
+class MOConfig:
+    """The loop's hyper-parameters (prompt batches, updates, aggregation, sampling, LoRA, logging).
 
-    The PPO names follow TRL. The multi-objective ones:
+    The multi-objective ones:
 
-    * ``aggregator`` / ``aggregator_kwargs``: a name of the ``mogradient`` registry
-      (``mogradient.available_aggregators()``) and its hyper-parameters (PAMA's
-      ``{"granularity": "batch"}``, a ``{"preference": [...]}``, ...); the trainer picks the
-      level from the aggregator's kind: loss weightings scalarise the advantages (Σ wᵢ Aᵢ,
-      before whitening: MORLHF), PAMA combines them per token after the Noon clip, Gramian
-      methods weigh the policy losses' gradients.
-    * ``normalize_weights``: rescale the loss weights to Σw = 1 before the update (default),
-      so the policy step's scale, its balance with the value loss on the shared trunk and how
-      often gradient clipping fires do not depend on the aggregator; ``False`` keeps each
-      method's own scale (PCGrad's Σw ≈ k, CAGrad's 1 + c‖g₀‖/‖g_w‖, user ``linear`` weights).
-      ``agg/weight_sum`` logs the sum before rescaling.
+    * ``aggregator`` / ``aggregator_kwargs``: a name of the ``mogradient`` registry and its
+      hyper-parameters; the loop picks the level from the aggregator's kind (loss weightings
+      scalarise the advantages where the estimator says, PAMA combines them after the Noon clip,
+      Gramian methods weigh the policy losses' gradients).
+    * ``reward_weights``: TRL's weights of the weighted sum of rewards; they are the preference
+      of a preference-aware aggregator (``linear`` above all) unless ``aggregator_kwargs`` gives
+      one.
+    * ``normalize_weights``: rescale the loss weights to Σw = 1 before the update (default), so
+      the step's scale does not depend on the aggregator; ``agg/weight_sum`` logs the raw sum.
     * ``noon``: clip every objective's advantage at zero before aggregating (Noon PPO).
-    * ``parameter_gramian``: how the parameters-level Gramian is formed: ``"layers"`` (default:
-      layer by layer during one backward, never holding the k×d Jacobian; with one micro-batch)
-      or ``"jacobian"`` (the k×d Jacobian, then ``JJᵀ``; always used with accumulation).
-    * ``gramian_level``: ``"parameters"`` (Gramian of the policy-loss gradients over all policy
+    * ``gramian_level``: ``"parameters"`` (the policy-loss gradients over all trainable
       parameters) or ``"features"`` (over the last hidden states: MGDA-UB).
-    * ``use_score_scaling`` / ``use_score_norm``: divide each objective's score by its running
-      std / also subtract its running mean (TRL's names, applied per objective; the moments
-      are all-reduced over the processes). ``score_std_floor``: the smallest std divided by,
-      so that after batches of a constant reward a small change is not a many-σ event.
-    * ``kl_estimator``: the per-token KL estimate in the reward penalty, TRL's names: ``k1``
-      (log π − log π_ref: unbiased, but negative on some tokens and sequences, where it
-      becomes a bonus) or ``k3`` ((r − 1) − log r with r = π_ref / π: non-negative, lower
-      variance).
-    * ``gradient_accumulation_steps``: split each minibatch into this many micro-batches
-      whose gradients are accumulated (``accelerator.accumulate``) into one update, equal to
-      that of the whole minibatch; token means are taken over the whole minibatch.
-    * ``skip_nonfinite``: skip a step (with a warning) whose rewards, advantages or losses are
-      NaN/inf instead of stopping with an error naming the objective and the step.
-    * ``lora_r`` > 0: train LoRA adapters (peft) instead of the whole policy; the KL reference
-      is then the base model with its adapters disabled. ``lora_target_modules``: ``None`` lets
-      peft pick its default for the architecture. ``lora_dropout`` must be 0: dropout would
-      make the PPO ratio and the KL to the reference noisy (every other dropout of the policy
-      is switched off for the same reason).
+    * ``parameter_gramian``: ``"layers"`` (layer by layer in one backward, never holding the k×d
+      Jacobian; with one micro-batch) or ``"jacobian"`` (always used with accumulation).
     """
 
-    learning_rate: float = 1.41e-5
-    batch_size: int = 32
-    mini_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    ppo_epochs: int = 4
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    gamma: float = 1.0
-    lam: float = 0.95
-    kl_coef: float = 0.2
-    kl_estimator: Literal["k1", "k3"] = "k1"
-    adap_kl_ctrl: bool = True
-    target: float = 6.0
-    horizon: float = 10000.0
-    whiten_advantages: bool = True
-    max_grad_norm: float | None = 1.0
-    seed: int = 0
-    aggregator: str = "pama"
-    aggregator_kwargs: dict[str, Any] = field(default_factory=dict)
-    normalize_weights: bool = True
-    noon: bool = True
-    gramian_level: Literal["parameters", "features"] = "parameters"
-    parameter_gramian: Literal["layers", "jacobian"] = "layers"
-    use_score_scaling: bool = True
-    use_score_norm: bool = True
-    score_clip: float | None = None
-    score_std_floor: float = 0.01
-    generation_kwargs: dict[str, Any] = field(default_factory=_default_generation_kwargs)
-    skip_nonfinite: bool = False
-    lora_r: int = 0
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] | None = None
+    #: The ``--algorithm`` this config trains (set by each estimator's subclass).
+    algorithm: ClassVar[str] = ""
+
+    learning_rate: float = field(default=1.41e-5, metadata=_help("AdamW learning rate"))
+    lr_scheduler_type: str = field(
+        default="constant",
+        metadata=_help(
+            "learning-rate schedule (transformers.get_scheduler names: linear, cosine…)"
+        ),
+    )
+    warmup_steps: int = field(default=0, metadata=_help("optimiser steps of linear warm-up"))
+    warmup_ratio: float = field(
+        default=0.0, metadata=_help("warm-up as a fraction of all optimiser steps (if no steps)")
+    )
+    max_steps: int = field(
+        default=100,
+        metadata=_help("training steps (rollout + updates) in all", aliases=["--steps"]),
+    )
+    batch_size: int = field(
+        default=32, metadata=_help("completions per step and process (prompts × num_generations)")
+    )
+    mini_batch_size: int = field(
+        default=8, metadata=_help("completions per optimiser step (a multiple of the micro-batch)")
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata=_help("micro-batches per minibatch, accumulated into one update")
+    )
+    num_generations: int = field(
+        default=1, metadata=_help("completions sampled per prompt (a group)")
+    )
+    max_grad_norm: float | None = field(
+        default=1.0, metadata=_help("clip the gradient norm (None: no clipping)")
+    )
+    seed: int = field(default=0, metadata=_help("random seed (each process adds its rank)"))
+    aggregator: str = field(
+        default="pama", metadata=_help("mogradient aggregator (pama, mgda, upgrad, linear, …)")
+    )
+    aggregator_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help(
+            'the aggregator\'s hyper-parameters, a JSON object: \'{"granularity": "batch"}\''
+        ),
+    )
+    reward_weights: list[float] | None = field(
+        default=None,
+        metadata=_help("weights of the rewards' weighted sum (the aggregator's preference)"),
+    )
+    normalize_weights: bool = field(
+        default=True, metadata=_help("rescale the aggregator's weights to sum to 1")
+    )
+    noon: bool = field(default=True, metadata=_help("clip every advantage at 0 (Noon)"))
+    gramian_level: Literal["parameters", "features"] = field(
+        default="parameters",
+        metadata=_help("Gramian methods: over the policy parameters or the last hidden states"),
+    )
+    parameter_gramian: Literal["layers", "jacobian"] = field(
+        default="layers",
+        metadata=_help("parameters level: layer by layer, or from the k x d Jacobian"),
+    )
+    generation_kwargs: dict[str, Any] = field(
+        default_factory=_default_generation_kwargs,
+        metadata=_help("sampling settings, a JSON object (max_new_tokens, temperature, top_k…)"),
+    )
+    skip_nonfinite: bool = field(
+        default=False, metadata=_help("skip steps with NaN/inf rewards or losses, with a warning")
+    )
+    lora_r: int = field(default=0, metadata=_help("LoRA rank; 0 trains the whole policy"))
+    lora_alpha: float = field(default=16.0, metadata=_help("LoRA alpha"))
+    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout (must be 0)"))
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata=_help("LoRA target modules (default: peft's for the model)")
+    )
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata=_help("accelerate trackers (tensorboard, wandb, …; 'all' or 'none')"),
+    )
 
     def __post_init__(self) -> None:
         positive = (
             "learning_rate",
+            "max_steps",
             "batch_size",
             "mini_batch_size",
             "gradient_accumulation_steps",
-            "ppo_epochs",
-            "horizon",
+            "num_generations",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_generations "
+                f"({self.num_generations}): each process samples whole groups"
+            )
         if self.batch_size % self.mini_batch_size:
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of mini_batch_size "
@@ -115,15 +152,7 @@ class MOPPOConfig:
                 f"mini_batch_size ({self.mini_batch_size}) must be a multiple of "
                 f"gradient_accumulation_steps ({self.gradient_accumulation_steps})"
             )
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(
-                f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}"
-            )
-        for name in ("cliprange", "cliprange_value", "vf_coef", "kl_coef", "target"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"gamma and lam must lie in [0, 1], got {self.gamma}, {self.lam}")
+        self._check_scheduler()
         if self.gramian_level not in GRAMIAN_LEVELS:
             raise ValueError(
                 f"gramian_level must be one of {GRAMIAN_LEVELS}, got {self.gramian_level!r}"
@@ -135,25 +164,64 @@ class MOPPOConfig:
             )
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if self.reward_weights is not None and "preference" in self.aggregator_kwargs:
+            raise ValueError(
+                "reward_weights and aggregator_kwargs['preference'] both set the weights of the "
+                "objectives; give one of them"
+            )
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.lora_dropout != 0.0:
             raise ValueError(
-                f"lora_dropout={self.lora_dropout}: dropout makes the PPO ratio and the KL to the "
-                "reference noisy (two forwards of the same tokens disagree); set it to 0"
+                f"lora_dropout={self.lora_dropout}: dropout makes the policy ratio and the KL to "
+                "the reference noisy (two forwards of the same tokens disagree); set it to 0"
             )
-        if self.score_std_floor < 0:
-            raise ValueError(f"score_std_floor must be non-negative, got {self.score_std_floor}")
-        if self.score_clip is not None and self.score_clip <= 0:
-            raise ValueError(f"score_clip must be positive or None, got {self.score_clip}")
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise ValueError(f"report_to={self.report_to}: 'none' cannot be combined")
+
+    def _check_scheduler(self) -> None:
+        from transformers import SchedulerType
+
+        try:
+            SchedulerType(self.lr_scheduler_type)
+        except ValueError:
+            valid = [s.value for s in SchedulerType]
+            raise ValueError(
+                f"unknown lr_scheduler_type {self.lr_scheduler_type!r}; valid: {valid}"
+            ) from None
+        if self.warmup_steps < 0 or not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(
+                f"need warmup_steps >= 0 and 0 <= warmup_ratio < 1, got {self.warmup_steps}, "
+                f"{self.warmup_ratio}"
+            )
+
+    @property
+    def epochs(self) -> int:
+        """Passes over each step's rollouts (PPO's ``ppo_epochs``, GRPO's ``num_iterations``)."""
+        return 1
+
+    @property
+    def trackers(self) -> list[str]:
+        """``report_to`` as accelerate's ``log_with`` ("none" means none)."""
+        return [t for t in self.report_to if t != "none"]
+
+    def aggregator_arguments(self) -> dict[str, Any]:
+        """``aggregator_kwargs``, with ``reward_weights`` as the preference when given."""
+        if self.reward_weights is None:
+            return dict(self.aggregator_kwargs)
+        return {**self.aggregator_kwargs, "preference": list(self.reward_weights)}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy."""
-        return dataclasses.asdict(self)
+        """A JSON-serialisable copy (with the algorithm it trains)."""
+        return {"algorithm": self.algorithm, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> MOPPOConfig:
+    def from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
         """Build a config from :meth:`to_dict` output, rejecting unknown keys."""
+        values = dict(values)
+        algorithm = values.pop("algorithm", cls.algorithm)
+        if algorithm != cls.algorithm:
+            raise ValueError(f"these values are for algorithm {algorithm!r}, not {cls.algorithm!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.config import MOConfig
 from mogradient_llm.data import imdb_prompts, load_text_dataset
+from mogradient_llm.estimators import estimator_class
 from mogradient_llm.evaluate import evaluate_policy
 from mogradient_llm.metrics import MetricsWriter
 from mogradient_llm.models import build_tiny_policy, synthetic_reviews
 from mogradient_llm.rewards import Reward, length, vader
-from mogradient_llm.trainer import MOPPOTrainer
+from mogradient_llm.trainer import MOTrainer
 
 DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "imdb"
 GENERATION = {"max_new_tokens": 48, "do_sample": True, "top_k": 0, "top_p": 1.0}
@@ -58,19 +59,23 @@ def demo_rewards() -> list[Reward]:
     return [vader(), length(unit="chars")]
 
 
-def demo_config(aggregator: str, seed: int, **overrides: Any) -> MOPPOConfig:
-    """The PPO settings of the demo (and of ``benchmarks.rlhf_imdb``)."""
+def demo_config(aggregator: str, seed: int, algorithm: str = "ppo", **overrides: Any) -> MOConfig:
+    """The settings of the demo (PPO's also those of ``benchmarks.rlhf_imdb``): 32 completions
+    per step; GRPO/RLOO as 8 prompts × 4 completions, β = 0.05, Noon on (PAMA's Theorem 1 then
+    picks each sequence's smallest positive advantage)."""
     values: dict[str, Any] = {
         "learning_rate": 3e-4,
         "batch_size": 32,
         "mini_batch_size": 16,
-        "ppo_epochs": 2,
-        "kl_coef": 0.05,
         "aggregator": aggregator,
         "seed": seed,
         "generation_kwargs": GENERATION,
     }
-    return MOPPOConfig(**{**values, **overrides})
+    if algorithm == "ppo":
+        values.update(ppo_epochs=2, kl_coef=0.05)
+    else:
+        values.update(num_generations=4, num_iterations=2, beta=0.05, noon=True)
+    return estimator_class(algorithm).config_class(**{**values, **overrides})
 
 
 def plot_history(history: list[dict[str, float]], names: list[str], path: Path) -> None:
@@ -103,6 +108,7 @@ def run_demo(
     seed: int = 0,
     pretrain_steps: int = 400,
     eval_prompts: int = 128,
+    algorithm: str = "ppo",
 ) -> dict[str, Any]:
     """Run the demo; prints and returns before/after mean rewards (see the module docstring)."""
     start = time.perf_counter()
@@ -128,8 +134,8 @@ def run_demo(
         return {name: result[f"eval/scores/{name}"] for name in names}
 
     before = evaluate(model)
-    config = demo_config(aggregator, seed)
-    trainer = MOPPOTrainer(config, model, tokenizer, rewards, prompts)
+    config = demo_config(aggregator, seed, algorithm)
+    trainer = MOTrainer(config, model, tokenizer, rewards, prompts)
     writer = MetricsWriter(output_dir)
     history = []
     train_start = time.perf_counter()
@@ -140,13 +146,15 @@ def run_demo(
         writer.log_samples(trainer.step_count, trainer.last_samples[:2])
         if trainer.step_count % 10 == 0:
             scores = ", ".join(f"{n}={stats[f'objective/scores/{n}']:.3f}" for n in names)
-            print(f"step {trainer.step_count}: {scores}, kl={stats['objective/kl']:.2f}")
+            kl = f", kl={stats['objective/kl']:.2f}" if "objective/kl" in stats else ""
+            print(f"step {trainer.step_count}: {scores}{kl}")
     train_seconds = time.perf_counter() - train_start
     after = evaluate(trainer.policy)
     plot_history(history, names, output_dir / "rewards.png")
     trainer.save(output_dir / "final")
     summary = {
         "source": source,
+        "algorithm": algorithm,
         "aggregator": aggregator,
         "steps": trainer.step_count,
         "train_seconds": train_seconds,
@@ -157,7 +165,8 @@ def run_demo(
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(
-        f"\nheld-out mean reward ({len(held_out)} prompts), {trainer.step_count} PPO steps "
+        f"\nheld-out mean reward ({len(held_out)} prompts), {trainer.step_count} "
+        f"{algorithm.upper()} steps "
         f"in {train_seconds:.0f} s:"
     )
     print(f"{'objective':<10}{'before':>10}{'after':>10}{'change':>10}")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.config import MOConfig
 
 
-def apply_lora(model: nn.Module, config: MOPPOConfig) -> nn.Module:
+def apply_lora(model: nn.Module, config: MOConfig) -> nn.Module:
     """``model`` wrapped by ``peft.get_peft_model`` with the config's ``lora_*`` settings."""
     try:
         from peft import LoraConfig, get_peft_model

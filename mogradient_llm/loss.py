@@ -1,70 +1,96 @@
-"""The Noon-PPO clipped surrogate (per objective) and the clipped value loss (sum over heads).
+"""The clipped surrogate (one loss per advantage row), the clipped value loss and the KL loss.
 
-Token means divide by ``token_count`` when given (default: the tokens of ``mask``): with
-gradient accumulation it is the minibatch's mean number of tokens per micro-batch, so the
-mean of the micro-batches' losses is the token mean over the whole minibatch.
+Every loss is a weighted sum over tokens: ``token_weights [B, T]`` (zero off the response) say
+what each token counts for, so one function serves every normalisation — PPO's and DAPO's token
+mean, GRPO's per-sequence mean, Dr. GRPO's constant — and gradient accumulation (the weights of
+a micro-batch divide by the whole minibatch's count; see :func:`token_weights`).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 
 from mogradient_llm.advantages import masked_mean
 
-
-def _token_mean(x: torch.Tensor, mask: torch.Tensor, token_count: float | None) -> torch.Tensor:
-    """Per-row (first axis) sum of ``x`` over the mask's tokens, over ``token_count``."""
-    if token_count is None:
-        return masked_mean(x, mask, dim=(1, 2))
-    return (x * mask.to(x.dtype)).sum((1, 2)) / token_count
+#: How token losses are normalised: ``token`` (sum / tokens: PPO, DAPO), ``sequence`` (mean per
+#: sequence, then over sequences: GRPO), ``constant`` (sum / (sequences × max length): Dr. GRPO).
+TokenNormalization = Literal["token", "sequence", "constant"]
 
 
-def policy_losses(
+def token_weights(
+    mask: torch.Tensor,
+    normalization: TokenNormalization,
+    rows: float,
+    tokens: float,
+    max_length: int,
+) -> torch.Tensor:
+    """Per-token weights ``[b, T]`` of a micro-batch's ``mask`` under ``normalization``.
+
+    ``rows`` / ``tokens``: the sequences / response tokens the loss is averaged over (the whole
+    minibatch's divided by the number of micro-batches, which ``accelerator.accumulate`` divides
+    the summed losses by again), so accumulated micro-batches give the minibatch's loss.
+    """
+    mask = mask.float()
+    if normalization == "token":
+        return mask / max(tokens, 1.0)
+    if normalization == "sequence":
+        return mask / mask.sum(1, keepdim=True).clamp(min=1) / max(rows, 1.0)
+    if normalization == "constant":
+        return mask / (max(rows, 1.0) * max_length)
+    raise ValueError(f"unknown token normalization {normalization!r}")
+
+
+def clipped_surrogate(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
-    mask: torch.Tensor,
-    cliprange: float,
-    token_count: float | None = None,
+    weights: torch.Tensor,
+    epsilon: float,
+    epsilon_high: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One clipped-surrogate loss per row of ``advantages`` ``[m, batch, T]``.
+    """One clipped-surrogate loss per row of ``advantages`` ``[m, B, T]``.
 
-    ``-min(u A, clip(u, 1 - ε, 1 + ε) A)`` averaged over the response tokens, with the ratio
-    ``u = π / π_old`` shared by all objectives. Returns ``([m] losses, stats)``.
+    ``-min(u A, clip(u, 1 - ε, 1 + ε_high) A)`` summed with ``weights`` ``[B, T]``, the ratio
+    ``u = π / π_old`` shared by all rows (``ε_high`` defaults to ``ε``). Returns ``([m], stats)``.
     """
+    high = epsilon if epsilon_high is None else epsilon_high
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
-    clipped = torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    clipped = torch.clamp(ratio, 1.0 - epsilon, 1.0 + high)
     unclipped_loss = -advantages * ratio
     clipped_loss = -advantages * clipped
     per_token = torch.maximum(unclipped_loss, clipped_loss)
-    losses = _token_mean(per_token, mask, token_count)
+    losses = (per_token * weights.to(per_token.dtype)).sum((1, 2))
     with torch.no_grad():
-        clipfrac = masked_mean((clipped_loss > unclipped_loss).float(), mask)
+        mask = weights > 0
         stats = {
             "policy/approxkl_avg": 0.5 * masked_mean(log_ratio**2, mask),
-            "policy/clipfrac_avg": clipfrac,
+            "policy/clipfrac_avg": masked_mean((clipped_loss > unclipped_loss).float(), mask),
             "policy/ratio_avg": masked_mean(ratio, mask),
         }
     return losses, stats
 
 
-def value_loss(
+def clipped_value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,
     returns: torch.Tensor,
-    mask: torch.Tensor,
+    weights: torch.Tensor,
     cliprange_value: float,
-    token_count: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped value loss ``½ max((V - R)², (clip(V) - R)²)`` summed over the k heads.
+    """``½ max((V - R)², (clip(V) - R)²)`` summed with ``weights`` and over the k heads.
 
-    All tensors are ``[k, batch, T]``.
+    ``values``, ``old_values``, ``returns``: ``[k, B, T]``; ``weights``: ``[B, T]``, or
+    ``[k, B, T]`` when a head is not trained on some sequences (its reward had no score).
     """
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     unclipped_err = (values - returns) ** 2
     clipped_err = (clipped - returns) ** 2
-    per_head = 0.5 * _token_mean(torch.maximum(unclipped_err, clipped_err), mask, token_count)
+    per_token = 0.5 * torch.maximum(unclipped_err, clipped_err)
+    loss = (per_token * weights.expand_as(per_token)).sum()
     with torch.no_grad():
+        mask = weights.expand_as(per_token) > 0
         stats = {"val/clipfrac_avg": masked_mean((clipped_err > unclipped_err).float(), mask)}
-    return per_head.sum(), stats
+    return loss, stats

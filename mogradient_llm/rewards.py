@@ -1,4 +1,12 @@
-"""Reward functions: any callable ``(prompts, completions) -> list[float]``, plus built-ins.
+"""Reward functions written as TRL users write them, plus built-ins.
+
+A reward function is called the way TRL's ``GRPOTrainer`` calls it:
+``fn(prompts=..., completions=..., completion_ids=..., **columns)``, where ``columns`` are the
+prompt dataset's other columns as lists aligned with the completions, and returns one score per
+completion, or ``None`` where it cannot score a sample. With conversational prompts, ``prompts``
+are message lists and each completion is ``[{"role": "assistant", "content": text}]``. Older
+functions written ``fn(prompts, completions)`` still work: :class:`Reward` reads the signature once
+and passes only what the function accepts.
 
 Built-ins: :class:`LengthReward` (the paper's ``clip(l / 140, 0.5, 1.5)``, ``l`` counted in
 characters by default), :class:`VaderReward` (vaderSentiment compound score) and
@@ -8,15 +16,22 @@ characters by default), :class:`VaderReward` (vaderSentiment compound score) and
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import torch
 
-RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+from mogradient_llm.data import Completion, Prompt, completion_text, conversation_text
+
+#: ``fn(prompts=..., completions=..., **kwargs) -> list[float | None]`` (or the older
+#: ``fn(prompts, completions) -> list[float]``).
+RewardFn = Callable[..., Sequence[float | None]]
 #: What :class:`LengthReward` counts.
 LengthUnit = Literal["chars", "words", "tokens"]
+#: Keyword names :func:`score_all` fills itself, so no column may take them.
+_RESERVED = ("prompts", "completions", "completion_ids")
 
 
 class RewardError(RuntimeError):
@@ -27,8 +42,25 @@ class NonFiniteRewardError(RewardError):
     """A reward function returned NaN or an infinite score."""
 
 
+class RewardArgumentError(RewardError, ValueError):
+    """A reward function needs an argument that neither score_all nor any column provides."""
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and extension callables have none
+        return None
+
+
 class Reward:
-    """A named reward function; ``hv_reference`` is its worst value (hypervolume reference)."""
+    """A named reward function; ``hv_reference`` is its worst value (hypervolume reference).
+
+    The calling convention is read from ``fn``'s signature once, here: a function with
+    ``**kwargs`` gets every keyword argument; one with a ``completions`` parameter gets, by
+    keyword, only the arguments it names; any other (the older ``fn(prompts, completions)``
+    written with other parameter names) gets ``prompts`` and ``completions`` positionally.
+    """
 
     def __init__(self, fn: RewardFn, name: str | None = None, hv_reference: float | None = None):
         if not callable(fn):
@@ -41,9 +73,47 @@ class Reward:
         if hv_reference is None:
             hv_reference = getattr(fn, "hv_reference", None)
         self.hv_reference = hv_reference
+        signature = _signature(fn)
+        params = list(signature.parameters.values()) if signature is not None else []
+        self._takes_all = any(p.kind is p.VAR_KEYWORD for p in params)
+        by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        self._keywords = frozenset(p.name for p in params if p.kind in by_keyword)
+        self._required = tuple(
+            p.name
+            for p in params
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+        self._positional = not self._takes_all and "completions" not in self._keywords
+        if self._positional and signature is not None:
+            try:
+                signature.bind(None, None)
+            except TypeError:
+                raise TypeError(
+                    f"reward {name!r} has the signature {signature}: write it TRL's way, "
+                    "fn(completions, **kwargs) with keyword arguments such as prompts, "
+                    "completions and dataset columns, or as fn(prompts, completions)"
+                ) from None
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> Sequence[float]:
-        return self.fn(prompts, completions)
+    def __call__(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
+    ) -> Sequence[float | None]:
+        """Call the function with the arguments it accepts (see the class docstring).
+
+        Raises :class:`RewardArgumentError` when it needs an argument nobody provides.
+        """
+        if self._positional:
+            return self.fn(prompts, completions)
+        available = {"prompts": prompts, "completions": completions, **kwargs}
+        missing = [p for p in self._required if p not in available]
+        if missing:
+            raise RewardArgumentError(
+                f"reward {self.name!r} needs the argument(s) {missing}, which no dataset column "
+                f"provides; the arguments given are {sorted(available)}. Add a column of that "
+                "name to the prompt rows, or give the parameter a default"
+            )
+        if self._takes_all:
+            return self.fn(**available)
+        return self.fn(**{k: v for k, v in available.items() if k in self._keywords})
 
     def __repr__(self) -> str:
         return f"Reward({self.name!r}, {self.fn!r})"
@@ -56,6 +126,16 @@ def as_reward(fn: RewardFn | Reward, name: str | None = None) -> Reward:
     if isinstance(fn, Reward):
         return Reward(fn.fn, name, fn.hv_reference)
     return Reward(fn, name)
+
+
+def _texts(
+    prompts: Sequence[Prompt], completions: Sequence[Completion], include_prompt: bool
+) -> list[str]:
+    """What a built-in scores: each completion's text, after a readable text of its prompt when
+    ``include_prompt`` (a conversation as ``role: content`` lines)."""
+    if include_prompt:
+        return [conversation_text(p) + completion_text(c) for p, c in zip(prompts, completions)]
+    return [completion_text(c) for c in completions]
 
 
 class LengthReward:
@@ -92,8 +172,14 @@ class LengthReward:
         tokenizer = cast(Callable[..., Any], self.tokenizer)  # unit "tokens": __init__ checked it
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        return [min(max(self._length(c) / self.scale, self.low), self.high) for c in completions]
+    def __call__(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
+    ) -> list[float]:
+        """Scores of the completions (assistant content if conversational); ignores ``kwargs``."""
+        return [
+            min(max(self._length(completion_text(c)) / self.scale, self.low), self.high)
+            for c in completions
+        ]
 
     def __repr__(self) -> str:
         return (
@@ -113,10 +199,11 @@ class VaderReward:
         self.name = "vader"
         self.hv_reference = -1.0
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        texts = (
-            [p + c for p, c in zip(prompts, completions)] if self.include_prompt else completions
-        )
+    def __call__(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
+    ) -> list[float]:
+        """Scores of the completions (assistant content if conversational); ignores ``kwargs``."""
+        texts = _texts(prompts, completions, self.include_prompt)
         return [self.analyzer.polarity_scores(t)["compound"] for t in texts]
 
     def __repr__(self) -> str:
@@ -174,10 +261,11 @@ class ClassifierReward:
         return index
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        texts = (
-            [p + c for p, c in zip(prompts, completions)] if self.include_prompt else completions
-        )
+    def __call__(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
+    ) -> list[float]:
+        """Logits for the completions (assistant content if conversational); ignores ``kwargs``."""
+        texts = _texts(prompts, completions, self.include_prompt)
         device = next(self.model.parameters()).device
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
@@ -248,30 +336,93 @@ def parse_reward_spec(spec: str) -> tuple[str, str]:
     return kind, arg
 
 
+def _reward_kwargs(
+    n: int,
+    columns: Mapping[str, Sequence[Any]] | None,
+    completion_ids: Sequence[Sequence[int]] | None,
+    extra_kwargs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The keyword arguments of every reward call, each column checked to hold ``n`` values."""
+    kwargs: dict[str, Any] = {}
+    if completion_ids is not None:
+        if len(completion_ids) != n:
+            raise ValueError(f"got {len(completion_ids)} completion_ids for {n} completions")
+        kwargs["completion_ids"] = completion_ids
+    for name, values in (columns or {}).items():
+        if name in _RESERVED:
+            raise ValueError(
+                f"a column may not be named {name!r}: score_all passes that argument itself; "
+                "rename the column"
+            )
+        if isinstance(values, str) or len(values) != n:
+            size = "a string" if isinstance(values, str) else f"{len(values)} values"
+            raise ValueError(
+                f"column {name!r} holds {size}; a column needs one value per completion ({n})"
+            )
+        kwargs[name] = list(values)
+    for name, value in (extra_kwargs or {}).items():
+        if name in kwargs or name in _RESERVED:
+            raise ValueError(f"extra_kwargs repeats the argument {name!r}; pass it once")
+        kwargs[name] = value
+    return kwargs
+
+
+def _as_scores(reward: Reward, values: Any, n: int) -> list[float]:
+    """``values`` as floats (``None`` as NaN), checked; raises :class:`RewardError` naming it."""
+    if isinstance(values, str | bytes):
+        raise RewardError(f"reward {reward.name!r} returned non-numeric scores: {values!r:.80}")
+    try:
+        raw = list(values)
+        if any(isinstance(v, str | bytes) for v in raw):
+            raise TypeError(f"strings are not scores: {raw!r:.80}")
+        scores = [math.nan if v is None else float(v) for v in raw]
+    except (TypeError, ValueError) as exc:
+        raise RewardError(f"reward {reward.name!r} returned non-numeric scores: {exc}") from exc
+    if len(scores) != n:
+        raise RewardError(
+            f"reward {reward.name!r} returned {len(scores)} scores for {n} completions"
+        )
+    bad = [i for i, (v, s) in enumerate(zip(raw, scores)) if v is not None and not math.isfinite(s)]
+    if bad:
+        raise NonFiniteRewardError(
+            f"reward {reward.name!r} returned non-finite scores at positions {bad[:5]} "
+            f"(e.g. {scores[bad[0]]}); return None for a sample it cannot score"
+        )
+    return scores
+
+
 def score_all(
-    rewards: Sequence[Reward], prompts: Sequence[str], completions: Sequence[str]
+    rewards: Sequence[Reward | RewardFn],
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    columns: Mapping[str, Sequence[Any]] | None = None,
+    completion_ids: Sequence[Sequence[int]] | None = None,
+    *,
+    extra_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
-    """Scores ``[k, batch]`` (float32) of every reward; raises :class:`RewardError` naming it."""
+    """Scores ``[k, batch]`` (float32) of every reward (plain functions are wrapped by
+    :func:`as_reward`), called the TRL way.
+
+    Each reward gets ``prompts``, ``completions``, ``completion_ids`` (when given) and each of
+    ``columns`` (per-sample lists, e.g. from :func:`~mogradient_llm.data.reward_columns`) as
+    keyword arguments, plus ``extra_kwargs`` unchanged (not per sample; TRL passes
+    ``trainer_state`` this way). NaN in the result means "no score": the reward returned ``None``
+    for that sample. A NaN or infinite float returned raises :class:`NonFiniteRewardError`; a
+    reward that raises, or returns the wrong number of scores or non-numbers, raises
+    :class:`RewardError` naming it; a reward needing an argument that nothing provides raises
+    :class:`RewardArgumentError`.
+    """
+    n = len(completions)
+    if len(prompts) != n:
+        raise ValueError(f"got {len(prompts)} prompts for {n} completions; pass one per completion")
+    kwargs = _reward_kwargs(n, columns, completion_ids, extra_kwargs)
     rows = []
-    for reward in rewards:
+    for reward in map(as_reward, rewards):
         try:
-            values = reward(prompts, completions)
+            values = reward(prompts, completions, **kwargs)
+        except RewardError:
+            raise
         except Exception as exc:
             raise RewardError(f"reward {reward.name!r} raised {type(exc).__name__}: {exc}") from exc
-        try:
-            values = [float(v) for v in values]
-        except (TypeError, ValueError) as exc:
-            raise RewardError(f"reward {reward.name!r} returned non-numeric scores: {exc}") from exc
-        if len(values) != len(completions):
-            raise RewardError(
-                f"reward {reward.name!r} returned {len(values)} scores for "
-                f"{len(completions)} completions"
-            )
-        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteRewardError(
-                f"reward {reward.name!r} returned non-finite scores at positions {bad[:5]} "
-                f"(e.g. {values[bad[0]]})"
-            )
-        rows.append(values)
-    return torch.tensor(rows, dtype=torch.float32)
+        rows.append(_as_scores(reward, values, n))
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rewards), n)

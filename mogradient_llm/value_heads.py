@@ -1,4 +1,5 @@
-"""k value heads — one ``Linear(hidden, k)`` — on the trunk of a causal LM."""
+"""k value heads — one ``Linear(hidden, k)`` — on the trunk of a causal LM (none for
+critic-free estimators: the same forward then returns no values)."""
 
 from __future__ import annotations
 
@@ -19,29 +20,32 @@ class PolicyWithValueHeads(nn.Module):
     """A causal LM and a ``Linear(hidden, k)`` value head reading its last hidden states.
 
     ``forward`` returns ``(logits, values, hidden)`` with ``values`` of shape
-    ``[batch, seq, k]`` and ``hidden`` the last hidden states (the MGDA-UB features). The head
+    ``[batch, seq, k]`` (``None`` with ``n_objectives=0``: no head) and ``hidden`` the last
+    hidden states (the MGDA-UB features). The head
     and so its optimiser state stay in float32 whatever the policy's dtype, and it runs outside
     any autocast: values and returns are regression targets that bf16 would round.
     """
 
     def __init__(self, policy: nn.Module, n_objectives: int):
         super().__init__()
-        if n_objectives < 1:
-            raise ValueError(f"need at least one objective, got {n_objectives}")
+        if n_objectives < 0:
+            raise ValueError(f"need a non-negative number of heads, got {n_objectives}")
         self.policy = policy
         # nn.Module types attributes as Tensor | Module: the policy is a causal LM (or its peft
         # wrapper), whose config is a transformers config.
         hidden: int = cast("PretrainedConfig", policy.config).hidden_size
-        self.value_head = nn.Linear(hidden, n_objectives)
-        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
-        nn.init.zeros_(self.value_head.bias)
-        self.value_head.to(device=next(policy.parameters()).device)
+        self.value_head: nn.Linear | None = None
+        if n_objectives:
+            self.value_head = nn.Linear(hidden, n_objectives)
+            nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
+            nn.init.zeros_(self.value_head.bias)
+            self.value_head.to(device=next(policy.parameters()).device)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = self.policy(
             input_ids=input_ids,
@@ -51,12 +55,16 @@ class PolicyWithValueHeads(nn.Module):
             use_cache=False,
         )
         hidden = out.hidden_states[-1]
+        if self.value_head is None:
+            return out.logits, None, hidden
         with torch.autocast(hidden.device.type, enabled=False):
             values = self.value_head(hidden.float())
         return out.logits, values, hidden
 
-    def save_heads(self, directory: str | Path) -> Path:
-        """Write the head to ``directory/value_heads.safetensors``."""
+    def save_heads(self, directory: str | Path) -> Path | None:
+        """Write the head to ``directory/value_heads.safetensors`` (if there is one)."""
+        if self.value_head is None:
+            return None
         path = Path(directory) / HEADS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()}
@@ -65,4 +73,6 @@ class PolicyWithValueHeads(nn.Module):
 
     def load_heads(self, directory: str | Path) -> None:
         """Load a head written by :meth:`save_heads`."""
+        if self.value_head is None:
+            raise ValueError("this policy has no value head to load")
         self.value_head.load_state_dict(load_file(str(Path(directory) / HEADS_FILE)))

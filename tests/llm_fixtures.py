@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.config import MOPPOConfig
 from mogradient_llm.data import imdb_prompts
+from mogradient_llm.estimators import MOPPOConfig
 from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
 
 # The tiny models are far faster on one thread, and the suite runs one worker per core.
@@ -85,9 +85,9 @@ def make_trainer(
     rewards: list[Any], accelerator: Any = None, lm_dir: Path | None = None, **overrides: Any
 ) -> Any:
     """A trainer on the tiny policy (``lm_dir``: a saved one) with a small config."""
-    from mogradient_llm.trainer import MOPPOTrainer
+    from mogradient_llm.trainer import MOTrainer
 
     model, tokenizer = load_tiny_lm(lm_dir)
     config = tiny_config(**overrides)
     prompts = tiny_prompts(tokenizer)
-    return MOPPOTrainer(config, model, tokenizer, rewards, prompts, accelerator=accelerator)
+    return MOTrainer(config, model, tokenizer, rewards, prompts, accelerator=accelerator)

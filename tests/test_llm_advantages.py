@@ -16,7 +16,7 @@ from mogradient_llm.advantages import (
     normalize_scores,
     token_rewards,
 )
-from mogradient_llm.loss import policy_losses, value_loss
+from mogradient_llm.loss import clipped_surrogate, clipped_value_loss, token_weights
 
 
 def _mask(lengths: list[int], t: int) -> torch.Tensor:
@@ -136,8 +136,11 @@ def test_linear_loss_equals_loss_of_linear_advantage_after_noon() -> None:
     new = old + 0.3 * torch.randn(2, 4)
     advantages = noon_clip(torch.randn(3, 2, 4))
     w = torch.tensor([0.6, 0.3, 0.1])
-    losses, stats = policy_losses(new, old, advantages, mask, cliprange=0.2)
-    combined, _ = policy_losses(new, old, torch.einsum("k,kbt->bt", w, advantages)[None], mask, 0.2)
+    weights = token_weights(mask, "token", rows=2, tokens=float(mask.sum()), max_length=4)
+    losses, stats = clipped_surrogate(new, old, advantages, weights, epsilon=0.2)
+    combined, _ = clipped_surrogate(
+        new, old, torch.einsum("k,kbt->bt", w, advantages)[None], weights, 0.2
+    )
     torch.testing.assert_close(w @ losses, combined[0])
     assert 0 <= float(stats["policy/clipfrac_avg"]) <= 1
 
@@ -146,7 +149,8 @@ def test_policy_loss_clips_the_ratio() -> None:
     mask = torch.ones(1, 2)
     old = torch.zeros(1, 2)
     new = torch.log(torch.tensor([[2.0, 0.5]]))
-    losses, stats = policy_losses(new, old, torch.ones(1, 1, 2), mask, cliprange=0.2)
+    weights = token_weights(mask, "token", rows=1, tokens=2.0, max_length=2)
+    losses, stats = clipped_surrogate(new, old, torch.ones(1, 1, 2), weights, epsilon=0.2)
     assert float(losses[0]) == pytest.approx(-(1.2 + 0.5) / 2)
     assert float(stats["policy/clipfrac_avg"]) == pytest.approx(0.5)
 
@@ -155,5 +159,6 @@ def test_value_loss_sums_over_heads() -> None:
     mask = torch.ones(1, 3)
     values = torch.zeros(2, 1, 3)
     returns = torch.stack([torch.ones(1, 3), 2 * torch.ones(1, 3)])
-    loss, _ = value_loss(values, values, returns, mask, cliprange_value=10.0)
+    weights = token_weights(mask, "token", rows=1, tokens=3.0, max_length=3)
+    loss, _ = clipped_value_loss(values, values, returns, weights, cliprange_value=10.0)
     assert float(loss) == pytest.approx(0.5 * 1 + 0.5 * 4)

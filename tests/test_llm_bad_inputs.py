@@ -12,16 +12,16 @@ import torch
 from mogradient_llm.checkpoint import LATEST_FILE
 from mogradient_llm.cli import main
 from mogradient_llm.rewards import LengthReward, Reward, VaderReward
-from mogradient_llm.trainer import MOPPOTrainer, NonFiniteError
+from mogradient_llm.trainer import MOTrainer, NonFiniteError
 from tests.llm_fixtures import load_tiny_lm, make_trainer, tiny_config, tiny_prompts
 
 
-def _snapshot(trainer: MOPPOTrainer) -> dict[str, torch.Tensor]:
+def _snapshot(trainer: MOTrainer) -> dict[str, torch.Tensor]:
     module = trainer.accelerator.unwrap_model(trainer.model)
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _unchanged(before: dict[str, torch.Tensor], trainer: MOPPOTrainer) -> bool:
+def _unchanged(before: dict[str, torch.Tensor], trainer: MOTrainer) -> bool:
     after = _snapshot(trainer)
     return all(torch.equal(before[k], after[k]) for k in before)
 
@@ -117,16 +117,14 @@ def test_prompts_longer_than_the_context_are_truncated_from_the_left() -> None:
 def test_tokenizer_without_pad_token() -> None:
     model, tokenizer = load_tiny_lm()
     tokenizer.pad_token = None
-    trainer = MOPPOTrainer(
-        tiny_config(), model, tokenizer, [VaderReward()], tiny_prompts(tokenizer)
-    )
+    trainer = MOTrainer(tiny_config(), model, tokenizer, [VaderReward()], tiny_prompts(tokenizer))
     assert tokenizer.pad_token == tokenizer.eos_token
     assert math.isfinite(trainer.step()["objective/kl"])
     model, tokenizer = load_tiny_lm()
     tokenizer.pad_token = None
     tokenizer.eos_token = None
     with pytest.raises(ValueError, match="neither a pad token nor an EOS token"):
-        MOPPOTrainer(tiny_config(), model, tokenizer, [VaderReward()], tiny_prompts(tokenizer))
+        MOTrainer(tiny_config(), model, tokenizer, [VaderReward()], tiny_prompts(tokenizer))
 
 
 def test_aggregator_typo_lists_the_valid_names() -> None:

@@ -127,6 +127,7 @@ def test_train_on_a_local_dataset_with_a_gramian_aggregator(tmp_path) -> None:
             "1",
             "--dataset",
             str(data),
+            "--imdb-prompts",  # reviews, not prompts: cut them into prompts
             "--output-dir",
             str(out),
             *FAST,

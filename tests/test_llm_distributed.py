@@ -46,7 +46,10 @@ STEPS = 3
 
 def _state(trainer) -> dict:
     """What every rank must agree on besides the parameters."""
-    return {"kl_coef": trainer.kl_ctl.value, "score_stats": trainer.score_stats.state_dict()}
+    return {
+        "kl_coef": trainer.estimator.kl_ctl.value,
+        "score_stats": trainer.estimator.score_stats.state_dict(),
+    }
 
 
 def _free_port() -> int:

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mogradient import get_aggregator, gramian_of
-from mogradient_llm.config import MOPPOConfig
+from mogradient_llm.estimators import MOPPOConfig
 from mogradient_llm.rewards import LengthReward, Reward, RewardError, VaderReward
-from mogradient_llm.trainer import STATE_FILE, MOPPOTrainer
+from mogradient_llm.trainer import STATE_FILE, MOTrainer
 from mogradient_llm.value_heads import PolicyWithValueHeads
 from tests.llm_fixtures import load_tiny_lm, make_trainer, tiny_config, tiny_prompts
 
@@ -20,12 +20,12 @@ def _rewards() -> list:
     return [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()]
 
 
-def _snapshot(trainer: MOPPOTrainer) -> dict[str, torch.Tensor]:
+def _snapshot(trainer: MOTrainer) -> dict[str, torch.Tensor]:
     module = trainer.accelerator.unwrap_model(trainer.model)
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _batch(trainer: MOPPOTrainer) -> dict:
+def _batch(trainer: MOTrainer) -> dict:
     prompts = trainer.sample_prompts()
     rollout = trainer.generate(prompts)
     from mogradient_llm.rewards import score_all
@@ -61,27 +61,27 @@ def test_one_ppo_step_changes_the_policy_and_the_heads() -> None:
 def test_noon_makes_every_advantage_used_non_negative(aggregator) -> None:
     trainer = make_trainer(_rewards(), aggregator=aggregator)
     batch = _batch(trainer)
-    assert torch.all(batch["advantages"] >= 0)
-    assert torch.all(batch["objective_advantages"] >= 0)
-    assert float(batch["advantages"].max()) > 0
+    assert torch.all(batch.advantages >= 0)
+    assert torch.all(batch.objective_advantages >= 0)
+    assert float(batch.advantages.max()) > 0
 
 
 def test_without_noon_negative_advantages_are_kept() -> None:
     trainer = make_trainer(_rewards(), aggregator="linear", noon=False)
-    assert float(_batch(trainer)["advantages"].min()) < 0
+    assert float(_batch(trainer).advantages.min()) < 0
 
 
 @pytest.mark.parametrize("granularity", ["token", "batch"])
 def test_pama_advantage_in_the_trainer(granularity) -> None:
     trainer = make_trainer(_rewards(), aggregator_kwargs={"granularity": granularity})
     batch = _batch(trainer)
-    clipped, mask = batch["objective_advantages"], batch["mask"]
+    clipped, mask = batch.objective_advantages, batch.mask
     if granularity == "token":
         expected = clipped.min(0).values * mask
     else:
         means = torch.stack([a[mask.bool()].mean() for a in clipped])
         expected = clipped[int(means.argmin())] * mask
-    torch.testing.assert_close(batch["advantages"][0], expected)
+    torch.testing.assert_close(batch.advantages[0], expected)
 
 
 def test_linear_weights_come_from_the_registry() -> None:
@@ -105,7 +105,7 @@ def test_gramian_modes_use_the_registry_weights_of_the_measured_gramian(
     )
     batch = _batch(trainer)
     index = torch.arange(4)
-    losses, _, hidden, _ = trainer.minibatch_losses(batch, index)
+    losses, _, hidden, _ = trainer.updater.minibatch_losses(batch, index)
     inputs = [hidden] if level == "features" else list(trainer.policy.parameters())
     rows = [
         torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, inputs, retain_graph=True)])
@@ -117,7 +117,7 @@ def test_gramian_modes_use_the_registry_weights_of_the_measured_gramian(
     torch.testing.assert_close(expected, reference)
 
     before = _snapshot(trainer)
-    stats = trainer._update(batch, index)
+    stats = trainer.updater.update(batch, index, 1)
     got = torch.tensor([stats["agg/weight/length"], stats["agg/weight/vader"]], dtype=torch.float64)
     torch.testing.assert_close(got, expected / expected.sum(), rtol=1e-5, atol=1e-7)
     assert stats["agg/weight_sum"] == pytest.approx(float(expected.sum()), rel=1e-5)
@@ -138,13 +138,13 @@ def test_a_failing_reward_stops_the_step_before_any_update() -> None:
     trainer = make_trainer([VaderReward(), Reward(flaky, name="flaky")])
     trainer.step()
     before = _snapshot(trainer)
-    count, kl_coef = trainer.score_stats.count, trainer.kl_ctl.value
+    count, kl_coef = trainer.estimator.score_stats.count, trainer.estimator.kl_ctl.value
     with pytest.raises(RewardError, match="reward 'flaky' raised RuntimeError: scorer offline"):
         trainer.step()
     after = _snapshot(trainer)
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert trainer.step_count == 1 and trainer.score_stats.count == count
-    assert trainer.kl_ctl.value == kl_coef
+    assert trainer.step_count == 1 and torch.equal(trainer.estimator.score_stats.count, count)
+    assert trainer.estimator.kl_ctl.value == kl_coef
 
 
 def test_reward_returning_wrong_length_is_named() -> None:
@@ -189,11 +189,11 @@ def test_configuration_errors() -> None:
         MOPPOConfig.from_dict({"learning_rate": 1.0, "lr": 1.0})
     model, tokenizer = load_tiny_lm()
     with pytest.raises(ValueError, match="Valid names"):
-        MOPPOTrainer(
+        MOTrainer(
             tiny_config(aggregator="nash"), model, tokenizer, _rewards(), tiny_prompts(tokenizer)
         )
     with pytest.raises(ValueError, match="unique"):
-        MOPPOTrainer(
+        MOTrainer(
             tiny_config(), model, tokenizer, [VaderReward(), VaderReward()], tiny_prompts(tokenizer)
         )
 
@@ -215,17 +215,17 @@ def test_prepare_batch_follows_the_documented_pipeline_order() -> None:
     prompts = trainer.sample_prompts()
     rollout = trainer.generate(prompts)
     scores = score_all(trainer.rewards, prompts, rollout.completions)
-    stats = copy.deepcopy(trainer.score_stats)
+    stats = copy.deepcopy(trainer.estimator.score_stats)
     batch = trainer.prepare_batch(rollout, scores)
-    mask = batch["mask"]
+    mask = batch.mask
     with torch.no_grad():
         ref = lm_response_logprobs(trainer.ref_model, rollout)
-        torch.testing.assert_close(batch["kl"], (batch["old_logprobs"] - ref) * mask)
+        torch.testing.assert_close(batch.kl, (batch.old_logprobs - ref) * mask)
     stats.update(scores)
     normalised = normalize_scores(scores, stats, use_score_norm=True)
-    rewards = token_rewards(normalised, batch["kl"], mask, trainer.config.kl_coef)
-    advantages, returns = gae(rewards, batch["old_values"], mask, gamma=1.0, lam=0.95)
-    torch.testing.assert_close(batch["returns"], returns)
+    rewards = token_rewards(normalised, batch.kl, mask, trainer.config.kl_coef)
+    advantages, returns = gae(rewards, batch.old_values, mask, gamma=1.0, lam=0.95)
+    torch.testing.assert_close(batch.returns, returns)
     clipped = noon_clip(masked_whiten(advantages, mask))
-    torch.testing.assert_close(batch["objective_advantages"], clipped)
-    torch.testing.assert_close(batch["advantages"][0], clipped.min(0).values * mask)
+    torch.testing.assert_close(batch.objective_advantages, clipped)
+    torch.testing.assert_close(batch.advantages[0], clipped.min(0).values * mask)

@@ -9,7 +9,7 @@ import torch
 from mogradient import get_aggregator, gramian_of
 from mogradient_llm.advantages import gae, masked_whiten, noon_clip
 from mogradient_llm.rewards import LengthReward, VaderReward
-from mogradient_llm.trainer import MOPPOTrainer
+from mogradient_llm.trainer import MOTrainer
 from tests.llm_fixtures import make_trainer, untied_lm_dir
 
 SETTINGS = {
@@ -24,7 +24,7 @@ def _rewards() -> list:
     return [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()]
 
 
-def _batch(trainer: MOPPOTrainer) -> dict:
+def _batch(trainer: MOTrainer) -> dict:
     from mogradient_llm.rewards import score_all
 
     prompts = trainer.sample_prompts()
@@ -32,7 +32,7 @@ def _batch(trainer: MOPPOTrainer) -> dict:
     return trainer.prepare_batch(rollout, score_all(trainer.rewards, prompts, rollout.completions))
 
 
-def _gradients_at_step(trainer: MOPPOTrainer, batch: dict) -> tuple[list[torch.Tensor], dict]:
+def _gradients_at_step(trainer: MOTrainer, batch: dict) -> tuple[list[torch.Tensor], dict]:
     """The (unscaled) gradients the optimiser steps on for one update on the whole batch."""
     inner = trainer.optimizer.optimizer
     captured: list[list[torch.Tensor]] = []
@@ -42,7 +42,7 @@ def _gradients_at_step(trainer: MOPPOTrainer, batch: dict) -> tuple[list[torch.T
         captured.append([p.grad.detach().clone() for p in params])
 
     handle = inner.register_step_pre_hook(record)
-    stats = trainer._update(batch, torch.arange(batch["input_ids"].shape[0]))
+    stats = trainer.updater.update(batch, torch.arange(batch.input_ids.shape[0]), 1)
     handle.remove()
     assert len(captured) == 1, "one optimiser step per minibatch"
     return captured[0], stats
@@ -107,7 +107,7 @@ def test_weights_are_normalised_to_sum_one_unless_asked_not_to(aggregator, kwarg
     trainer = make_trainer(_rewards(), aggregator=aggregator, aggregator_kwargs=kwargs)
     batch = _batch(trainer)
     index = torch.arange(4)
-    losses, _, _, _ = trainer.minibatch_losses(batch, index)
+    losses, _, _, _ = trainer.updater.minibatch_losses(batch, index)
     params = list(trainer.policy.parameters())
     jac = torch.stack(
         [
@@ -117,7 +117,7 @@ def test_weights_are_normalised_to_sum_one_unless_asked_not_to(aggregator, kwarg
     )
     raw = get_aggregator(aggregator, **kwargs).weights(gramian_of(jac))
     assert float(raw.sum()) > 1.01  # these methods have a scale of their own
-    stats = trainer._update(batch, index)
+    stats = trainer.updater.update(batch, index, 1)
     logged = torch.tensor([stats["agg/weight/length"], stats["agg/weight/vader"]])
     torch.testing.assert_close(logged, (raw / raw.sum()).float(), rtol=1e-4, atol=1e-6)
     assert stats["agg/weight_sum"] == pytest.approx(float(raw.sum()), rel=1e-4)
@@ -125,7 +125,7 @@ def test_weights_are_normalised_to_sum_one_unless_asked_not_to(aggregator, kwarg
     own_scale = make_trainer(
         _rewards(), aggregator=aggregator, aggregator_kwargs=kwargs, normalize_weights=False
     )
-    stats = own_scale._update(batch, index)
+    stats = own_scale.updater.update(batch, index, 1)
     logged = torch.tensor([stats["agg/weight/length"], stats["agg/weight/vader"]])
     torch.testing.assert_close(logged, raw.float(), rtol=1e-4, atol=1e-6)
 
@@ -147,13 +147,13 @@ def test_morlhf_scalarises_the_advantages_before_whitening_and_noon() -> None:
         _rewards(), aggregator="morlhf", aggregator_kwargs={"preference": [1, 1]}
     )
     batch = _batch(trainer)
-    mask = batch["mask"]
+    mask = batch.mask
     # Rebuild the per-objective GAE from the batch's returns and values: A = R - V.
-    per_objective = (batch["returns"] - batch["old_values"] * mask) * mask
+    per_objective = (batch.returns - batch.old_values * mask) * mask
     scalarised = 0.5 * per_objective[0] + 0.5 * per_objective[1]
     expected = noon_clip(masked_whiten(scalarised.unsqueeze(0), mask))
-    torch.testing.assert_close(batch["advantages"], expected, rtol=1e-5, atol=1e-6)
-    assert batch["advantages"].shape[0] == 1
+    torch.testing.assert_close(batch.advantages, expected, rtol=1e-5, atol=1e-6)
+    assert batch.advantages.shape[0] == 1
 
 
 def test_opposite_advantages_cancel_under_morlhf() -> None:

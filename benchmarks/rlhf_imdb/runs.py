@@ -111,7 +111,7 @@ def run_ppo(
 ) -> dict[str, Any]:
     """Train ``steps`` PPO steps (with Noon clipping unless ``noon`` is false), evaluate on
     ``held_out``; returns metrics and the history."""
-    from mogradient_llm.trainer import MOPPOTrainer
+    from mogradient_llm.trainer import MOTrainer
 
     policy, reference, tokenizer = load_policy(policy_dir)
     rewards = benchmark_rewards(sentiment)
@@ -122,7 +122,7 @@ def run_ppo(
         noon=noon,
         **AGGREGATORS[aggregator],
     )
-    trainer = MOPPOTrainer(config, policy, tokenizer, rewards, prompts, ref_model=reference)
+    trainer = MOTrainer(config, policy, tokenizer, rewards, prompts, ref_model=reference)
     start = time.perf_counter()
     history = trainer.train(steps, progress=False)
     seconds = time.perf_counter() - start

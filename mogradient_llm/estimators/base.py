@@ -1,0 +1,148 @@
+"""The estimator interface: what turns (rollout, scores) into per-objective advantages.
+
+The loop (:class:`mogradient_llm.trainer.MOTrainer`) owns everything else — prompts, rollouts,
+scoring, the Noon clip, the combine, minibatches, logging, checkpoints. An estimator says
+
+* which forwards the rollout needs (value heads, a reference, the old log-probabilities),
+* how scores become per-objective advantages ``[k, B, T]`` (:meth:`Estimator.estimate`), and
+  where a loss weighting scalarises them (``scalarize``: MORLHF's ``Σ wᵢ Aᵢ`` before whitening
+  in PPO, GRPO's ``sum_then_normalize`` on the rewards),
+* how token losses are normalised and clipped, and which loss is added outside the aggregator
+  (PPO's value loss, GRPO's KL term) (:meth:`Estimator.extra_loss`).
+
+Adding an algorithm is one module that subclasses :class:`Estimator` and :class:`MOConfig`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import torch
+
+from mogradient_llm.batch import RolloutBatch
+from mogradient_llm.config import MOConfig
+from mogradient_llm.loss import TokenNormalization, clipped_surrogate
+
+#: Sums a tensor over the processes (``None`` in one process).
+AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
+#: A loss weighting's ``x [k, ...] → Σ wᵢ xᵢ [1, ...]`` (``None`` for other kinds).
+Scalarize = Callable[[torch.Tensor], torch.Tensor]
+Stats = dict[str, float]
+
+ConfigT = TypeVar("ConfigT", bound=MOConfig)
+
+
+@dataclass
+class EstimatorInputs:
+    """What the loop hands an estimator after the rollout's forwards, on the device.
+
+    ``scores`` ``[k, B]`` are the raw rewards, NaN where a reward returned ``None``; rows come in
+    groups of ``num_generations`` consecutive completions of one prompt.
+    """
+
+    scores: torch.Tensor
+    mask: torch.Tensor  #: ``[B, T]`` float response mask
+    num_generations: int
+    logprobs: torch.Tensor | None = None  #: ``[B, T]`` of the sampling policy (no grad)
+    ref_logprobs: torch.Tensor | None = None  #: ``[B, T]`` of the KL reference
+    values: torch.Tensor | None = None  #: ``[k, B, T]`` of the value heads
+    all_reduce_sum: AllReduceSum | None = None
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """``[k, B]``: where a reward scored the completion."""
+        return ~torch.isnan(self.scores)
+
+
+@dataclass
+class Estimate:
+    """An estimator's output: advantages ``[m, B, T]`` (``m = 1`` once scalarised) and, for
+    estimators with a critic, the value targets."""
+
+    advantages: torch.Tensor
+    kl: torch.Tensor | None = None  #: ``[B, T]`` per-token KL to the reference, for logging
+    returns: torch.Tensor | None = None
+    value_mask: torch.Tensor | None = None
+    stats: Stats = field(default_factory=dict)
+
+
+class Estimator(ABC, Generic[ConfigT]):
+    """Per-objective advantages and the losses around the aggregator, for one algorithm."""
+
+    #: ``--algorithm`` name.
+    algorithm: ClassVar[str]
+    #: Its config dataclass.
+    config_class: ClassVar[type[MOConfig]]
+    #: Whether the policy gets one value head per objective.
+    value_heads: ClassVar[bool] = False
+    #: How token losses are normalised (a config field may choose: GRPO's ``loss_type``).
+    normalization: TokenNormalization = "token"
+
+    def __init__(self, config: ConfigT, names: list[str]):
+        self.config = config
+        self.names = names
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether a KL reference model is loaded and run."""
+        return True
+
+    @property
+    def needs_old_logprobs(self) -> bool:
+        """Whether the rollout's log-probabilities are computed before the updates; when not
+        (one pass, one minibatch), the first forward's own, detached, serve as ``π_old``."""
+        cfg = self.config
+        return cfg.epochs > 1 or cfg.batch_size > cfg.mini_batch_size
+
+    @abstractmethod
+    def estimate(self, inputs: EstimatorInputs, scalarize: Scalarize | None) -> Estimate:
+        """Per-objective advantages of the rollout (scalarised where the algorithm says when
+        ``scalarize`` is given), before the Noon clip and the combine."""
+
+    def policy_losses(
+        self,
+        logprobs: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One clipped-surrogate loss per advantage row ``[m]`` (the ones aggregated)."""
+        epsilon, epsilon_high = self.clip_range
+        return clipped_surrogate(logprobs, old_logprobs, advantages, weights, epsilon, epsilon_high)
+
+    @property
+    @abstractmethod
+    def clip_range(self) -> tuple[float, float | None]:
+        """``(ε, ε_high)`` of the ratio clip (``ε_high = None``: symmetric)."""
+
+    @abstractmethod
+    def extra_loss(
+        self,
+        batch: RolloutBatch,
+        index: torch.Tensor,
+        logprobs: torch.Tensor,
+        values: torch.Tensor | None,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss added outside the aggregator on the rows ``index`` (value loss, KL term)."""
+
+    def after_step(self, mean_kl: float, n_samples: int) -> None:
+        """Adapt to the finished step (PPO's adaptive KL coefficient); default: nothing."""
+
+    def stats(self) -> Stats:
+        """Values logged with every step (e.g. the KL coefficient)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the estimator (JSON-serialisable)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """State to restore when a step is abandoned (non-finite values): its statistics."""
+        return self.state_dict()

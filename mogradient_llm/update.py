@@ -1,0 +1,214 @@
+"""The updates of one step: minibatch epochs over a :class:`~mogradient_llm.batch.RolloutBatch`.
+
+For each minibatch the weights are decided first (Gramian methods: from the Gramian of the
+per-objective policy losses, accumulated over the micro-batches and all-reduced over the
+processes), then every micro-batch runs one ``accelerator.backward`` of
+``Σ wᵢ Lᵢ + extra loss`` inside ``accelerator.accumulate``, so DDP, loss scaling and
+accumulation see a single kind of backward. With one micro-batch its graph serves both; with
+several, Gramian methods run each micro-batch's forward twice (the weights must be known before
+the first backward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from mogradient import GramianAccumulator
+from mogradient.gramian_engine import GramianRecorder
+from mogradient_llm.aggregation import ObjectiveCombiner
+from mogradient_llm.batch import RolloutBatch
+from mogradient_llm.config import MOConfig
+from mogradient_llm.diagnostics import gradient_diagnostics
+from mogradient_llm.estimators import Estimator
+from mogradient_llm.loss import token_weights
+from mogradient_llm.nonfinite import NonFiniteGuard
+from mogradient_llm.rollout import response_logprobs
+
+#: A minibatch's policy losses ``[m]``, the extra loss, the hidden states and the stats.
+Losses = tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class LossScale:
+    """What a micro-batch's token losses are averaged over: the minibatch's sequences and
+    response tokens divided by the number of micro-batches (accumulate divides again)."""
+
+    rows: float
+    tokens: float
+
+    @classmethod
+    def of(cls, batch: RolloutBatch, index: torch.Tensor, micro_batches: int = 1) -> LossScale:
+        tokens = float(batch.mask[index].sum().clamp(min=1))
+        return cls(len(index) / micro_batches, tokens / micro_batches)
+
+
+@dataclass
+class Updater:
+    """Runs the minibatch epochs of a step for a prepared model, optimiser and scheduler."""
+
+    config: MOConfig
+    accelerator: Accelerator
+    model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    estimator: Estimator
+    combiner: ObjectiveCombiner
+    guard: NonFiniteGuard
+    names: list[str]
+    temperature: float
+    max_length: int
+    policy: Callable[[], nn.Module]
+
+    def optimize(self, batch: RolloutBatch, step: int) -> dict[str, float]:
+        """``epochs`` passes of minibatch updates; returns the averaged statistics.
+
+        A minibatch whose losses are not finite raises ``NonFiniteError``, or with
+        ``skip_nonfinite`` is skipped (no update) with a warning.
+        """
+        cfg = self.config
+        totals: dict[str, float] = {}
+        count = 0
+        for _ in range(cfg.epochs):
+            order = torch.randperm(batch.size, device=batch.input_ids.device)
+            for start in range(0, batch.size, cfg.mini_batch_size):
+                stats = self.update(batch, order[start : start + cfg.mini_batch_size], step)
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
+                count += bool(stats)
+        return {key: value / max(count, 1) for key, value in totals.items()}
+
+    def minibatch_losses(
+        self, batch: RolloutBatch, index: torch.Tensor, scale: LossScale | None = None
+    ) -> Losses:
+        """Per-objective policy losses ``[m]``, the extra loss (value loss, KL term), the last
+        hidden states and the stats of the rows ``index``.
+
+        ``scale``: what token losses are averaged over (default: the rows of ``index``).
+        """
+        q = batch.query_length
+        ids = batch.input_ids[index]
+        logits, values, hidden = self.model(ids, batch.attention_mask[index])
+        logprobs = response_logprobs(logits, ids, q, self.temperature)
+        if values is not None:
+            values = values[:, q - 1 : -1].float().permute(2, 0, 1)
+        mask = batch.mask[index]
+        scale = scale or LossScale.of(batch, index)
+        weights = token_weights(
+            mask, self.estimator.normalization, scale.rows, scale.tokens, self.max_length
+        )
+        old = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs[index]
+        p_losses, stats = self.estimator.policy_losses(
+            logprobs, old, batch.advantages[:, index], weights
+        )
+        extra, extra_stats = self.estimator.extra_loss(batch, index, logprobs, values, weights)
+        return p_losses, extra, hidden, {**stats, **extra_stats}
+
+    def update(self, batch: RolloutBatch, index: torch.Tensor, step: int) -> dict[str, float]:
+        """One optimiser step on the minibatch ``index``, split into the config's micro-batches.
+        Returns ``{}`` for a skipped minibatch."""
+        acc, cfg = self.accelerator, self.config
+        micro = index.chunk(cfg.gradient_accumulation_steps)
+        scale = LossScale.of(batch, index, len(micro))
+        held: Losses | None = None
+        weights: torch.Tensor | None = None
+        stats: dict[str, float] = {}
+        if self.combiner.gradient_level:
+            decided = self._policy_gramian(batch, micro, scale, step)
+            if decided is None:
+                return {}
+            gramian, held = decided
+            weights, stats = self.combiner.gramian_weights(gramian, batch.objective_losses)
+            if len(self.names) > 1:
+                stats.update(gradient_diagnostics(gramian, self.names))
+        totals: dict[str, float] = {}
+        skipped = False
+        for idx in micro:
+            with acc.accumulate(self.model):
+                if skipped:
+                    continue
+                p_losses, extra, _, micro_stats = held or self.minibatch_losses(batch, idx, scale)
+                if held is None and self._skip_nonfinite(p_losses, extra, step):
+                    skipped = True
+                    continue
+                acc.backward(self.combiner.policy_loss(p_losses, weights) + extra)
+                if acc.sync_gradients and cfg.max_grad_norm is not None:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+                    self.scheduler.step()
+                self.optimizer.zero_grad()
+                micro_stats["loss/policy_avg"] = p_losses.detach().mean()
+                for key, value in micro_stats.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) / len(micro)
+        if skipped:  # what the earlier micro-batches accumulated must not reach the next step
+            self.model.zero_grad(set_to_none=True)
+            return {}
+        return {**totals, **stats}
+
+    def _policy_gramian(
+        self,
+        batch: RolloutBatch,
+        micro: Sequence[torch.Tensor],
+        scale: LossScale,
+        step: int,
+    ) -> tuple[torch.Tensor, Losses | None] | None:
+        """The global Gramian of the minibatch's per-objective policy losses, and the outputs of
+        its forward when there is one micro-batch (its graph then serves the update too);
+        ``None`` when a loss is not finite and the minibatch is skipped.
+
+        Parameters level with one micro-batch and ``parameter_gramian="layers"``: accumulated
+        layer by layer during one backward (:class:`mogradient.gramian_engine.GramianRecorder`),
+        never holding the k×d Jacobian. With several micro-batches the Gramian is that of the
+        summed gradients, which needs every layer's k gradients at once: the Jacobian path
+        (:class:`mogradient.GramianAccumulator`), as at the features level.
+        """
+        cfg = self.config
+        policy = self.policy()
+        params = [p for p in policy.parameters() if p.requires_grad]
+        if cfg.gramian_level == "parameters" and len(micro) == 1:
+            if cfg.parameter_gramian == "layers":
+                with GramianRecorder(policy, params=params) as recorder:
+                    out = self.minibatch_losses(batch, micro[0], scale)
+                if self._skip_nonfinite(out[0], out[1], step):
+                    return None
+                return recorder.gramian(list(out[0].unbind())), out
+        accumulator = GramianAccumulator(cfg.gramian_level, len(micro))
+        held = None
+        for idx in micro:
+            with self.accelerator.no_sync(self.model) if len(micro) > 1 else nullcontext():
+                out = self.minibatch_losses(batch, idx, scale)
+            if self._skip_nonfinite(out[0], out[1], step):
+                return None
+            inputs = [out[2]] if cfg.gramian_level == "features" else params
+            accumulator.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
+            held = out if len(micro) == 1 else None
+        return accumulator.gramian(), held
+
+    def _skip_nonfinite(self, p_losses: torch.Tensor, extra: torch.Tensor, step: int) -> bool:
+        """Whether any rank met a non-finite loss (then raise, or warn with ``skip_nonfinite``)."""
+        problem = self.guard.agree(self._nonfinite_loss(p_losses, extra))
+        if problem is not None:
+            self.guard.report(problem, step)
+        return problem is not None
+
+    def _nonfinite_loss(self, p_losses: torch.Tensor, extra: torch.Tensor) -> str | None:
+        """A description of the first non-finite loss, or ``None``."""
+        names = self.names if len(p_losses) == len(self.names) else ["combined"]
+        for name, loss in zip(names, p_losses.detach()):
+            if not torch.isfinite(loss):
+                return f"the policy loss of objective {name!r} is {float(loss)}"
+        if not torch.isfinite(extra.detach()):
+            what = (
+                "value loss (sum over objectives' heads)"
+                if self.estimator.value_heads
+                else ("KL loss")
+            )
+            return f"the {what} is {float(extra)}"
+        return None
