@@ -3,27 +3,33 @@
     python -m benchmarks.grpo_step [--quick] [--out DIR] [--data-dir DIR]
 
 Every cell trains the same tiny GPT-2 (built once, saved, loaded with ``from_pretrained`` by
-both sides) on the same prompts (short synthetic reviews, or IMDb prompts from ``--data-dir``)
-with the same number of completions per prompt, and every completion has exactly
-``--completion-length`` tokens (``min_new_tokens == max_new_tokens`` on both sides), so the
-generation work does not depend on when EOS happens to be sampled. Both sides run in float32
+both sides) on the same prompts (short fixed strings, or IMDb prompts from ``--data-dir``) with
+the same number of completions per prompt, and every completion has exactly
+``--completion-length`` tokens: our trainer refuses ``min_new_tokens``, so the policy's EOS
+logit is pinned very low instead (:func:`build_policy`) and both sides get the same plain
+sampling kwargs; every scored completion's length is checked. Both sides run in float32
 without gradient checkpointing, with dropout off, ``beta=0`` (no reference model),
-``num_iterations=1``, ``loss_type="dapo"`` (TRL 1.16's default), ``scale_rewards="group"``,
-one optimizer step per generation (TRL: ``gradient_accumulation_steps=1``; ours:
-``mini_batch_size == batch_size``). The rewards are two cheap TRL-style functions
-(``fn(completions, **kwargs) -> list[float]``: a word-count length score and the VADER compound
-sentiment), weighted ``[1.0, 0.5]``, so the table measures the trainers, not reward models.
+``num_iterations=1``, ``epsilon=0.2``, ``loss_type="dapo"`` (TRL 1.16's default),
+``scale_rewards="group"`` and one optimizer step per generation (TRL:
+``gradient_accumulation_steps=1``; ours: ``mini_batch_size == batch_size``). The rewards are
+two cheap TRL-style functions (``fn(completions, **kwargs) -> list[float]``: a word-count length
+score and the VADER compound sentiment) weighted ``[1.0, 0.5]``, so the table measures the
+trainers, not reward models.
 
 Cells: ``trl`` (TRL's weighted sum of the rewards: the reference), ``linear`` (ours, the same
-weighted sum through ``reward_weights``), ``single`` (ours with one reward function that returns
-the weighted sum: plain single-objective GRPO), ``pama`` and ``mgda`` (at
-``gramian_level="features"``). Each cell runs in its own subprocess (``--warmup`` untimed steps,
-then ``--steps`` timed ones; seconds per step is the median of the timed steps), and the cells
-are repeated for ``--rounds`` rounds in a rotated order so that machine noise hits all of them.
-A ratio is the median over rounds of (cell median / reference median in the same round).
-Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident set
-(``ru_maxrss``), of which the part that the steps add (peak after the steps minus peak before
-the first step) is reported too, since the imports (TRL loads more libraries) dominate the total.
+weighted sum through ``reward_weights``, Noon off), ``single`` (ours with one reward function
+that returns the weighted sum: plain single-objective GRPO), ``pama`` and ``mgda`` (at
+``gramian_level="features"``).
+
+* time: all cells are built in one process and stepped one step at a time, in an order rotated
+  every round, so that machine noise hits them alike (TRL's ``train()`` runs in a thread that a
+  ``TrainerCallback`` holds after each step; its step is timed from ``on_step_begin`` to
+  ``on_step_end``, ours around ``trainer.step()``: both generation, scoring and the update).
+  After ``--warmup`` rounds, ``--steps`` rounds are timed; a ratio is the median over rounds of
+  the cell's step over the reference's step in the same round.
+* memory: each cell alone in its own subprocess: ``torch.cuda.max_memory_allocated`` on CUDA;
+  on CPU the process's peak resident set (``ru_maxrss``, imports included; TRL imports more
+  libraries) and its growth from before the first step to after the last.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +66,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "mgda": ("single", 1.3),
 }
 REWARD_WEIGHTS = (1.0, 0.5)
+#: The policy's EOS logit is -EOS_LOGIT whatever the input (see :func:`build_policy`).
+EOS_LOGIT = 100.0
 LOSS_TYPE = "dapo"
 #: Short prompts used when no ``--data-dir`` is given.
 DEFAULT_PROMPTS = (
@@ -76,8 +85,17 @@ DEFAULT_PROMPTS = (
 # ----- rewards, written the way TRL expects them ---------------------------------------------
 
 
-def length_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
+#: Token counts of the completions scored in this process (both trainers pass
+#: ``completion_ids``); a cell checks them against ``--completion-length``.
+COMPLETION_TOKENS: list[int] = []
+
+
+def length_reward(
+    completions: Sequence[str], completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any
+) -> list[float]:
     """Words in the completion over 20, capped at 1: rewards longer answers."""
+    if completion_ids is not None:
+        COMPLETION_TOKENS.extend(len(ids) for ids in completion_ids)
     return [min(len(text.split()) / 20.0, 1.0) for text in completions]
 
 
@@ -97,7 +115,7 @@ def sentiment_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
 def weighted_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
     """The two rewards summed with ``REWARD_WEIGHTS``, as one reward (single-objective GRPO)."""
     a, b = REWARD_WEIGHTS
-    lengths = length_reward(completions)
+    lengths = length_reward(completions, **kwargs)
     sentiments = sentiment_reward(completions)
     return [a * x + b * y for x, y in zip(lengths, sentiments)]
 
@@ -106,7 +124,17 @@ def weighted_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
 
 
 def build_policy(path: Path, n_layer: int, n_embd: int, vocab_size: int) -> Path:
-    """Save a randomly initialised tiny GPT-2 and its tokenizer to ``path`` (both sides load it)."""
+    """Save a randomly initialised tiny GPT-2 whose EOS is never sampled, and its tokenizer, to
+    ``path`` (both sides load it).
+
+    Our trainer refuses ``min_new_tokens`` (it changes the sampled distribution), so equal
+    completion lengths come from the policy instead: the EOS logit is pinned at ``-EOS_LOGIT``
+    for every input. The head is tied to the embeddings, so the EOS row is set to
+    ``EOS_LOGIT`` on one coordinate and 0 elsewhere, and the final layer norm outputs -1 on that
+    coordinate (gain 0, bias -1); the other tokens' logits only gain a fixed offset each.
+    """
+    import torch
+
     from mogradient_llm.models import build_tiny_policy
 
     model, tokenizer = build_tiny_policy(
@@ -117,6 +145,12 @@ def build_policy(path: Path, n_layer: int, n_embd: int, vocab_size: int) -> Path
         n_head=4,
         n_positions=128,
     )
+    with torch.no_grad():
+        embedding = model.get_input_embeddings().weight
+        embedding[tokenizer.eos_token_id] = 0.0
+        embedding[tokenizer.eos_token_id, 0] = EOS_LOGIT
+        model.transformer.ln_f.weight[0] = 0.0
+        model.transformer.ln_f.bias[0] = -1.0
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -142,10 +176,9 @@ def load_prompts(data_dir: str | None, policy: Path, n: int) -> list[str]:
 
 
 def _generation(length: int) -> dict[str, Any]:
-    """Sample from softmax(logits) for exactly ``length`` new tokens."""
+    """Sample ``length`` new tokens from softmax(logits) (the same kwargs on both sides)."""
     return {
         "max_new_tokens": length,
-        "min_new_tokens": length,
         "do_sample": True,
         "top_k": 0,
         "top_p": 1.0,
@@ -153,7 +186,182 @@ def _generation(length: int) -> dict[str, Any]:
     }
 
 
-# ----- one cell, in its own process ----------------------------------------------------------
+# ----- the cells: one step at a time ---------------------------------------------------------
+
+
+def _synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class TRLCell:
+    """TRL's ``GRPOTrainer.train()`` in a thread that pauses after every step, so that its
+    steps can be interleaved with ours one by one; :meth:`step` runs one and returns its seconds
+    (from ``on_step_begin`` to ``on_step_end``: generation, scoring and the update)."""
+
+    def __init__(self, settings: dict[str, Any]):
+        import torch
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from transformers.trainer_callback import PrinterCallback
+        from trl import GRPOConfig, GRPOTrainer
+
+        self.max_steps = settings["warmup"] + settings["steps"]
+        self.times: list[float] = []
+        self.start = 0.0
+        self.go = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        cell = self
+
+        class PauseAfterStep(TrainerCallback):  # type: ignore[misc]
+            """Times each step, then holds the training thread until the next step is asked."""
+
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                cell.start = time.perf_counter()
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                _synchronize()
+                cell.times.append(time.perf_counter() - cell.start)
+                cell.done.set()
+                cell.go.wait()
+                cell.go.clear()
+
+        generation = _generation(settings["completion_length"])
+        config = GRPOConfig(
+            output_dir=settings["tmp"],
+            per_device_train_batch_size=settings["batch_size"],
+            gradient_accumulation_steps=1,
+            num_generations=settings["num_generations"],
+            num_iterations=1,
+            max_completion_length=generation["max_new_tokens"],
+            temperature=generation["temperature"],
+            top_k=generation["top_k"],
+            top_p=generation["top_p"],
+            learning_rate=1e-5,
+            beta=0.0,
+            epsilon=0.2,
+            loss_type=LOSS_TYPE,
+            scale_rewards="group",
+            reward_weights=list(REWARD_WEIGHTS),
+            max_steps=self.max_steps,
+            logging_steps=self.max_steps,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=not torch.cuda.is_available(),
+            bf16=False,
+            gradient_checkpointing=False,
+            disable_dropout=True,
+            disable_tqdm=True,
+            seed=0,
+        )
+        # TRL types reward functions as returning list[float | None]; ours return list[float].
+        reward_funcs: list[Any] = [length_reward, sentiment_reward]
+        self.trainer = GRPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(settings["policy"]),
+            processing_class=AutoTokenizer.from_pretrained(settings["policy"]),
+            reward_funcs=reward_funcs,
+            args=config,
+            train_dataset=Dataset.from_dict({"prompt": settings["prompts"]}),
+            callbacks=[PauseAfterStep()],
+        )
+        self.trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+        self.thread = threading.Thread(target=self._train, daemon=True)
+
+    def _train(self) -> None:
+        try:
+            self.trainer.train()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread by step()
+            self.error = error
+        finally:
+            self.done.set()
+
+    def step(self) -> float:
+        if len(self.times) >= self.max_steps:
+            raise RuntimeError(f"TRL's trainer was built for {self.max_steps} steps; no more")
+        if self.thread.ident is None:
+            self.thread.start()
+        else:
+            self.go.set()
+        self.done.wait()
+        self.done.clear()
+        if self.error is not None:
+            raise RuntimeError("TRL's GRPOTrainer failed") from self.error
+        return self.times[-1]
+
+    def close(self) -> None:
+        """Let ``train()`` finish (logging after the last step) and end its thread."""
+        if self.thread.is_alive():
+            self.go.set()
+            self.thread.join()
+
+
+class OurCell:
+    """Our ``MOTrainer`` with the cell's aggregator; :meth:`step` runs one ``trainer.step()``
+    (generation, scoring and the update) and returns its seconds."""
+
+    def __init__(self, cell: str, settings: dict[str, Any]):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from mogradient_llm import MOGRPOConfig, MOTrainer
+
+        aggregator, extra = OURS[cell]
+        config = MOGRPOConfig(
+            learning_rate=1e-5,
+            batch_size=settings["batch_size"],
+            mini_batch_size=settings["batch_size"],
+            num_generations=settings["num_generations"],
+            num_iterations=1,
+            beta=0.0,
+            epsilon=0.2,
+            loss_type=LOSS_TYPE,
+            scale_rewards="group",
+            aggregator=aggregator,
+            noon=False,
+            seed=0,
+            generation_kwargs=_generation(settings["completion_length"]),
+            **extra,
+        )
+        rewards = [weighted_reward] if cell == "single" else [length_reward, sentiment_reward]
+        self.trainer = MOTrainer(
+            config,
+            AutoModelForCausalLM.from_pretrained(settings["policy"]),
+            AutoTokenizer.from_pretrained(settings["policy"]),
+            rewards=rewards,
+            prompts=settings["prompts"],
+        )
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        stats = self.trainer.step()
+        _synchronize()
+        seconds = time.perf_counter() - start
+        if stats.get("train/skipped"):
+            raise RuntimeError(f"our trainer skipped a step (non-finite values): {stats}")
+        return seconds
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+Cell = TRLCell | OurCell
+
+
+def make_cell(cell: str, settings: dict[str, Any]) -> Cell:
+    return TRLCell(settings) if cell == "trl" else OurCell(cell, settings)
+
+
+def check_lengths(length: int) -> None:
+    """Raise unless every completion scored so far in this process had ``length`` tokens."""
+    lengths = set(COMPLETION_TOKENS)
+    if lengths != {length}:
+        raise RuntimeError(
+            f"completions of {sorted(lengths)} tokens were scored, not all {length}: the cells "
+            "did unequal generation work, so their timings are not comparable (did the policy "
+            "sample EOS? see build_policy)"
+        )
 
 
 def _peak_memory_mb() -> float:
@@ -165,172 +373,89 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _trl_times(settings: dict[str, Any]) -> tuple[list[float], float]:
-    """Train TRL's GRPOTrainer for warmup + steps steps; each step's seconds, and the peak
-    memory before the first step."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    length = settings["completion_length"]
-    steps = settings["warmup"] + settings["steps"]
-    times: list[float] = []
-
-    class StepTimer(TrainerCallback):  # type: ignore[misc]
-        """Seconds between on_step_begin and on_step_end (generation, scoring and update)."""
-
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - self.start)
-
-    generation = _generation(length)
-    config = GRPOConfig(
-        output_dir=settings["tmp"],
-        per_device_train_batch_size=settings["batch_size"],
-        gradient_accumulation_steps=1,
-        num_generations=settings["num_generations"],
-        num_iterations=1,
-        max_completion_length=length,
-        generation_kwargs={"min_new_tokens": generation["min_new_tokens"]},
-        temperature=generation["temperature"],
-        top_k=generation["top_k"],
-        top_p=generation["top_p"],
-        learning_rate=1e-5,
-        beta=0.0,
-        epsilon=0.2,
-        loss_type=LOSS_TYPE,
-        scale_rewards="group",
-        reward_weights=list(REWARD_WEIGHTS),
-        max_steps=steps,
-        logging_steps=steps,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        gradient_checkpointing=False,
-        disable_dropout=True,
-        seed=0,
-        disable_tqdm=True,
-    )
-    model = AutoModelForCausalLM.from_pretrained(settings["policy"])
-    tokenizer = AutoTokenizer.from_pretrained(settings["policy"])
-    # TRL types reward functions as returning list[float | None]; ours return list[float].
-    reward_funcs: list[Any] = [length_reward, sentiment_reward]
-    trainer = GRPOTrainer(
-        model=model,
-        processing_class=tokenizer,
-        reward_funcs=reward_funcs,
-        args=config,
-        train_dataset=Dataset.from_dict({"prompt": settings["prompts"]}),
-        callbacks=[StepTimer()],
-    )
-    before = _peak_memory_mb()
-    trainer.train()
-    return times, before
-
-
-def _our_times(cell: str, settings: dict[str, Any]) -> tuple[list[float], float]:
-    """Step our MOTrainer warmup + steps times; each step's seconds, and the peak memory
-    before the first step."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from mogradient_llm import MOGRPOConfig, MOTrainer
-
-    aggregator, extra = OURS[cell]
-    config = MOGRPOConfig(
-        learning_rate=1e-5,
-        batch_size=settings["batch_size"],
-        mini_batch_size=settings["batch_size"],
-        num_generations=settings["num_generations"],
-        num_iterations=1,
-        beta=0.0,
-        epsilon=0.2,
-        loss_type=LOSS_TYPE,
-        scale_rewards="group",
-        aggregator=aggregator,
-        noon=False,
-        seed=0,
-        generation_kwargs=_generation(settings["completion_length"]),
-        **extra,
-    )
-    rewards = [weighted_reward] if cell == "single" else [length_reward, sentiment_reward]
-    model = AutoModelForCausalLM.from_pretrained(settings["policy"])
-    tokenizer = AutoTokenizer.from_pretrained(settings["policy"])
-    trainer = MOTrainer(config, model, tokenizer, rewards=rewards, prompts=settings["prompts"])
-    before = _peak_memory_mb()
-    times = []
-    for _ in range(settings["warmup"] + settings["steps"]):
-        start = time.perf_counter()
-        trainer.step()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times, before
-
-
-def run_cell(cell: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Time one cell in this process: its timed steps' seconds and its peak memory."""
+def memory_cell(cell: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Peak memory of one cell alone in this process over all its steps, and the growth of
+    the peak from before its first step."""
     import torch
 
     torch.set_num_threads(settings["threads"])
     with tempfile.TemporaryDirectory(prefix="grpo-step-") as tmp:
-        settings = {**settings, "tmp": tmp}
-        if cell == "trl":
-            times, before = _trl_times(settings)
-        else:
-            times, before = _our_times(cell, settings)
-    expected = settings["warmup"] + settings["steps"]
-    if len(times) != expected:
-        raise RuntimeError(f"cell {cell} ran {len(times)} steps, {expected} were asked for")
+        stepper = make_cell(cell, {**settings, "tmp": tmp})
+        before = _peak_memory_mb()
+        for _ in range(settings["warmup"] + settings["steps"]):
+            stepper.step()
+        stepper.close()
+    check_lengths(settings["completion_length"])
     peak = _peak_memory_mb()
-    return {
-        "cell": cell,
-        "times": times[settings["warmup"] :],
-        "peak_mb": peak,
-        "step_extra_mb": peak - before,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-    }
+    return {"cell": cell, "peak_mb": peak, "step_extra_mb": peak - before}
 
 
-def _spawn(cell: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Run one cell in a fresh Python process (so its peak memory is its own)."""
+def time_cells(cells: Sequence[str], settings: dict[str, Any]) -> dict[str, list[float]]:
+    """Every cell built in this process, then stepped one step at a time in a rotated order
+    per round (warm-up rounds first, dropped): each cell's timed seconds, round by round."""
+    import torch
+
+    torch.set_num_threads(settings["threads"])
+    times: dict[str, list[float]] = {cell: [] for cell in cells}
+    with tempfile.TemporaryDirectory(prefix="grpo-step-") as tmp:
+        steppers = {cell: make_cell(cell, {**settings, "tmp": tmp}) for cell in cells}
+        try:
+            for r in range(settings["warmup"] + settings["steps"]):
+                order = list(cells[r % len(cells) :]) + list(cells[: r % len(cells)])
+                for cell in order:
+                    seconds = steppers[cell].step()
+                    if r >= settings["warmup"]:
+                        times[cell].append(seconds)
+        finally:
+            for stepper in steppers.values():
+                stepper.close()
+    check_lengths(settings["completion_length"])
+    return times
+
+
+def _spawn_memory(cells: Sequence[str], settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """:func:`memory_cell` of every cell, each in a fresh Python process (so its peak is its
+    own); they run side by side, since memory does not depend on the machine's load."""
     root = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS=str(settings["threads"]))
     env["MKL_NUM_THREADS"] = env["OMP_NUM_THREADS"]
     env["HF_HUB_OFFLINE"] = env["TRANSFORMERS_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
-    command = [sys.executable, "-m", "benchmarks.grpo_step", "--cell", cell]
-    result = subprocess.run(
-        command, input=json.dumps(settings), capture_output=True, text=True, env=env, check=False
-    )
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"cell {cell} failed (exit {result.returncode}):\n{result.stderr}")
-    return dict(json.loads(lines[-1]))
+    processes = {}
+    for cell in cells:
+        processes[cell] = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.grpo_step", "--cell", cell],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    results = {}
+    for cell, process in processes.items():
+        stdout, stderr = process.communicate(json.dumps(settings))
+        lines = stdout.strip().splitlines()
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(f"cell {cell} failed (exit {process.returncode}):\n{stderr}")
+        results[cell] = dict(json.loads(lines[-1]))
+    return results
 
 
 # ----- the driver ----------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Time every cell for ``args.rounds`` rounds; one summary row per cell."""
+    """Memory of every cell (one process each), then the interleaved timing; one row a cell."""
     if args.batch_size % args.num_generations:
         raise ValueError(
             f"--batch-size {args.batch_size} is not a multiple of --num-generations "
             f"{args.num_generations}: every prompt needs its full group of completions"
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     cells = list(args.cells)
     if "trl" not in cells:
         cells.insert(0, "trl")
-    for cell in cells:
+    for cell in list(cells):
         if cell in TARGETS and TARGETS[cell][0] not in cells:
             cells.append(TARGETS[cell][0])
     with tempfile.TemporaryDirectory(prefix="grpo-step-policy-") as policy_dir:
@@ -342,53 +467,44 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "batch_size": args.batch_size,
             "num_generations": args.num_generations,
             "completion_length": args.completion_length,
-            "warmup": args.warmup,
-            "steps": args.steps,
             "threads": args.threads,
         }
-        results: dict[str, list[dict[str, Any]]] = {cell: [] for cell in cells}
-        for r in range(args.rounds):
-            order = cells[r % len(cells) :] + cells[: r % len(cells)]
-            for cell in order:
-                result = _spawn(cell, settings)
-                results[cell].append(result)
-                print(
-                    f"round {r + 1}/{args.rounds} {cell:<7} "
-                    f"{statistics.median(result['times']):.3f} s/step",
-                    flush=True,
-                )
-    return summarize(results, args)
+        memory_steps = {"warmup": 1, "steps": args.memory_steps}
+        print(f"memory: {len(cells)} cells, one process each ...", flush=True)
+        memory = _spawn_memory(cells, {**settings, **memory_steps})
+        print(f"timing: {len(cells)} cells interleaved step by step ...", flush=True)
+        timing = time_cells(cells, {**settings, "warmup": args.warmup, "steps": args.steps})
+    return summarize(timing, memory, args)
 
 
-def summarize(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> list[dict]:
-    """One row per cell: medians, paired ratios against TRL and against single, targets."""
-    medians = {
-        cell: [statistics.median(r["times"]) for r in runs] for cell, runs in results.items()
-    }
+def summarize(
+    timing: dict[str, list[float]], memory: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """One row per cell: median seconds, the paired ratios (median over rounds of the cell's
+    step over the reference's step in the same round), peak memory and the target."""
 
     def ratio(cell: str, reference: str) -> float:
-        return statistics.median(a / b for a, b in zip(medians[cell], medians[reference]))
+        return statistics.median(a / b for a, b in zip(timing[cell], timing[reference]))
 
+    device = "cuda" if _cuda() else "cpu"
     rows = []
-    for cell, runs in results.items():
-        pooled = [t for r in runs for t in r["times"]]
+    for cell, times in timing.items():
         target = TARGETS.get(cell)
-        vs = ratio(cell, target[0]) if target else None
+        met = "" if target is None else ratio(cell, target[0]) <= target[1]
         rows.append(
             {
                 "cell": cell,
                 "side": "trl" if cell == "trl" else "ours",
-                "device": runs[0]["device"],
-                "median_s": statistics.median(pooled),
-                "min_s": min(pooled),
+                "device": device,
+                "median_s": statistics.median(times),
+                "min_s": min(times),
                 "ratio_vs_trl": ratio(cell, "trl"),
-                "ratio_vs_single": ratio(cell, "single") if "single" in medians else "",
-                "peak_mb": statistics.median(r["peak_mb"] for r in runs),
-                "step_extra_mb": statistics.median(r["step_extra_mb"] for r in runs),
+                "ratio_vs_single": ratio(cell, "single") if "single" in timing else "",
+                "peak_mb": memory[cell]["peak_mb"],
+                "step_extra_mb": memory[cell]["step_extra_mb"],
                 "target": f"{cell}/{target[0]} <= {target[1]:g}" if target else "",
-                "target_met": "" if vs is None else vs <= target[1],  # type: ignore[index]
-                "rounds": len(runs),
-                "timed_steps": len(pooled),
+                "target_met": met,
+                "timed_steps": len(times),
                 "batch_size": args.batch_size,
                 "num_generations": args.num_generations,
                 "completion_length": args.completion_length,
@@ -398,13 +514,19 @@ def summarize(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace
     return rows
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a markdown table, with a caption saying how memory was measured."""
     cuda = rows[0]["device"] == "cuda"
     memory = "peak MB (CUDA allocated)" if cuda else "peak RSS MB | steps' extra RSS MB"
     lines = [
         f"| cell | s/step (median) | vs TRL | vs single | {memory} | target | met |",
-        "|---|---|---|---|---|---|---|",
+        "|---" * (7 if cuda else 8) + "|",
     ]
     for r in rows:
         single = "" if r["ratio_vs_single"] == "" else f"{r['ratio_vs_single']:.3f}x"
@@ -418,13 +540,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     caption = (
         f"\nB={r0['batch_size']} completions per step ({r0['num_generations']} per prompt), "
         f"{r0['completion_length']} tokens each, loss_type={r0['loss_type']}, "
-        f"{r0['rounds']} rounds x {r0['timed_steps'] // r0['rounds']} timed steps per cell on "
-        f"{r0['device']}; ratios are medians over rounds of per-round ratios. Memory: "
+        f"{r0['timed_steps']} timed steps per cell on {r0['device']}, the cells interleaved step "
+        "by step; a ratio is the median over rounds of the two cells' steps in that round. "
+        "Memory (each cell alone in its own process): "
         + (
-            "torch.cuda.max_memory_allocated of the cell's process."
+            "torch.cuda.max_memory_allocated."
             if cuda
-            else "ru_maxrss of the cell's own subprocess (whole process, imports included), "
-            "and its growth from before the first step to after the last."
+            else "ru_maxrss (the whole process, imports included; TRL imports more), and "
+            "its growth from before the first step to after the last."
         )
     )
     return "\n".join(lines) + caption
@@ -444,7 +567,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for i, r in enumerate(rows):
         ax_t.annotate(f"{r['ratio_vs_trl']:.2f}x", (i, r["median_s"]), ha="center", va="bottom")
     ax_t.set_ylabel("seconds per step (median)")
-    ax_t.set_title("GRPO step time (ratio vs TRL)")
+    ax_t.set_title("GRPO step time (paired ratio vs TRL)")
     key = "peak_mb" if rows[0]["device"] == "cuda" else "step_extra_mb"
     ax_m.bar(cells, [r[key] for r in rows], color=colors)
     ax_m.set_ylabel("peak CUDA MB" if key == "peak_mb" else "peak RSS growth over the steps (MB)")
@@ -456,13 +579,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--out", default="outputs/grpo_step")
-    parser.add_argument("--quick", action="store_true", help="1 round, 2 timed steps, tiny batch")
+    parser.add_argument("--out", default="docs/results/grpo_step")
+    parser.add_argument("--quick", action="store_true", help="3 timed steps of a tiny batch")
     parser.add_argument("--data-dir", help="IMDb directory (train.jsonl.gz) for the prompts")
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per cell and round")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps (rounds) per cell")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument(
+        "--memory-steps", type=int, default=3, help="steps after one warm-up in the memory runs"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="completions per step")
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--completion-length", type=int, default=32)
@@ -473,7 +598,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cell", choices=CELLS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.steps, args.warmup = 1, 2, 1
+        args.steps, args.warmup, args.memory_steps = 3, 1, 1
         args.batch_size, args.num_generations, args.completion_length = 8, 4, 8
         args.vocab_size = 500
     return args
@@ -482,7 +607,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     if args.cell:  # a subprocess of the driver: settings on stdin, result on stdout
-        print(json.dumps(run_cell(args.cell, json.load(sys.stdin))))
+        print(json.dumps(memory_cell(args.cell, json.load(sys.stdin))))
         return []
     rows = run(args)
     print()
