@@ -291,8 +291,8 @@ class MOTrainer:
         adapters disabled (so FSDP/ZeRO-3 gather its shards).
         """
         est = self.estimator
-        need_policy = est.needs_old_logprobs or est.value_heads
         need_ref = est.needs_reference
+        need_policy = est.needs_old_logprobs or est.value_heads or need_ref  # KL: both sides
         if not (need_policy or need_ref):
             return None, None, None
         logprobs, ref_logprobs, values = [], [], []
