@@ -24,6 +24,7 @@ With ``normalize_weights`` the weights are rescaled to Σw = 1 whatever the meth
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -35,6 +36,7 @@ from mogradient import (
     LossWeighting,
     dispatch,
     get_aggregator,
+    registered,
 )
 from mogradient_llm.config import MOConfig
 
@@ -45,16 +47,20 @@ Stats = dict[str, float]
 def build_aggregator(config: MOConfig) -> Aggregator:
     """The registry aggregator named by ``config.aggregator`` with ``aggregator_kwargs`` (and
     ``reward_weights`` as its preference)."""
-    try:
-        return get_aggregator(config.aggregator, **config.aggregator_arguments())
-    except TypeError as exc:
-        if config.reward_weights is None or "preference" not in str(exc):
-            raise
-        raise TypeError(
-            f"reward_weights={config.reward_weights} are the preference of a preference-aware "
-            f"aggregator (linear, tchebycheff, stch, epo, upgrad), and {config.aggregator!r} "
-            "takes none; drop reward_weights or pick such an aggregator"
-        ) from None
+    cls = registered().get(config.aggregator)
+    if config.reward_weights is not None and cls is not None:
+        if "preference" not in inspect.signature(cls).parameters:
+            aware = sorted(
+                name
+                for name, c in registered().items()
+                if "preference" in inspect.signature(c).parameters
+            )
+            raise TypeError(
+                f"reward_weights={config.reward_weights} are the preference of a "
+                f"preference-aware aggregator ({', '.join(aware)}), and {config.aggregator!r} "
+                "takes none; drop reward_weights or pick such an aggregator"
+            )
+    return get_aggregator(config.aggregator, **config.aggregator_arguments())
 
 
 def _normalized(weights: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, Stats]:

@@ -301,21 +301,3 @@ def load_prompts(
     if limit is not None:
         texts = texts[:limit]
     return imdb_prompts(texts, tokenizer, min_tokens, max_tokens, min_chars, seed)
-
-
-def as_prompt_list(prompts: Any) -> list[str]:
-    """Prompts as strings: a sequence of strings, or a ``datasets.Dataset`` with a ``prompt``,
-    ``query`` or ``text`` column (the PPO trainer's older input; :func:`as_prompt_rows` is the
-    TRL-style one, which also keeps conversations and reward columns)."""
-    if hasattr(prompts, "column_names"):
-        for column in ("prompt", "query", "text"):
-            if column in prompts.column_names:
-                return list(prompts[column])
-        raise ValueError(
-            f"a prompt dataset needs a 'prompt', 'query' or 'text' column, got "
-            f"{prompts.column_names}"
-        )
-    prompts = list(prompts)
-    if not all(isinstance(p, str) for p in prompts):
-        raise TypeError("prompts must be strings (or a datasets.Dataset with a prompt column)")
-    return prompts

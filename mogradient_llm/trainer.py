@@ -291,8 +291,8 @@ class MOTrainer:
         adapters disabled (so FSDP/ZeRO-3 gather its shards).
         """
         est = self.estimator
-        need_policy = est.needs_old_logprobs or est.value_heads
         need_ref = est.needs_reference
+        need_policy = est.needs_old_logprobs or est.value_heads or need_ref  # KL: both sides
         if not (need_policy or need_ref):
             return None, None, None
         logprobs, ref_logprobs, values = [], [], []
@@ -478,7 +478,8 @@ class MOTrainer:
     ) -> list[dict[str, float]]:
         """Train until ``steps`` (default ``config.max_steps``) steps are done; with
         ``output_dir``, log metrics and samples and checkpoint every ``save_steps`` steps and at
-        the end (``output_dir/final``); ``report_to`` trackers get every step's metrics.
+        the end (``output_dir/final``); ``report_to`` trackers get every step's metrics. The
+        learning-rate schedule spans ``config.max_steps`` steps whatever ``steps`` is.
 
         ``resume_from``: a checkpoint, or a run's ``output_dir`` (its newest complete
         checkpoint); training continues from that checkpoint's step, and the metrics logged

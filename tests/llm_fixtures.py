@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from mogradient_llm.config import MOConfig
 from mogradient_llm.data import imdb_prompts
-from mogradient_llm.estimators import MOPPOConfig
+from mogradient_llm.estimators import estimator_class
 from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
 
 # The tiny models are far faster on one thread, and the suite runs one worker per core.
@@ -69,16 +70,21 @@ def tiny_prompts(tokenizer: Any, n: int = 32) -> list[str]:
     return imdb_prompts(synthetic_reviews(n, seed=3), tokenizer, 2, 5, min_chars=0, seed=0)
 
 
-def tiny_config(**overrides: Any) -> MOPPOConfig:
+def tiny_config(algorithm: str = "ppo", **overrides: Any) -> MOConfig:
+    """A small config of ``algorithm``: 8 completions (GRPO/RLOO: 2 prompts × 4), minibatches
+    of 4, one pass."""
     values: dict[str, Any] = {
         "batch_size": 8,
         "mini_batch_size": 4,
-        "ppo_epochs": 1,
         "learning_rate": 1e-3,
         "generation_kwargs": {"max_new_tokens": 8, "do_sample": True, "top_k": 0, "top_p": 1.0},
     }
+    if algorithm == "ppo":
+        values["ppo_epochs"] = 1
+    else:
+        values["num_generations"] = 4
     values.update(overrides)
-    return MOPPOConfig(**values)
+    return estimator_class(algorithm).config_class(**values)
 
 
 def make_trainer(

@@ -80,19 +80,6 @@ def test_load_prompts_from_jsonl_gz_directory_and_csv(tmp_path, tokenizer) -> No
         load_prompts(tmp_path, tokenizer, split="validation")
 
 
-def test_prompt_datasets_may_be_strings_or_a_datasets_dataset() -> None:
-    import datasets
-
-    from mogradient_llm.data import as_prompt_list
-
-    assert as_prompt_list(("a", "b")) == ["a", "b"]
-    assert as_prompt_list(datasets.Dataset.from_dict({"query": ["x", "y"]})) == ["x", "y"]
-    with pytest.raises(ValueError, match="column"):
-        as_prompt_list(datasets.Dataset.from_dict({"review": ["x"]}))
-    with pytest.raises(TypeError):
-        as_prompt_list([{"prompt": "x"}])
-
-
 def test_a_filter_says_what_it_dropped_and_refuses_to_drop_everything(tokenizer) -> None:
     short = ["Great.", "Awful film.", "Fine.", "A long enough review to keep as a prompt here."]
     with pytest.warns(UserWarning) as record:

@@ -16,3 +16,13 @@ def test_demo_falls_back_to_generated_reviews_and_writes_its_outputs(tmp_path, m
     assert (tmp_path / "demo" / "rewards.png").stat().st_size > 0
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["after"]
     assert (tmp_path / "demo" / "final" / "policy" / "config.json").is_file()
+
+
+def test_demo_runs_grpo_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from mogradient_llm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["demo", "--algorithm", "grpo", "--minutes", "0.05", "--pretrain-steps", "5"])
+    summary = json.loads((tmp_path / "outputs" / "demo" / "summary.json").read_text())
+    assert summary["algorithm"] == "grpo" and summary["steps"] >= 1
+    assert "GRPO steps" in capsys.readouterr().out

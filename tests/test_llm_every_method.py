@@ -1,4 +1,5 @@
-"""Every registered method runs inside the PPO trainer at the level its kind calls for.
+"""Every registered method runs inside every estimator (PPO, GRPO, RLOO) at the level its kind
+calls for.
 
 Rewards stay negative, so the objectives' losses (−mean score) are positive and the methods
 that take logarithms or ratios of losses (GLS, DWA, FAMO, UW) can run; with positive rewards
@@ -28,9 +29,10 @@ def _negative_rewards() -> list[Reward]:
     return [Reward(short, name="short"), Reward(wordy, name="wordy")]
 
 
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo", "rloo"])
 @pytest.mark.parametrize("name", sorted(mogradient.registered()))
-def test_one_step_with_every_method(name: str) -> None:
-    trainer = make_trainer(_negative_rewards(), aggregator=name)
+def test_one_step_with_every_method(name: str, algorithm: str) -> None:
+    trainer = make_trainer(_negative_rewards(), aggregator=name, algorithm=algorithm)
     stats = trainer.step()
     weights = [stats[k] for k in ("agg/weight/short", "agg/weight/wordy")]
     assert all(math.isfinite(w) for w in weights), (name, stats)

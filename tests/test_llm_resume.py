@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -21,16 +22,26 @@ STEPS, SAVE_STEPS = 9, 3
 ARGS = [
     "--threads", "1", "train", "--policy", "tiny", "--tiny-pretrain-steps", "3",
     "--reward", "length", "--reward", "vader", "--aggregator", "mgda",
-    "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
+    "--batch-size", "4", "--mini-batch-size", "2",
     "--max-new-tokens", "6", "--max-prompts", "40", "--no-progress",
     "--steps", str(STEPS), "--save-steps", str(SAVE_STEPS),
 ]  # fmt: skip
+#: Per estimator: PPO (value heads, adaptive KL, score statistics) and GRPO with a KL reference,
+#: two passes and a learning-rate schedule (its state is in the checkpoint too).
+ALGORITHMS = {
+    "ppo": ["--algorithm", "ppo", "--ppo-epochs", "1"],
+    "grpo": [
+        "--algorithm", "grpo", "--num-iterations", "2", "--beta", "0.1",
+        "--lr-scheduler-type", "cosine", "--warmup-steps", "2", "--learning-rate", "1e-3",
+    ],
+}  # fmt: skip
 
 
-def _cli(out: Path, *extra: str) -> subprocess.Popen:
+def _cli(out: Path, *extra: str, algorithm: str = "ppo") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = [*ARGS, *ALGORITHMS[algorithm]]
     return subprocess.Popen(
-        [sys.executable, "-m", "mogradient_llm", *ARGS, "--output-dir", str(out), *extra],
+        [sys.executable, "-m", "mogradient_llm", *args, "--output-dir", str(out), *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -46,9 +57,9 @@ def _logged_steps(out: Path) -> list[int]:
     return [json.loads(line)["step"] for line in lines if line.endswith("}")]  # whole lines
 
 
-def _kill_mid_interval(out: Path) -> int:
+def _kill_mid_interval(out: Path, algorithm: str) -> int:
     """Start a run and SIGKILL it once a step after its newest checkpoint is logged."""
-    proc = _cli(out)
+    proc = _cli(out, algorithm=algorithm)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         latest = latest_checkpoint(out)
@@ -64,16 +75,18 @@ def _kill_mid_interval(out: Path) -> int:
 
 def _state(out: Path) -> dict[str, torch.Tensor]:
     final = out / "final"
+    heads = final / "value_heads.safetensors"
     return {
         **load_file(str(final / "policy" / "model.safetensors")),
-        **load_file(str(final / "value_heads.safetensors")),
+        **(load_file(str(heads)) if heads.exists() else {}),
     }
 
 
-def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path) -> None:
-    reference = _cli(tmp_path / "reference")
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path, algorithm) -> None:
+    reference = _cli(tmp_path / "reference", algorithm=algorithm)
     killed = tmp_path / "killed"
-    last_logged = _kill_mid_interval(killed)
+    last_logged = _kill_mid_interval(killed, algorithm)
     assert reference.wait() == 0, reference.communicate()
     checkpoint = latest_checkpoint(killed)
     step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
@@ -85,7 +98,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path) -> None:
     (killed / "checkpoint-99" / "policy").mkdir(parents=True)
     assert resolve_resume(killed) == checkpoint
 
-    resumed = _cli(killed, "--resume")
+    resumed = _cli(killed, "--resume", algorithm=algorithm)
     stdout, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     assert f"resuming from {checkpoint}" in stdout

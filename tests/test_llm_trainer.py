@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -229,3 +230,24 @@ def test_prepare_batch_follows_the_documented_pipeline_order() -> None:
     clipped = noon_clip(masked_whiten(advantages, mask))
     torch.testing.assert_close(batch.objective_advantages, clipped)
     torch.testing.assert_close(batch.advantages[0], clipped.min(0).values * mask)
+
+
+def test_a_none_score_gives_its_objective_no_advantage_and_no_value_target() -> None:
+    def sometimes(prompts, completions, **kwargs):  # scores every other completion
+        return [None if i % 2 else float(len(c)) for i, c in enumerate(completions)]
+
+    trainer = make_trainer([sometimes, VaderReward()], aggregator="mgda", noon=False)
+    rows = trainer.sample_prompts()
+    rollout = trainer.generate(rows)
+    scores = trainer.score(rows, rollout)
+    assert torch.isnan(scores[0, 1::2]).all() and not torch.isnan(scores[0, ::2]).any()
+    batch = trainer.prepare_batch(rollout, scores)
+    assert batch.value_mask is not None
+    assert float(batch.value_mask[0, 1::2].sum()) == 0.0
+    assert torch.equal(batch.value_mask[1], batch.mask)
+    # whitened over the scored completions only: the others stay at exactly 0
+    assert float(batch.objective_advantages[0, 1::2].abs().sum()) == 0.0
+    assert float(batch.objective_advantages[0, ::2].abs().sum()) > 0
+    assert torch.isfinite(batch.objective_advantages).all()
+    stats = trainer.step()
+    assert math.isfinite(stats["objective/scores/sometimes"])

@@ -141,25 +141,28 @@ class GRPOEstimator(Estimator[MOGRPOConfig]):
     def clip_range(self) -> tuple[float, float | None]:
         return self.config.epsilon, self.config.epsilon_high
 
-    def baseline_advantages(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """``rᵢ − mean of its group`` ``[k, B]`` over the valid entries (0 where not valid)."""
+    def grouped(
+        self, rewards: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rewards`` (0 where not valid) and ``valid`` as ``[k, prompts, num_generations]``."""
         k, b = rewards.shape
         groups = (k, b // self.config.num_generations, self.config.num_generations)
         r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(groups)
-        v = valid.view(groups).to(r.dtype)
+        return r, valid.view(groups).to(r.dtype)
+
+    def baseline_advantages(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``rᵢ − mean of its group`` ``[k, B]`` over the valid entries (0 where not valid)."""
+        r, v = self.grouped(rewards, valid)
         mean = r.sum(-1, keepdim=True) / v.sum(-1, keepdim=True).clamp(min=1)
-        return ((r - mean) * v).view(k, b)
+        return ((r - mean) * v).view(rewards.shape)
 
     def _group_std(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The unbiased std of each completion's group ``[k, B]`` over its valid entries."""
-        k, b = rewards.shape
-        g = self.config.num_generations
-        r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(k, b // g, g)
-        v = valid.view(k, b // g, g).to(r.dtype)
+        r, v = self.grouped(rewards, valid)
         n = v.sum(-1, keepdim=True)
         mean = r.sum(-1, keepdim=True) / n.clamp(min=1)
         var = (((r - mean) * v) ** 2).sum(-1, keepdim=True) / (n - 1).clamp(min=1)
-        return var.sqrt().expand(k, b // g, g).reshape(k, b)
+        return var.sqrt().expand_as(r).reshape(rewards.shape)
 
     def normalized(
         self, rewards: torch.Tensor, valid: torch.Tensor, all_reduce_sum: AllReduceSum | None

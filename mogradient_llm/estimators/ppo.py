@@ -137,10 +137,12 @@ class PPOEstimator(Estimator[MOPPOConfig]):
             f"advantages/{name}/positive_frac": float(masked_mean((adv > 0).float(), mask))
             for name, adv in zip(self.names, advantages)
         }
+        scored = value_mask  # the tokens each remaining advantage row is defined on
         if scalarize is not None:
             advantages = scalarize(advantages)
+            scored = value_mask.amax(0, keepdim=True)
         if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = masked_whiten(advantages, scored)
         return Estimate(advantages, kl=kl, returns=returns, value_mask=value_mask, stats=stats)
 
     def extra_loss(

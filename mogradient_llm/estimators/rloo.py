@@ -38,11 +38,8 @@ class RLOOEstimator(GRPOEstimator):
     def baseline_advantages(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``rᵢ − mean of the others`` ``[k, B]`` over the valid entries of each group (0 where
         not valid or when no other completion of the group was scored)."""
-        k, b = rewards.shape
-        groups = (k, b // self.config.num_generations, self.config.num_generations)
-        r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(groups)
-        v = valid.view(groups).to(r.dtype)
+        r, v = self.grouped(rewards, valid)
         others = (v.sum(-1, keepdim=True) - v).clamp(min=1)
         baseline = (r.sum(-1, keepdim=True) - r) / others
         alone = v.sum(-1, keepdim=True) < 2
-        return torch.where(alone, torch.zeros_like(r), (r - baseline) * v).view(k, b)
+        return torch.where(alone, torch.zeros_like(r), (r - baseline) * v).view(rewards.shape)

@@ -1,0 +1,155 @@
+"""What the loop adds around every estimator: per-objective diagnostics, trackers through
+accelerate (``report_to``), and two processes agreeing on GRPO and RLOO updates."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from accelerate.tracking import GeneralTracker
+
+from mogradient_llm.diagnostics import (
+    advantage_diagnostics,
+    correlation_matrix,
+    cosine_matrix,
+    gradient_diagnostics,
+)
+from tests.llm_fixtures import make_trainer, tiny_lm_dir
+
+
+def test_gradient_cosines_and_conflict_rate_match_the_gradients() -> None:
+    grads = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 0.0, 2.0]], dtype=torch.float64)
+    stats = gradient_diagnostics(grads @ grads.T, ["a", "b", "c"])
+    for (i, x), (j, y) in [((0, "a"), (1, "b")), ((0, "a"), (2, "c")), ((1, "b"), (2, "c"))]:
+        expected = float(grads[i] @ grads[j] / grads[i].norm() / grads[j].norm())
+        assert stats[f"diag/grad_cos/{x}/{y}"] == pytest.approx(expected)
+    assert stats["diag/conflict_rate"] == pytest.approx(2 / 3)  # a·c < 0 and b·c < 0
+    zero = cosine_matrix(torch.zeros(2, 2))
+    assert torch.equal(zero, torch.zeros(2, 2, dtype=torch.float64))
+
+
+def test_advantage_correlation_matches_numpy_over_the_masked_tokens() -> None:
+    torch.manual_seed(0)
+    advantages = torch.randn(3, 4, 5)
+    mask = (torch.rand(4, 5) > 0.3).float()
+    picked = advantages[:, mask.bool()].numpy()
+    expected = np.corrcoef(picked)
+    torch.testing.assert_close(
+        correlation_matrix(advantages, mask), torch.from_numpy(expected), rtol=1e-6, atol=1e-9
+    )
+    stats = advantage_diagnostics(advantages, mask, ["a", "b", "c"])
+    assert stats["diag/adv_corr/a/c"] == pytest.approx(expected[0, 2])
+
+
+class _Recorder(GeneralTracker):
+    """An accelerate tracker that keeps what it is given."""
+
+    name = "recorder"
+    requires_logging_directory = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: dict = {}
+        self.logged: list[tuple[int, dict]] = []
+
+    @property
+    def tracker(self):
+        return self
+
+    def store_init_configuration(self, values: dict) -> None:
+        self.config = values
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        self.logged.append((step, values))
+
+
+def test_trackers_get_the_config_and_every_steps_metrics(tmp_path) -> None:
+    from accelerate import Accelerator
+
+    from mogradient_llm.rewards import LengthReward
+
+    recorder = _Recorder()
+    accelerator = Accelerator(cpu=True, log_with=[recorder])
+    trainer = make_trainer(
+        [LengthReward(), _chars], accelerator=accelerator, algorithm="grpo", aggregator="pama"
+    )
+    trainer.train(2, tmp_path, progress=False)
+    assert recorder.config["algorithm"] == "grpo" and recorder.config["aggregator"] == "pama"
+    assert [step for step, _ in recorder.logged] == [1, 2]
+    assert "objective/scores/_chars" in recorder.logged[0][1]
+    assert (tmp_path / "metrics.csv").exists() and (tmp_path / "metrics.jsonl").exists()
+
+
+def _chars(completions, **kwargs):
+    return [len(c) / 10.0 for c in completions]
+
+
+def _vowels(completions, **kwargs):
+    return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]
+
+
+SETTINGS = {
+    "grpo-mgda-features-batch-scale": {
+        "algorithm": "grpo",
+        "aggregator": "mgda",
+        "gramian_level": "features",
+        "scale_rewards": "batch",
+    },
+    "grpo-pama-beta": {"algorithm": "grpo", "aggregator": "pama", "noon": True, "beta": 0.1},
+    "rloo-gdpo": {
+        "algorithm": "rloo",
+        "aggregator": "linear",
+        "multi_objective_aggregation": "normalize_then_sum",
+    },
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, out_dir: str, lm_dir: Path) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    results = {}
+    for name, setting in SETTINGS.items():
+        trainer = make_trainer(
+            [_chars, _vowels], accelerator=Accelerator(cpu=True), lm_dir=lm_dir, **setting
+        )
+        module = accelerator.unwrap_model(trainer.model)
+        before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+        weights = [trainer.step()["agg/weight/_chars"] for _ in range(2)]
+        after = torch.cat([p.detach().flatten() for p in module.parameters()])
+        results[name] = {"before": before, "after": after, "weights": weights}
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    accelerator.wait_for_everyone()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_agree_on_group_estimators(tmp_path) -> None:
+    lm_dir = tiny_lm_dir()  # saved here: under torch.distributed only rank 0 would write it
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), lm_dir), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name in SETTINGS:
+        first, second = ranks[0][name], ranks[1][name]
+        assert not torch.equal(first["before"], first["after"]), name
+        torch.testing.assert_close(first["after"], second["after"], rtol=0, atol=0)
+        if name != "grpo-pama-beta":  # PAMA's logged weights are means over each rank's batch
+            assert first["weights"] == second["weights"], name
