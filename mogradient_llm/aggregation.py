@@ -136,7 +136,7 @@ class _AdvantageLevel(_Level):
             per_objective = weights
             stats["agg/s_star"] = float(s_star)
         stats.update(self._weight_stats(per_objective))
-        stats["agg/used_token_frac"] = float(((combined > 0) & mask.bool()).sum() / mask.sum())
+        stats["agg/used_token_frac"] = float(((combined != 0) & mask.bool()).sum() / mask.sum())
         return combined.to(advantages.dtype).unsqueeze(0), stats
 
 

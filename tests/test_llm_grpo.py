@@ -248,3 +248,17 @@ def test_a_reward_that_scores_nothing_gives_no_update_without_crashing() -> None
     trainer = make_trainer([nothing, LengthReward()], algorithm="grpo", aggregator="pama")
     stats = trainer.step()
     assert math.isnan(stats["objective/scores/nothing"]) and stats["train/skipped"] == 0.0
+
+
+def test_without_noon_pama_trains_on_sequences_worse_on_every_objective() -> None:
+    trainer = make_trainer(_varied_rewards(), algorithm="grpo", aggregator="pama", noon=False)
+    rows = trainer.sample_prompts()
+    rollout = trainer.generate(rows)
+    batch = trainer.prepare_batch(rollout, trainer.score(rows, rollout))
+    tokens = batch.mask.sum(1).clamp(min=1)
+    per_sequence = (batch.objective_advantages * batch.mask).sum(2) / tokens  # shared by tokens
+    low, high = per_sequence.min(0).values, per_sequence.max(0).values
+    s_star = torch.where(low > 0, low, torch.where(high < 0, high, torch.zeros_like(low)))
+    torch.testing.assert_close(batch.advantages[0], s_star[:, None] * batch.mask)
+    used = ((s_star[:, None] * batch.mask != 0) & batch.mask.bool()).sum() / batch.mask.sum()
+    assert batch.stats["agg/used_token_frac"] == pytest.approx(float(used))
