@@ -59,8 +59,12 @@ from mogradient_llm.lora import apply_lora
 from mogradient_llm.metrics import MetricsWriter
 from mogradient_llm.nonfinite import NonFiniteError, NonFiniteGuard
 from mogradient_llm.rewards import NonFiniteRewardError, Reward, RewardFn, as_reward, score_all
-from mogradient_llm.rollout import Rollout, generate_rollout, lm_response_logprobs
-from mogradient_llm.rollout import response_logprobs as _response_logprobs
+from mogradient_llm.rollout import (
+    Rollout,
+    generate_rollout,
+    lm_response_logprobs,
+    response_logprobs,
+)
 from mogradient_llm.sampling import sampling_config
 from mogradient_llm.sharding import generation_context
 from mogradient_llm.update import Updater
@@ -302,7 +306,7 @@ class MOTrainer:
             chunk = rollout[start : start + step]
             if need_policy:
                 logits, v, _ = self.model(chunk.input_ids, chunk.attention_mask)
-                logprobs.append(_response_logprobs(logits, chunk.input_ids, q, self.temperature))
+                logprobs.append(response_logprobs(logits, chunk.input_ids, q, self.temperature))
                 if v is not None:
                     values.append(v[:, q - 1 : -1].float())
             if need_ref:
@@ -318,7 +322,7 @@ class MOTrainer:
         if self._ref_is_base:
             with cast("PeftModel", self.policy).disable_adapter():
                 logits, _, _ = self.model(chunk.input_ids, chunk.attention_mask)
-            return _response_logprobs(logits, chunk.input_ids, query_length, self.temperature)
+            return response_logprobs(logits, chunk.input_ids, query_length, self.temperature)
         assert self.ref_model is not None  # needs_reference: a reference was loaded
         with self.accelerator.autocast():
             return lm_response_logprobs(self.ref_model, chunk, self.temperature)
