@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -51,6 +51,9 @@ from mogradient.aggregators.base import (
 from mogradient.aggregators.dispatch import dispatch
 from mogradient.aggregators.registry import get_aggregator
 
+if TYPE_CHECKING:
+    from mogradient.gramian_engine import GramianRecorder
+
 
 def backward(
     losses: Sequence[torch.Tensor] | torch.Tensor,
@@ -60,6 +63,7 @@ def backward(
     aggregator: str | Aggregator = "mgda",
     retain_graph: bool = False,
     through_backward: bool = False,
+    recorder: GramianRecorder | None = None,
     batched: bool = False,
     gramian_precision: Literal["float64", "input"] = "input",
     **kwargs: object,
@@ -79,6 +83,10 @@ def backward(
             ``wᵀJ`` into ``.grad`` — one more backward, but the update is an ordinary backward
             that DDP averages (every parameter the losses reach gets a gradient, as DDP
             requires), that a loss scaler scales and that accumulates like any other.
+        recorder: a :class:`~mogradient.gramian_engine.GramianRecorder` that recorded the
+            forward of ``losses``: Gramian methods then take the parameters' Gramian from it,
+            layer by layer, never holding the k×d Jacobian, and run the one backward of
+            Σ wᵢ Lᵢ (as ``through_backward=True``). ``params`` default to its parameters.
         batched: how the Jacobian's k rows are computed (:func:`jacobian`): ``False``
             (default) one backward per objective, ``True`` one vectorised backward.
         gramian_precision: ``"input"`` (default) forms ``JJᵀ`` in the Jacobian's dtype per
@@ -98,8 +106,17 @@ def backward(
     agg = get_aggregator(aggregator, **kwargs)
     loss_list = _as_list(losses)
     check_losses(torch.stack([loss.detach() for loss in loss_list]))
-    params = _leaves(loss_list) if params is None else list(params)
+    if params is None:
+        params = recorder.params if recorder is not None else _leaves(loss_list)
+    params = list(params)
     _check_params(params)
+    if recorder is not None and (
+        features is not None or {id(p) for p in params} != {id(p) for p in recorder.params}
+    ):
+        raise ValueError(
+            "recorder= gives the Gramian over the recorder's parameters: pass no features= and "
+            "the same params (or none) as GramianRecorder(model, params)"
+        )
 
     loss_values = torch.stack([loss.detach() for loss in loss_list])
 
@@ -122,6 +139,11 @@ def backward(
             _weighted_backward(loss_list, w, params, retain_graph)
             return w
         _check_unsharded(params)
+        if recorder is not None:
+            gram = recorder.gramian(loss_list)
+            w = agg.weights(gram, _global_values(agg, loss_list, loss_values))
+            _weighted_backward(loss_list, w, params, retain_graph)
+            return w
         if through_backward:
             w = parameter_weights(
                 loss_list,
@@ -144,8 +166,8 @@ def backward(
     def by_advantages(agg: AdvantageCombiner) -> None:
         if features is not None:
             _gramian_aggregator(agg, "representation-level (features=)")  # raises
-        if through_backward:
-            _gramian_aggregator(agg, "through_backward=True")  # raises
+        if through_backward or recorder is not None:
+            _gramian_aggregator(agg, "through_backward=True or recorder=")  # raises
         _check_unsharded(params)
         jac = all_reduce_mean(
             jacobian(loss_list, params, retain_graph=retain_graph, batched=batched)

@@ -425,3 +425,43 @@ def test_distributed_gramian_is_that_of_the_mean_gradient(tmp_path):
     ref = gramian_of((jacs[0] + jacs[1]) / 2)
     for r in range(2):
         torch.testing.assert_close(torch.load(tmp_path / f"rank{r}.pt"), ref, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("name", ["mgda", "upgrad", "cagrad"])
+def test_core_backward_with_a_recorder_matches_the_jacobian_path(name) -> None:
+    from mogradient import backward
+
+    def run(use_recorder: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+        x = torch.randn(7, 5, dtype=torch.float64)
+
+        def forward():
+            out = model(x)
+            return [out[:, i].pow(2).mean() for i in range(3)]
+
+        if use_recorder:
+            with GramianRecorder(model) as rec:
+                losses = forward()
+            weights = backward(losses, aggregator=name, recorder=rec)
+        else:
+            weights = backward(forward(), list(model.parameters()), aggregator=name)
+        return weights, [p.grad.clone() for p in model.parameters()]
+
+    (w_rec, g_rec), (w_jac, g_jac) = run(True), run(False)
+    torch.testing.assert_close(w_rec, w_jac, rtol=1e-9, atol=1e-12)
+    for got, expected in zip(g_rec, g_jac):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_core_backward_refuses_a_recorder_over_other_parameters() -> None:
+    from mogradient import backward
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).double()
+    with GramianRecorder(model, [model[0].weight]) as rec:
+        out = model(torch.randn(2, 3, dtype=torch.float64))
+    losses = [out[:, 0].sum(), out[:, 1].sum()]
+    with pytest.raises(ValueError, match="same params"):
+        backward(losses, list(model.parameters()), aggregator="mgda", recorder=rec)
+    with pytest.raises(ValueError, match="Gramian"):
+        backward(losses, aggregator="pama", recorder=rec)
