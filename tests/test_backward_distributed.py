@@ -11,11 +11,13 @@ import torch
 import torch.multiprocessing as mp
 
 import mogradient
+from mogradient.gramian_engine import GramianRecorder
 
 SETTINGS = {
     "mgda-parameters": {"aggregator": "mgda"},
     "mgda-through-backward": {"aggregator": "mgda", "through_backward": True},
     "cagrad-through-backward": {"aggregator": "cagrad", "through_backward": True},
+    "upgrad-recorder": {"aggregator": "upgrad", "recorder": True},
     "mgda-features": {"aggregator": "mgda", "features": True},
     "pcgrad-parameters": {"aggregator": "pcgrad"},
     "pcgrad-features": {"aggregator": "pcgrad", "features": True},
@@ -49,8 +51,13 @@ def _grads(model: torch.nn.Module, x: torch.Tensor, setting: dict) -> dict[str, 
     out = {}
     for step in range(2):
         model.zero_grad(set_to_none=True)
-        losses, h = model(x + step)
         params = [p for p in model.parameters()]
+        recorder = None
+        if setting.get("recorder"):  # the parameters' Gramian layer by layer
+            with GramianRecorder(model, params) as recorder:
+                losses, h = model(x + step)
+        else:
+            losses, h = model(x + step)
         features = h if setting.get("features") else None
         weights = mogradient.backward(
             losses,
@@ -58,6 +65,7 @@ def _grads(model: torch.nn.Module, x: torch.Tensor, setting: dict) -> dict[str, 
             features=features,
             aggregator=setting["aggregator"],
             through_backward=setting.get("through_backward", False),
+            recorder=recorder,
         )
         out[f"grad{step}"] = torch.cat([p.grad.flatten() for p in params])
         if weights is not None:
