@@ -16,12 +16,10 @@ def _rewards() -> list:
     return [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()]
 
 
-def _batch(trainer) -> dict:
-    from mogradient_llm.rewards import score_all
-
+def _batch(trainer):
     prompts = trainer.sample_prompts()
     rollout = trainer.generate(prompts)
-    return trainer.prepare_batch(rollout, score_all(trainer.rewards, prompts, rollout.completions))
+    return trainer.prepare_batch(rollout, trainer.score(prompts, rollout))
 
 
 @pytest.fixture
@@ -35,17 +33,26 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
 @pytest.mark.parametrize("lora", [False, True])
-def test_step0_kl_is_exactly_zero_under_bf16_autocast(lora, fresh_accelerate_state) -> None:
+def test_step0_kl_is_exactly_zero_under_bf16_autocast(
+    lora, algorithm, fresh_accelerate_state
+) -> None:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True, mixed_precision="bf16")
     assert accelerator.native_amp
     extra = {"lora_r": 4, "lora_target_modules": ["c_attn"]} if lora else {}
+    if algorithm == "grpo":  # a reference (beta > 0) and two passes: old log-probs are kept
+        extra.update(algorithm="grpo", beta=0.1, num_iterations=2)
     trainer = make_trainer(_rewards(), accelerator=accelerator, **extra)
     batch = _batch(trainer)
     assert batch.mask.sum() > 0
-    assert torch.equal(batch.kl, torch.zeros_like(batch.kl))
+    assert batch.kl is not None and torch.equal(batch.kl, torch.zeros_like(batch.kl))
+    if algorithm == "grpo":  # the first update's ratio is exactly 1 and its KL term 0
+        index = torch.arange(4)
+        _, extra_loss, _, stats = trainer.updater.minibatch_losses(batch, index)
+        assert float(stats["policy/ratio_avg"]) == 1.0 and float(extra_loss) == 0.0
 
 
 def test_value_heads_and_their_optimiser_state_stay_float32_with_a_bf16_policy() -> None:
