@@ -13,7 +13,7 @@ from mogradient_llm.estimators import GRPOEstimator, MOGRPOConfig, MORLOOConfig,
 from mogradient_llm.estimators.base import EstimatorInputs
 from mogradient_llm.loss import token_weights
 from mogradient_llm.rewards import LengthReward, Reward
-from tests.llm_fixtures import make_trainer
+from tests.llm_fixtures import make_trainer, untied_lm_dir
 from tests.test_llm_update import _assert_same_gradients, _gradients_at_step
 
 G = 4
@@ -193,12 +193,24 @@ def test_beta_loads_a_reference_and_adds_the_k3_term_once() -> None:
     assert second["objective/kl"] > 0 and second["loss/kl"] > 0
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
-def test_gradient_accumulation_gives_the_update_of_the_whole_minibatch(loss_type) -> None:
+@pytest.mark.parametrize(
+    ("loss_type", "level", "untied"),
+    [
+        ("grpo", "features", False),
+        ("dapo", "features", False),
+        ("dr_grpo", "features", False),
+        ("grpo", "parameters", True),  # Llama-style untied head; layers path vs Jacobian path
+    ],
+)
+def test_gradient_accumulation_gives_the_update_of_the_whole_minibatch(
+    loss_type, level, untied
+) -> None:
     # accelerate keeps one gradient-accumulation state per process: each trainer runs before
     # the next one is made.
     common = {"algorithm": "grpo", "aggregator": "mgda", "loss_type": loss_type}
-    common.update(mini_batch_size=8, max_grad_norm=None, gramian_level="features")
+    common.update(mini_batch_size=8, max_grad_norm=None, gramian_level=level)
+    if untied:
+        common["lm_dir"] = untied_lm_dir()
     full = make_trainer(_varied_rewards(), **common)
     rows = full.sample_prompts()
     rollout = full.generate(rows)
