@@ -252,6 +252,15 @@ def sweep_parser() -> argparse.ArgumentParser:
         help="also report the front at these held-out KL budgets (nats per sequence), "
         "comma-separated: each run gives its last checkpoint within the budget (--save-steps)",
     )
+    group.add_argument(
+        "--rewarded-soups",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train one run per objective (one-hot preference) and interpolate their "
+        "weights (LoRA adapters with --lora-r, else the whole policy) at N mixing weights "
+        "(Rewarded Soups, Rame et al. 2023); writes OUT/soups.csv",
+    )
     group.add_argument("--eval-split", default="test", help="held-out split of the prompts")
     group.add_argument("--eval-num-prompts", type=int, default=64)
     group.add_argument("--eval-batch-size", type=int, default=32)
@@ -288,6 +297,7 @@ def parse_sweep_args(
         eval_batch_size=own.eval_batch_size,
         eval_seed=own.eval_seed,
         ref_point=tuple(own.ref_point) if own.ref_point is not None else None,
+        rewarded_soups=own.rewarded_soups,
     )
     return args, config, options
 

@@ -15,6 +15,10 @@ held-out KL is at most ``b`` (:func:`select_at_kl_budget`, a pure function).
 
 Outputs: ``front.csv``, ``front.png``, ``kl_curve.csv``, ``kl_curve.png`` and ``summary.json``
 (hypervolume and spacing of the final front and of each budget's, with the reference point).
+
+Rewarded Soups (Ramé et al. 2023), the cheap front: the runs with one-hot preferences (one per
+objective) are trained, and their weights (LoRA adapters, or whole policies) are interpolated
+over a lattice of mixing weights; each mix is evaluated like a run (``soups.csv``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mogradient import get_aggregator, registered
 from mogradient.pareto import hypervolume, is_non_dominated, simplex_lattice, spacing
@@ -45,6 +50,9 @@ RUNS_DIR = "runs"
 RUN_RECORD = "sweep_run.json"
 EVALS_DIR = "evals"
 INITIAL = "initial"
+SOUPS_DIR = "soups"
+#: The sources and weights a soup was mixed from, next to its ``policy/``.
+SOUP_RECORD = "mix.json"
 #: Run arguments that do not change what a run learns (left out of :data:`RUN_RECORD`).
 _NOT_RECORDED = frozenset({"output_dir", "resume", "no_progress", "cpu", "config"})
 
@@ -62,6 +70,8 @@ class SweepOptions:
         eval_seed: seed of the held-out prompts and of the sampling (the same for every
             checkpoint).
         ref_point: hypervolume reference point (default: each reward's worst value).
+        rewarded_soups: ``0``, or the number of mixing weights (a lattice over the simplex) at
+            which the one-hot runs' weights are interpolated (Rewarded Soups).
     """
 
     preferences: tuple[tuple[float, ...], ...]
@@ -71,6 +81,7 @@ class SweepOptions:
     eval_batch_size: int = 32
     eval_seed: int = 0
     ref_point: tuple[float, ...] | None = None
+    rewarded_soups: int = 0
 
     def __post_init__(self) -> None:
         if not self.preferences:
@@ -82,6 +93,11 @@ class SweepOptions:
             raise ValueError(f"the preferences repeat one another: {labels}; give each once")
         if any(not b > 0 for b in self.kl_budgets):
             raise ValueError(f"KL budgets must be positive, got {list(self.kl_budgets)}")
+        if self.rewarded_soups == 1 or self.rewarded_soups < 0:
+            raise ValueError(
+                f"rewarded_soups must be 0 (off) or at least 2 mixing weights, got "
+                f"{self.rewarded_soups}"
+            )
         if self.eval_num_prompts <= 0 or self.eval_batch_size <= 0:
             raise ValueError(
                 f"eval_num_prompts and eval_batch_size must be positive, got "
@@ -315,8 +331,7 @@ class _Evaluator:
         """``{"scores": [...], "kl": ...}`` of the policy in ``policy_dir``, cached in ``cache``."""
         from mogradient_llm.evaluate import evaluate_checkpoint
 
-        stamp = max(p.stat().st_mtime_ns for p in policy_dir.rglob("*") if p.is_file())
-        key = {"policy": str(policy_dir), "mtime_ns": stamp, **self.settings}
+        key = {"policy": str(policy_dir), "mtime_ns": _stamp(policy_dir), **self.settings}
         if cache.is_file():
             stored = json.loads(cache.read_text())
             if stored.get("key") == json.loads(json.dumps(key)):
@@ -342,6 +357,11 @@ class _Evaluator:
         return value
 
 
+def _stamp(directory: Path) -> int:
+    """The newest modification time of the files under ``directory`` (a policy's version)."""
+    return max(p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file())
+
+
 def _checkpoints(run_dir: Path) -> list[tuple[int, str, Path]]:
     """``(step, name, policy dir)`` of a run's complete checkpoints and ``final``, by step; a
     ``checkpoint-N`` at the final step is the final policy and is left out."""
@@ -354,6 +374,89 @@ def _checkpoints(run_dir: Path) -> list[tuple[int, str, Path]]:
             if step < final_step:
                 found.append((step, path.name, path / "policy"))
     return sorted(found)
+
+
+# ---------------------------------------------------------------------- Rewarded Soups
+
+
+def one_hot_preferences(n_objectives: int) -> list[tuple[float, ...]]:
+    """The preferences of the runs that Rewarded Soups mixes: one objective each."""
+    return [tuple(float(i == j) for j in range(n_objectives)) for i in range(n_objectives)]
+
+
+def interpolate_policies(sources: Sequence[Path], weights: Sequence[float], target: Path) -> None:
+    """Write ``Σᵢ wᵢ θᵢ`` of saved policies of one architecture into ``target`` (Rewarded
+    Soups, Ramé et al. 2023): every floating-point tensor of their ``*.safetensors`` files is
+    interpolated — with LoRA the adapters' A and B matrices, as the paper does — and the other
+    files (configs, tokenizer) are copied from the first source. Written aside, then renamed."""
+    from safetensors.torch import load_file, save_file
+
+    if len(sources) != len(weights) or not sources:
+        raise ValueError(f"got {len(sources)} policies and {len(weights)} weights; give one each")
+    first = Path(sources[0])
+    files = sorted(p.name for p in first.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {first}; pass saved policies")
+    tmp = target.parent / f"{TMP_PREFIX}{target.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(first, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
+    for name in files:
+        tensors = [load_file(Path(source) / name) for source in sources]
+        for source, other in zip(sources[1:], tensors[1:]):
+            if set(other) != set(tensors[0]) or any(
+                other[key].shape != value.shape for key, value in tensors[0].items()
+            ):
+                raise ValueError(
+                    f"{Path(source) / name} does not hold the same tensors as {first / name}; "
+                    "Rewarded Soups mixes policies of one architecture (and one LoRA config)"
+                )
+        mixed = {}
+        for key, value in tensors[0].items():
+            if not value.is_floating_point():
+                mixed[key] = value
+                continue
+            total = torch.zeros_like(value, dtype=torch.float64)
+            for weight, other in zip(weights, tensors):
+                total += weight * other[key].to(torch.float64)
+            mixed[key] = total.to(value.dtype)
+        save_file(mixed, str(tmp / name), metadata={"format": "pt"})
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+def _soups(
+    out: Path,
+    options: SweepOptions,
+    curves: Mapping[str, Sequence[PolicyPoint]],
+    evaluate: _Evaluator,
+) -> list[PolicyPoint]:
+    """Mix the one-hot runs' final policies at a lattice of weights and evaluate each mix
+    (mixes and evaluations cached in ``OUT/soups/<weights>/``)."""
+    k = len(evaluate.rewards)
+    labels = [preference_label(p) for p in one_hot_preferences(k)]
+    sources = [out / RUNS_DIR / label / "final" / "policy" for label in labels]
+    step = max(curves[label][-1].step for label in labels)
+    points = []
+    for weights in preference_lattice(k, options.rewarded_soups):
+        label = preference_label(weights)
+        directory = out / SOUPS_DIR / label
+        record = {
+            "sources": [str(s) for s in sources],
+            "stamps": [_stamp(s) for s in sources],
+            "weights": list(weights),
+        }
+        record_path = directory / SOUP_RECORD
+        if not record_path.is_file() or json.loads(record_path.read_text()) != record:
+            directory.mkdir(parents=True, exist_ok=True)
+            interpolate_policies(sources, weights, directory / "policy")
+            record_path.write_text(json.dumps(record, indent=1))
+        value = evaluate(directory / "policy", directory / "eval.json")
+        points.append(
+            PolicyPoint(f"soup {label}", weights, step, "soup", tuple(value["scores"]), value["kl"])
+        )
+    return points
 
 
 # ---------------------------------------------------------------------- the sweep
@@ -370,8 +473,12 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
         raise ValueError("sweep resumes interrupted runs by itself; drop --resume")
     check_preference_aware(config.aggregator)
     k = len(args.reward)
+    preferences = list(options.preferences)
+    if options.rewarded_soups:  # the runs it mixes, unless the sweep has them already
+        labels = {preference_label(p) for p in preferences}
+        preferences += [p for p in one_hot_preferences(k) if preference_label(p) not in labels]
     configs = {}
-    for preference in options.preferences:
+    for preference in preferences:
         if len(preference) != k:
             raise ValueError(
                 f"preference {list(preference)} has {len(preference)} entries for {k} rewards; "
@@ -431,6 +538,7 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
                 },
             }
         )
+    soups = _soups(out, options, curves, evaluate) if options.rewarded_soups else []
     summary = {
         "objectives": names,
         "ref_point": list(ref_point),
@@ -440,9 +548,13 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
         "final": {**final_metrics, "runs": [p.run for p in finals]},
         "kl_budgets": budgets,
     }
+    if soups:
+        soup_metrics = front_metrics(soups, ref_point)
+        summary["rewarded_soups"] = {**soup_metrics, "runs": [p.run for p in soups]}
+        write_front_csv(out / "soups.csv", soups, soup_metrics["non_dominated"], names)
     write_front_csv(out / "front.csv", finals, final_metrics["non_dominated"], names)
     write_kl_curve_csv(out / "kl_curve.csv", curves, names)
-    plot_front(out / "front.png", finals, final_metrics["non_dominated"], names, ref_point)
+    plot_front(out / "front.png", finals, final_metrics["non_dominated"], names, ref_point, soups)
     plot_kl_curves(out / "kl_curve.png", curves, names, options.kl_budgets)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(format_tables(finals, summary, names), flush=True)
@@ -508,9 +620,11 @@ def plot_front(
     non_dominated: Sequence[bool],
     names: Sequence[str],
     ref_point: Sequence[float],
+    soups: Sequence[PolicyPoint] = (),
 ) -> None:
     """The runs' held-out rewards, the non-dominated ones marked; with two objectives the
-    dominated (hypervolume) region is shaded, with more each pair of objectives is drawn."""
+    dominated (hypervolume) region is shaded, with more each pair of objectives is drawn.
+    ``soups`` (Rewarded Soups' mixes) are drawn as a dashed line of open diamonds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -541,6 +655,17 @@ def plot_front(
             s=120,
             label="non-dominated",
         )
+        if soups:
+            mixes = np.array([p.scores for p in soups], dtype=np.float64)
+            ax.plot(
+                mixes[:, i],
+                mixes[:, j],
+                linestyle="--",
+                marker="D",
+                fillstyle="none",
+                color="tab:green",
+                label="Rewarded Soups (weights interpolated)",
+            )
         for p, (x, y) in zip(points, scores[:, [i, j]]):
             ax.annotate(p.run, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(f"held-out mean {names[i]}")
@@ -605,6 +730,12 @@ def format_tables(
         f"final front: hypervolume {_number(final['hypervolume'])}, spacing "
         f"{_number(final['spacing'])} (reference point {ref})"
     )
+    if "rewarded_soups" in summary:
+        soups = summary["rewarded_soups"]
+        lines.append(
+            f"Rewarded Soups ({soups['n_points']} mixes of the one-hot runs): hypervolume "
+            f"{_number(soups['hypervolume'])}, spacing {_number(soups['spacing'])} (soups.csv)"
+        )
     for entry in summary["kl_budgets"]:
         chosen = " ".join(f"{run}@{v['step']}" for run, v in entry["selected"].items())
         lines.append(

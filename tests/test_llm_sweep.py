@@ -9,6 +9,8 @@ import re
 import shutil
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 import mogradient_llm.cli as cli
 import mogradient_llm.evaluate as evaluate_module
@@ -17,6 +19,7 @@ from mogradient_llm.sweep import (
     PolicyPoint,
     front_at_kl_budget,
     front_metrics,
+    interpolate_policies,
     preference_aware_aggregators,
     preference_label,
     preference_lattice,
@@ -238,3 +241,51 @@ def test_grpo_sweep_with_explicit_preferences(tmp_path, capsys) -> None:
     assert summary["kl_budgets"][0]["n_points"] == 2
     # no --save-steps: each run's curve is the initial policy and the final one
     assert len(_read_csv(out / "kl_curve.csv")) == 4
+
+
+def test_interpolate_policies_mixes_float_tensors_and_refuses_other_shapes(tmp_path) -> None:
+    sources = []
+    for i, value in enumerate((1.0, 3.0)):
+        source = tmp_path / f"p{i}"
+        source.mkdir()
+        tensors = {"w": torch.full((2, 2), value), "ids": torch.tensor([7, 8])}
+        save_file(tensors, str(source / "model.safetensors"))
+        (source / "config.json").write_text("{}")
+        sources.append(source)
+    interpolate_policies(sources, [0.25, 0.75], tmp_path / "mix")
+    mixed = load_file(tmp_path / "mix" / "model.safetensors")
+    assert torch.equal(mixed["w"], torch.full((2, 2), 2.5))
+    assert torch.equal(mixed["ids"], torch.tensor([7, 8]))
+    assert (tmp_path / "mix" / "config.json").is_file()
+    save_file(
+        {"w": torch.ones(3), "ids": torch.tensor([7, 8])}, str(sources[1] / "model.safetensors")
+    )
+    with pytest.raises(ValueError, match="same tensors"):
+        interpolate_policies(sources, [0.5, 0.5], tmp_path / "mix")
+
+
+def test_rewarded_soups_of_lora_adapters(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    _sweep(
+        out, "--aggregator", "linear", "--preference", "0.5,0.5", "--rewarded-soups", "3",
+        "--lora-r", "4", "--steps", "2",
+    )  # fmt: skip
+    assert "Rewarded Soups (3 mixes" in capsys.readouterr().out
+    # the one-hot runs it mixes are added to the sweep
+    front = {row["run"]: row for row in _read_csv(out / "front.csv")}
+    assert set(front) == {"0.5_0.5", "1_0", "0_1"}
+    assert (out / "runs" / "1_0" / "final" / "policy" / "adapter_model.safetensors").is_file()
+    soups = {row["run"]: row for row in _read_csv(out / "soups.csv")}
+    assert set(soups) == {"soup 0_1", "soup 0.5_0.5", "soup 1_0"}
+    # a mix with all its weight on one run is that run's policy: same held-out evaluation
+    for label in ("1_0", "0_1"):
+        for key in ("score/length", "score/vader", "kl"):
+            assert float(soups[f"soup {label}"][key]) == pytest.approx(float(front[label][key]))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rewarded_soups"]["n_points"] == 3
+    name = "adapter_model.safetensors"
+    ends = [load_file(out / "runs" / label / "final" / "policy" / name) for label in ("1_0", "0_1")]
+    mid = load_file(out / "soups" / "0.5_0.5" / "policy" / name)
+    assert not all(torch.equal(ends[0][key], ends[1][key]) for key in mid)
+    for key, value in mid.items():
+        assert torch.allclose(value, (ends[0][key] + ends[1][key]) / 2)
