@@ -1,4 +1,4 @@
-"""``mogradient-llm``: ``train``, ``evaluate`` and ``demo`` commands."""
+"""``mogradient-llm``: ``train``, ``sweep``, ``evaluate`` and ``demo`` commands."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from mogradient_llm.estimators import ESTIMATORS, estimator_class
 if TYPE_CHECKING:
     from transformers import HfArgumentParser
     from transformers.hf_argparser import DataClassType
+
+    from mogradient_llm.sweep import SweepOptions
 
 TINY = "tiny"
 
@@ -69,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         add_help=False,
         help="train a policy (mogradient-llm train --algorithm ppo|grpo|rloo --help)",
+    )
+    sub.add_parser(
+        "sweep",
+        add_help=False,
+        help="train one policy per preference and write the front, also at matched KL "
+        "(mogradient-llm sweep --help)",
     )
 
     evaluate = sub.add_parser(
@@ -208,6 +216,90 @@ def parse_train_args(argv: list[str]) -> tuple[argparse.Namespace, MOConfig]:
             generation[key] = getattr(args, key)
     config_values["generation_kwargs"] = generation
     return args, config_class(**config_values)
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    """``mogradient-llm sweep``'s own flags; every other flag is ``train``'s."""
+    parser = argparse.ArgumentParser(
+        prog="mogradient-llm sweep",
+        description="Train one policy per preference (a preference-aware --aggregator: "
+        "linear, tchebycheff, stch, epo, upgrad, ...), evaluate every checkpoint on held-out "
+        "prompts, and write OUT/front.csv, front.png, kl_curve.csv, kl_curve.png and "
+        "summary.json. Runs live in OUT/runs/<preference>/; finished ones are reused, "
+        "interrupted ones resume.",
+        allow_abbrev=False,
+        epilog="Every flag of 'mogradient-llm train --algorithm ALG --help' is accepted too; "
+        "--output-dir is the sweep's directory OUT.",
+    )
+    group = parser.add_argument_group("sweep")
+    group.add_argument(
+        "--preferences",
+        type=int,
+        help="a lattice of N evenly spread preferences over the simplex (2 objectives, 5: "
+        "[0,1], [.25,.75], ..., [1,0]); default 5 unless --preference is given",
+    )
+    group.add_argument(
+        "--preference",
+        action="append",
+        type=_float_list,
+        help="one preference, comma-separated, one entry per --reward (normalised to sum to "
+        "1); repeat for several runs",
+    )
+    group.add_argument(
+        "--kl-budgets",
+        type=_float_list,
+        default=[],
+        help="also report the front at these held-out KL budgets (nats per sequence), "
+        "comma-separated: each run gives its last checkpoint within the budget (--save-steps)",
+    )
+    group.add_argument(
+        "--rewarded-soups",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train one run per objective (one-hot preference) and interpolate their "
+        "weights (LoRA adapters with --lora-r, else the whole policy) at N mixing weights "
+        "(Rewarded Soups, Rame et al. 2023); writes OUT/soups.csv",
+    )
+    group.add_argument("--eval-split", default="test", help="held-out split of the prompts")
+    group.add_argument("--eval-num-prompts", type=int, default=64)
+    group.add_argument("--eval-batch-size", type=int, default=32)
+    group.add_argument("--eval-seed", type=int, default=0)
+    group.add_argument(
+        "--ref-point",
+        type=_float_list,
+        help="hypervolume reference point, comma-separated (default: each reward's worst value)",
+    )
+    return parser
+
+
+def parse_sweep_args(
+    argv: list[str],
+) -> tuple[argparse.Namespace, MOConfig, SweepOptions]:
+    """``sweep``'s options, then ``train``'s arguments and config (:func:`parse_train_args`)
+    from the remaining flags."""
+    from mogradient_llm.sweep import SweepOptions, normalize_preference, preference_lattice
+
+    own, rest = sweep_parser().parse_known_args(argv)
+    args, config = parse_train_args(rest)
+    k = len(args.reward)
+    if own.preference and own.preferences is not None:
+        raise ValueError("give either --preferences N (a lattice) or --preference a,b, not both")
+    if own.preference:
+        preferences = [normalize_preference(p, k) for p in own.preference]
+    else:
+        preferences = preference_lattice(k, 5 if own.preferences is None else own.preferences)
+    options = SweepOptions(
+        preferences=tuple(preferences),
+        kl_budgets=tuple(own.kl_budgets),
+        eval_split=own.eval_split,
+        eval_num_prompts=own.eval_num_prompts,
+        eval_batch_size=own.eval_batch_size,
+        eval_seed=own.eval_seed,
+        ref_point=tuple(own.ref_point) if own.ref_point is not None else None,
+        rewarded_soups=own.rewarded_soups,
+    )
+    return args, config, options
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -389,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     parser = build_parser()
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if rest and args.command != "train":
+    if rest and args.command not in ("train", "sweep"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         _run(args, rest)
@@ -399,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace, rest: list[str]) -> None:
-    """Dispatch the parsed command (``rest``: ``train``'s own flags)."""
+    """Dispatch the parsed command (``rest``: ``train``'s or ``sweep``'s own flags)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -410,6 +502,10 @@ def _run(args: argparse.Namespace, rest: list[str]) -> None:
     if args.command == "train":
         train_args, config = parse_train_args(rest)
         train(train_args, config)
+    elif args.command == "sweep":
+        from mogradient_llm.sweep import run_sweep
+
+        run_sweep(*parse_sweep_args(rest))
     elif args.command == "evaluate":
         evaluate(args)
     else:

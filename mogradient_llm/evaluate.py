@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -96,3 +97,38 @@ def evaluate_policy(
     result["eval/n_prompts"] = len(prompts)
     result["samples"] = samples
     return result
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    rewards: Sequence[Reward],
+    prompts: Sequence[str],
+    generation_kwargs: GenerationConfig | Mapping[str, Any],
+    ref_model: nn.Module | None = None,
+    ref_point: Sequence[float] | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`evaluate_policy` of a saved policy: a checkpoint written by ``train`` (its
+    ``policy/``) or any ``from_pretrained`` directory, sampled after ``torch.manual_seed(seed)``
+    so that every checkpoint of a sweep sees the same prompts and the same random stream."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(checkpoint)
+    if (path / "policy").is_dir():
+        path = path / "policy"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no saved policy at {checkpoint}; pass a checkpoint directory")
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(seed)
+    return evaluate_policy(
+        model,
+        tokenizer,
+        rewards,
+        prompts,
+        generation_kwargs,
+        ref_model=ref_model,
+        ref_point=ref_point,
+        batch_size=batch_size,
+    )
