@@ -11,21 +11,22 @@ Every checkpoint along a run (``--save-steps``), the final policy and the shared
 are evaluated on held-out prompts (mean reward per objective, KL to the reference), and cached
 next to the checkpoint. The front is compared at matched KL, so that no method wins by drifting
 further from the reference: for a budget ``b``, each run contributes the last checkpoint whose
-held-out KL is at most ``b`` (:func:`select_at_kl_budget`, a pure function).
+held-out KL is at most ``b`` (:func:`mogradient_llm.front.select_at_kl_budget`, a pure
+function; the front's metrics, CSV, plots and tables are in :mod:`mogradient_llm.front`).
 
 Outputs: ``front.csv``, ``front.png``, ``kl_curve.csv``, ``kl_curve.png`` and ``summary.json``
 (hypervolume and spacing of the final front and of each budget's, with the reference point).
 
 Rewarded Soups (Ramé et al. 2023), the cheap front: the runs with one-hot preferences (one per
 objective) are trained, and their weights (LoRA adapters, or whole policies) are interpolated
-over a lattice of mixing weights; each mix is evaluated like a run (``soups.csv``).
+over a lattice of mixing weights (:mod:`mogradient_llm.soups`); each mix is evaluated like a
+run (``soups.csv``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import dataclasses
 import inspect
 import json
@@ -37,12 +38,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mogradient import get_aggregator, registered
-from mogradient.pareto import hypervolume, is_non_dominated, simplex_lattice, spacing
+from mogradient.pareto import simplex_lattice
 from mogradient_llm.checkpoint import TMP_PREFIX, is_complete, latest_checkpoint
 from mogradient_llm.config import MOConfig
+from mogradient_llm.front import (
+    PolicyPoint,
+    format_tables,
+    front_at_kl_budget,
+    front_metrics,
+    plot_front,
+    plot_kl_curves,
+    write_front_csv,
+    write_kl_curve_csv,
+)
+from mogradient_llm.soups import interpolate_policies
 
 RUNS_DIR = "runs"
 #: The settings a run was trained with, next to its checkpoints; a sweep refuses to reuse a
@@ -103,21 +114,6 @@ class SweepOptions:
                 f"eval_num_prompts and eval_batch_size must be positive, got "
                 f"{self.eval_num_prompts}, {self.eval_batch_size}"
             )
-
-
-@dataclass(frozen=True)
-class PolicyPoint:
-    """One evaluated policy of a run: held-out mean rewards and KL at a training step.
-
-    ``checkpoint`` is ``"initial"`` (step 0, the policy every run starts from),
-    ``"checkpoint-N"`` or ``"final"``."""
-
-    run: str
-    preference: tuple[float, ...]
-    step: int
-    checkpoint: str
-    scores: tuple[float, ...]
-    kl: float
 
 
 # ---------------------------------------------------------------------- preferences
@@ -186,38 +182,6 @@ def config_for_preference(config: MOConfig, preference: Sequence[float]) -> MOCo
 
 
 # ---------------------------------------------------------------------- matched KL
-
-
-def select_at_kl_budget(curve: Sequence[PolicyPoint], budget: float) -> PolicyPoint | None:
-    """The last point of a run's ``curve`` (the largest step) whose KL is at most ``budget``;
-    ``None`` when every point exceeds it. Later checkpoints are preferred over lower KL: the
-    question is how far training gets within the budget."""
-    within = [p for p in curve if p.kl <= budget]
-    return max(within, key=lambda p: p.step) if within else None
-
-
-def front_at_kl_budget(
-    curves: Mapping[str, Sequence[PolicyPoint]], budget: float
-) -> list[PolicyPoint]:
-    """One point per run (:func:`select_at_kl_budget`); runs with no point within the budget
-    are left out."""
-    chosen = (select_at_kl_budget(curve, budget) for curve in curves.values())
-    return [p for p in chosen if p is not None]
-
-
-def front_metrics(points: Sequence[PolicyPoint], ref_point: Sequence[float]) -> dict[str, Any]:
-    """Hypervolume (maximised rewards above ``ref_point``), spacing (``None`` for fewer than
-    two points) and the non-dominated mask of ``points``."""
-    if not points:
-        return {"hypervolume": 0.0, "spacing": None, "non_dominated": [], "n_points": 0}
-    scores = np.array([p.scores for p in points], dtype=np.float64)
-    mask = is_non_dominated(scores, maximize=True)
-    return {
-        "hypervolume": hypervolume(scores, ref_point, maximize=True),
-        "spacing": spacing(scores) if len(points) > 1 else None,
-        "non_dominated": [bool(m) for m in mask],
-        "n_points": len(points),
-    }
 
 
 # ---------------------------------------------------------------------- training
@@ -384,48 +348,6 @@ def one_hot_preferences(n_objectives: int) -> list[tuple[float, ...]]:
     return [tuple(float(i == j) for j in range(n_objectives)) for i in range(n_objectives)]
 
 
-def interpolate_policies(sources: Sequence[Path], weights: Sequence[float], target: Path) -> None:
-    """Write ``Σᵢ wᵢ θᵢ`` of saved policies of one architecture into ``target`` (Rewarded
-    Soups, Ramé et al. 2023): every floating-point tensor of their ``*.safetensors`` files is
-    interpolated — with LoRA the adapters' A and B matrices, as the paper does — and the other
-    files (configs, tokenizer) are copied from the first source. Written aside, then renamed."""
-    from safetensors.torch import load_file, save_file
-
-    if len(sources) != len(weights) or not sources:
-        raise ValueError(f"got {len(sources)} policies and {len(weights)} weights; give one each")
-    first = Path(sources[0])
-    files = sorted(p.name for p in first.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors weights in {first}; pass saved policies")
-    tmp = target.parent / f"{TMP_PREFIX}{target.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(first, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
-    for name in files:
-        tensors = [load_file(Path(source) / name) for source in sources]
-        for source, other in zip(sources[1:], tensors[1:]):
-            if set(other) != set(tensors[0]) or any(
-                other[key].shape != value.shape for key, value in tensors[0].items()
-            ):
-                raise ValueError(
-                    f"{Path(source) / name} does not hold the same tensors as {first / name}; "
-                    "Rewarded Soups mixes policies of one architecture (and one LoRA config)"
-                )
-        mixed = {}
-        for key, value in tensors[0].items():
-            if not value.is_floating_point():
-                mixed[key] = value
-                continue
-            total = torch.zeros_like(value, dtype=torch.float64)
-            for weight, other in zip(weights, tensors):
-                total += weight * other[key].to(torch.float64)
-            mixed[key] = total.to(value.dtype)
-        save_file(mixed, str(tmp / name), metadata={"format": "pt"})
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-
-
 def _soups(
     out: Path,
     options: SweepOptions,
@@ -562,184 +484,3 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
 
 
 # ---------------------------------------------------------------------- outputs
-
-
-def write_front_csv(
-    path: Path, points: Sequence[PolicyPoint], non_dominated: Sequence[bool], names: Sequence[str]
-) -> None:
-    """One row per run: its preference, held-out mean rewards, KL and non-dominated flag."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            [
-                "run",
-                *(f"preference/{n}" for n in names),
-                "step",
-                *(f"score/{n}" for n in names),
-                "kl",
-                "non_dominated",
-            ]
-        )
-        for point, flag in zip(points, non_dominated):
-            writer.writerow(
-                [point.run, *point.preference, point.step, *point.scores, point.kl, int(flag)]
-            )
-
-
-def write_kl_curve_csv(
-    path: Path, curves: Mapping[str, Sequence[PolicyPoint]], names: Sequence[str]
-) -> None:
-    """Every evaluated checkpoint of every run: held-out rewards against KL."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", "step", "checkpoint", "kl", *(f"score/{n}" for n in names)])
-        for curve in curves.values():
-            for p in curve:
-                writer.writerow([p.run, p.step, p.checkpoint, p.kl, *p.scores])
-
-
-def _staircase(scores: np.ndarray, ref_point: Sequence[float]) -> np.ndarray:
-    """The outline of the region that 2-D maximised ``scores`` dominate above ``ref_point``."""
-    r0, r1 = ref_point
-    inside = scores[(scores[:, 0] > r0) & (scores[:, 1] > r1)]
-    inside = inside[np.argsort(-inside[:, 0])]
-    vertices = [(r0, r1)]
-    best_y = r1
-    for x, y in inside:
-        if y <= best_y:  # dominated: adds nothing to the region
-            continue
-        vertices += [(x, best_y), (x, y)]
-        best_y = y
-    vertices.append((r0, best_y))
-    return np.array(vertices)
-
-
-def plot_front(
-    path: Path,
-    points: Sequence[PolicyPoint],
-    non_dominated: Sequence[bool],
-    names: Sequence[str],
-    ref_point: Sequence[float],
-    soups: Sequence[PolicyPoint] = (),
-) -> None:
-    """The runs' held-out rewards, the non-dominated ones marked; with two objectives the
-    dominated (hypervolume) region is shaded, with more each pair of objectives is drawn.
-    ``soups`` (Rewarded Soups' mixes) are drawn as a dashed line of open diamonds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scores = np.array([p.scores for p in points], dtype=np.float64)
-    flags = np.array(non_dominated, dtype=bool)
-    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
-    ref_text = "reference point (" + ", ".join(f"{r:g}" for r in ref_point) + ")"
-    for ax, (i, j) in zip(axes[0], pairs):
-        if len(names) == 2:
-            outline = _staircase(scores, ref_point)
-            ax.fill(
-                outline[:, 0],
-                outline[:, 1],
-                color="tab:blue",
-                alpha=0.15,
-                label=f"hypervolume region, {ref_text}",
-            )
-            ax.scatter([ref_point[0]], [ref_point[1]], marker="x", color="black")
-        ax.scatter(scores[~flags, i], scores[~flags, j], color="tab:gray", label="dominated")
-        ax.scatter(
-            scores[flags, i],
-            scores[flags, j],
-            color="tab:red",
-            marker="*",
-            s=120,
-            label="non-dominated",
-        )
-        if soups:
-            mixes = np.array([p.scores for p in soups], dtype=np.float64)
-            ax.plot(
-                mixes[:, i],
-                mixes[:, j],
-                linestyle="--",
-                marker="D",
-                fillstyle="none",
-                color="tab:green",
-                label="Rewarded Soups (weights interpolated)",
-            )
-        for p, (x, y) in zip(points, scores[:, [i, j]]):
-            ax.annotate(p.run, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xlabel(f"held-out mean {names[i]}")
-        ax.set_ylabel(f"held-out mean {names[j]}")
-        ax.legend(fontsize=7, loc="lower left")
-    title = "sweep front (final policies)"
-    if len(names) > 2:
-        title += f"; hypervolume over {len(names)} objectives, {ref_text}"
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_kl_curves(
-    path: Path,
-    curves: Mapping[str, Sequence[PolicyPoint]],
-    names: Sequence[str],
-    kl_budgets: Sequence[float],
-) -> None:
-    """One panel per objective: held-out mean reward against held-out KL along each run, the
-    KL budgets as dashed lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
-    for i, (ax, name) in enumerate(zip(axes[0], names)):
-        for label, curve in curves.items():
-            ax.plot([p.kl for p in curve], [p.scores[i] for p in curve], marker="o", label=label)
-        for budget in kl_budgets:
-            ax.axvline(budget, color="gray", linestyle="--", linewidth=0.8)
-        ax.set_xlabel("held-out KL to the reference (nats / sequence)")
-        ax.set_ylabel(f"held-out mean {name}")
-        ax.legend(fontsize=7, title="preference", title_fontsize=7)
-    fig.suptitle("rewards against KL along training (dashed: KL budgets)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def format_tables(
-    finals: Sequence[PolicyPoint], summary: Mapping[str, Any], names: Sequence[str]
-) -> str:
-    """The final front per run, then the hypervolume at each KL budget with the checkpoint
-    each run contributes (``run@step``; a run with none within the budget is left out)."""
-    header = ["preference", *names, "KL", "step", "non-dominated"]
-    rows = [
-        [p.run, *(f"{s:.4f}" for s in p.scores), f"{p.kl:.3f}", str(p.step), "*" if flag else ""]
-        for p, flag in zip(finals, summary["final"]["non_dominated"])
-    ]
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
-    ref = ", ".join(f"{r:g}" for r in summary["ref_point"])
-    final = summary["final"]
-    lines.append(
-        f"final front: hypervolume {_number(final['hypervolume'])}, spacing "
-        f"{_number(final['spacing'])} (reference point {ref})"
-    )
-    if "rewarded_soups" in summary:
-        soups = summary["rewarded_soups"]
-        lines.append(
-            f"Rewarded Soups ({soups['n_points']} mixes of the one-hot runs): hypervolume "
-            f"{_number(soups['hypervolume'])}, spacing {_number(soups['spacing'])} (soups.csv)"
-        )
-    for entry in summary["kl_budgets"]:
-        chosen = " ".join(f"{run}@{v['step']}" for run, v in entry["selected"].items())
-        lines.append(
-            f"KL <= {entry['kl_budget']:g}: hypervolume {_number(entry['hypervolume'])}, spacing "
-            f"{_number(entry['spacing'])}; last checkpoint within the budget: {chosen or 'none'}"
-        )
-    return "\n".join(lines)

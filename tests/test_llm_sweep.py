@@ -15,15 +15,17 @@ from safetensors.torch import load_file, save_file
 import mogradient_llm.cli as cli
 import mogradient_llm.evaluate as evaluate_module
 from mogradient_llm.cli import main, parse_sweep_args
-from mogradient_llm.sweep import (
+from mogradient_llm.front import (
     PolicyPoint,
     front_at_kl_budget,
     front_metrics,
-    interpolate_policies,
+    select_at_kl_budget,
+)
+from mogradient_llm.soups import interpolate_policies
+from mogradient_llm.sweep import (
     preference_aware_aggregators,
     preference_label,
     preference_lattice,
-    select_at_kl_budget,
 )
 
 FAST = [
