@@ -108,14 +108,28 @@ class _UseWatcher(TorchFunctionMode):
         rec = self.recorder
         if rec._replaying or not torch.is_grad_enabled():
             return out
-        hits = [
-            t
-            for t in tree_leaves((args, kwargs))
-            if isinstance(t, torch.Tensor) and id(t) in rec._wanted
-        ]
+        hits: list[torch.Tensor] = []
+        _collect_wanted(args, rec._wanted, hits)
+        if kwargs:
+            _collect_wanted(kwargs, rec._wanted, hits)
         if hits and any(isinstance(o, torch.Tensor) and o.requires_grad for o in tree_leaves(out)):
             rec._saw(hits, func)
         return out
+
+
+def _collect_wanted(value: Any, wanted: set[int], hits: list[torch.Tensor]) -> None:
+    """Append the tensors of ``value`` (nested lists, tuples, dicts) whose id is ``wanted``:
+    what ``tree_leaves`` finds, without its per-call cost on every torch function of the
+    forward."""
+    if isinstance(value, torch.Tensor):
+        if id(value) in wanted:
+            hits.append(value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _collect_wanted(item, wanted, hits)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_wanted(item, wanted, hits)
 
 
 class _Use:
