@@ -5,7 +5,9 @@ One loop (:class:`~mogradient_llm.trainer.MOTrainer`) with pluggable advantage e
 :class:`MOGRPOConfig`, :class:`MORLOOConfig`. Modules: ``config``, ``estimators``,
 ``trainer``, ``update``, ``batch``, ``rewards``, ``data``, ``aggregation``, ``diagnostics``,
 ``advantages``, ``loss``, ``value_heads``, ``rollout``, ``sampling``, ``kl``, ``models`` (tiny
-offline policies), ``evaluate``, ``metrics``, ``demo`` and ``cli`` (``mogradient-llm``).
+offline policies), ``evaluate``, ``metrics``, ``sweep`` (a front from one run per preference),
+``front`` (its points, matched KL, metrics and plots), ``soups`` (Rewarded Soups), ``demo`` and
+``cli`` (``mogradient-llm``).
 See ``docs/llm.md``.
 """
 
