@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(rows)
     print(
         f"\nAdam β=(0, 0.9), lr {budget.lr} (cosine decay), {budget.steps} steps; "
-        f"{budget.seeds} seeds (reference methods {budget.reference_seeds}); mean ± std\n"
+        f"seeds: {budget.seeds} (reference methods {budget.reference_seeds}); mean ± std\n"
     )
     for name in args.problems:
         print(f"### {name}\n\n{problem_table(summary, name)}\n")

@@ -246,3 +246,12 @@ def test_benchmark_smoke_run_writes_tables_csv_and_plots(tmp_path, capsys) -> No
     printed = capsys.readouterr().out
     assert "| stch |" in printed and "100 evenly spread front points" in printed
     assert "| zdt1 |" in printed  # the targets table
+
+
+def test_benchmark_quick_mode_runs_its_budget(tmp_path, capsys) -> None:
+    out = tmp_path / "quick"
+    pareto_sweep.main(["--quick", "--out", str(out), "--problems", "zdt1", "--methods", "epo"])
+    with (out / "runs.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert int(row["evals"]) == 100 * (pareto_sweep.QUICK.steps + 1)
+    assert "20 steps; seeds: 1" in capsys.readouterr().out
