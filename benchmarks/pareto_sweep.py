@@ -10,6 +10,8 @@ of evaluations. Scores: hypervolume as a percentage of the exact front's, IGD+, 
     python -m benchmarks.pareto_sweep --quick     # smoke run, < 1 minute
     python -m benchmarks.pareto_sweep --out docs/results/sweep --jobs 2   # docs/benchmarks-sweep.md
 
+``--optimizer armijo`` runs every gradient method with the line search instead of Adam.
+
 Writes ``runs.csv`` (one row per run), ``summary.csv`` (mean and std over seeds) and one
 ``<problem>.png`` per problem (final points of seed 0) to ``--out``, and prints the tables.
 """
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -83,6 +86,7 @@ class Budget:
     lr: float
     seeds: int
     reference_seeds: int
+    optimizer: Literal["adam", "armijo"] = "adam"
 
 
 QUICK = Budget(steps=20, lr=0.05, seeds=1, reference_seeds=1)
@@ -170,6 +174,7 @@ def run_one(job: tuple[str, str, int, Budget]) -> tuple[dict, np.ndarray]:
             preferences_for(method, problem.n_obj),
             starts=x0,
             steps=budget.steps,
+            optimizer=budget.optimizer,
             lr=budget.lr,
             ref_point=top.ref_point,
             front=top.front,
@@ -302,7 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/sweep"))
     parser.add_argument("--steps", type=int, help="Adam steps per point")
-    parser.add_argument("--lr", type=float, help="Adam's initial step size")
+    parser.add_argument("--lr", type=float, help="initial step size")
+    parser.add_argument(
+        "--optimizer",
+        choices=["adam", "armijo"],
+        default="adam",
+        help="for every gradient method: Adam (default) or the Armijo line search",
+    )
     parser.add_argument("--seeds", type=int, help="seeds per method and problem")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
@@ -320,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr or base.lr,
         seeds=args.seeds or base.seeds,
         reference_seeds=min(base.reference_seeds, args.seeds or base.seeds),
+        optimizer=args.optimizer,
     )
     methods = args.methods or [*PREFERENCE_METHODS, *REFERENCE_METHODS, NSGA2, "nsga2-long"]
     methods = [NSGA2_LONG if m == "nsga2-long" else m for m in methods]
@@ -327,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = run(budget, args.problems, methods, args.out, args.jobs)
     summary = summarise(rows)
     print(
-        f"\nAdam β=(0, 0.9), lr {budget.lr} (cosine decay), {budget.steps} steps; "
+        f"\n{budget.optimizer}, lr {budget.lr} (cosine decay), {budget.steps} steps; "
         f"seeds: {budget.seeds} (reference methods {budget.reference_seeds}); mean ± std\n"
     )
     for name in args.problems:

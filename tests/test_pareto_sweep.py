@@ -125,6 +125,28 @@ def test_n_evals_counts_every_evaluated_point() -> None:
     assert result.F.shape == (5, 2) and result.x.shape == (5, 3)
 
 
+def test_armijo_descends_every_objective_and_counts_its_trials() -> None:
+    problem = CountingProblem()
+    start = torch.rand(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mgda = lambda p: mogradient.get_aggregator("mgda")  # noqa: E731
+    result = preference_sweep(problem, mgda, 6, starts=start, steps=20, optimizer="armijo")
+    with torch.no_grad():
+        before = problem.inner.evaluate(start).numpy()
+    assert (result.F <= before + 1e-12).all()  # a common descent direction, accepted by Armijo
+    assert (result.F < before - 1e-3).any(axis=1).all()  # and every point moved
+    assert result.n_evals == problem.points  # (the check above used the uncounted inner ZDT1)
+    assert result.n_evals > 6 * (20 + 1)  # trial points count as evaluations
+
+
+def test_armijo_keeps_mgda_spread_where_adam_drifts_to_the_ends() -> None:
+    problem = get_problem("dtlz2", n_obj=2)
+    mgda = lambda p: mogradient.get_aggregator("mgda")  # noqa: E731
+    line = preference_sweep(problem, mgda, 12, steps=60, optimizer="armijo")
+    adam = preference_sweep(problem, mgda, 12, steps=60)
+    assert line.hypervolume > adam.hypervolume
+    assert len(np.unique(line.F.round(3), axis=0)) > len(np.unique(adam.F.round(3), axis=0))
+
+
 def test_same_seed_same_result_other_seed_other_start() -> None:
     problem = get_problem("zdt2", n_var=4)
     a, b = (preference_sweep(problem, stch, 5, steps=10, seed=3) for _ in range(2))
@@ -197,6 +219,7 @@ def test_a_non_finite_direction_names_the_point_and_the_fix() -> None:
         ({"betas": (0.9, 1.0)}, ValueError, r"betas must be a pair of numbers in \[0, 1\)"),
         ({"betas": [0.0, 0.9]}, ValueError, "betas must be a pair"),
         ({"bounds": "reflect"}, ValueError, "bounds must be"),
+        ({"optimizer": "sgd"}, ValueError, "optimizer must be 'adam' or 'armijo'"),
         ({"ideal": "best"}, ValueError, "ideal must be 'running'"),
         ({"ideal": [0.0]}, ValueError, "ideal must be 'running'"),
         ({"ref_point": [1.0, 1.0, 1.0]}, ValueError, "ref_point must be 2 finite numbers"),

@@ -55,6 +55,12 @@ IDEAL_FLOOR = 1e-12
 #: they never leave.
 FRACTION_TO_BOUND = 0.5
 
+#: Sufficient-decrease constant of the Armijo line search (the textbook 1e-4).
+ARMIJO_C = 1e-4
+
+#: Halvings of the line search's first trial before a point gives up for this step.
+ARMIJO_BACKTRACKS = 8
+
 #: The running ideal point sits this fraction of the observed objective range (or of the best
 #: value's magnitude, if larger) below the best value seen, so the shifted losses handed to the
 #: aggregators stay strictly positive (EPO refuses a zero loss) without moving the ideal far
@@ -72,7 +78,8 @@ class SweepResult:
         x: ``[P, n_var]`` float64, final decision vectors (inside the box).
         F: ``[P, n_obj]`` float64, their objective values.
         n_evals: evaluations used: one per point per step (objectives and their Jacobian at
-            one point) plus one per point to score the final population.
+            one point), one per point to score the final population, and, with the line
+            search, one per trial point (objectives only).
         ref_point: ``[n_obj]``, the reference point of :attr:`hypervolume`.
         hypervolume: exact hypervolume of the non-dominated final points.
         igd_plus: IGD+ of the final points to the exact-front sample (lower is better).
@@ -129,6 +136,7 @@ def preference_sweep(
     *,
     starts: torch.Tensor | None = None,
     steps: int = 150,
+    optimizer: Literal["adam", "armijo"] = "adam",
     lr: float = 0.05,
     betas: tuple[float, float] = (0.0, 0.9),
     schedule: Literal["cosine", "constant"] = "cosine",
@@ -151,8 +159,17 @@ def preference_sweep(
             more).
         starts: ``[P, n_var]`` starting points inside the box (or ``[1, n_var]``, shared by all
             points); ``None``: drawn uniformly in the box from ``seed``.
-        steps: projected Adam steps per point (each costs one evaluation with gradients).
-        lr: Adam's initial step size, in the units of the decision variables.
+        steps: steps per point (each costs one evaluation with gradients).
+        optimizer: ``"adam"``: the direction is Adam's gradient, for methods that steer to a
+            target (scalarisations, EPO). ``"armijo"``: a backtracking line search along the
+            direction itself, for methods whose direction is a common descent direction that
+            vanishes at *any* Pareto-stationary point (MGDA, UPGrad, DualProj, ...): Adam's
+            per-coordinate scaling bends such a direction, and points then drift along the
+            front to its ends. The first trial moves the largest coordinate by the step size;
+            each of up to :data:`ARMIJO_BACKTRACKS` halvings costs one more (forward-only)
+            evaluation of the point; a point with no accepted trial stays where it is.
+        lr: the initial step size, in the units of the decision variables (Adam's step size,
+            or the line search's first trial).
         betas: Adam's ``(β₁, β₂)``, each in ``[0, 1)``. The default has no momentum: with it,
             points aimed near the edge of a front overshoot onto the box's boundary.
         schedule: ``"cosine"`` decays the step size to 0 over ``steps``; ``"constant"`` keeps it.
@@ -190,6 +207,8 @@ def preference_sweep(
         or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
     ):
         raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+    if optimizer not in ("adam", "armijo"):
+        raise ValueError(f"optimizer must be 'adam' or 'armijo', got {optimizer!r}")
     if bounds not in ("interior", "clip"):
         raise ValueError(f"bounds must be 'interior' or 'clip', got {bounds!r}")
     if schedule not in ("cosine", "constant"):
@@ -211,12 +230,13 @@ def preference_sweep(
     aggregators = _build_aggregators(aggregator, prefs)
 
     x = x0.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([x], lr=float(lr), betas=betas, eps=ADAM_EPS)
+    adam = torch.optim.Adam([x], lr=float(lr), betas=betas, eps=ADAM_EPS)
     scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        torch.optim.lr_scheduler.CosineAnnealingLR(adam, T_max=steps)
         if schedule == "cosine"
         else None
     )
+    n_evals = n_points * (steps + 1)  # one per point and step, and the final scoring
     best = torch.full((problem.n_obj,), math.inf, dtype=torch.float64)
     worst = torch.full((problem.n_obj,), -math.inf, dtype=torch.float64)
     for step in range(steps):
@@ -241,12 +261,20 @@ def preference_sweep(
                 "check that the method accepts these loss values, or pass ideal= to shift them"
             )
         before = x.detach().clone()
-        x.grad = direction.to(x.dtype)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        if optimizer == "armijo":
+            decay = 0.5 * (1 + math.cos(math.pi * step / steps)) if schedule == "cosine" else 1.0
+            after, trials = _armijo_step(
+                problem, before, values, jacobians, direction.to(x.dtype), lr * decay, bounds
+            )
+            n_evals += trials
+        else:
+            x.grad = direction.to(x.dtype)
+            adam.step()
+            if scheduler is not None:
+                scheduler.step()
+            after = _keep_in_box(problem, before, x.detach(), bounds)
         with torch.no_grad():
-            x.copy_(_keep_in_box(problem, before, x, bounds))
+            x.copy_(after)
 
     final_x = x.detach().clone()
     with torch.no_grad():
@@ -256,7 +284,7 @@ def preference_sweep(
         preferences=prefs,
         x=final_x,
         F=F,
-        n_evals=n_points * (steps + 1),
+        n_evals=n_evals,
         ref_point=ref,
         hypervolume=hypervolume(kept, ref),
         igd_plus=igd_plus(F, front),
@@ -275,6 +303,44 @@ def _keep_in_box(
     lower = problem.lower.to(before) + (1 - FRACTION_TO_BOUND) * (before - problem.lower.to(before))
     upper = problem.upper.to(before) - (1 - FRACTION_TO_BOUND) * (problem.upper.to(before) - before)
     return torch.minimum(torch.maximum(after, lower), upper)
+
+
+def _armijo_step(
+    problem: Problem,
+    x: torch.Tensor,
+    values: torch.Tensor,
+    jacobians: torch.Tensor,
+    direction: torch.Tensor,
+    step_size: float,
+    bounds: str,
+) -> tuple[torch.Tensor, int]:
+    """One backtracking step per point along ``-direction``; returns the points and the number
+    of trial evaluations.
+
+    A trial ``x⁺`` (kept in the box) is accepted when every objective satisfies Armijo's
+    condition ``f_i(x⁺) <= f_i(x) - ARMIJO_C * g_i · (x - x⁺)``; the first trial moves the
+    largest coordinate by ``step_size``, later ones halve the step. Only the points still
+    searching are evaluated.
+    """
+    scale = direction.abs().amax(dim=1).clamp(min=torch.finfo(x.dtype).tiny)
+    t = step_size / scale
+    result = x.clone()
+    pending = torch.arange(len(x))
+    trials = 0
+    for _ in range(ARMIJO_BACKTRACKS + 1):
+        start = x[pending]
+        trial = _keep_in_box(problem, start, start - t[pending, None] * direction[pending], bounds)
+        with torch.no_grad():
+            f = problem.evaluate(trial)
+        trials += len(pending)
+        predicted = torch.einsum("kmn,kn->km", jacobians[pending], start - trial)
+        accepted = (f <= values[pending] - ARMIJO_C * predicted).all(dim=1)
+        result[pending[accepted]] = trial[accepted]
+        pending = pending[~accepted]
+        if len(pending) == 0:
+            break
+        t[pending] = t[pending] / 2
+    return result, trials
 
 
 def values_and_jacobians(problem: Problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
