@@ -152,7 +152,7 @@ class _Collect(torch.autograd.Function):
 
     @staticmethod
     def forward(recorder: GramianRecorder, use: _Use, grad: torch.Tensor) -> torch.Tensor:
-        recorder._receive(use, grad.unsqueeze(0))  # a single, unbatched objective
+        recorder._contribute(use, grad.unsqueeze(0))  # a single, unbatched objective
         return grad.new_zeros(())
 
     @staticmethod
@@ -204,11 +204,6 @@ class GramianRecorder:
         gram_trick: ``"auto"`` (per layer, whichever of ``X Xᵀ`` / per-objective weight
             gradients is cheaper), ``"always"`` or ``"never"``. Ignored (dense) under
             ``torch.distributed`` and for shared parameters.
-        batched: how the k output cotangents of every layer are obtained: ``True`` (default)
-            one backward vectorised over the k objectives (``torch.func.vmap``: the least
-            memory, but slower wherever an operation has no batching rule), ``False`` k
-            backward passes, each layer's cotangents kept until the last pass (extra memory
-            about k × the recorded outputs, never k × the parameters).
     """
 
     def __init__(
@@ -217,7 +212,6 @@ class GramianRecorder:
         params: Iterable[torch.Tensor] | None = None,
         *,
         gram_trick: str = "auto",
-        batched: bool = True,
     ) -> None:
         if gram_trick not in ("auto", "always", "never"):
             raise ValueError(f"gram_trick must be 'auto', 'always' or 'never', got {gram_trick!r}")
@@ -231,11 +225,6 @@ class GramianRecorder:
         self._uses: list[_Use] = []
         self._n_uses: dict[int, int] = {}
         self._collecting = False
-        self.batched = batched
-        # sequential passes: each use's cotangents, one slot per objective
-        self._received: dict[int, tuple[_Use, list[torch.Tensor | None]]] = {}
-        self._pass = -1
-        self._k = 0
         self._replaying = False
         self._anchor: torch.Tensor | None = None
         self._stack: list[_Frame] = []
@@ -343,7 +332,6 @@ class GramianRecorder:
             raise ValueError("got zero losses")
         device = losses[0].device
         self._total = torch.zeros(k, k, dtype=torch.float64, device=device)
-        self._k = k
         self._remaining = dict(self._n_uses)
         self._dense = {}
         self._distributed = _world_size() > 1
@@ -372,27 +360,15 @@ class GramianRecorder:
                     )
 
                 eye = torch.eye(k, dtype=losses[0].dtype, device=device)
-                self._pass = -1  # every cotangent arrives with all k objectives
                 if k == 1:
                     one(eye[0])
-                elif self.batched:
-                    torch.func.vmap(one)(eye)
                 else:
-                    self._received = {}
-                    for i in range(k):
-                        self._pass = i
-                        one(eye[i])
-                    self._pass = -1
-                    for use, slots in self._received.values():
-                        template = next(s for s in slots if s is not None)
-                        filled = [torch.zeros_like(template) if s is None else s for s in slots]
-                        self._contribute(use, torch.cat(filled))
+                    torch.func.vmap(one)(eye)
                 for key in list(self._dense):  # uses that never reached the losses add zero
                     self._flush(key)
         finally:
             self._collecting = False
             self._dense = {}
-            self._received = {}
         if untracked:
             self._fallback(losses, untracked)
         total, self._total = self._total, None
@@ -481,18 +457,6 @@ class GramianRecorder:
             dist.all_reduce(grad)
             grad = grad / _world_size()
         self._add_gram(grad)
-
-    def _receive(self, use: _Use, delta: torch.Tensor) -> None:
-        """One pass's cotangent ``[1, *out]`` of ``use``: contribute it (all k at once), or
-        keep it until the k sequential passes are done."""
-        if self._pass < 0:
-            self._contribute(use, delta)
-            return
-        entry = self._received.get(id(use))
-        if entry is None:
-            entry = (use, [None] * self._k)
-            self._received[id(use)] = entry
-        entry[1][self._pass] = delta.detach()
 
     def _contribute(self, use: _Use, delta: torch.Tensor) -> None:
         with torch.no_grad():

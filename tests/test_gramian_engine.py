@@ -22,14 +22,13 @@ def _reference(losses, params):
     return gramian_of(jacobian(losses, params, retain_graph=True))
 
 
-def _check(model, forward, params=None, gram_trick="auto", expect_fallback=False, batched=True):
+def _check(model, forward, params=None, gram_trick="auto", expect_fallback=False):
     """Record ``forward()`` (returns k losses), compare with the exact Gramian, and check that
-    the weighted backward still runs through the same graph (``batched=False``: the k cotangents
-    from k backward passes instead of one vmapped backward)."""
+    the weighted backward still runs through the same graph."""
     params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with GramianRecorder(model, params, gram_trick=gram_trick, batched=batched) as rec:
+        with GramianRecorder(model, params, gram_trick=gram_trick) as rec:
             losses = forward()
         gram = rec.gramian(losses)
     fell_back = [str(w.message) for w in caught if "plain autograd.grad" in str(w.message)]
@@ -62,9 +61,8 @@ def _token_losses(logits, ids, k=K, seed=0):
     return [(torch.rand(nll.shape, generator=g, dtype=nll.dtype) * nll).mean() for _ in range(k)]
 
 
-@pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("gram_trick", ["auto", "always", "never"])
-def test_mlp(gram_trick, batched):
+def test_mlp(gram_trick):
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, K)
@@ -75,7 +73,7 @@ def test_mlp(gram_trick, batched):
         y = model(x)
         return [y[:, i].pow(2).mean() + y.mean() for i in range(K)]
 
-    _check(model, forward, gram_trick=gram_trick, batched=batched)
+    _check(model, forward, gram_trick=gram_trick)
 
 
 class _EmbedNorm(nn.Module):
@@ -92,16 +90,15 @@ class _EmbedNorm(nn.Module):
         return self.head(self.rms(torch.tanh(self.norm(self.emb(ids)))))
 
 
-@pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("padding_idx", [None, 0])
-def test_embedding_layernorm_tied_and_untied(tied, padding_idx, batched):
+def test_embedding_layernorm_tied_and_untied(tied, padding_idx):
     torch.manual_seed(1)
     model = _EmbedNorm(tied, padding_idx).double()
     ids = torch.randint(0, 20, (3, 7))
     ids[0, :3] = 5  # repeated ids: the per-id sums matter
     ids[1, 0] = 0
-    _check(model, lambda: _token_losses(model(ids), ids), batched=batched)
+    _check(model, lambda: _token_losses(model(ids), ids))
 
 
 def test_tied_contributions_are_not_additive():
@@ -303,14 +300,13 @@ def _gpt2(tied=True, **extra):
     return transformers.GPT2LMHeadModel(config).double().eval()
 
 
-@pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_gpt2_tied_head(attn, batched):
+def test_gpt2_tied_head(attn):
     model = _gpt2(attn_implementation=attn)
     assert model.lm_head.weight is model.transformer.wte.weight
     ids = torch.randint(0, 50, (2, 9))
     # no warning, nothing routed to the fallback, and wte's two uses share a dense buffer
-    rec = _check(model, lambda: _token_losses(model(ids).logits, ids), batched=batched)
+    rec = _check(model, lambda: _token_losses(model(ids).logits, ids))
     assert rec._n_uses[id(model.transformer.wte.weight)] == 2
 
 
