@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import os
 import resource
@@ -32,6 +31,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.tables import write_csv
 
 MODELS = ("mlp", "transformer", "gpt2")
 METHODS = ("mg_loop", "mg_batched", "mg_layers", "tjd_autojac", "tjd_autogram", "mg_features")
@@ -271,13 +272,7 @@ def main() -> None:
         "n_params",
         "error",
     ]
-    with open(
-        out / ("backward_step_quick.csv" if args.quick else "backward_step.csv"), "w", newline=""
-    ) as fh:
-        writer = csv.DictWriter(fh, keys)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in keys})
+    write_csv(rows, out / ("backward_step_quick.csv" if args.quick else "backward_step.csv"), keys)
     print()
     print(table(rows))
     _plot(rows, out / ("backward_step_quick.png" if args.quick else "backward_step.png"))

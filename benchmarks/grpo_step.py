@@ -35,7 +35,6 @@ that returns the weighted sum: plain single-objective GRPO), ``pama`` and ``mgda
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import os
@@ -49,6 +48,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchmarks.tables import write_csv
 
 #: Cells in table order; ``trl`` is the reference.
 CELLS = ("trl", "linear", "single", "pama", "mgda")
@@ -614,10 +615,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(table(rows))
     out = Path(args.out)
     stem = "grpo_step_quick" if args.quick else "grpo_step"
-    with open(out / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / f"{stem}.csv")
     plot(rows, out / f"{stem}.png")
     print(f"wrote {out / stem}.csv and .png")
     return rows

@@ -19,7 +19,6 @@ Writes ``runs.csv`` (one row per run), ``summary.csv`` (mean and std over seeds)
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import torch
 import mogradient
 from benchmarks.nsga2_reference import run_nsga2
 from benchmarks.pareto_plots import plot_final_points
+from benchmarks.tables import write_csv
 from mogradient.pareto import (
     Problem,
     get_problem,
@@ -213,8 +213,8 @@ def run(
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(run_one, work, chunksize=1))
     rows = [row for row, _ in results]
-    _write_csv(out / "runs.csv", rows)
-    _write_csv(out / "summary.csv", summarise(rows))
+    write_csv(rows, out / "runs.csv")
+    write_csv(summarise(rows), out / "summary.csv")
     for name in problems:
         seed0 = {
             row["method"]: F for row, F in results if row["problem"] == name and not row["seed"]
@@ -291,13 +291,6 @@ def targets(summary: list[dict], problems: list[str]) -> str:
             f"| {nsga_hv:.2f} | {verdict} |"
         )
     return "\n".join(lines)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,13 +16,13 @@ same round (k = 1, one reward, aggregator ``mean``).
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from benchmarks.tables import write_csv
 from mogradient_llm.data import imdb_prompts
 from mogradient_llm.estimators import MOPPOConfig
 from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
@@ -139,10 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = run(args)
     print_table(rows)
     path = Path(args.out) / "ppo_step.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, path)
     print(f"wrote {path}")
 
 

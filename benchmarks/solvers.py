@@ -22,7 +22,6 @@ Run: ``python -m benchmarks.solvers [--repeats 200] [--quick] [--out outputs/sol
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import time
@@ -36,6 +35,7 @@ from scipy.optimize import minimize
 
 from benchmarks.solver_plots import plot_sweep, plot_timings
 from benchmarks.solvers_bargaining import bargaining_rows, print_bargaining
+from benchmarks.tables import write_csv
 from mogradient.aggregators.cagrad import CAGrad
 from mogradient.aggregators.dualproj import DualProj
 from mogradient.aggregators.mgda import MGDA
@@ -488,10 +488,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in groups.items():
-        with open(out / f"{name}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, out / f"{name}.csv")
         if name == "min_norm_sweep":
             print_sweep_summary(rows)
         elif name == "bargaining":

@@ -24,7 +24,6 @@ Run: ``python -m benchmarks.solvers_bargaining [--quick] [--out outputs/solvers_
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 import warnings
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.tables import write_csv
 from mogradient.solvers.epo import BALANCE, epo_adjustments, epo_weights
 from mogradient.solvers.fairgrad import fairgrad_weights
 from mogradient.solvers.nash_mtl import nash_mtl_weights
@@ -245,10 +245,7 @@ def main() -> None:
     rows = bargaining_rows(args.quick)
     print_bargaining(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, args.out)
     print(f"wrote {args.out}")
 
 

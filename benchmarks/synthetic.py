@@ -17,7 +17,6 @@ Writes ``runs.csv`` (one row per run), ``summary.csv`` (mean and std over seeds)
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import mogradient
 from benchmarks.nsga2_reference import run_nsga2
 from benchmarks.pareto_descent import descend
 from benchmarks.pareto_plots import plot_final_points
+from benchmarks.tables import write_csv
 from mogradient import Aggregator
 from mogradient.pareto import Problem, get_problem, hypervolume, igd, non_dominated, simplex_lattice
 
@@ -154,8 +154,8 @@ def run(budget: Budget, problems: list[str], methods: list[str], out: Path) -> l
         )
         if seed == 0:
             seed0[name][method] = F
-    _write_csv(out / "runs.csv", rows)
-    _write_csv(out / "summary.csv", summarise(rows))
+    write_csv(rows, out / "runs.csv")
+    write_csv(summarise(rows), out / "summary.csv")
     for name in problems:
         plot_final_points(name, fronts[name], seed0[name], out / f"{name}.png")
     return rows
@@ -213,13 +213,6 @@ def front_hypervolumes(problems: list[str]) -> str:
         front = PROBLEMS[name]().pareto_front(FRONT_POINTS)
         values.append(f"{hypervolume(front, reference_point(front)):.3f}")
     return "| exact front | " + " | ".join(values) + " |"
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,6 @@ curves per objective and aggregator, and the final points per size with the Pare
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import statistics
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.rlhf_imdb.runs import OBJECTIVES
+from benchmarks.tables import write_csv
 from mogradient.pareto import is_non_dominated
 
 METRICS = (*OBJECTIVES, "hypervolume", "kl", "seconds_per_step")
@@ -45,14 +45,6 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
             f"| {row['size']} | {row['aggregator']} | {row['seeds']} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """``rows`` (dicts with the same keys) as a CSV file."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot_curves(runs: Sequence[dict[str, Any]], size: str, path: Path) -> None:

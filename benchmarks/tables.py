@@ -1,0 +1,21 @@
+"""What every benchmark writes next to its printed table: the rows as a CSV file."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def write_csv(
+    rows: Sequence[dict[str, Any]], path: str | Path, fields: Sequence[str] | None = None
+) -> None:
+    """``rows`` as a CSV file. The columns are ``fields`` (other keys left out), by default
+    every key in the order first seen; a row without one leaves its cell empty."""
+    if fields is None:
+        fields = list({key: None for row in rows for key in row})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields), restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
