@@ -26,8 +26,10 @@ Layer types (the per-layer rule in brackets):
   ``Σₙₘ (X Xᵀ)ₙₘ ⟨Δᵢₙ, Δⱼₘ⟩`` which never forms a weight-sized tensor; bias ``Σₙ Δᵢₙ``.
 * ``nn.Embedding`` (no ``scale_grad_by_freq``): cotangents summed per distinct token id (a
   ``[k, distinct ids, dim]`` tensor, never ``[k, vocab, dim]``); ``padding_idx`` gets none.
-* any other module that owns trainable parameters directly and returns one tensor (LayerNorm,
-  RMSNorm of any flavour, GroupNorm, Conv2d, ...): its forward is replayed under
+* ``nn.LayerNorm`` and ``nn.RMSNorm``: closed form, weight ``Σₙ Δᵢₙ ⊙ x̂ₙ`` with ``x̂`` the
+  recorded input normalised again, bias ``Σₙ Δᵢₙ``.
+* any other module that owns trainable parameters directly and returns one tensor (the
+  RMSNorms of transformers' models, GroupNorm, Conv2d, ...): its forward is replayed under
   ``torch.func.vjp`` on the recorded inputs and the vjp vectorised over the k cotangents:
   exact, k × that module's own parameters.
 * parameters with any use outside their owner module's recorded call (an ``nn.Parameter``
@@ -39,8 +41,9 @@ Layer types (the per-layer rule in brackets):
   ``TorchFunctionMode`` active while recording: a torch function that receives a tracked
   parameter and returns a tensor requiring grad, while the innermost recorded module running
   (forward pre/post hooks keep the stack) does not own that parameter, marks it.
-* subclasses of ``nn.Linear``, ``Conv1D`` or ``nn.Embedding`` that override ``forward`` (a
-  scaled embedding, a quantised linear) take the generic replay, not the closed form.
+* subclasses of ``nn.Linear``, ``Conv1D``, ``nn.Embedding`` or the norms that override
+  ``forward`` (a scaled embedding, a quantised linear) take the generic replay, not the closed
+  form.
 
 Shared (tied) parameters, e.g. GPT-2's ``wte`` used by the LM head: per-use contributions are
 not additive in the Gramian (``⟨a+b, c+d⟩`` has cross terms), so a parameter used more than
@@ -478,6 +481,8 @@ class GramianRecorder:
                 and not module.scale_grad_by_freq
             ):
                 self._embedding(use, delta)
+            elif type(module) in (nn.LayerNorm, nn.RMSNorm):
+                self._norm(use, delta)
             else:
                 self._generic(use, delta)
 
@@ -542,6 +547,30 @@ class GramianRecorder:
         summed = torch.zeros(k, distinct.shape[0], d.shape[-1], dtype=d.dtype, device=d.device)
         summed.index_add_(1, inverse, d)
         self._add_gram(summed)
+
+    def _norm(self, use: _Use, delta: torch.Tensor) -> None:
+        """LayerNorm / RMSNorm: weight ``Σₙ Δ ⊙ x̂``, bias ``Σₙ Δ`` per objective, with ``x̂``
+        the recorded input normalised (without the affine part) as the forward did."""
+        module = use.module
+        x = (use.args[0] if use.args else next(iter(use.kwargs.values()))).detach()
+        shape = tuple(cast(tuple[int, ...], module.normalized_shape))
+        if isinstance(module, nn.LayerNorm):
+            normed = nn.functional.layer_norm(x, shape, None, None, module.eps)
+        else:  # nn.RMSNorm (its eps may be None: the dtype's)
+            normed = nn.functional.rms_norm(x, shape, None, cast("float | None", module.eps))
+        k = delta.shape[0]
+        d = delta.reshape(k, -1, *shape)
+        for p, grad in (
+            (getattr(module, "weight", None), lambda: (d * normed.reshape(1, -1, *shape)).sum(1)),
+            (getattr(module, "bias", None), lambda: d.sum(1)),
+        ):
+            if not self._fast(p):
+                continue
+            g = grad().to(delta.dtype)
+            if self._dense_needed(cast(torch.Tensor, p)):
+                self._add_dense(cast(torch.Tensor, p), g)
+            else:
+                self._add_gram(g)
 
     def _generic(self, use: _Use, delta: torch.Tensor) -> None:
         module = use.module

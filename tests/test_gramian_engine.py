@@ -465,3 +465,21 @@ def test_core_backward_refuses_a_recorder_over_other_parameters() -> None:
         backward(losses, list(model.parameters()), aggregator="mgda", recorder=rec)
     with pytest.raises(ValueError, match="Gramian"):
         backward(losses, aggregator="pama", recorder=rec)
+
+
+def test_layernorm_and_rmsnorm_take_the_closed_form(monkeypatch):
+    def refuse(self, use, delta):
+        raise AssertionError(f"{type(use.module).__name__} was replayed generically")
+
+    monkeypatch.setattr(GramianRecorder, "_generic", refuse)
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.RMSNorm(6), nn.Linear(6, K)
+    ).double()
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+
+    def forward():
+        y = model(x)
+        return [y[..., i].pow(2).mean() for i in range(K)]
+
+    _check(model, forward)
