@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.preference import Preference
+from mogradient.aggregators.base import GramianWeighting
+from mogradient.aggregators.preference import PreferenceAware
 
 
-class DualConeWeighting(GramianWeighting):
+class DualConeWeighting(PreferenceAware, GramianWeighting):
     """Loss weights from projections onto the dual cone ``{d : gᵢ·d ≥ 0 ∀i}`` of the gradients,
     steered by a preference; subclasses name the solver in :attr:`_weights_of`."""
 
@@ -27,15 +27,6 @@ class DualConeWeighting(GramianWeighting):
             "non_differentiable",
         }
     )  # plus "permutation_invariant" with the uniform preference: see claims()
-
-    def __init__(self, preference: Sequence[float] | None = None) -> None:
-        self.preference = Preference(preference)
-
-    def claims(self) -> frozenset[Property]:
-        return self.preference.with_permutation_invariance(self.properties)
-
-    def _hyperparameters(self) -> dict[str, object]:
-        return {"preference": self.preference}
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         return type(self)._weights_of(gramian, self.preference.resolve(gramian.shape[0]))

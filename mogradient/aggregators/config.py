@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.preference import Preference
+from mogradient.aggregators.base import GramianWeighting
+from mogradient.aggregators.preference import PreferenceAware
 from mogradient.aggregators.registry import register
 from mogradient.solvers.config_method import config_weights
 
 
 @register("config", "conflict-free")
-class ConFIG(GramianWeighting):
+class ConFIG(PreferenceAware, GramianWeighting):
     """The direction ŭ = U⁺p with projections p on the unit gradients U, rescaled to the sum
     of the gradients' projections on it: d = (Σᵢ gᵢ·û) û, û = ŭ/‖ŭ‖.
 
@@ -38,15 +36,6 @@ class ConFIG(GramianWeighting):
             "non_differentiable",
         }
     )  # plus "permutation_invariant" with the uniform preference: see claims()
-
-    def __init__(self, preference: Sequence[float] | None = None) -> None:
-        self.preference = Preference(preference)
-
-    def claims(self) -> frozenset[Property]:
-        return self.preference.with_permutation_invariance(self.properties)
-
-    def _hyperparameters(self) -> dict[str, object]:
-        return {"preference": self.preference}
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         return config_weights(gramian, self.preference.resolve(gramian.shape[0]))

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from mogradient.aggregators.base import LossWeighting, Property
-from mogradient.aggregators.preference import Preference
+from mogradient.aggregators.base import LossWeighting
+from mogradient.aggregators.preference import PreferenceAware
 from mogradient.aggregators.registry import register
 
 
 @register("linear", "morlhf")
-class Linear(LossWeighting):
+class Linear(PreferenceAware, LossWeighting):
     """Σ pᵢ Lᵢ with a fixed preference p on the simplex (the MORLHF baseline of the PAMA paper).
 
     Needs no Gramian and no loss values: training costs one backward of the weighted loss. Each
@@ -35,15 +33,6 @@ class Linear(LossWeighting):
             "non_differentiable",
         }
     )  # plus "permutation_invariant" with the uniform preference: see claims()
-
-    def __init__(self, preference: Sequence[float] | None = None) -> None:
-        self.preference = Preference(preference)
-
-    def claims(self) -> frozenset[Property]:
-        return self.preference.with_permutation_invariance(self.properties)
-
-    def _hyperparameters(self) -> dict[str, object]:
-        return {"preference": self.preference}
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         return self.preference.resolve(losses.shape[0])

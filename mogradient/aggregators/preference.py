@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -72,3 +73,20 @@ class Preference:
 
     def __repr__(self) -> str:
         return "None" if self.values is None else repr([round(float(v), 12) for v in self.values])
+
+
+class PreferenceAware:
+    """Mixin of the methods whose one hyper-parameter is ``preference=``: it validates it, adds
+    ``permutation_invariant`` to the claims when it is uniform, and shows it in the repr.
+    Put it before the kind in the bases (``class Linear(PreferenceAware, LossWeighting)``)."""
+
+    properties: ClassVar[frozenset[Property]]
+
+    def __init__(self, preference: Sequence[float] | None = None) -> None:
+        self.preference = Preference(preference)
+
+    def claims(self) -> frozenset[Property]:
+        return self.preference.with_permutation_invariance(self.properties)
+
+    def _hyperparameters(self) -> dict[str, object]:
+        return {"preference": self.preference}
