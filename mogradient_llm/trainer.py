@@ -411,7 +411,7 @@ class MOTrainer:
             raise ValueError("the prompt batch is empty; pass at least one prompt")
         rows = self.sample_prompts() if prompts is None else as_prompt_rows(prompts)
         rollout = self.generate(rows)
-        snapshot = self.estimator.snapshot()
+        snapshot = self.estimator.state_dict()  # restored if the step is abandoned
         scores: torch.Tensor | None = None
         batch: RolloutBatch | None = None
         problem: str | None = None

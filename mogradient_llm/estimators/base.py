@@ -137,12 +137,9 @@ class Estimator(ABC, Generic[ConfigT]):
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the estimator (JSON-serialisable)."""
+        """What a checkpoint keeps of the estimator (JSON-serialisable); also restored when a
+        step is abandoned, so that its statistics do not count."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-
-    def snapshot(self) -> dict[str, Any]:
-        """State to restore when a step is abandoned (non-finite values): its statistics."""
-        return self.state_dict()
