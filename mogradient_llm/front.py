@@ -123,6 +123,7 @@ def plot_front(
     names: Sequence[str],
     ref_point: Sequence[float],
     soups: Sequence[PolicyPoint] = (),
+    title: str = "sweep front (final policies)",
 ) -> None:
     """The runs' held-out rewards, the non-dominated ones marked; with two objectives the
     dominated (hypervolume) region is shaded, with more each pair of objectives is drawn.
@@ -173,7 +174,6 @@ def plot_front(
         ax.set_xlabel(f"held-out mean {names[i]}")
         ax.set_ylabel(f"held-out mean {names[j]}")
         ax.legend(fontsize=7, loc="lower left")
-    title = "sweep front (final policies)"
     if len(names) > 2:
         title += f"; hypervolume over {len(names)} objectives, {ref_text}"
     fig.suptitle(title)

@@ -145,11 +145,24 @@ def pretrain(
     learning_rate: float = 3e-3,
     max_length: int = 64,
     seed: int = 0,
+    warmup_ratio: float | None = None,
 ) -> list[float]:
-    """A few steps of next-token training on ``lm_samples(texts)``; returns the losses."""
+    """A few steps of next-token training on ``lm_samples(texts)``; returns the losses.
+
+    ``warmup_ratio``: ``None`` keeps the learning rate constant; a fraction of ``steps`` warms
+    it up linearly and then decays it to zero on a cosine (transformers'
+    ``get_cosine_schedule_with_warmup``), which lets wider models use a higher peak rate and
+    end lower than a constant rate at the same step budget."""
+    from transformers import get_cosine_schedule_with_warmup
+
     samples = lm_samples(texts, seed=seed)
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    scheduler = None
+    if warmup_ratio is not None:
+        scheduler = get_cosine_schedule_with_warmup(
+            optimizer, int(warmup_ratio * steps), max(steps, 1)
+        )
     tokenizer.padding_side = "right"
     model.train()
     losses = []
@@ -164,6 +177,8 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(loss.item())
     model.eval()
     return losses

@@ -188,6 +188,35 @@ class LengthReward:
         )
 
 
+class DistinctReward:
+    """Distinct-n of the completion: unique word n-grams / word n-grams (Li et al. 2016), in
+    ``[0, 1]``; a completion with fewer than ``n`` words scores 0.
+
+    An offline diversity score that needs no model: 1 for text that never repeats itself,
+    low for the loops a policy falls into when pushed for length."""
+
+    def __init__(self, n: int = 1):
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        self.n = n
+        self.name = "diversity"
+        self.hv_reference = 0.0
+
+    def _distinct(self, text: str) -> float:
+        words = text.lower().split()
+        grams = [tuple(words[i : i + self.n]) for i in range(len(words) - self.n + 1)]
+        return len(set(grams)) / len(grams) if grams else 0.0
+
+    def __call__(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
+    ) -> list[float]:
+        """Scores of the completions (assistant content if conversational); ignores ``kwargs``."""
+        return [self._distinct(completion_text(c)) for c in completions]
+
+    def __repr__(self) -> str:
+        return f"DistinctReward(n={self.n})"
+
+
 class VaderReward:
     """vaderSentiment compound score in ``[-1, 1]`` of the completion (or prompt + completion)."""
 
@@ -293,6 +322,11 @@ def length(
     return as_reward(LengthReward(unit, scale, low, high, tokenizer))
 
 
+def distinct(n: int = 1) -> Reward:
+    """Distinct-n diversity of the completion's words in ``[0, 1]`` (``name="diversity"``)."""
+    return as_reward(DistinctReward(n))
+
+
 def vader(include_prompt: bool = False) -> Reward:
     """VADER compound sentiment in ``[-1, 1]``."""
     return as_reward(VaderReward(include_prompt))
@@ -306,8 +340,8 @@ def classifier(name_or_path: str, label: int | str | None = None, **kwargs: Any)
 def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
     """A built-in reward from a CLI spec.
 
-    ``length`` / ``length:words`` / ``length:tokens`` / ``vader`` / ``classifier:PATH`` /
-    ``classifier:PATH@LABEL``.
+    ``length`` / ``length:words`` / ``length:tokens`` / ``vader`` / ``distinct`` /
+    ``distinct:N`` / ``classifier:PATH`` / ``classifier:PATH@LABEL``.
     """
     kind, arg = parse_reward_spec(spec)
     if kind == "length":
@@ -317,6 +351,10 @@ def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
         if arg:
             raise ValueError(f"the vader reward takes no argument, got {spec!r}")
         return vader()
+    if kind == "distinct":
+        if arg and not (arg.isdigit() and int(arg) >= 1):
+            raise ValueError(f"distinct:N needs a positive integer N, got {spec!r}")
+        return distinct(int(arg or 1))
     if kind == "classifier":
         if not arg:
             raise ValueError("use classifier:PATH or classifier:PATH@LABEL")
@@ -328,9 +366,9 @@ def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
 def parse_reward_spec(spec: str) -> tuple[str, str]:
     """``(kind, argument)`` of a CLI reward spec; raises on an unknown kind, loading nothing."""
     kind, _, arg = spec.partition(":")
-    if kind not in ("length", "vader", "classifier"):
+    if kind not in ("length", "vader", "distinct", "classifier"):
         raise ValueError(
-            f"unknown reward {spec!r}; valid: length[:chars|words|tokens], vader, "
+            f"unknown reward {spec!r}; valid: length[:chars|words|tokens], vader, distinct[:N], "
             "classifier:PATH[@LABEL]"
         )
     return kind, arg

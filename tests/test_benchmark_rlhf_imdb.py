@@ -8,7 +8,7 @@ import json
 import pytest
 
 from benchmarks.rlhf_imdb.cli import main
-from benchmarks.rlhf_imdb.runs import AGGREGATORS
+from benchmarks.rlhf_imdb.report import SWEEP
 from mogradient_llm.models import build_tiny_policy, synthetic_reviews
 
 POSITIVE = ("great", "wonderful", "beautiful", "funny", "brilliant", "amazing", "good", "excellent")
@@ -35,27 +35,46 @@ def test_pipeline_writes_outputs_and_reuses_every_stage(data_dir, tmp_path, caps
     out = tmp_path / "out"
     argv = [
         "--data", str(data_dir), "--out", str(out), "--sizes", "tiny", "--seeds", "0,1",
-        "--pretrain-steps", "2", "--reward-steps", "2", "--steps", "1", "--batch-size", "4",
-        "--eval-prompts", "4", "--vocab-size", "300",
+        "--algorithms", "ppo,grpo", "--aggregators", "pama,gdpo", "--three-objectives", "tiny",
+        "--sweep", "2", "--kl-budgets", "1,0.5", "--pretrain-steps", "2", "--reward-steps", "2",
+        "--steps", "2", "--eval-every", "1", "--batch-size", "4", "--eval-prompts", "4",
+        "--train-eval-prompts", "4", "--vocab-size", "300",
     ]  # fmt: skip
     summary = main(argv)
     first = capsys.readouterr().out
     assert "computing" in first and "cached" not in first
-    assert [row["aggregator"] for row in summary] == ["start", *AGGREGATORS]
-    assert all(row["seeds"] == (1 if row["aggregator"] == "start" else 2) for row in summary)
-    for name in ("runs.csv", "summary.csv", "policies.csv", "pareto.png", "curves_tiny.png"):
+    # GDPO is GRPO's only; the sweep (two preferences) is one row per algorithm, k = 2 only
+    assert [(r["objectives"], r["algorithm"], r["method"], r["seeds"]) for r in summary] == [
+        (2, "ppo", "pama", 2),
+        (2, "ppo", SWEEP, 1),
+        (2, "grpo", "pama", 2),
+        (2, "grpo", "gdpo", 2),
+        (2, "grpo", SWEEP, 1),
+        (3, "ppo", "pama", 2),
+        (3, "grpo", "pama", 2),
+        (3, "grpo", "gdpo", 2),
+    ]
+    for name in ("runs.csv", "summary.csv", "best.csv", "policies.csv", "kl_curves.png"):
         assert (out / name).stat().st_size > 0
+    assert (out / "front_ppo_tiny.png").is_file() and (out / "front_grpo_tiny.png").is_file()
     setup = json.loads((out / "setup.json").read_text())
     assert 0.0 <= setup["reward_model"]["test_accuracy"] <= 1.0
-    assert setup["arguments"]["steps"] == 1 and setup["hypervolume_reference"] == [-3.0, 0.5]
+    assert setup["arguments"]["kl_budgets"] == [0.5, 1.0]
+    assert setup["hypervolume_reference"] == {
+        "2 objectives": [-3.0, 0.5],
+        "3 objectives": [-3.0, 0.5, 0.0],
+    }
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))
-    assert len(runs) == 1 + 2 * len(AGGREGATORS)
+    assert len(runs) == 2 * (2 + 2 + 2) + 2 * 2
     assert all(float(r["length"]) >= 0.5 and float(r["kl"]) == float(r["kl"]) for r in runs)
+    curves = json.loads((out / "curves.json").read_text())
+    assert all([c["step"] for c in run["curve"]] == [1, 2] for run in curves)
+    assert all(set(c) == {"step", "test", "train"} for run in curves for c in run["curve"])
     results = sorted((out / "cache").glob("*/*/result.json"))
     stamps = {p: p.stat().st_mtime_ns for p in results}
     assert {p.parent.parent.name for p in results} == {
-        "tokenizer", "reward_model", "policy", "start", "ppo"
+        "tokenizer", "reward_model", "policy", "start", "rl"
     }  # fmt: skip
 
     again = main(argv)
@@ -66,7 +85,7 @@ def test_pipeline_writes_outputs_and_reuses_every_stage(data_dir, tmp_path, caps
 
     main([*argv[:-2], "--vocab-size", "301"])  # a changed tokenizer invalidates its dependants
     third = capsys.readouterr().out
-    assert "[tokenizer] computing" in third and "[ppo] cached" not in third
+    assert "[tokenizer] computing" in third and "[rl] cached" not in third
 
 
 def test_vader_sentiment_and_a_policy_loaded_by_path(data_dir, tmp_path):
@@ -79,30 +98,31 @@ def test_vader_sentiment_and_a_policy_loaded_by_path(data_dir, tmp_path):
     argv = [
         "--data", str(data_dir), "--out", str(out), "--sizes", str(tmp_path / "local-gpt2"),
         "--seeds", "0",
-        "--aggregators", "pama", "--sentiment", "vader", "--pretrain-steps", "1",
+        "--algorithms", "ppo", "--aggregators", "pama", "--sentiment", "vader",
+        "--pretrain-steps", "1",
         "--steps", "1", "--batch-size", "2", "--eval-prompts", "2", "--vocab-size", "300",
     ]  # fmt: skip
     summary = main(argv)
-    assert [row["aggregator"] for row in summary] == ["start", "pama"]
-    assert -1.0 <= summary[1]["sentiment_mean"] <= 1.0
+    assert [row["method"] for row in summary] == ["pama"]
+    assert -1.0 <= summary[0]["sentiment_mean"] <= 1.0
     assert not (out / "cache" / "reward_model").exists()
     with open(out / "policies.csv") as f:
         (policy,) = list(csv.DictReader(f))
     assert int(policy["parameters"]) == sum(p.numel() for p in model.parameters())
     assert not list((out / "cache" / "policy").glob("*/config.json"))  # not pre-trained here
-    assert len(list(out.glob("curves_*local-gpt2.png"))) == 1
     with open(out / "runs.csv") as f:
-        start = next(csv.DictReader(f))
-    sentiment, length = float(start["sentiment"]), float(start["length"])
-    assert float(start["hypervolume"]) == pytest.approx(max(sentiment + 1, 0) * (length - 0.5))
+        (run,) = list(csv.DictReader(f))
+    sentiment, length = float(run["sentiment"]), float(run["length"])
+    assert float(run["hypervolume"]) == pytest.approx(max(sentiment + 1, 0) * (length - 0.5))
 
 
 def test_parallel_jobs_give_the_same_runs(data_dir, tmp_path):
     """``--jobs 2`` runs the stages in two spawned processes; every run's metrics (all but the
     timing) equal the in-process run's, in the same table order."""
     argv = [
-        "--data", str(data_dir), "--sizes", "tiny", "--seeds", "0,1",
-        "--aggregators", "pama,mgda", "--pretrain-steps", "2", "--reward-steps", "2",
+        "--data", str(data_dir), "--sizes", "tiny", "--seeds", "0,1", "--three-objectives", "",
+        "--algorithms", "ppo", "--aggregators", "pama,mgda", "--pretrain-steps", "2",
+        "--reward-steps", "2",
         "--steps", "1", "--batch-size", "4", "--eval-prompts", "4", "--vocab-size", "300",
     ]  # fmt: skip
     serial = main([*argv, "--out", str(tmp_path / "serial")])
@@ -123,10 +143,11 @@ def test_default_data_and_the_offline_demo_fallback(data_dir, tmp_path, monkeypa
     monkeypatch.setattr(cli, "DEFAULT_DATA_DIR", data_dir)
     argv = [
         "--out", str(tmp_path / "out"), "--sizes", "tiny", "--seeds", "0",
-        "--aggregators", "pama", "--sentiment", "vader", "--pretrain-steps", "1",
+        "--three-objectives", "", "--algorithms", "ppo", "--aggregators", "pama",
+        "--sentiment", "vader", "--pretrain-steps", "1",
         "--steps", "1", "--batch-size", "2", "--eval-prompts", "2", "--vocab-size", "300",
     ]  # fmt: skip
-    assert [row["aggregator"] for row in main(argv)] == ["start", "pama"]
+    assert [row["method"] for row in main(argv)] == ["pama"]
     assert f"data: {data_dir}" in capsys.readouterr().out
 
     missing = tmp_path / "no-such-dir"
@@ -141,11 +162,12 @@ def test_default_data_and_the_offline_demo_fallback(data_dir, tmp_path, monkeypa
 
 
 def test_no_noon_runs_are_separate_stages(data_dir, tmp_path, capsys):
-    """``--no-noon`` trains with plain advantages: new PPO stages (their config says so), while
+    """``--no-noon`` trains with plain advantages: new RL stages (their config says so), while
     the policy and reward-model stages are reused."""
     argv = [
         "--data", str(data_dir), "--out", str(tmp_path / "out"), "--sizes", "tiny",
-        "--seeds", "0", "--aggregators", "morlhf", "--pretrain-steps", "2",
+        "--three-objectives", "", "--seeds", "0", "--algorithms", "ppo",
+        "--aggregators", "morlhf", "--pretrain-steps", "2",
         "--reward-steps", "2", "--steps", "1", "--batch-size", "4", "--eval-prompts", "4",
         "--vocab-size", "300",
     ]  # fmt: skip
@@ -153,10 +175,10 @@ def test_no_noon_runs_are_separate_stages(data_dir, tmp_path, capsys):
     capsys.readouterr()
     main([*argv, "--no-noon"])
     output = capsys.readouterr().out
-    assert "[policy] cached" in output and "[ppo] computing" in output
+    assert "[policy] cached" in output and "[rl] computing" in output
     configs = [
         json.loads(p.read_text())["config"]
-        for p in (tmp_path / "out" / "cache" / "ppo").glob("*/result.json")
+        for p in (tmp_path / "out" / "cache" / "rl").glob("*/result.json")
     ]
     assert sorted(c.get("noon", True) for c in configs) == [False, True]
 
@@ -166,7 +188,8 @@ def test_a_failing_stage_stops_a_parallel_run(data_dir, tmp_path):
     argv = [
         "--data", str(data_dir), "--out", str(tmp_path / "out"), "--jobs", "2",
         "--sizes", str(tmp_path / "no-such-model"), "--sentiment", "vader", "--seeds", "0",
-        "--aggregators", "pama", "--steps", "1", "--batch-size", "2", "--eval-prompts", "2",
+        "--algorithms", "ppo", "--aggregators", "pama", "--steps", "1", "--batch-size", "2",
+        "--eval-prompts", "2",
         "--vocab-size", "300",
     ]  # fmt: skip
     with pytest.raises(OSError, match="no-such-model"):

@@ -15,6 +15,7 @@ from mogradient_llm.rewards import (
     VaderReward,
     as_reward,
     build_reward,
+    distinct,
     score_all,
 )
 from tests.llm_fixtures import tiny_lm_dir
@@ -86,8 +87,21 @@ def test_build_reward_specs_and_unknown_names() -> None:
     assert build_reward("length").name == "length"
     assert build_reward("length:words").fn.unit == "words"
     assert build_reward("vader").name == "vader"
+    assert build_reward("distinct:2").fn.n == 2
     with pytest.raises(ValueError, match="unknown reward"):
         build_reward("humour")
+    with pytest.raises(ValueError, match="positive integer"):
+        build_reward("distinct:0")
+
+
+def test_distinct_counts_unique_word_ngrams() -> None:
+    # distinct-1: 3 unique of 4 words; distinct-2: bigrams (a b) (b a) (a b) -> 2 of 3
+    assert distinct()([""], ["a b a c"]) == [0.75]
+    assert distinct(2)([""], ["A b a B"]) == [pytest.approx(2 / 3)]
+    assert distinct(2)(["p", "p"], ["one", ""]) == [0.0, 0.0]  # fewer words than n
+    assert distinct().name == "diversity" and distinct().hv_reference == 0.0
+    with pytest.raises(ValueError, match="at least 1"):
+        distinct(0)
 
 
 def test_plain_callables_are_named_after_their_function() -> None:

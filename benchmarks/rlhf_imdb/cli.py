@@ -1,7 +1,8 @@
 """Command line: run the stages (cached) and write the report.
 
-python -m benchmarks.rlhf_imdb --jobs 2          # full run, about 1 h 45 min on 2 cores
-python -m benchmarks.rlhf_imdb --quick --jobs 2  # about 4 min (the offline demo without the data)
+python -m benchmarks.rlhf_imdb --jobs 2          # full run (docs/benchmarks.md: its measured time)
+python -m benchmarks.rlhf_imdb --quick --jobs 2  # a few minutes: a preference sweep's front vs
+                                                 # single runs (the offline demo without the data)
 """
 
 from __future__ import annotations
@@ -26,40 +27,58 @@ from benchmarks.rlhf_imdb.cache import cached_stage
 from benchmarks.rlhf_imdb.data import Split, fingerprint, load_split
 from benchmarks.rlhf_imdb.policies import (
     PRETRAIN_LR,
+    PRETRAIN_WARMUP,
     SIZES,
     build_policy,
     build_tokenizer,
     hub_policy_info,
 )
-from benchmarks.rlhf_imdb.report import write_report
+from benchmarks.rlhf_imdb.report import SWEEP, write_report
 from benchmarks.rlhf_imdb.reward_model import train_reward_model
 from benchmarks.rlhf_imdb.runs import (
-    AGGREGATORS,
+    ALGORITHMS,
     LOOP_REVISION,
+    METHODS,
     evaluate_start,
+    method_applies,
+    method_config,
     reference_point,
-    run_ppo,
+    run_rl,
 )
 from mogradient_llm.data import imdb_prompts
 from mogradient_llm.demo import DEFAULT_DATA_DIR
 
 FULL = {
-    "sizes": "1m,4m,16m",
+    "sizes": "tiny,1m,4m",
+    "algorithms": "ppo,grpo",
+    "aggregators": ",".join(METHODS),
     "seeds": "0,1,2",
     "pretrain_steps": 1000,
     "reward_steps": 1000,
-    "steps": 60,
+    "steps": 40,
+    "eval_every": 10,
     "batch_size": 16,
-    "eval_prompts": 256,
+    "eval_prompts": 128,
+    "train_eval_prompts": 64,
+    "kl_budgets": "2,4,8",
+    "three_objectives": "tiny",
+    "sweep": 0,
 }
 QUICK = {
-    "sizes": "1m",
-    "seeds": "0,1",
+    "sizes": "tiny",
+    "algorithms": "grpo",
+    "aggregators": "pama,morlhf,mgda,upgrad",
+    "seeds": "0",
     "pretrain_steps": 400,
     "reward_steps": 400,
-    "steps": 8,
+    "steps": 16,
+    "eval_every": 4,
     "batch_size": 16,
     "eval_prompts": 64,
+    "train_eval_prompts": 32,
+    "kl_budgets": "1,2,4",
+    "three_objectives": "",
+    "sweep": 4,
 }
 
 
@@ -77,13 +96,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes", help=f"comma-separated: {', '.join(SIZES)} or hub names/paths (e.g. gpt2)"
     )
-    parser.add_argument("--aggregators", default=",".join(AGGREGATORS))
+    parser.add_argument("--algorithms", help=f"comma-separated: {', '.join(ALGORITHMS)}")
+    parser.add_argument("--aggregators", help=f"the methods, comma-separated: {', '.join(METHODS)}")
     parser.add_argument("--seeds")
     parser.add_argument("--pretrain-steps", type=int)
     parser.add_argument("--reward-steps", type=int)
-    parser.add_argument("--steps", type=int, help="PPO steps per run")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--eval-prompts", type=int)
+    parser.add_argument("--steps", type=int, help="RL steps per run")
+    parser.add_argument("--eval-every", type=int, help="evaluate every this many steps")
+    parser.add_argument("--batch-size", type=int, help="completions per RL step")
+    parser.add_argument("--eval-prompts", type=int, help="test prompts per evaluation")
+    parser.add_argument(
+        "--train-eval-prompts",
+        type=int,
+        help="training-split prompts per evaluation (the best configuration is chosen on them)",
+    )
+    parser.add_argument(
+        "--kl-budgets", help="comma-separated KL budgets (nats per completion) of the tables"
+    )
+    parser.add_argument(
+        "--three-objectives",
+        help="sizes (comma-separated, a subset of --sizes; '' for none) that also run every "
+        "method with a third objective, distinct-1 diversity",
+    )
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        help="also train MORLHF at this many preferences (first seed, two objectives) per "
+        "algorithm and size, and plot their front against the single runs",
+    )
     parser.add_argument(
         "--sentiment",
         choices=["classifier", "vader"],
@@ -101,6 +141,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--jobs", type=int, default=1, help="stages run in this many processes at once"
     )
     args = parser.parse_args(argv)
+    if args.three_objectives is None:  # the default's sizes that this run has
+        default = (QUICK if args.quick else FULL)["three_objectives"].split(",")
+        args.three_objectives = ",".join(s for s in default if s in (args.sizes or "").split(","))
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -108,9 +151,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"no IMDb data at {DEFAULT_DATA_DIR}; pass --data DIR or a hub name")
     if args.jobs < 1 or args.threads < 1:
         parser.error("--jobs and --threads must be at least 1")
-    unknown = sorted(set(args.aggregators.split(",")) - set(AGGREGATORS))
-    if unknown:
-        parser.error(f"unknown aggregators {unknown}; valid: {', '.join(AGGREGATORS)}")
+    for option, valid in (("aggregators", METHODS), ("algorithms", ALGORITHMS)):
+        unknown = sorted(set(getattr(args, option).split(",")) - set(valid))
+        if unknown:
+            parser.error(f"unknown {option} {unknown}; valid: {', '.join(valid)}")
+    extra = set(filter(None, args.three_objectives.split(","))) - set(args.sizes.split(","))
+    if extra:
+        parser.error(f"--three-objectives sizes {sorted(extra)} are not in --sizes")
+    try:
+        args.kl_budgets = sorted(float(b) for b in args.kl_budgets.split(","))
+    except ValueError:
+        parser.error(f"--kl-budgets must be comma-separated numbers, got {args.kl_budgets!r}")
+    if args.steps < 1 or args.eval_every < 1 or args.sweep < 0:
+        parser.error("--steps and --eval-every must be at least 1, --sweep at least 0")
     return args
 
 
@@ -168,9 +221,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             sentiment, reward_info = reward_future.result()
             print(f"sentiment reward model: test accuracy {reward_info['test_accuracy']:.3f}")
         sizes = args.sizes.split(",")
-        n_runs = len(sizes) * (1 + len(args.aggregators.split(",")) * len(args.seeds.split(",")))
-        progress = RunProgress(n_runs)
-        policies, run_futures = {}, {}
+        progress = RunProgress()
+        policies, start_futures, run_futures = {}, {}, {}
         for future in as_completed(policy_futures):
             size, policy_config = policy_futures[future]
             policy_dir, info = future.result()
@@ -181,31 +233,37 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             )
             policies[size] = {"size": size, **info}
             policy = str(policy_dir) if size in SIZES else size
-            run_futures.update(
-                submit_runs(
-                    pool,
-                    progress,
-                    args,
-                    cache,
-                    size,
-                    policy,
-                    policy_config,
-                    reward_config,
-                    sentiment,
-                    train.texts,
-                    test.texts,
-                )
-            )
-        results = [
-            {"size": size, "aggregator": aggregator, "seed": seed, **future.result()[1]}
-            for future, (size, aggregator, seed) in run_futures.items()
-        ]
+            stage = RunStage(args, cache, size, policy, policy_config, reward_config, sentiment)
+            starts, runs = stage.submit(pool, progress, train.texts, test.texts)
+            start_futures.update(starts)
+            run_futures.update(runs)
+        starts_done = {label: f.result()[1] for f, label in start_futures.items()}
+        results = [{**label, **f.result()[1]} for f, label in run_futures.items()]
         progress.close()
 
-    runs = sorted(results, key=lambda r: (sizes.index(r["size"]), run_order(r)))
-    summary = write_report(runs, [policies[s] for s in sizes], out, reference_point(sentiment))
+    def order(run: dict[str, Any]) -> tuple[Any, ...]:
+        method = run["method"]
+        rank = list(METHODS).index(method) if method in METHODS else len(METHODS)
+        return (
+            run["objectives"],
+            ALGORITHMS.index(run["algorithm"]),
+            sizes.index(run["size"]),
+            rank,
+            run.get("preference") or (),
+            run["seed"],
+        )
+
+    refs = {k: reference_point(sentiment, k) for k in (2, 3)}
+    summary = write_report(
+        sorted(results, key=order),
+        starts_done,
+        [policies[s] for s in sizes],
+        out,
+        args.kl_budgets,
+        refs,
+    )
     wall = time.perf_counter() - start
-    write_setup(out / "setup.json", args, reward_info, reference_point(sentiment), wall)
+    write_setup(out / "setup.json", args, reward_info, refs, wall)
     print(f"wall time {wall:.0f} s")
     return summary
 
@@ -214,16 +272,16 @@ def write_setup(
     path: Path,
     args: argparse.Namespace,
     reward_info: dict[str, Any],
-    ref_point: tuple[float, float],
+    ref_points: dict[int, tuple[float, ...]],
     wall_seconds: float,
 ) -> None:
-    """What produced the tables: arguments, reward model, reference point, machine, time."""
+    """What produced the tables: arguments, reward model, reference points, machine, time."""
     import transformers
 
     setup = {
         "arguments": vars(args),
         "reward_model": reward_info,
-        "hypervolume_reference": ref_point,
+        "hypervolume_reference": {f"{k} objectives": ref for k, ref in ref_points.items()},
         "wall_seconds": round(wall_seconds, 1),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -303,6 +361,7 @@ def policy_stages(
                 "size": SIZES[size],
                 "steps": args.pretrain_steps,
                 "learning_rate": PRETRAIN_LR[size],
+                "warmup_ratio": PRETRAIN_WARMUP,
                 "seed": 0,
             }
             compute = partial(
@@ -328,100 +387,171 @@ def without_directory(
     return fn(*args)
 
 
-def submit_runs(
-    pool: Executor,
-    progress: RunProgress,
-    args: argparse.Namespace,
-    cache: Path,
-    size: str,
-    policy: str,
-    policy_config: dict[str, Any],
-    reward_config: dict[str, Any],
-    sentiment: str | Path,
-    train_texts: list[str],
-    test_texts: list[str],
-) -> dict[Future, tuple[str, str, int]]:
-    """Submit the ``start`` evaluation and every aggregator x seed PPO run (cached) of one
-    policy; returns future -> label. ``progress`` reports each run as it ends."""
-    from transformers import AutoTokenizer
+class RunStage:
+    """The evaluation and RL stages of one policy size: the ``start`` evaluation per objective
+    count, every algorithm x method x seed run, and the optional preference sweep."""
 
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    prompts = imdb_prompts(train_texts, tokenizer, 2, 8, min_chars=0, seed=0)
-    held_out = imdb_prompts(test_texts, tokenizer, 2, 8, min_chars=0, seed=1)[: args.eval_prompts]
-    start_config = {
-        "policy": policy_config,
-        "reward": reward_config,
-        "eval_prompts": args.eval_prompts,
-    }
-    start = pool.submit(
-        cached_stage,
-        cache,
-        "start",
-        start_config,
-        partial(without_directory, evaluate_start, (policy, sentiment, held_out)),
-    )
-    futures = {start: (size, "start", 0)}
-    for aggregator in args.aggregators.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        cache: Path,
+        size: str,
+        policy: str,
+        policy_config: dict[str, Any],
+        reward_config: dict[str, Any],
+        sentiment: str | Path,
+    ) -> None:
+        self.args, self.cache, self.size, self.policy = args, cache, size, policy
+        self.sentiment = sentiment
+        self.common = {"policy": policy_config, "reward": reward_config}
+
+    def objective_counts(self) -> list[int]:
+        """2, and 3 when this size is among ``--three-objectives``."""
+        return [2, 3] if self.size in self.args.three_objectives.split(",") else [2]
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The labels of this size's RL runs (objectives, algorithm, method, seed, preference)."""
+        args, labels = self.args, []
+        for k in self.objective_counts():
+            for algorithm in args.algorithms.split(","):
+                for method in args.aggregators.split(","):
+                    if method_applies(method, algorithm):
+                        labels += [
+                            self.label(k, algorithm, method, int(seed))
+                            for seed in args.seeds.split(",")
+                        ]
+                if k == 2 and args.sweep:
+                    first_seed = int(args.seeds.split(",")[0])
+                    for w in sweep_weights(args.sweep):
+                        labels.append(
+                            self.label(2, algorithm, SWEEP, first_seed, (w, round(1 - w, 4)))
+                        )
+        return labels
+
+    def label(
+        self,
+        k: int,
+        algorithm: str,
+        method: str,
+        seed: int,
+        preference: tuple[float, ...] | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "objectives": k,
+            "algorithm": algorithm,
+            "size": self.size,
+            "method": method,
+            "seed": seed,
+            "preference": preference,
+        }
+
+    def submit(
+        self,
+        pool: Executor,
+        progress: RunProgress,
+        train_texts: list[str],
+        test_texts: list[str],
+    ) -> tuple[dict[Future, tuple[int, str]], dict[Future, dict[str, Any]]]:
+        """Submit the start evaluations and the runs (cached); returns future -> label for
+        each. ``progress`` reports each run as it ends."""
+        from transformers import AutoTokenizer
+
+        args = self.args
+        tokenizer = AutoTokenizer.from_pretrained(self.policy)
+        prompts = imdb_prompts(train_texts, tokenizer, 2, 8, min_chars=0, seed=0)
+        held_out = imdb_prompts(test_texts, tokenizer, 2, 8, min_chars=0, seed=1)
+        held_out = held_out[: args.eval_prompts]
+        # training-split prompts for choosing the best configuration: other reviews' openings
+        train_eval = imdb_prompts(train_texts[::-1], tokenizer, 2, 8, min_chars=0, seed=2)
+        train_eval = train_eval[: args.train_eval_prompts]
+        evaluation = {
+            **self.common,
+            "eval_prompts": args.eval_prompts,
+            "train_eval_prompts": args.train_eval_prompts,
+        }
+        starts = {}
+        for k in self.objective_counts():
+            compute = partial(
+                without_directory,
+                evaluate_start,
+                (self.policy, self.sentiment, held_out, train_eval, k),
+            )
+            config = {**evaluation, "objectives": k}
+            starts[pool.submit(cached_stage, self.cache, "start", config, compute)] = (
+                k,
+                self.size,
+            )
+        runs = {}
+        labels = self.runs()
+        progress.add(len(labels))
+        for label in labels:
+            k, method = label["objectives"], label["method"]
             config = {
+                **evaluation,
                 "loop": LOOP_REVISION,
-                "policy": policy_config,
-                "reward": reward_config,
-                "aggregator": AGGREGATORS[aggregator],
-                "seed": seed,
+                "algorithm": label["algorithm"],
+                "method": method_config("morlhf" if method == SWEEP else method, k),
+                "objectives": k,
+                "seed": label["seed"],
                 "steps": args.steps,
+                "eval_every": args.eval_every,
                 "batch_size": args.batch_size,
-                "eval_prompts": args.eval_prompts,
+                **({"preference": label["preference"]} if label["preference"] else {}),
                 **({"noon": False} if args.no_noon else {}),
             }
             compute = partial(
                 without_directory,
-                run_ppo,
+                run_rl,
                 (
-                    policy,
-                    sentiment,
-                    aggregator,
-                    seed,
+                    self.policy,
+                    self.sentiment,
+                    label["algorithm"],
+                    "morlhf" if method == SWEEP else method,
+                    label["seed"],
                     args.steps,
+                    args.eval_every,
                     args.batch_size,
                     prompts,
                     held_out,
+                    train_eval,
+                    k,
                     not args.no_noon,
+                    label["preference"],
                 ),
             )
-            futures[pool.submit(cached_stage, cache, "ppo", config, compute)] = (
-                size,
-                aggregator,
-                seed,
-            )
-    for future, label in futures.items():
-        future.add_done_callback(partial(progress.report, label))
-    return futures
+            future = pool.submit(cached_stage, self.cache, "rl", config, compute)
+            future.add_done_callback(partial(progress.report, label))
+            runs[future] = label
+        return starts, runs
+
+
+def sweep_weights(n: int) -> list[float]:
+    """``n`` weights of the first objective, evenly spread strictly inside (0, 1)."""
+    return [round((i + 1) / (n + 1), 4) for i in range(n)]
 
 
 class RunProgress:
     """A progress bar over the runs and one line per finished run, written as each run ends
     (a done-callback, so it works for the inline executor and the process pool alike)."""
 
-    def __init__(self, total: int) -> None:
-        self.bar = tqdm(total=total, desc="runs", unit="run", disable=None)
+    def __init__(self) -> None:
+        self.bar = tqdm(total=0, desc="runs", unit="run", disable=None)
 
-    def report(self, label: tuple[str, str, int], future: Future) -> None:
+    def add(self, n: int) -> None:
+        """``n`` more runs were submitted."""
+        self.bar.total += n
+        self.bar.refresh()
+
+    def report(self, label: dict[str, Any], future: Future) -> None:
         if future.exception() is None:
             _, result = future.result()
-            size, aggregator, seed = label
+            preference = f" {label['preference']}" if label["preference"] else ""
             self.bar.write(
-                f"{size} {aggregator} seed {seed}: sentiment {result['sentiment']:.3f}, "
-                f"length {result['length']:.3f}, HV {result['hypervolume']:.3f}, "
+                f"{label['size']} {label['algorithm']} {label['method']}{preference} "
+                f"k={label['objectives']} seed {label['seed']}: HV {result['hypervolume']:.3f}, "
                 f"KL {result['kl']:.2f}, {result['seconds_per_step']:.2f} s/step"
             )
         self.bar.update()
 
     def close(self) -> None:
         self.bar.close()
-
-
-def run_order(run: dict[str, Any]) -> tuple[int, int]:
-    """Table order within a size: ``start`` first, then the aggregators, then seeds."""
-    names = ["start", *AGGREGATORS]
-    return names.index(run["aggregator"]), run["seed"]

@@ -1,8 +1,9 @@
 """IMDb reviews and labels from a local directory/file or a hub name, and a fingerprint of
-the source for the stage cache (file size and mtime; the name for a hub dataset)."""
+the source for the stage cache (the files' SHA-256; the name for a hub dataset)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +25,14 @@ def load_split(source: str | Path, split: str) -> Split:
 
 
 def fingerprint(source: str | Path) -> dict[str, object]:
-    """What identifies the data for the cache: per split, the file's path, size and mtime."""
+    """What identifies the data for the cache: per split, the SHA-256 of the file's bytes (a
+    copy or a fresh checkout of the same data keeps its cache; a hub dataset: its name)."""
     result: dict[str, object] = {}
     for split in ("train", "test"):
         path = resolve_data_file(source, split)
         if path is None:
             result[split] = str(source)
         else:
-            stat = path.stat()
-            result[split] = [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+            with path.open("rb") as handle:
+                result[split] = hashlib.file_digest(handle, "sha256").hexdigest()
     return result
