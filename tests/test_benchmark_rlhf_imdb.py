@@ -162,12 +162,13 @@ def test_default_data_and_the_offline_demo_fallback(data_dir, tmp_path, monkeypa
 
 
 def test_no_noon_runs_are_separate_stages(data_dir, tmp_path, capsys):
-    """``--no-noon`` trains with plain advantages: new RL stages (their config says so), while
-    the policy and reward-model stages are reused."""
+    """PAMA clips advantages at zero (Noon) unless ``--no-noon``, which trains it with plain
+    advantages: new RL stages (their config says so), while the policy and reward-model stages
+    are reused. The other methods always use plain advantages."""
     argv = [
         "--data", str(data_dir), "--out", str(tmp_path / "out"), "--sizes", "tiny",
         "--three-objectives", "", "--seeds", "0", "--algorithms", "ppo",
-        "--aggregators", "morlhf", "--pretrain-steps", "2",
+        "--aggregators", "pama,morlhf", "--pretrain-steps", "2",
         "--reward-steps", "2", "--steps", "1", "--batch-size", "4", "--eval-prompts", "4",
         "--vocab-size", "300",
     ]  # fmt: skip
@@ -180,7 +181,8 @@ def test_no_noon_runs_are_separate_stages(data_dir, tmp_path, capsys):
         json.loads(p.read_text())["config"]
         for p in (tmp_path / "out" / "cache" / "rl").glob("*/result.json")
     ]
-    assert sorted(c.get("noon", True) for c in configs) == [False, True]
+    noon = sorted((c["method"]["aggregator"], c["noon"]) for c in configs)
+    assert noon == [("morlhf", False), ("pama", False), ("pama", True)]
 
 
 def test_a_failing_stage_stops_a_parallel_run(data_dir, tmp_path):

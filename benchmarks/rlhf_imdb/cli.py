@@ -39,6 +39,7 @@ from benchmarks.rlhf_imdb.runs import (
     ALGORITHMS,
     LOOP_REVISION,
     METHODS,
+    NOON,
     evaluate_start,
     method_applies,
     method_config,
@@ -133,7 +134,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-noon",
         action="store_true",
-        help="plain PPO advantages (no Noon clipping at zero) for every aggregator of this run",
+        help="plain advantages for PAMA too (by default PAMA clips them at zero, Noon, and "
+        "every other method uses plain advantages)",
     )
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
@@ -497,7 +499,7 @@ class RunStage:
                 "eval_every": args.eval_every,
                 "batch_size": args.batch_size,
                 **({"preference": label["preference"]} if label["preference"] else {}),
-                **({"noon": False} if args.no_noon else {}),
+                "noon": method in NOON and not args.no_noon,
             }
             compute = partial(
                 without_directory,
@@ -515,7 +517,7 @@ class RunStage:
                     held_out,
                     train_eval,
                     k,
-                    not args.no_noon,
+                    config["noon"],
                     label["preference"],
                 ),
             )

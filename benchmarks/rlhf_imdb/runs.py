@@ -35,6 +35,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "gdpo": {"aggregator": "morlhf", "multi_objective_aggregation": "normalize_then_sum"},
 }
 SCALARISED = {"morlhf", "gdpo"}
+# Noon (advantages clipped at zero before aggregating) is PAMA's; the paper's baselines, and
+# every other method here, train on plain advantages (with Noon, v1 saw them collapse to the
+# shortest completions on the largest policy).
+NOON = {"pama"}
 # GDPO is an advantage normalisation of GRPO's groups: PPO has no groups
 ONLY_FOR = {"gdpo": "grpo"}
 # The third objective of the k = 3 table.
