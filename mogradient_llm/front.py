@@ -124,10 +124,12 @@ def plot_front(
     ref_point: Sequence[float],
     soups: Sequence[PolicyPoint] = (),
     title: str = "sweep front (final policies)",
+    zoom: bool = False,
 ) -> None:
     """The runs' held-out rewards, the non-dominated ones marked; with two objectives the
     dominated (hypervolume) region is shaded, with more each pair of objectives is drawn.
-    ``soups`` (Rewarded Soups' mixes) are drawn as a dashed line of open diamonds."""
+    ``soups`` (Rewarded Soups' mixes) are drawn as a dashed line of open diamonds. ``zoom``
+    limits the axes to the points (the reference point may then lie outside)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,6 +173,10 @@ def plot_front(
             )
         for p, (x, y) in zip(points, scores[:, [i, j]]):
             ax.annotate(p.run, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if zoom:
+            for limits, values in ((ax.set_xlim, scores[:, i]), (ax.set_ylim, scores[:, j])):
+                margin = 0.15 * max(float(np.ptp(values)), 1e-3)
+                limits(float(values.min()) - margin, float(values.max()) + margin)
         ax.set_xlabel(f"held-out mean {names[i]}")
         ax.set_ylabel(f"held-out mean {names[j]}")
         ax.legend(fontsize=7, loc="lower left")

@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         sizes = args.sizes.split(",")
         progress = RunProgress()
         policies, start_futures, run_futures = {}, {}, {}
-        for future in as_completed(policy_futures):
+        # in --sizes order, so the smaller sizes' runs are queued (and finish) first
+        for future in policy_futures:
             size, policy_config = policy_futures[future]
             policy_dir, info = future.result()
             print(

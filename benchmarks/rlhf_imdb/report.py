@@ -77,10 +77,17 @@ def summarise(
     """One row per (objectives, algorithm, size, method) of the single runs: seeds, test
     hypervolume at each KL budget and training-split hypervolume at each (mean ± std), and
     the final objectives, hypervolume, KL and seconds per step. A preference sweep adds one
-    row: the hypervolume of its points' front at each budget."""
+    row: the hypervolume of its points' front at each budget, the equal-weights ``morlhf`` run
+    of the same seed included as its middle point."""
     groups: dict[tuple[int, str, str, str], list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault((*group_key(run), run["method"]), []).append(run)
+    for (k, algorithm, size, method), members in groups.items():
+        if method == SWEEP:
+            seed = members[0]["seed"]
+            members += [
+                m for m in groups.get((k, algorithm, size, "morlhf"), []) if m["seed"] == seed
+            ]
     rows = []
     for (k, algorithm, size, method), members in groups.items():
         start, ref = starts[(k, size)], refs[k]
@@ -249,10 +256,11 @@ def plot_sweep_fronts(
         metrics = front_metrics(kept, refs[k])
         path = out / f"front_{_slug(algorithm)}_{_slug(size)}.png"
         title = (
-            f"{algorithm}, {size}: MORLHF preference sweep (w = sentiment weight) and single "
+            f"{algorithm}, {size}: MORLHF preference sweep (w = sentiment weight)\nand single "
             f"runs (seed {first_seed}), last evaluation with KL ≤ {budget:g}"
         )
-        plot_front(path, kept, metrics["non_dominated"], OBJECTIVES[:k], refs[k], title=title)
+        names = OBJECTIVES[:k]
+        plot_front(path, kept, metrics["non_dominated"], names, refs[k], title=title, zoom=True)
         paths.append(path)
     return paths
 
