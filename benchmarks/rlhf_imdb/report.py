@@ -142,14 +142,27 @@ def best_configurations(summary: Sequence[dict[str, Any]], budget: float) -> lis
     return best
 
 
-def format_table(summary: Sequence[dict[str, Any]], budgets: Sequence[float], k: int) -> str:
-    """The ``k``-objective rows as a Markdown table (mean ± std over seeds)."""
+def format_table(
+    summary: Sequence[dict[str, Any]],
+    budgets: Sequence[float],
+    k: int,
+    starts: Mapping[tuple[int, str], dict[str, Any]],
+) -> str:
+    """The ``k``-objective rows as a Markdown table (mean ± std over seeds), each algorithm ×
+    size block led by its ``start`` row (the pre-trained policy, KL 0)."""
     names = OBJECTIVES[:k]
     header = ["algorithm", "size", "method", "seeds"]
     header += [f"HV, KL ≤ {b:g}" for b in budgets]
     header += ["final HV", "final KL", *names, "s/step"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    block = None
     for row in (r for r in summary if r["objectives"] == k):
+        if (row["algorithm"], row["size"]) != block:
+            block = row["algorithm"], row["size"]
+            start = starts[(k, row["size"])]
+            cells = [*block, "start", "–", *[f"{start['hypervolume']:.3f}"] * (len(budgets) + 1)]
+            cells += ["0", *(f"{start[n]:.3f}" for n in names), "–"]
+            lines.append("| " + " | ".join(cells) + " |")
         cells = [row["algorithm"], row["size"], row["method"], str(row["seeds"])]
         cells += [_pm(row, f"test_hv@{b:g}") for b in budgets]
         if row["method"] == SWEEP:
@@ -303,7 +316,7 @@ def write_report(
                 f"\n{k} objectives ({', '.join(OBJECTIVES[:k])}): held-out hypervolume at matched"
                 f" KL (nats / completion) and at the end; reference point {tuple(refs[k])}"
             )
-            print(format_table(summary, budgets, k))
+            print(format_table(summary, budgets, k, starts))
     print(f"\nchosen on the training split at KL ≤ {selection_budget:g}:")
     print(format_best(best))
     names = ", ".join(p.name for p in fronts)
