@@ -240,10 +240,12 @@ class GramianRecorder:
         self._dense: dict[int, torch.Tensor] = {}
         self._param_of: dict[int, torch.Tensor] = {}
         self._distributed = False
+        self._spent = False
 
     # -- recording -------------------------------------------------------------------------
     def __enter__(self) -> GramianRecorder:
         self._handles = []
+        self._spent = False
         self._uses = []
         self._n_uses = {}
         self._stack = []
@@ -329,6 +331,12 @@ class GramianRecorder:
         """The k×k float64 Gramian ``J Jᵀ`` of ``losses`` over the recorded parameters (the
         mean over the ranks' gradients under ``torch.distributed``). The graph is kept for the
         weighted backward of ``Σ wᵢ Lᵢ`` that follows (which frees it)."""
+        if self._spent:
+            raise RuntimeError(
+                "gramian() was already called for this recorded forward, and its recorded "
+                "inputs are released then; record the forward again (a new `with "
+                "GramianRecorder(...)` block) for another Gramian"
+            )
         losses = [loss.reshape(()) for loss in losses]
         k = len(losses)
         if k == 0:
@@ -375,6 +383,11 @@ class GramianRecorder:
         if untracked:
             self._fallback(losses, untracked)
         total, self._total = self._total, None
+        # The recorded inputs' graphs reach the taps, whose contexts point back at this
+        # recorder: a cycle through autograd nodes that Python's collector cannot free, which
+        # kept every recorded activation alive (memory grew by step in the RL loop). Drop them.
+        self._uses, self._param_of = [], {}
+        self._spent = True
         return 0.5 * (total + total.T)  # per-layer blocks are summed in different orders
 
     def _fallback(self, losses: list[torch.Tensor], untracked: list[torch.Tensor]) -> None:

@@ -483,3 +483,27 @@ def test_layernorm_and_rmsnorm_take_the_closed_form(monkeypatch):
         return [y[..., i].pow(2).mean() for i in range(K)]
 
     _check(model, forward)
+
+
+def test_recorded_inputs_are_released_after_the_gramian():
+    """Once the Gramian is taken and the weighted backward is done, nothing keeps the recorded
+    activations alive (a reference cycle through the taps' autograd contexts once did, and
+    memory grew by every RL step); a second ``gramian()`` on the same recording is refused."""
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    seen: list[weakref.ref] = []
+    model[2].register_forward_pre_hook(lambda m, args: seen.append(weakref.ref(args[0])))
+    with GramianRecorder(model) as rec:
+        out = model(torch.randn(16, 4))
+    losses = list((out**2).mean(0))
+    gram = rec.gramian(losses)
+    assert gram.shape == (2, 2)
+    with pytest.raises(RuntimeError, match="already called"):
+        rec.gramian(losses)
+    torch.autograd.backward(sum(losses))
+    del out, losses
+    gc.collect()
+    assert seen and seen[0]() is None
