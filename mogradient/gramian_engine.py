@@ -378,16 +378,16 @@ class GramianRecorder:
                 for key in list(self._dense):  # uses that never reached the losses add zero
                     self._flush(key)
         finally:
+            # The recorded inputs' graphs reach the taps, whose contexts point back at this
+            # recorder: a cycle through autograd nodes that Python's collector cannot free,
+            # which kept every recorded activation alive (memory grew by step in the RL loop).
+            # Drop them, whether or not the backward succeeded.
             self._collecting = False
-            self._dense = {}
+            self._dense, self._uses, self._param_of = {}, [], {}
+            self._spent = True
         if untracked:
             self._fallback(losses, untracked)
         total, self._total = self._total, None
-        # The recorded inputs' graphs reach the taps, whose contexts point back at this
-        # recorder: a cycle through autograd nodes that Python's collector cannot free, which
-        # kept every recorded activation alive (memory grew by step in the RL loop). Drop them.
-        self._uses, self._param_of = [], {}
-        self._spent = True
         return 0.5 * (total + total.T)  # per-layer blocks are summed in different orders
 
     def _fallback(self, losses: list[torch.Tensor], untracked: list[torch.Tensor]) -> None:
