@@ -489,11 +489,12 @@ class RunStage:
         progress.add(len(labels))
         for label in labels:
             k, method = label["objectives"], label["method"]
+            trained = "morlhf" if method == SWEEP else method  # a sweep run is MORLHF
             config = {
                 **evaluation,
                 "loop": LOOP_REVISION,
                 "algorithm": label["algorithm"],
-                "method": method_config("morlhf" if method == SWEEP else method, k),
+                "method": method_config(trained, k),
                 "objectives": k,
                 "seed": label["seed"],
                 "steps": args.steps,
@@ -509,7 +510,7 @@ class RunStage:
                     self.policy,
                     self.sentiment,
                     label["algorithm"],
-                    "morlhf" if method == SWEEP else method,
+                    trained,
                     label["seed"],
                     args.steps,
                     args.eval_every,
