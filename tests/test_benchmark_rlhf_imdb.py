@@ -196,3 +196,21 @@ def test_a_failing_stage_stops_a_parallel_run(data_dir, tmp_path):
     ]  # fmt: skip
     with pytest.raises(OSError, match="no-such-model"):
         main(argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "three_objectives"),
+    [
+        ([], "tiny"),  # the full run's default sizes include tiny
+        (["--sizes", "1m,4m"], ""),
+        (["--sizes", "4m,tiny"], "tiny"),
+        (["--three-objectives", "1m", "--sizes", "1m"], "1m"),
+        (["--quick"], ""),
+    ],
+)
+def test_the_three_objective_default_follows_the_sizes(data_dir, argv, three_objectives):
+    """Left out, ``--three-objectives`` is the default's sizes that the run trains, also when
+    ``--sizes`` is left out too (the full run's default ``tiny,1m,4m``)."""
+    from benchmarks.rlhf_imdb.cli import parse_args
+
+    assert parse_args([*argv, "--data", str(data_dir)]).three_objectives == three_objectives

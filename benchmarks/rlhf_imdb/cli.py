@@ -143,10 +143,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--jobs", type=int, default=1, help="stages run in this many processes at once"
     )
     args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
     if args.three_objectives is None:  # the default's sizes that this run has
-        default = (QUICK if args.quick else FULL)["three_objectives"].split(",")
-        args.three_objectives = ",".join(s for s in default if s in (args.sizes or "").split(","))
-    for key, value in (QUICK if args.quick else FULL).items():
+        sizes = (args.sizes or str(defaults["sizes"])).split(",")
+        default = str(defaults["three_objectives"]).split(",")
+        args.three_objectives = ",".join(s for s in default if s in sizes)
+    for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.data is None and not args.quick and not DEFAULT_DATA_DIR.is_dir():
@@ -356,8 +358,10 @@ def policy_stages(
 ) -> list[tuple[str, dict[str, Any], Callable[[Path], dict[str, Any]]]]:
     """``(size, stage config, compute)`` per ``--sizes`` entry: pre-train a local size, or
     measure a hub model / path as it is."""
-    stages = []
+    stages: list[tuple[str, dict[str, Any], Callable[[Path], dict[str, Any]]]] = []
     for size in args.sizes.split(","):
+        config: dict[str, Any]
+        compute: Callable[[Path], dict[str, Any]]
         if size in SIZES:
             config = {
                 "tokenizer": tok_config,
