@@ -34,68 +34,104 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.tables import write_csv
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+
+    #: A model's k losses and the shared representation ``features=`` aggregates on.
+    Forward = Callable[[torch.nn.Module], tuple[list[torch.Tensor], torch.Tensor]]
+    #: A model's float64 copy and its k losses, for the exact reference update.
+    ToFloat64 = Callable[
+        [torch.nn.Module], tuple[torch.nn.Module, Callable[[torch.nn.Module], list[torch.Tensor]]]
+    ]
 
 MODELS = ("mlp", "transformer", "gpt2")
 METHODS = ("mg_loop", "mg_batched", "mg_layers", "tjd_autojac", "tjd_autogram", "mg_features")
 KS = (2, 4, 8)
 
 
-def _build(model_name: str, k: int):  # noqa: ANN202
+def _build(model_name: str, k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
+    """The model, its forward and its float64 reference (see :data:`Forward`), seeded."""
     import torch
 
     torch.manual_seed(0)
     if model_name == "mlp":
-        trunk = torch.nn.Sequential(
-            torch.nn.Linear(512, 512),
-            torch.nn.ReLU(),
-            torch.nn.Linear(512, 512),
-            torch.nn.ReLU(),
-            torch.nn.Linear(512, 512),
-            torch.nn.ReLU(),
-        )
-        head = torch.nn.Linear(512, k)
-        model = torch.nn.ModuleDict({"trunk": trunk, "head": head})
-        x = torch.randn(256, 512)
-        y = torch.randn(256, k)
-
-        def forward(m):  # noqa: ANN001, ANN202
-            h = m["trunk"](x)
-            out = m["head"](h)
-            return [((out[:, i] - y[:, i]) ** 2).mean() for i in range(k)], h
-
-        def to64(m, _x=x, _y=y):  # noqa: ANN001, ANN202
-            return m.double(), lambda mm: _forward64(mm, _x.double(), _y.double(), k)
-
-        def _forward64(m, xx, yy, kk):  # noqa: ANN001, ANN202
-            out = m["head"](m["trunk"](xx))
-            return [((out[:, i] - yy[:, i]) ** 2).mean() for i in range(kk)]
-
-        return model, forward, to64
+        return _build_mlp(k)
     if model_name == "transformer":
-        layer = torch.nn.TransformerEncoderLayer(128, 4, 256, dropout=0.0, batch_first=True)
-        trunk = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        head = torch.nn.Linear(128, k)
-        model = torch.nn.ModuleDict({"trunk": trunk, "head": head})
-        x = torch.randn(32, 32, 128)
-        y = torch.randn(32, 32, k)
+        return _build_transformer(k)
+    return _build_gpt2(k)
 
-        def forward(m):  # noqa: ANN001, ANN202
-            h = m["trunk"](x)
-            out = m["head"](h)
-            return [((out[..., i] - y[..., i]) ** 2).mean() for i in range(k)], h
 
-        def to64(m):  # noqa: ANN001, ANN202
-            xx, yy = x.double(), y.double()
+def _build_mlp(k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
+    """A 512-wide three-layer ReLU trunk and a linear head, k squared-error objectives."""
+    import torch
 
-            def f(mm):  # noqa: ANN001, ANN202
-                out = mm["head"](mm["trunk"](xx))
-                return [((out[..., i] - yy[..., i]) ** 2).mean() for i in range(k)]
+    trunk = torch.nn.Sequential(
+        torch.nn.Linear(512, 512),
+        torch.nn.ReLU(),
+        torch.nn.Linear(512, 512),
+        torch.nn.ReLU(),
+        torch.nn.Linear(512, 512),
+        torch.nn.ReLU(),
+    )
+    head = torch.nn.Linear(512, k)
+    model = torch.nn.ModuleDict({"trunk": trunk, "head": head})
+    x = torch.randn(256, 512)
+    y = torch.randn(256, k)
 
-            return m.double(), f
+    def forward(m):  # noqa: ANN001, ANN202
+        h = m["trunk"](x)
+        out = m["head"](h)
+        return [((out[:, i] - y[:, i]) ** 2).mean() for i in range(k)], h
 
-        return model, forward, to64
+    def to64(m, _x=x, _y=y):  # noqa: ANN001, ANN202
+        return m.double(), lambda mm: _forward64(mm, _x.double(), _y.double(), k)
+
+    def _forward64(m, xx, yy, kk):  # noqa: ANN001, ANN202
+        out = m["head"](m["trunk"](xx))
+        return [((out[:, i] - yy[:, i]) ** 2).mean() for i in range(kk)]
+
+    return model, forward, to64
+
+
+def _build_transformer(k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
+    """A two-layer transformer encoder (width 128) and a linear head, k squared-error
+    objectives."""
+    import torch
+
+    layer = torch.nn.TransformerEncoderLayer(128, 4, 256, dropout=0.0, batch_first=True)
+    trunk = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    head = torch.nn.Linear(128, k)
+    model = torch.nn.ModuleDict({"trunk": trunk, "head": head})
+    x = torch.randn(32, 32, 128)
+    y = torch.randn(32, 32, k)
+
+    def forward(m):  # noqa: ANN001, ANN202
+        h = m["trunk"](x)
+        out = m["head"](h)
+        return [((out[..., i] - y[..., i]) ** 2).mean() for i in range(k)], h
+
+    def to64(m):  # noqa: ANN001, ANN202
+        xx, yy = x.double(), y.double()
+
+        def f(mm):  # noqa: ANN001, ANN202
+            out = mm["head"](mm["trunk"](xx))
+            return [((out[..., i] - yy[..., i]) ** 2).mean() for i in range(k)]
+
+        return m.double(), f
+
+    return model, forward, to64
+
+
+def _build_gpt2(k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
+    """A two-layer GPT-2 (width 64, eager attention); objective i is the next-token loss at
+    the positions p with p mod k = i."""
+    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
@@ -140,7 +176,9 @@ def _method_step(method, model, forward, params, engine) -> None:  # noqa: ANN00
 
         with GramianRecorder(model, params=params) as recorder:
             losses, _ = forward(model)
-        w = mogradient.get_aggregator("mgda").weights(recorder.gramian(losses))
+        mgda = mogradient.get_aggregator("mgda")
+        assert isinstance(mgda, mogradient.GramianWeighting)  # MGDA weighs from the Gramian
+        w = mgda.weights(recorder.gramian(losses))
         torch.autograd.backward(sum(float(wi) * li for wi, li in zip(w, losses)))
         return
     losses, h = forward(model)
@@ -231,7 +269,7 @@ def _cell(model_name: str, k: int, method: str, steps: int, warmup: int) -> dict
     except Exception as error:  # noqa: BLE001
         return {"model": model_name, "k": k, "method": method, "error": repr(error)[:200]}
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    update = torch.cat([p.grad.reshape(-1) for p in params]).double()
+    update = torch.cat([_flat_grad(p) for p in params]).double()
     # exact reference
     ref_model = copy.deepcopy(model)
     ref_model, f64 = to64(ref_model)
@@ -240,7 +278,9 @@ def _cell(model_name: str, k: int, method: str, steps: int, warmup: int) -> dict
     from mogradient.autograd import jacobian
 
     jac = jacobian(f64(ref_model), ref_params, batched=False)
-    w = mogradient.get_aggregator("mgda").weights(gramian_of(jac, precision="float64"))
+    mgda = mogradient.get_aggregator("mgda")
+    assert isinstance(mgda, mogradient.GramianWeighting)  # MGDA weighs from the Gramian
+    w = mgda.weights(gramian_of(jac, precision="float64"))
     exact = w @ jac
     cosine = float(update @ exact / (update.norm() * exact.norm()))
     return {
@@ -254,6 +294,12 @@ def _cell(model_name: str, k: int, method: str, steps: int, warmup: int) -> dict
         "cosine": cosine,
         "n_params": sum(p.numel() for p in params),
     }
+
+
+def _flat_grad(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad`` as one row: every trained parameter has one after a method's step."""
+    assert p.grad is not None, "the method's step left a trained parameter without .grad"
+    return p.grad.reshape(-1)
 
 
 def main() -> None:

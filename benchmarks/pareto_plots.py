@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+from mpl_toolkits.mplot3d import Axes3D  # noqa: E402
 
 
 def plot_final_points(
@@ -24,14 +25,16 @@ def plot_final_points(
         projection = "3d" if n_obj == 3 else None
         ax = fig.add_subplot(n_rows, n_cols, k + 1, projection=projection)
         if n_obj == 3:
-            ax.scatter(*front[:: max(1, len(front) // 150)].T, s=1, c="0.75")  # keeps PNGs small
-            ax.scatter(*F.T, s=10, c="C3")
+            assert isinstance(ax, Axes3D)  # what projection="3d" makes
+            shown = front[:: max(1, len(front) // 150)]  # keeps PNGs small
+            ax.scatter(shown[:, 0], shown[:, 1], shown[:, 2], s=1, c="0.75")
+            ax.scatter(F[:, 0], F[:, 1], F[:, 2], s=10, c="C3")
             ax.view_init(elev=30, azim=45)
             ax.tick_params(labelsize=6)
         else:
             order = np.argsort(front[:, 0])
             ax.plot(*front[order].T, ".", ms=1.5, c="0.6")
-            ax.scatter(*F.T, s=12, c="C3", zorder=3)
+            ax.scatter(F[:, 0], F[:, 1], s=12, c="C3", zorder=3)
             ax.tick_params(labelsize=7)
             low = front.min(axis=0) - 0.1 * (front.max(axis=0) - front.min(axis=0))
             high = front.max(axis=0) + 0.4 * (front.max(axis=0) - front.min(axis=0))

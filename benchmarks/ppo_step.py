@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -29,8 +30,8 @@ from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
 from mogradient_llm.rewards import LengthReward, Reward
 from mogradient_llm.trainer import MOTrainer
 
-#: (label, aggregator, extra config)
-METHODS = {
+#: label: (aggregator, extra MOPPOConfig keyword arguments)
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "pama": ("pama", {"aggregator_kwargs": {"granularity": "token"}}),
     "pama-batch": ("pama", {"aggregator_kwargs": {"granularity": "batch"}}),
     "linear": ("linear", {}),
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
         "top_k": 0,
         "top_p": 1.0,
     }
-    configs = [("single-objective PPO", 1, "mean", {})]
+    # (label, k, aggregator, extra MOPPOConfig keyword arguments)
+    configs: list[tuple[str, int, str, dict[str, Any]]] = [("single-objective PPO", 1, "mean", {})]
     for k in args.ks:
         configs += [(label, k, *METHODS[label]) for label in args.methods]
     trainers = []

@@ -25,8 +25,9 @@ import argparse
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import quadprog
@@ -56,6 +57,9 @@ GAUSSIAN_D = 2000
 #: least norm_eps) and reg_eps·I is added.
 TORCHJD_NORM_EPS = 1e-4
 TORCHJD_REG_EPS = 1e-4
+
+#: One input of a solver cell: a Gramian, or a tuple of the forms the solvers take it in.
+X = TypeVar("X")
 
 
 def gaussian_jacobian(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -186,15 +190,15 @@ def cagrad_objective(g: np.ndarray, w: np.ndarray, c: float = CAGRAD_C) -> float
     return float(w @ b + c * np.sqrt(b.sum() / n) * np.sqrt(max(w @ g @ w, 0.0)))
 
 
-def timed(solver: Callable[[np.ndarray], np.ndarray], g: object) -> tuple[np.ndarray, float]:
+def timed(solver: Callable[[X], object], x: X) -> tuple[object, float]:
     start = time.perf_counter_ns()
-    out = solver(g)
+    out = solver(x)
     return out, (time.perf_counter_ns() - start) / 1e3
 
 
 def run_cells(
-    inputs: list,
-    solvers: dict[str, Callable],
+    inputs: Sequence[X],
+    solvers: Mapping[str, Callable[[X], object]],
     score: Callable[[int, dict[str, list]], dict[str, np.ndarray]],
 ) -> dict[str, dict]:
     """Time every solver on every input and score its outputs.
@@ -257,7 +261,11 @@ def warm_up() -> None:
 
 
 def min_norm_rows(sizes: list[int], repeats: int, rng: np.random.Generator) -> list[dict]:
-    solvers = {"ours": min_norm, "quadprog": quadprog_weights, "frank_wolfe": frank_wolfe_weights}
+    solvers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "ours": min_norm,
+        "quadprog": quadprog_weights,
+        "frank_wolfe": frank_wolfe_weights,
+    }
     rows = []
     for kind in FAMILIES:
         for n in sizes:
@@ -269,7 +277,10 @@ def min_norm_rows(sizes: list[int], repeats: int, rng: np.random.Generator) -> l
 
 def sweep_rows(sizes: list[int], repeats: int, rng: np.random.Generator) -> list[dict]:
     """Every n: ours vs quadprog only (the target is ≥ 2× at every n, at a gap ≤ 1e-9)."""
-    solvers = {"ours": min_norm, "quadprog": quadprog_weights}
+    solvers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "ours": min_norm,
+        "quadprog": quadprog_weights,
+    }
     rows = []
     for kind in FAMILIES:
         for n in sizes:
@@ -296,7 +307,11 @@ def warm_rows(sizes: list[int], steps: int, rng: np.random.Generator) -> list[di
                 previous["w"] = min_norm(g, warm_start=previous["w"])
                 return previous["w"]
 
-            solvers = {"ours warm": warm, "ours cold": min_norm, "quadprog": quadprog_weights}
+            solvers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+                "ours warm": warm,
+                "ours cold": min_norm,
+                "quadprog": quadprog_weights,
+            }
             cells = run_cells(gs[1:], solvers, objective_gaps(gs[1:], min_norm_objective))
             rows += _rows("min_norm drifting", kind, n, steps, cells, "quadprog")
     return rows

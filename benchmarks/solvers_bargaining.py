@@ -29,6 +29,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -42,6 +43,8 @@ SIZES = (2, 3, 5, 10, 20, 50)
 QUICK_SIZES = (2, 5, 10)
 FAIRGRAD_ALPHAS = (0.5, 2.0)
 
+T = TypeVar("T")
+
 
 def gaussian_gramian(m: int, rng: np.random.Generator) -> np.ndarray:
     j = rng.normal(size=(m, D))
@@ -53,10 +56,16 @@ def residual(g: np.ndarray, w: np.ndarray, alpha: float = 1.0) -> float:
     return float(np.max(np.abs(g @ w - target) / (target + np.abs(g) @ np.abs(w))))
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
-    """The last result and the median time in µs over ``repeats`` calls."""
+def timed(fn: Callable[..., T], repeats: int) -> tuple[T, float]:
+    """The last result and the median time in µs over ``repeats`` calls of ``fn()``.
+
+    ``fn`` is typed ``Callable[..., T]``, not ``Callable[[], T]``: the callers' lambdas bind
+    their inputs as default arguments, which mypy cannot match to a callable without
+    parameters (python/mypy#12557).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     times = []
-    out: object = None
     for _ in range(repeats):
         start = time.perf_counter_ns()
         out = fn()
@@ -182,18 +191,15 @@ def bargaining_rows(quick: bool) -> list[dict]:
         torchjd = TorchJDNashMTL(n_tasks=m, max_norm=0.0).weighting if have_torchjd_nash else None
         for g in grams:
             w, us = timed(lambda g=g: nash_mtl_weights(g), our_repeats)
-            assert isinstance(w, np.ndarray)
             ours.append((us, 0.0, residual(g, w), 0.0))
             scale = float(np.max(w))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ref, ref_us = timed(lambda g=g, f=original: f(g), 1)
-                assert isinstance(ref, np.ndarray)
                 vs_cvxpy.append((ref_us, np.max(np.abs(ref - w)) / scale, 0.0, residual(g, ref)))
                 if torchjd is not None:
                     jac = torch.tensor(np.linalg.cholesky(g))  # a J with J Jᵀ = G
                     tj, tj_us = timed(lambda jac=jac, f=torchjd: f(jac).numpy(), 1)
-                    assert isinstance(tj, np.ndarray)
                     tj = tj.astype(np.float64)
                     vs_torchjd.append((tj_us, np.max(np.abs(tj - w)) / scale, 0.0, residual(g, tj)))
         rows.append(_row("nash-mtl", m, "cvxpy original (ECOS)", ours, vs_cvxpy))
@@ -205,11 +211,9 @@ def bargaining_rows(quick: bool) -> list[dict]:
             weighting = FairGradWeighting(alpha=alpha)
             for g in grams:
                 w, us = timed(lambda g=g, a=alpha: fairgrad_weights(g, a), our_repeats)
-                assert isinstance(w, np.ndarray)
                 ours.append((us, 0.0, residual(g, w, alpha), 0.0))
                 gt = torch.tensor(g)
                 tj, tj_us = timed(lambda gt=gt, f=weighting: f(gt).numpy(), 3)
-                assert isinstance(tj, np.ndarray)
                 dw = np.max(np.abs(tj - w)) / np.max(w)
                 theirs.append((tj_us, dw, 0.0, residual(g, tj, alpha)))
             rows.append(
@@ -221,7 +225,7 @@ def bargaining_rows(quick: bool) -> list[dict]:
             for g in grams:
                 r = rng.dirichlet(np.ones(m))
                 losses = (1 / r) if near_ray else rng.uniform(0.1, 2.0, m)
-                (w, mode, _), us = timed(  # type: ignore[misc]
+                (w, mode, _), us = timed(
                     lambda g=g, lo=losses, r=r: epo_weights(g, lo, r), our_repeats
                 )
                 a, _ = epo_adjustments(losses, r)
