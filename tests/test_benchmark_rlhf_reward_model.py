@@ -11,7 +11,12 @@ from transformers import AutoTokenizer
 
 from benchmarks.rlhf_imdb.data import Split
 from benchmarks.rlhf_imdb.policies import build_tokenizer
-from benchmarks.rlhf_imdb.reward_model import review_batches, train_reward_model
+from benchmarks.rlhf_imdb.reward_model import (
+    ARCHITECTURE,
+    classifier_key,
+    review_batches,
+    train_reward_model,
+)
 from mogradient_llm.models import synthetic_reviews
 from mogradient_llm.rewards import classifier
 
@@ -76,3 +81,20 @@ def test_review_batches_are_disjoint_in_an_epoch_and_runs_in_length_order():
         values = sorted(lengths[i] for i in batch)
         assert any(ordered[k : k + 8] == values for k in range(len(ordered) - 7))
     assert next(review_batches([3, 1], 8, rng)) == [1, 0]  # fewer reviews than a batch
+
+
+def test_a_score_does_not_depend_on_the_batch_padding(trained):
+    """The classifier averages over the non-padding tokens only: a short text scores the same
+    alone and padded in a batch beside a long one (the policy's completions differ in length)."""
+    directory, _ = trained
+    reward = classifier(str(directory))
+    short, long = "Loved it.", " ".join(synthetic_reviews(3, seed=3))
+    alone = reward([""], [short])[0]
+    padded = reward(["", ""], [short, long])[0]
+    assert padded == pytest.approx(alone, abs=1e-5)
+
+
+def test_the_cache_key_names_the_architecture_and_every_default():
+    key = classifier_key()
+    assert key["architecture"] == ARCHITECTURE
+    assert {"n_layer", "n_embd", "learning_rate", "max_length", "short_fraction"} <= set(key)

@@ -34,7 +34,7 @@ from benchmarks.rlhf_imdb.policies import (
     hub_policy_info,
 )
 from benchmarks.rlhf_imdb.report import SWEEP, write_report
-from benchmarks.rlhf_imdb.reward_model import train_reward_model
+from benchmarks.rlhf_imdb.reward_model import classifier_key, train_reward_model
 from benchmarks.rlhf_imdb.runs import (
     ALGORITHMS,
     LOOP_REVISION,
@@ -200,7 +200,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         sentiment: str | Path = "vader"
         reward_config: dict[str, Any] = {"sentiment": "vader"}
         if args.sentiment == "classifier":
-            reward_config = {"tokenizer": tok_config, "steps": args.reward_steps, "seed": 0}
+            reward_config = {
+                "tokenizer": tok_config,
+                "steps": args.reward_steps,
+                "seed": 0,
+                "classifier": classifier_key(),
+            }
             reward_future = pool.submit(
                 cached_stage,
                 cache,
