@@ -179,7 +179,8 @@ def plot_front(
                 limits(float(values.min()) - margin, float(values.max()) + margin)
         ax.set_xlabel(f"held-out mean {names[i]}")
         ax.set_ylabel(f"held-out mean {names[j]}")
-        ax.legend(fontsize=7, loc="lower left")
+        # below the axes: dominated points gather low and left, where a legend would hide them
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     if len(names) > 2:
         title += f"; hypervolume over {len(names)} objectives, {ref_text}"
     fig.suptitle(title)
