@@ -66,7 +66,6 @@ def classifier_model(tokenizer: Any, n_layer: int, n_embd: int, seed: int) -> An
         bos_token_id=eos,  # the byte-level tokenizer has no [CLS]/[SEP]: mean pooling needs none
         cls_token_id=eos,
         sep_token_id=eos,
-        reference_compile=False,  # no torch.compile: CPU training, and identical on reload
     )
     return ModernBertForSequenceClassification(config)
 
