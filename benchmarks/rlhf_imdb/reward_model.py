@@ -139,8 +139,7 @@ def train_reward_model(
     # token embeddings towards zero only erases what they learned.
     embeddings = model.get_input_embeddings().weight
     decayed = [p for p in model.parameters() if p.ndim >= 2 and p is not embeddings]
-    matrices = {id(p) for p in decayed}
-    rest = [p for p in model.parameters() if id(p) not in matrices]
+    rest = [p for p in model.parameters() if p.ndim < 2 or p is embeddings]
     optimizer = torch.optim.AdamW(
         [{"params": decayed, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
         lr=learning_rate,
