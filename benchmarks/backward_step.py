@@ -176,9 +176,7 @@ def _method_step(method, model, forward, params, engine) -> None:  # noqa: ANN00
 
         with GramianRecorder(model, params=params) as recorder:
             losses, _ = forward(model)
-        mgda = mogradient.get_aggregator("mgda")
-        assert isinstance(mgda, mogradient.GramianWeighting)  # MGDA weighs from the Gramian
-        w = mgda.weights(recorder.gramian(losses))
+        w = _mgda_weights(recorder.gramian(losses))
         torch.autograd.backward(sum(float(wi) * li for wi, li in zip(w, losses)))
         return
     losses, h = forward(model)
@@ -229,7 +227,6 @@ def _cell(model_name: str, k: int, method: str, steps: int, warmup: int) -> dict
     import torch
 
     torch.set_num_threads(1)
-    import mogradient
 
     model, forward, to64 = _build(model_name, k)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -278,9 +275,7 @@ def _cell(model_name: str, k: int, method: str, steps: int, warmup: int) -> dict
     from mogradient.autograd import jacobian
 
     jac = jacobian(f64(ref_model), ref_params, batched=False)
-    mgda = mogradient.get_aggregator("mgda")
-    assert isinstance(mgda, mogradient.GramianWeighting)  # MGDA weighs from the Gramian
-    w = mgda.weights(gramian_of(jac, precision="float64"))
+    w = _mgda_weights(gramian_of(jac, precision="float64"))
     exact = w @ jac
     cosine = float(update @ exact / (update.norm() * exact.norm()))
     return {
@@ -294,6 +289,15 @@ def _cell(model_name: str, k: int, method: str, steps: int, warmup: int) -> dict
         "cosine": cosine,
         "n_params": sum(p.numel() for p in params),
     }
+
+
+def _mgda_weights(gramian: torch.Tensor) -> torch.Tensor:
+    """MGDA's weights from the registry (as a user would get them) for ``gramian``."""
+    import mogradient
+
+    mgda = mogradient.get_aggregator("mgda")
+    assert isinstance(mgda, mogradient.GramianWeighting)  # MGDA weighs from the Gramian
+    return mgda.weights(gramian)
 
 
 def _flat_grad(p: torch.Tensor) -> torch.Tensor:

@@ -143,14 +143,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--jobs", type=int, default=1, help="stages run in this many processes at once"
     )
     args = parser.parse_args(argv)
-    defaults = QUICK if args.quick else FULL
-    if args.three_objectives is None:  # the default's sizes that this run has
-        sizes = (args.sizes or str(defaults["sizes"])).split(",")
-        default = str(defaults["three_objectives"]).split(",")
-        args.three_objectives = ",".join(s for s in default if s in sizes)
-    for key, value in defaults.items():
+    three_objectives_unset = args.three_objectives is None
+    for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if three_objectives_unset:  # the default's sizes that this run has
+        sizes = args.sizes.split(",")
+        args.three_objectives = ",".join(s for s in args.three_objectives.split(",") if s in sizes)
     if args.data is None and not args.quick and not DEFAULT_DATA_DIR.is_dir():
         parser.error(f"no IMDb data at {DEFAULT_DATA_DIR}; pass --data DIR or a hub name")
     if args.jobs < 1 or args.threads < 1:
