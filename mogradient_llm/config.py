@@ -52,6 +52,10 @@ class MOConfig:
     algorithm: ClassVar[str] = ""
 
     learning_rate: float = field(default=1.41e-5, metadata=_help("AdamW learning rate"))
+    weight_decay: float = field(
+        default=0.0,
+        metadata=_help("AdamW weight decay, not on biases and norms (transformers' default: 0)"),
+    )
     lr_scheduler_type: str = field(
         default="constant",
         metadata=_help(
@@ -152,6 +156,8 @@ class MOConfig:
                 f"mini_batch_size ({self.mini_batch_size}) must be a multiple of "
                 f"gradient_accumulation_steps ({self.gradient_accumulation_steps})"
             )
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         self._check_scheduler()
         if self.gramian_level not in GRAMIAN_LEVELS:
             raise ValueError(
