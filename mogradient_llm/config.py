@@ -41,6 +41,8 @@ class MOConfig:
       one.
     * ``normalize_weights``: rescale the loss weights to Σw = 1 before the update (default), so
       the step's scale does not depend on the aggregator; ``agg/weight_sum`` logs the raw sum.
+      GRPO and RLOO rescale a loss weighting's weights to TRL's sum instead, ``Σ reward_weights``
+      (k without them), so that ``linear`` weighs the rewards exactly as TRL.
     * ``noon``: clip every objective's advantage at zero before aggregating (Noon PPO).
     * ``gramian_level``: ``"parameters"`` (the policy-loss gradients over all trainable
       parameters) or ``"features"`` (over the last hidden states: MGDA-UB).

@@ -115,6 +115,7 @@ def test_none_rewards_take_no_part_and_get_no_advantage() -> None:
     ("normalization", "expected"),
     [
         ("token", lambda m: m / m.sum()),
+        ("global_token", lambda m: m / m.sum()),  # with the global count as ``tokens``
         ("sequence", lambda m: m / m.sum(1, keepdim=True) / m.shape[0]),
         ("constant", lambda m: m / (m.shape[0] * 5)),
     ],
@@ -130,6 +131,14 @@ def test_token_weights_of_each_loss_type(normalization, expected) -> None:
         for rows in ([0], [1, 2])
     ]  # two micro-batches: accelerate halves each loss again, so their sum is the whole's
     torch.testing.assert_close(torch.cat(halves) / 2, expected(mask))
+
+
+def test_micro_token_weights_are_each_micro_batch_own_token_mean() -> None:
+    """BNPO as TRL's: each micro-batch's token mean, which accelerate averages over them."""
+    mask = torch.tensor([[1.0, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
+    for rows in ([0], [1, 2]):
+        got = token_weights(mask[rows], "micro_token", rows=9.0, tokens=99.0, max_length=5)
+        torch.testing.assert_close(got, mask[rows] / mask[rows].sum())
 
 
 def _varied_rewards() -> list:
