@@ -203,17 +203,21 @@ class ObjectiveCombiner:
         return self._level.scalarize(advantages, losses)
 
     def scalarizer(
-        self, losses: torch.Tensor, stats: Stats
+        self, losses: torch.Tensor, stats: Stats, total: float = 1.0
     ) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """For an estimator: loss weightings' ``x [k, ...] → Σ wᵢ xᵢ [1, ...]`` with the weights
-        of ``losses`` (their stats go into ``stats``); ``None`` for every other kind."""
+        of ``losses`` (their stats go into ``stats``); ``None`` for every other kind.
+
+        ``total``: with ``normalize_weights``, what the weights sum to instead of 1 (GRPO and RLOO
+        weigh the rewards at TRL's scale, ``Σ reward_weights``)."""
         if not isinstance(self._level, _LossLevel):
             return None
+        factor = total if self.config.normalize_weights else 1.0
 
         def scalarize(x: torch.Tensor) -> torch.Tensor:
             out, weight_stats = self._level.scalarize(x, losses)
             stats.update(weight_stats)
-            return out
+            return out * factor if factor != 1.0 else out
 
         return scalarize
 

@@ -41,6 +41,8 @@ class MOConfig:
       one.
     * ``normalize_weights``: rescale the loss weights to Σw = 1 before the update (default), so
       the step's scale does not depend on the aggregator; ``agg/weight_sum`` logs the raw sum.
+      GRPO and RLOO rescale a loss weighting's weights to TRL's sum instead, ``Σ reward_weights``
+      (k without them), so that ``linear`` weighs the rewards exactly as TRL.
     * ``noon``: clip every objective's advantage at zero before aggregating (Noon PPO).
     * ``gramian_level``: ``"parameters"`` (the policy-loss gradients over all trainable
       parameters) or ``"features"`` (over the last hidden states: MGDA-UB).
@@ -52,6 +54,10 @@ class MOConfig:
     algorithm: ClassVar[str] = ""
 
     learning_rate: float = field(default=1.41e-5, metadata=_help("AdamW learning rate"))
+    weight_decay: float = field(
+        default=0.0,
+        metadata=_help("AdamW weight decay, not on biases and norms (transformers' default: 0)"),
+    )
     lr_scheduler_type: str = field(
         default="constant",
         metadata=_help(
@@ -152,6 +158,8 @@ class MOConfig:
                 f"mini_batch_size ({self.mini_batch_size}) must be a multiple of "
                 f"gradient_accumulation_steps ({self.gradient_accumulation_steps})"
             )
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         self._check_scheduler()
         if self.gramian_level not in GRAMIAN_LEVELS:
             raise ValueError(

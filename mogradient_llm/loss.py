@@ -1,9 +1,10 @@
 """The clipped surrogate (one loss per advantage row), the clipped value loss and the KL loss.
 
 Every loss is a weighted sum over tokens: ``token_weights [B, T]`` (zero off the response) say
-what each token counts for, so one function serves every normalisation — PPO's and DAPO's token
-mean, GRPO's per-sequence mean, Dr. GRPO's constant — and gradient accumulation (the weights of
-a micro-batch divide by the whole minibatch's count; see :func:`token_weights`).
+what each token counts for, so one function serves every normalisation — PPO's token mean, DAPO's
+(over every process), BNPO's (per micro-batch), GRPO's per-sequence mean, Dr. GRPO's constant —
+and gradient accumulation (the weights of a micro-batch divide by the whole minibatch's count;
+see :func:`token_weights`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import torch
 
 from mogradient_llm.advantages import masked_mean
 
-#: How token losses are normalised: ``token`` (sum / tokens: PPO, DAPO), ``sequence`` (mean per
+#: How token losses are normalised: ``token`` (sum / the minibatch's tokens on this process: PPO),
+#: ``global_token`` (sum / the tokens of an optimiser step over every process: DAPO as TRL's),
+#: ``micro_token`` (each micro-batch's own token mean: BNPO as TRL's), ``sequence`` (mean per
 #: sequence, then over sequences: GRPO), ``constant`` (sum / (sequences × max length): Dr. GRPO).
-TokenNormalization = Literal["token", "sequence", "constant"]
+TokenNormalization = Literal["token", "global_token", "micro_token", "sequence", "constant"]
 
 
 def token_weights(
@@ -30,11 +33,16 @@ def token_weights(
 
     ``rows`` / ``tokens``: the sequences / response tokens the loss is averaged over (the whole
     minibatch's divided by the number of micro-batches, which ``accelerator.accumulate`` divides
-    the summed losses by again), so accumulated micro-batches give the minibatch's loss.
+    the summed losses by again), so accumulated micro-batches give the minibatch's loss
+    (``global_token``: ``tokens`` counts every process's, see
+    :func:`mogradient_llm.update.global_token_count`; ``micro_token`` ignores both: each
+    micro-batch is its own token mean, averaged over them).
     """
     mask = mask.float()
-    if normalization == "token":
+    if normalization in ("token", "global_token"):
         return mask / max(tokens, 1.0)
+    if normalization == "micro_token":
+        return mask / mask.sum().clamp(min=1)
     if normalization == "sequence":
         return mask / mask.sum(1, keepdim=True).clamp(min=1) / max(rows, 1.0)
     if normalization == "constant":

@@ -67,7 +67,7 @@ from mogradient_llm.rollout import (
 )
 from mogradient_llm.sampling import sampling_config
 from mogradient_llm.sharding import generation_context
-from mogradient_llm.update import Updater
+from mogradient_llm.update import Updater, build_optimizer
 from mogradient_llm.value_heads import PolicyWithValueHeads
 
 if TYPE_CHECKING:
@@ -190,8 +190,7 @@ class MOTrainer:
             self.ref_model = ref_model.eval().requires_grad_(False).to(device)
         heads = len(self.rewards) if self.estimator.value_heads else 0
         wrapped = PolicyWithValueHeads(model, heads)
-        trainable = [p for p in wrapped.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
+        optimizer = build_optimizer(wrapped, config)
         self.model, self.optimizer = self.accelerator.prepare(wrapped, optimizer)
         self.model.train()
         updates = config.max_steps * config.epochs * (config.batch_size // config.mini_batch_size)
@@ -348,7 +347,7 @@ class MOTrainer:
             scores, mask, self.config.num_generations, logprobs, ref_logprobs, values, self._sum
         )
         estimate = self.estimator.estimate(
-            inputs, self.combiner.scalarizer(objective_losses, stats)
+            inputs, self.combiner.scalarizer(objective_losses, stats, self.estimator.weight_total)
         )
         advantages = noon_clip(estimate.advantages) if self.config.noon else estimate.advantages
         self._check_finite(advantages, estimate.returns, logprobs)

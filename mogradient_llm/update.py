@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from accelerate import Accelerator
@@ -44,9 +44,42 @@ class LossScale:
     tokens: float
 
     @classmethod
-    def of(cls, batch: RolloutBatch, index: torch.Tensor, micro_batches: int = 1) -> LossScale:
-        tokens = float(batch.mask[index].sum().clamp(min=1))
+    def of(
+        cls,
+        batch: RolloutBatch,
+        index: torch.Tensor,
+        micro_batches: int = 1,
+        tokens: float | None = None,
+    ) -> LossScale:
+        """``tokens``: what the minibatch's token count is taken to be (default: its own)."""
+        if tokens is None:
+            tokens = float(batch.mask[index].sum().clamp(min=1))
         return cls(len(index) / micro_batches, tokens / micro_batches)
+
+
+def global_token_count(accelerator: Accelerator, batch: RolloutBatch, rows: int) -> float:
+    """DAPO's normaliser as TRL's: the step's response tokens summed over every process, divided
+    by the process count (DDP averages the gradients over them) and by the minibatches of the step
+    (``batch.size / rows``), so every rank and minibatch divides by the same global count."""
+    total = accelerator.reduce(batch.mask.sum().reshape(1).float(), "sum")
+    per_process = float(total.sum()) / accelerator.num_processes
+    return max(per_process * rows / batch.size, 1.0)
+
+
+def build_optimizer(module: nn.Module, config: MOConfig) -> torch.optim.AdamW:
+    """AdamW over ``module``'s trainable parameters as transformers' ``Trainer`` builds it (TRL's
+    optimiser): ``weight_decay`` on every weight except biases and normalisation layers."""
+    from transformers import Trainer
+
+    decayed = set(Trainer.get_decay_parameter_names(cast(Trainer, None), module))
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if n in decayed], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=config.learning_rate, weight_decay=0.0
+    )
 
 
 @dataclass
@@ -115,7 +148,10 @@ class Updater:
         Returns ``{}`` for a skipped minibatch."""
         acc, cfg = self.accelerator, self.config
         micro = index.chunk(cfg.gradient_accumulation_steps)
-        scale = LossScale.of(batch, index, len(micro))
+        tokens = None
+        if self.estimator.normalization == "global_token":
+            tokens = global_token_count(acc, batch, len(index))
+        scale = LossScale.of(batch, index, len(micro), tokens)
         held: Losses | None = None
         weights: torch.Tensor | None = None
         stats: dict[str, float] = {}

@@ -68,7 +68,7 @@ def test_flags_parse_to_the_field_types() -> None:
     assert config.max_steps == 7 and config.report_to == ["none"] and config.trackers == []
     assert config.generation_kwargs["max_new_tokens"] == 5
     with pytest.raises(SystemExit):
-        parse_train_args(["--algorithm", "grpo", "--loss-type", "bnpo", *RUN])
+        parse_train_args(["--algorithm", "grpo", "--loss-type", "ppo", *RUN])
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])

@@ -115,6 +115,7 @@ def test_none_rewards_take_no_part_and_get_no_advantage() -> None:
     ("normalization", "expected"),
     [
         ("token", lambda m: m / m.sum()),
+        ("global_token", lambda m: m / m.sum()),  # with the global count as ``tokens``
         ("sequence", lambda m: m / m.sum(1, keepdim=True) / m.shape[0]),
         ("constant", lambda m: m / (m.shape[0] * 5)),
     ],
@@ -130,6 +131,14 @@ def test_token_weights_of_each_loss_type(normalization, expected) -> None:
         for rows in ([0], [1, 2])
     ]  # two micro-batches: accelerate halves each loss again, so their sum is the whole's
     torch.testing.assert_close(torch.cat(halves) / 2, expected(mask))
+
+
+def test_micro_token_weights_are_each_micro_batch_own_token_mean() -> None:
+    """BNPO as TRL's: each micro-batch's token mean, which accelerate averages over them."""
+    mask = torch.tensor([[1.0, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
+    for rows in ([0], [1, 2]):
+        got = token_weights(mask[rows], "micro_token", rows=9.0, tokens=99.0, max_length=5)
+        torch.testing.assert_close(got, mask[rows] / mask[rows].sum())
 
 
 def _varied_rewards() -> list:
@@ -159,7 +168,7 @@ def _varied_rewards() -> list:
     ids=["pama", "linear", "gdpo", "mgda-features", "upgrad-parameters"],
 )
 def test_a_step_updates_the_policy_with_every_kind(algorithm, setting) -> None:
-    trainer = make_trainer(_varied_rewards(), algorithm=algorithm, **setting)
+    trainer = make_trainer(_varied_rewards(), algorithm=algorithm, beta=0.0, **setting)
     assert trainer.ref_model is None  # beta = 0: no reference model at all
     before = [p.detach().clone() for p in trainer.policy.parameters()]
     stats = trainer.step()
@@ -245,13 +254,13 @@ def test_configuration_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="multiple of num_generations"):
         MOGRPOConfig(num_generations=3, batch_size=8, mini_batch_size=8)
     with pytest.raises(ValueError, match="loss_type"):
-        MOGRPOConfig(loss_type="bnpo")  # type: ignore[arg-type]
+        MOGRPOConfig(loss_type="ppo")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="reward_weights.*takes none"):
         make_trainer([LengthReward()], algorithm="grpo", aggregator="pama", reward_weights=[1.0])
 
 
 def test_rloo_config_defaults_to_no_std_scaling() -> None:
-    assert MORLOOConfig().scale_rewards == "none" and MOGRPOConfig().scale_rewards == "group"
+    assert not MORLOOConfig().normalize_advantages and MOGRPOConfig().scale_rewards == "group"
     assert copy.deepcopy(MORLOOConfig()).algorithm == "rloo"
 
 

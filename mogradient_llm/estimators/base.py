@@ -86,6 +86,12 @@ class Estimator(ABC, Generic[ConfigT]):
         self.names = names
 
     @property
+    def weight_total(self) -> float:
+        """What a loss weighting's normalised weights sum to when it scalarises here (1: on the
+        simplex)."""
+        return 1.0
+
+    @property
     def needs_reference(self) -> bool:
         """Whether a KL reference model is loaded and run."""
         return True

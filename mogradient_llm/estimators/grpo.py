@@ -1,14 +1,16 @@
-"""Multi-objective GRPO (critic-free): per-objective group-relative advantages.
+"""Multi-objective GRPO (critic-free): per-objective group-relative advantages, as TRL 1.16's.
 
 For each objective ``i`` and each group of ``num_generations`` completions of one prompt,
-``Aᵢ = (rᵢ − mean_group rᵢ) / (std rᵢ + ε)`` (``scale_rewards``: the group's std, the batch's,
+``Aᵢ = (rᵢ − mean_group rᵢ) / (std rᵢ + 10⁻⁴)`` (``scale_rewards``: the group's std, the batch's,
 or none), shared by the completion's tokens — so every aggregator applies: PAMA per sequence,
 Gramian methods on the per-objective policy losses. A loss weighting combines where
-``multi_objective_aggregation`` says: ``sum_then_normalize`` weighs the rewards and normalises
-the sum (TRL's default), ``normalize_then_sum`` (GDPO) normalises each objective, weighs, then
-normalises over the batch. ``None`` rewards take no part in their objective's statistics and
-get no advantage. The KL to the reference is ``β`` × the k3 estimate per token, in the loss,
-once, outside the aggregator.
+``multi_objective_aggregation`` says: ``sum_then_normalize`` weighs the rewards (``Σ wᵢ rᵢ`` at
+TRL's scale: the weights sum to ``Σ reward_weights``, ``k`` without them) and normalises the sum
+(TRL's default); ``normalize_then_sum`` (GDPO) normalises each objective by its group's std
+whatever ``scale_rewards`` says, weighs, then normalises over the batch — TRL's formulas. ``None``
+rewards take no part in their objective's statistics and get no advantage. The KL to the
+reference is ``β`` × the k3 estimate per token (times ``π/π_old`` with
+``use_bias_correction_kl``), in the loss, once, outside the aggregator.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from mogradient_llm.loss import TokenNormalization
 SCALE_REWARDS = ("group", "batch", "none")
 LOSS_TYPES: dict[str, TokenNormalization] = {
     "grpo": "sequence",
-    "dapo": "token",
+    "dapo": "global_token",
+    "bnpo": "micro_token",
     "dr_grpo": "constant",
 }
 MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
@@ -42,17 +45,13 @@ STD_EPS = 1e-4
 
 
 @dataclass
-class MOGRPOConfig(MOConfig):
-    """GRPO's hyper-parameters, TRL's names, on top of :class:`MOConfig`.
+class GroupConfig(MOConfig):
+    """What GRPO and RLOO share, TRL's names and defaults, on top of :class:`MOConfig`.
 
-    ``batch_size`` counts completions (prompts × ``num_generations``). ``loss_type``: ``grpo``
-    (mean over each sequence's tokens, then over sequences), ``dapo`` (over all tokens of the
-    minibatch), ``dr_grpo`` (sum over tokens / (sequences × ``max_new_tokens``)). ``noon`` is
-    off by default: GRPO as TRL's; turn it on for Noon GRPO (PAMA's Theorem 1 then picks the
-    smallest positive advantage of each sequence).
+    ``batch_size`` counts completions (prompts × ``num_generations``). ``noon`` is off by
+    default: the algorithm as TRL's; turn it on for Noon GRPO/RLOO (PAMA's Theorem 1 then picks
+    the smallest positive advantage of each sequence).
     """
-
-    algorithm: ClassVar[str] = "grpo"
 
     learning_rate: float = field(default=1e-6, metadata=_help("AdamW learning rate"))
     batch_size: int = field(
@@ -70,12 +69,6 @@ class MOGRPOConfig(MOConfig):
     epsilon: float = field(default=0.2, metadata=_help("lower ratio clip ε"))
     epsilon_high: float | None = field(
         default=None, metadata=_help("upper ratio clip (default: epsilon)")
-    )
-    scale_rewards: Literal["group", "batch", "none"] = field(
-        default="group", metadata=_help("divide advantages by the group's std, the batch's, none")
-    )
-    loss_type: Literal["grpo", "dapo", "dr_grpo"] = field(
-        default="dapo", metadata=_help("token-loss normalisation")
     )
     multi_objective_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = field(
         default="sum_then_normalize",
@@ -95,24 +88,58 @@ class MOGRPOConfig(MOConfig):
             raise ValueError(f"beta and epsilon must be >= 0, got {self.beta}, {self.epsilon}")
         if self.epsilon_high is not None and self.epsilon_high < 0:
             raise ValueError(f"epsilon_high must be >= 0, got {self.epsilon_high}")
-        for name, valid in (
-            ("scale_rewards", SCALE_REWARDS),
-            ("loss_type", tuple(LOSS_TYPES)),
-            ("multi_objective_aggregation", MULTI_OBJECTIVE_AGGREGATIONS),
-        ):
+        self._check_choices()
+
+    def _check_choices(self) -> None:
+        """Every ``Literal`` field holds one of its values."""
+        for name, valid in self._choices().items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
+
+    def _choices(self) -> dict[str, tuple[str, ...]]:
+        return {"multi_objective_aggregation": MULTI_OBJECTIVE_AGGREGATIONS}
 
     @property
     def epochs(self) -> int:
         return self.num_iterations
 
 
-def _moments(
+@dataclass
+class MOGRPOConfig(GroupConfig):
+    """GRPO's hyper-parameters: :class:`GroupConfig` plus TRL's ``GRPOConfig`` options.
+
+    ``loss_type``: ``grpo`` (mean over each sequence's tokens, then over sequences), ``dapo``
+    (over the tokens of an optimiser step on every process, TRL's default), ``bnpo`` (over each
+    micro-batch's tokens on its process), ``dr_grpo`` (sum over tokens / (sequences ×
+    ``max_new_tokens``)).
+    """
+
+    algorithm: ClassVar[str] = "grpo"
+
+    scale_rewards: Literal["group", "batch", "none"] = field(
+        default="group", metadata=_help("divide advantages by the group's std, the batch's, none")
+    )
+    loss_type: Literal["grpo", "dapo", "bnpo", "dr_grpo"] = field(
+        default="dapo", metadata=_help("token-loss normalisation")
+    )
+    use_bias_correction_kl: bool = field(
+        default=True,
+        metadata=_help("multiply the per-token KL by the ratio π/π_old (TRL's default)"),
+    )
+
+    def _choices(self) -> dict[str, tuple[str, ...]]:
+        return {
+            **super()._choices(),
+            "scale_rewards": SCALE_REWARDS,
+            "loss_type": tuple(LOSS_TYPES),
+        }
+
+
+def moments(
     x: torch.Tensor, valid: torch.Tensor, all_reduce_sum: AllReduceSum | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and unbiased std of ``x [k, B]`` over the valid entries of each row, over every
-    process's batch."""
+    process's batch (TRL's ``nanmean``/``nanstd`` of the gathered rewards)."""
     x = torch.where(valid, x, torch.zeros_like(x)).double()
     sums = torch.stack([valid.sum(1).double(), x.sum(1), (x**2).sum(1)])
     if all_reduce_sum is not None:
@@ -121,6 +148,34 @@ def _moments(
     mean = first / n.clamp(min=1)
     var = (second - n * mean**2).clamp(min=0) / (n - 1).clamp(min=1)
     return mean.to(x.dtype), var.sqrt()
+
+
+def batch_normalized(
+    x: torch.Tensor, valid: torch.Tensor, all_reduce_sum: AllReduceSum | None
+) -> torch.Tensor:
+    """``(x − mean) / (std + 10⁻⁴)`` of each row ``[k, B]`` over its valid entries of every
+    process (0 where not valid)."""
+    mean, std = moments(x, valid, all_reduce_sum)
+    out = (x - mean[:, None].to(x)) / (std[:, None].to(x) + STD_EPS)
+    return torch.where(valid, out, torch.zeros_like(out))
+
+
+def grouped(
+    rewards: torch.Tensor, valid: torch.Tensor, num_generations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rewards`` (0 where not valid) and ``valid`` as ``[k, prompts, num_generations]``."""
+    k, b = rewards.shape
+    groups = (k, b // num_generations, num_generations)
+    r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(groups)
+    return r, valid.view(groups).to(r.dtype)
+
+
+def scalarized_rewards(
+    scores: torch.Tensor, valid: torch.Tensor, scalarize: Scalarize
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TRL's ``Σ wᵢ rᵢ`` ``[1, B]``: a missing reward adds nothing to the weighted sum; a row
+    none can score is not valid."""
+    return scalarize(scores.nan_to_num(0.0)), valid.any(0, keepdim=True)
 
 
 class GRPOEstimator(Estimator[MOGRPOConfig]):
@@ -134,6 +189,12 @@ class GRPOEstimator(Estimator[MOGRPOConfig]):
         self.normalization = LOSS_TYPES[config.loss_type]
 
     @property
+    def weight_total(self) -> float:
+        """TRL's scale of the weighted sum: ``Σ reward_weights`` (each weight 1 by default)."""
+        weights = self.config.reward_weights
+        return float(sum(weights)) if weights is not None else float(len(self.names))
+
+    @property
     def needs_reference(self) -> bool:
         return self.config.beta > 0
 
@@ -141,59 +202,49 @@ class GRPOEstimator(Estimator[MOGRPOConfig]):
     def clip_range(self) -> tuple[float, float | None]:
         return self.config.epsilon, self.config.epsilon_high
 
-    def grouped(
-        self, rewards: torch.Tensor, valid: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``rewards`` (0 where not valid) and ``valid`` as ``[k, prompts, num_generations]``."""
-        k, b = rewards.shape
-        groups = (k, b // self.config.num_generations, self.config.num_generations)
-        r = torch.where(valid, rewards, torch.zeros_like(rewards)).view(groups)
-        return r, valid.view(groups).to(r.dtype)
-
     def baseline_advantages(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``rᵢ − mean of its group`` ``[k, B]`` over the valid entries (0 where not valid)."""
-        r, v = self.grouped(rewards, valid)
+        r, v = grouped(rewards, valid, self.config.num_generations)
         mean = r.sum(-1, keepdim=True) / v.sum(-1, keepdim=True).clamp(min=1)
         return ((r - mean) * v).view(rewards.shape)
 
     def _group_std(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The unbiased std of each completion's group ``[k, B]`` over its valid entries."""
-        r, v = self.grouped(rewards, valid)
+        r, v = grouped(rewards, valid, self.config.num_generations)
         n = v.sum(-1, keepdim=True)
         mean = r.sum(-1, keepdim=True) / n.clamp(min=1)
         var = (((r - mean) * v) ** 2).sum(-1, keepdim=True) / (n - 1).clamp(min=1)
         return var.sqrt().expand_as(r).reshape(rewards.shape)
 
     def normalized(
-        self, rewards: torch.Tensor, valid: torch.Tensor, all_reduce_sum: AllReduceSum | None
+        self,
+        rewards: torch.Tensor,
+        valid: torch.Tensor,
+        all_reduce_sum: AllReduceSum | None,
+        scale: str | None = None,
     ) -> torch.Tensor:
-        """Per-objective group-relative advantages ``[k, B]`` under ``scale_rewards``."""
+        """Per-objective group-relative advantages ``[k, B]`` under ``scale`` (default:
+        ``scale_rewards``)."""
         advantages = self.baseline_advantages(rewards, valid)
-        scale = self.config.scale_rewards
+        scale = scale or self.config.scale_rewards
         if scale == "group":
             advantages = advantages / (self._group_std(rewards, valid) + STD_EPS)
         elif scale == "batch":
-            _, std = _moments(rewards, valid, all_reduce_sum)
+            _, std = moments(rewards, valid, all_reduce_sum)
             advantages = advantages / (std[:, None].to(advantages) + STD_EPS)
         return advantages * valid
 
     def estimate(self, inputs: EstimatorInputs, scalarize: Scalarize | None) -> Estimate:
         scores, valid = inputs.scores, inputs.valid
-        if (
-            scalarize is not None
-            and self.config.multi_objective_aggregation == "sum_then_normalize"
-        ):
-            # a missing reward adds nothing to the weighted sum; a row none can score: no advantage
-            scores = scalarize(scores.nan_to_num(0.0))
+        if scalarize is None:
+            advantages = self.normalized(scores, valid, inputs.all_reduce_sum)
+        elif self.config.multi_objective_aggregation == "sum_then_normalize":
+            scores, valid = scalarized_rewards(scores, valid, scalarize)
+            advantages = self.normalized(scores, valid, inputs.all_reduce_sum)
+        else:  # GDPO (TRL): each objective by its group's std, weigh, then over the batch
+            advantages = scalarize(self.normalized(scores, valid, inputs.all_reduce_sum, "group"))
             valid = valid.any(0, keepdim=True)
-            advantages = self.normalized(scores, valid, inputs.all_reduce_sum)
-        else:
-            advantages = self.normalized(scores, valid, inputs.all_reduce_sum)
-            if scalarize is not None:  # GDPO: weigh the normalised advantages, then the batch
-                advantages = scalarize(advantages)
-                valid = valid.any(0, keepdim=True)
-                mean, std = _moments(advantages, valid, inputs.all_reduce_sum)
-                advantages = (advantages - mean[:, None]) / (std[:, None] + STD_EPS) * valid
+            advantages = batch_normalized(advantages, valid, inputs.all_reduce_sum)
         kl = None
         if inputs.ref_logprobs is not None and inputs.logprobs is not None:
             kl = kl_estimate(inputs.logprobs, inputs.ref_logprobs, "k3") * inputs.mask
@@ -208,9 +259,13 @@ class GRPOEstimator(Estimator[MOGRPOConfig]):
         values: torch.Tensor | None,
         weights: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``β`` × the k3 KL to the reference, normalised like the policy loss."""
+        """``β`` × the k3 KL to the reference (times ``π/π_old`` with ``use_bias_correction_kl``,
+        TRL's importance-sampling correction), normalised like the policy loss."""
         if batch.ref_logprobs is None:
             return logprobs.new_zeros(()), {}
         kl = kl_estimate(logprobs, batch.ref_logprobs[index], "k3")
+        if self.config.use_bias_correction_kl:
+            old = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs[index]
+            kl = kl * torch.exp(logprobs - old)
         loss = (kl * weights.to(kl.dtype)).sum()
         return self.config.beta * loss, {"loss/kl": loss.detach()}

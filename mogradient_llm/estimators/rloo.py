@@ -1,45 +1,157 @@
-"""Multi-objective RLOO: GRPO's loop with a per-objective leave-one-out baseline.
+"""Multi-objective RLOO, as TRL 1.16's ``RLOOTrainer``: a per-objective leave-one-out baseline,
+the KL in the reward, a sequence-level ratio and clip.
 
-Each completion's baseline is the mean reward of the *other* completions of its group, per
-objective: ``Aᵢ = rᵢ − mean_{j ≠ i} rⱼ = G/(G−1) · (rᵢ − mean_group r)`` (Ahmadian et al. 2024),
-unbiased because the baseline does not depend on the completion itself. By default the
-advantages are not divided by a standard deviation (``scale_rewards="none"``); everything else
-— rewards that return ``None``, loss weightings, the KL term, the clip — is GRPO's.
+Each completion's reward is ``rᵢ − β Σₜ (log π_old − log π_ref)`` (k1 summed over the sequence,
+Ahmadian et al. 2024), and its baseline the mean of the *other* completions of its group, per
+objective: ``Aᵢ = rᵢ − mean_{j ≠ i} rⱼ``, unbiased because the baseline does not depend on the
+completion itself; ``normalize_advantages`` then whitens them over the batch (every process's).
+A loss weighting sums the rewards first (``Σ wᵢ rᵢ`` at TRL's scale, then the KL once); with
+``normalize_then_sum`` (GDPO, not in TRL's RLOO) each objective's advantages are whitened, weighed
+and whitened again over the batch. The loss is ``−min(u A, clip(u, 1 − ε, 1 + ε_high) A)`` per
+sequence with ``u = π(y)/π_old(y)`` the sequence's ratio, averaged over the sequences.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
+from mogradient_llm.advantages import masked_mean
+from mogradient_llm.batch import RolloutBatch
 from mogradient_llm.config import _help
-from mogradient_llm.estimators.grpo import GRPOEstimator, MOGRPOConfig
+from mogradient_llm.estimators.base import Estimate, Estimator, EstimatorInputs, Scalarize
+from mogradient_llm.estimators.grpo import (
+    GroupConfig,
+    batch_normalized,
+    grouped,
+    scalarized_rewards,
+)
+from mogradient_llm.kl import kl_estimate
+from mogradient_llm.loss import TokenNormalization
 
 
 @dataclass
-class MORLOOConfig(MOGRPOConfig):
-    """:class:`MOGRPOConfig` with RLOO's defaults (no std scaling)."""
+class MORLOOConfig(GroupConfig):
+    """RLOO's hyper-parameters: :class:`GroupConfig` plus TRL's ``RLOOConfig`` options."""
 
     algorithm: ClassVar[str] = "rloo"
 
-    scale_rewards: Literal["group", "batch", "none"] = field(
-        default="none", metadata=_help("divide advantages by the group's std, the batch's, none")
+    beta: float = field(
+        default=0.05,
+        metadata=_help("KL coefficient (k1 summed per sequence, in the reward); 0: no reference"),
+    )
+    normalize_advantages: bool = field(
+        default=False, metadata=_help("whiten the advantages over the batch (mean 0, std 1)")
     )
 
 
-class RLOOEstimator(GRPOEstimator):
-    """GRPO with the leave-one-out baseline."""
+class RLOOEstimator(Estimator[MORLOOConfig]):
+    """Leave-one-out advantages per objective, the KL penalty in the reward."""
 
     algorithm = "rloo"
     config_class = MORLOOConfig
+    #: Each sequence counts once (``policy_losses`` sums its tokens' log-probabilities).
+    normalization: TokenNormalization = "sequence"
 
-    def baseline_advantages(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    @property
+    def weight_total(self) -> float:
+        """TRL's scale of the weighted sum: ``Σ reward_weights`` (each weight 1 by default)."""
+        weights = self.config.reward_weights
+        return float(sum(weights)) if weights is not None else float(len(self.names))
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.config.beta > 0
+
+    @property
+    def clip_range(self) -> tuple[float, float | None]:
+        return self.config.epsilon, self.config.epsilon_high
+
+    def leave_one_out(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``rᵢ − mean of the others`` ``[k, B]`` over the valid entries of each group (0 where
         not valid or when no other completion of the group was scored)."""
-        r, v = self.grouped(rewards, valid)
+        r, v = grouped(rewards, valid, self.config.num_generations)
         others = (v.sum(-1, keepdim=True) - v).clamp(min=1)
         baseline = (r.sum(-1, keepdim=True) - r) / others
         alone = v.sum(-1, keepdim=True) < 2
         return torch.where(alone, torch.zeros_like(r), (r - baseline) * v).view(rewards.shape)
+
+    def _has_baseline(self, valid: torch.Tensor) -> torch.Tensor:
+        """``[k, B]``: valid, and another completion of the group was scored (TRL's advantage is
+        NaN otherwise, left out of the batch statistics)."""
+        _, v = grouped(valid.float(), valid, self.config.num_generations)
+        return valid & (v.sum(-1, keepdim=True) >= 2).expand_as(v).reshape(valid.shape)
+
+    def advantages(
+        self, rewards: torch.Tensor, valid: torch.Tensor, inputs: EstimatorInputs
+    ) -> torch.Tensor:
+        """Leave-one-out advantages ``[k, B]`` (whitened with ``normalize_advantages``)."""
+        advantages = self.leave_one_out(rewards, valid)
+        if self.config.normalize_advantages:
+            advantages = batch_normalized(
+                advantages, self._has_baseline(valid), inputs.all_reduce_sum
+            )
+        return advantages
+
+    def estimate(self, inputs: EstimatorInputs, scalarize: Scalarize | None) -> Estimate:
+        scores, valid = inputs.scores, inputs.valid
+        kl = None
+        if self.config.beta > 0 and inputs.ref_logprobs is not None:
+            assert inputs.logprobs is not None  # the loop runs the policy with the reference
+            kl = kl_estimate(inputs.logprobs, inputs.ref_logprobs, "k1") * inputs.mask
+        penalty = 0.0 if kl is None else self.config.beta * kl.sum(1).to(scores.dtype)
+        summed = self.config.multi_objective_aggregation == "sum_then_normalize"
+        if scalarize is not None and summed:
+            rewards, valid = scalarized_rewards(scores, valid, scalarize)
+            advantages = self.advantages(rewards - penalty, valid, inputs)
+        else:
+            advantages = self.advantages(scores - penalty, valid, inputs)
+            if scalarize is not None:  # GDPO: weigh the advantages, then whiten over the batch
+                advantages = scalarize(advantages)
+                valid = valid.any(0, keepdim=True)
+                advantages = batch_normalized(advantages, valid, inputs.all_reduce_sum)
+        tokens = advantages.to(inputs.mask.dtype)[:, :, None] * inputs.mask
+        return Estimate(tokens, kl=kl)
+
+    def policy_losses(
+        self,
+        logprobs: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One clipped-surrogate loss per advantage row ``[m]`` at the sequence level (TRL's RLOO):
+        the ratio of the sequences' probabilities, one clip per sequence, the mean over sequences
+        (``weights``, normalised per sequence, give each sequence its share)."""
+        epsilon, epsilon_high = self.clip_range
+        high = epsilon if epsilon_high is None else epsilon_high
+        mask = (weights > 0).to(logprobs.dtype)
+        log_ratio = (logprobs * mask).sum(1) - (old_logprobs * mask).sum(1)
+        ratio = torch.exp(log_ratio)
+        clipped = torch.clamp(ratio, 1.0 - epsilon, 1.0 + high)
+        per_sequence = (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # [m, b]
+        unclipped_loss = -per_sequence * ratio
+        clipped_loss = -per_sequence * clipped
+        loss = torch.maximum(unclipped_loss, clipped_loss)
+        losses = (loss * weights.sum(1).to(loss.dtype)).sum(1)
+        with torch.no_grad():
+            rows = mask.sum(1) > 0
+            stats = {
+                "policy/approxkl_avg": 0.5 * masked_mean(log_ratio**2, rows),
+                "policy/clipfrac_avg": masked_mean((clipped_loss > unclipped_loss).float(), rows),
+                "policy/ratio_avg": masked_mean(ratio, rows),
+            }
+        return losses, stats
+
+    def extra_loss(
+        self,
+        batch: RolloutBatch,
+        index: torch.Tensor,
+        logprobs: torch.Tensor,
+        values: torch.Tensor | None,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Nothing: RLOO's KL is in the reward."""
+        return logprobs.new_zeros(()), {}
