@@ -196,7 +196,7 @@ class GramianWeighting(Aggregator):
         g = check_gramian(gramian)
         v, t = self._scaled_weights(g, self._loss_values(g.shape[0], losses), 0)
         w = times_pow2(v, t)
-        if not np.isfinite(w).all():
+        if t and np.isfinite(v).all() and not np.isfinite(w).all():
             raise ValueError(
                 f"the weights of {self!r} for this Gramian (largest diagonal entry "
                 f"{float(np.max(np.diagonal(g))):.3g}) are beyond float64's range; call the "
