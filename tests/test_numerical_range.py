@@ -194,3 +194,17 @@ def test_backward_float32_at_the_ends_of_the_range(log2_scale: int) -> None:
     w1 = MGDA().weights(gramian_of(jac)).numpy()
     bound = torch.from_numpy(_expected_bound(w1, jac))
     assert ((grads[1] - grads[0]).abs() <= bound).all()
+
+
+def test_weights_beyond_float64_are_refused() -> None:
+    """FairGrad (α = 1000, no cap) on a Gramian of subnormal entries 2^-1060: its weights are
+    about 2^1059, beyond float64 (the largest number is below 2^1024); ``weights`` says so and
+    names the way out. Capped, the same Gramian gives finite weights of a unit direction."""
+    gram = np.diag([2.0**-1060, 2.0**-1061])
+    with pytest.raises(ValueError, match=r"beyond float64's range.*agg\(J\)"):
+        FairGrad(alpha=1000.0, max_norm=None).weights(gram)
+    w = FairGrad(alpha=1000.0).weights(gram)
+    assert np.isfinite(w).all()
+    ws = w * 2.0**-530  # ‖Σ wᵢgᵢ‖² = wsᵀ(2^1060 G)ws, every factor in range (exact scalings)
+    norm2 = float(ws @ (gram * 2.0**530 * 2.0**530) @ ws)
+    assert abs(norm2 - 1.0) <= 1e-12

@@ -71,7 +71,7 @@ def times_pow2(x: X, n: float) -> X:
 def jacobian_exponent(jacobian: torch.Tensor, work: torch.dtype) -> int:
     """The power of two that brings the Jacobian's largest entry into [0.5, 1), or 0 when it
     is already inside the window of ``work`` (the dtype the products are taken in)."""
-    top = float(jacobian.abs().max()) if jacobian.numel() else 0.0
+    top = float(torch.linalg.vector_norm(jacobian, math.inf)) if jacobian.numel() else 0.0
     return exponent_into_range(top, _maxexp(work) // WINDOW_FRACTION)
 
 

@@ -195,7 +195,8 @@ class GramianWeighting(Aggregator):
         (the others accept one finite value per objective and ignore them)."""
         g = check_gramian(gramian)
         v, t = self._scaled_weights(g, self._loss_values(g.shape[0], losses), 0)
-        w = times_pow2(v, t)
+        with np.errstate(over="ignore", under="ignore"):
+            w = times_pow2(v, t)
         if t and np.isfinite(v).all() and not np.isfinite(w).all():
             raise ValueError(
                 f"the weights of {self!r} for this Gramian (largest diagonal entry "
