@@ -68,11 +68,20 @@ def times_pow2(x: X, n: float) -> X:
     return x
 
 
+def jacobian_window(work: torch.dtype) -> int:
+    """The window 2^±w of the Jacobian's largest entry left unscaled when the products are
+    taken in ``work``: w = maxexp/4 (256 in float64, 32 in float32)."""
+    return _maxexp(work) // WINDOW_FRACTION
+
+
 def jacobian_exponent(jacobian: torch.Tensor, work: torch.dtype) -> int:
     """The power of two that brings the Jacobian's largest entry into [0.5, 1), or 0 when it
     is already inside the window of ``work`` (the dtype the products are taken in)."""
-    top = float(torch.linalg.vector_norm(jacobian, math.inf)) if jacobian.numel() else 0.0
-    return exponent_into_range(top, _maxexp(work) // WINDOW_FRACTION)
+    if not jacobian.numel():
+        return 0
+    low, high = torch.aminmax(jacobian)  # one pass, no temporary
+    top = max(-float(low), float(high))
+    return exponent_into_range(top, jacobian_window(work))
 
 
 def _maxexp(dtype: torch.dtype) -> int:

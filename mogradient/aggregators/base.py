@@ -35,6 +35,7 @@ from mogradient.aggregators._scale import (
     combine,
     even_exponent_into_range,
     jacobian_exponent,
+    jacobian_window,
     times_pow2,
 )
 from mogradient.solvers.qp import CheckedGramian
@@ -370,16 +371,32 @@ def scaled_gramian(
     block_size: int = 1024,
 ) -> tuple[torch.Tensor, int]:
     """``(G_s, e)`` with ``G_s = (2^e J)(2^e J)ᵀ`` as :func:`gramian_of` forms it: ``e = 0``
-    where J's largest entry lies inside 2^±256 (products in float64) or 2^±32 (in float32),
-    else ``2^e J`` has its largest entry in [0.5, 1). The scaling is exact (a power of two), so
-    the Gramian of ``J`` is ``2^(−2e) G_s`` up to the product's own rounding."""
+    where the unscaled product is finite and its largest diagonal entry is at least 2^-512
+    (products in float64) or 2^-64 (in float32), or J's largest entry lies inside 2^±256 or
+    2^±32; else ``2^e J`` has its largest entry in [0.5, 1) and the product is formed again.
+    The scaling is exact (a power of two), so the Gramian of ``J`` is ``2^(−2e) G_s`` up to the
+    product's own rounding; ordinary inputs cost nothing more than the product."""
     if precision not in ("float64", "input"):
         raise ValueError(f"precision must be 'float64' or 'input', got {precision!r}")
     if precision == "float64" or jacobian.dtype == torch.float64:
-        e = jacobian_exponent(jacobian, torch.float64)
-        return _gramian_f64(jacobian, chunk_size, e), e
-    e = jacobian_exponent(jacobian, torch.promote_types(jacobian.dtype, torch.float32))
-    return _gramian_blocked(jacobian, chunk_size, block_size, e), e
+        work = torch.float64
+
+        def form(e: int) -> torch.Tensor:
+            return _gramian_f64(jacobian, chunk_size, e)
+    else:
+        work = torch.promote_types(jacobian.dtype, torch.float32)
+
+        def form(e: int) -> torch.Tensor:
+            return _gramian_blocked(jacobian, chunk_size, block_size, e)
+
+    gram = form(0)
+    # In range (finite, largest squared norm ≥ 2^(−2w) where w bounds the unscaled entries):
+    # nothing to scale, and the largest entry of J need not be read.
+    top = float(gram.diagonal().max())
+    if bool(torch.isfinite(gram).all()) and top >= 2.0 ** (-2 * jacobian_window(work)):
+        return gram, 0
+    e = jacobian_exponent(jacobian, work)
+    return (gram, 0) if e == 0 else (form(e), e)
 
 
 def _gramian_f64(jacobian: torch.Tensor, chunk_size: int, e: int) -> torch.Tensor:
