@@ -319,12 +319,11 @@ def gramian_of(
 ) -> torch.Tensor:
     """``J Jᵀ`` as a float64 ``[k, k]`` matrix on the Jacobian's device, over column chunks.
 
-    ``J`` is first scaled by a power of two (exact) where its largest entry lies outside
-    2^±256 (float64 products) or 2^±32 (float32 products) and the product scaled back
-    (:func:`scaled_gramian`): any float32 Jacobian, and float64 gradients of norm between about
-    1e-154 and 1e154, give their Gramian; beyond, ``J Jᵀ`` itself is not a float64 number
-    and a ``ValueError`` says so (``agg(J)`` still works there: it decides on the scaled
-    Gramian).
+    Where the product overflows or underflows, ``J`` is scaled by a power of two (exact) and the
+    product scaled back (:func:`scaled_gramian`): any float32 Jacobian, and float64 gradients
+    of norm between about 1e-154 and 1e154, give their Gramian; beyond, ``J Jᵀ`` itself is not
+    a float64 number and a ``ValueError`` says so (``agg(J)`` still works there: it decides on
+    the scaled Gramian).
 
     ``precision="float64"`` (the default): each chunk of ``chunk_size`` columns is copied to
     float64 and multiplied there; the result is exact to float64 rounding.
