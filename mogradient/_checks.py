@@ -12,6 +12,7 @@ import torch
 
 from mogradient.solvers.qp import (
     GRAMIAN_TOL,
+    NONFINITE,
     OK,
     CheckedGramian,
     gramian_status,
@@ -162,6 +163,14 @@ def check_gramian(
     if tol is None:
         tol = GRAMIAN_TOL if eps is None else precision_tolerance(eps, n)
     status, i, j = gramian_status(g, tol)
+    if status == NONFINITE and np.isinf(g[i, j]):
+        raise ValueError(
+            f"the Gramian has an infinite entry G[{i}, {j}] = {g[i, j]}: objective {i}'s "
+            "gradient is not finite, or its products overflowed float64 (gradient norms above "
+            "about 1e154 have no float64 Gramian); check that objective's loss, or call the "
+            "aggregator on the Jacobian (agg(J) rescales it), or scale the losses down by a "
+            "power of two"
+        )
     if status != OK:
         raise ValueError(status_message(status, i, j, g))
     out = g.view(CheckedGramian)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -159,3 +160,31 @@ def test_claims_on_random_inputs(values: list[float], seed: int, ties: bool) -> 
     p = rng.uniform(0, 1, n)  # with any preference: non-negative, pⱼ on the arg-max
     wp = Tchebycheff(preference=(p + 1e-3).tolist()).weights(losses)
     assert np.all(wp >= 0) and np.count_nonzero(wp) >= 1
+
+
+# -- losses below the ideal point invert a non-uniform preference: warned once ----------------
+
+
+@pytest.mark.parametrize("name", ["tchebycheff", "stch"])
+def test_losses_below_the_ideal_point_warn_once(name: str) -> None:
+    """With p = (0.8, 0.2) and losses (−1, −2) below z = 0, pᵢ(Lᵢ − zᵢ) = (−0.8, −0.4): the
+    larger preference makes objective 0 *less* likely to be the worst. The first such call
+    warns (method, objectives, values, fix); later calls of the same instance do not."""
+    agg = get_aggregator(name, preference=[0.8, 0.2])
+    below = np.array([-1.0, -2.0])
+    with pytest.warns(
+        UserWarning, match=r"objectives \[0, 1\] \(\[-1\.0, -2\.0\]\).*ideal="
+    ) as rec:
+        agg.weights(below)
+    assert type(agg).__name__ in str(rec[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        agg.weights(below)  # once per instance
+        agg.reset()
+        agg.weights(below)
+        # nothing to invert with a uniform preference, or with losses above the ideal point
+        get_aggregator(name).weights(below)
+        get_aggregator(name, preference=[0.8, 0.2]).weights(np.array([1.0, 2.0]))
+        get_aggregator(name, preference=[0.8, 0.2], ideal=-3.0).weights(below)
+    with pytest.warns(UserWarning, match=r"objectives \[1\]"):
+        get_aggregator(name, preference=[0.8, 0.2], ideal=[-3.0, -1.5]).weights(below)

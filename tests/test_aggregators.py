@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mogradient import CAGrad, PCGrad, get_aggregator
-from mogradient.aggregators import GramianWeighting, LossWeighting, gramian_of
+from mogradient.aggregators import GramianWeighting, LossWeighting, gramian_of, registered
 from mogradient.solvers import pcgrad_weights
 from mogradient.testing import random_jacobian
 from tests.strategies import jacobians
@@ -276,3 +276,31 @@ def test_pcgrad_without_a_seed_still_restores_its_sequence_on_reset() -> None:
     agg.reset()
     for expected in first:
         torch.testing.assert_close(agg(jac), expected)
+
+
+# -- losses= given to a Gramian method that does not read them --------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        name
+        for name, cls in registered().items()
+        if issubclass(cls, GramianWeighting) and not cls.uses_loss_values
+    ),
+)
+def test_gramian_methods_refuse_losses_of_the_wrong_length(name: str) -> None:
+    """A ``losses=`` that cannot belong to these objectives (wrong length, NaN) is refused by
+    ``weights`` and ``__call__`` instead of being ignored; the right length is accepted."""
+    agg = get_aggregator(name)
+    jac = random_jacobian(3, 5, seed=1)
+    gram = gramian_of(jac)
+    for bad in (torch.ones(2, dtype=torch.float64), torch.ones(4, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="got .* loss values for 3 objectives"):
+            agg.weights(gram, bad)
+        with pytest.raises(ValueError, match="got .* loss values for 3 objectives"):
+            agg(jac, bad)
+    with pytest.raises(ValueError, match="not finite"):
+        agg(jac, torch.tensor([1.0, float("nan"), 1.0], dtype=torch.float64))
+    ok = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(get_aggregator(name)(jac, ok), get_aggregator(name)(jac))

@@ -733,3 +733,83 @@ def test_the_docs_example_runs() -> None:
         if chosen is not None:  # fewer examples than the page shows (hypothesis internals)
             test._hypothesis_internal_use_settings = settings(chosen, max_examples=15)  # type: ignore[attr-defined]
         test()
+
+
+# -- plain functions, NaN weights, state bugs in reset() ------------------------------------
+
+
+def test_check_claims_accepts_a_plain_function() -> None:
+    """A function of the Jacobian is wrapped: it claims nothing unless told, the direction
+    properties are checked on it, and the weight properties are refused by name."""
+    assert check_claims(lambda J: J.mean(0), DISTINCT) == frozenset()
+    claims = {"permutation_invariant", "scale_equivariant", "deterministic", "reset_restores"}
+    assert check_claims(lambda J: J.mean(0), [DISTINCT, OTHER], claims=claims) == claims
+    _fails("permutation_invariant", lambda: check_claims(lambda J: J[0], DISTINCT, claims=claims))
+    with pytest.raises(TypeError, match=r"exposes no weights.*simplex_weights.*plain function"):
+        check_claims(lambda J: J.mean(0), DISTINCT, claims={"simplex_weights"})
+    seen = []
+
+    def with_losses(jac: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        seen.append(losses)
+        return losses.to(jac.dtype) @ jac
+
+    check_claims(with_losses, DISTINCT, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    assert seen and torch.equal(seen[0], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="loss values"):
+        check_claims(with_losses, DISTINCT)  # it needs them: the check says so
+    # a factory returning a plain function is wrapped too
+    assert check_claims(lambda: lambda J: J.sum(0), DISTINCT) == frozenset()
+
+
+class NaNWeights(Uniform):
+    """Broken: NaN weights (a 0/0 in the method)."""
+
+    def _solve(self, gramian: np.ndarray) -> np.ndarray:
+        w = np.full(gramian.shape[0], 1.0 / gramian.shape[0])
+        w[1] = np.nan
+        return w
+
+
+def test_nan_weights_are_named_as_nan() -> None:
+    """NaN weights are their own failure (not a negative weight), whatever the claims."""
+    for call in (
+        lambda: check_claims(NaNWeights, DISTINCT),
+        lambda: check_claims(NaNWeights, DISTINCT, claims=set()),
+        lambda: assert_non_negative_weights(NaNWeights(), DISTINCT),
+        lambda: assert_simplex_weights(NaNWeights(), DISTINCT),
+    ):
+        error = _fails("finite_weights", call)
+        assert "NaN at [1]" in str(error)
+
+
+class TinyStateLeak(Uniform):
+    """Broken reset: a call counter nudges the weights by 1e-17 per call and reset() keeps it,
+    so the outputs after reset() differ from the first run by about 1e-17 (rounding size)."""
+
+    def __init__(self) -> None:
+        self._calls = 0
+
+    def _solve(self, gramian: np.ndarray) -> np.ndarray:
+        self._calls += 1
+        n = gramian.shape[0]
+        w = np.full(n, 1.0 / n)
+        w[0] += 1e-17 * self._calls
+        return w / w.sum()
+
+    def claims(self):  # type: ignore[no-untyped-def]
+        return frozenset({"reset_restores"})
+
+
+def test_a_tiny_state_leak_in_reset_reads_as_a_state_bug() -> None:
+    """However small the difference, a reset() failure is reported as state not restored,
+    bit for bit, with the differing values, not as a rounding-sized gap."""
+    steps = [DISTINCT * 1e3, DISTINCT * 1e3]
+    for call in (
+        lambda: check_claims(TinyStateLeak, steps),
+        lambda: assert_reset_restores(TinyStateLeak, steps),
+    ):
+        error = _fails("reset_restores", call)
+        message = str(error)
+        assert "state not restored by reset()" in message
+        assert "bit for bit" in message and "not rounding" in message
+        assert "coordinate" in message and " then " in message

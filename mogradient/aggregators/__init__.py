@@ -12,6 +12,7 @@ from mogradient.aggregators.base import (
     LossWeighting,
     Property,
     gramian_of,
+    scaled_gramian,
 )
 from mogradient.aggregators.dispatch import dispatch
 from mogradient.aggregators.preference import Preference
@@ -49,4 +50,5 @@ __all__ = [
     "gramian_of",
     "register",
     "registered",
+    "scaled_gramian",
 ]

@@ -21,6 +21,7 @@ Each method declares the properties it claims in :attr:`Aggregator.properties`;
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, Literal, NamedTuple, overload
@@ -29,6 +30,15 @@ import numpy as np
 import torch
 
 from mogradient._checks import check_gramian, check_jacobian, check_loss_values
+from mogradient.aggregators._scale import (
+    GRAMIAN_WINDOW,
+    combine,
+    even_exponent_into_range,
+    jacobian_exponent,
+    jacobian_window,
+    times_pow2,
+)
+from mogradient.solvers.qp import CheckedGramian
 
 #: A property an aggregator may claim; each has a check in ``mogradient.testing``.
 Property = Literal[
@@ -89,19 +99,84 @@ class Aggregator(ABC):
 
 class GramianWeighting(Aggregator):
     """Loss weights decided from the Gramian (and, for the few methods that also read them, the
-    current loss values: EPO); the solve runs on float64 numpy."""
+    current loss values: EPO); the solve runs on float64 numpy.
+
+    Range: the Gramian is scaled by a power of two (exact) into the solvers' range before the
+    solve and the weights are mapped back by :meth:`weight_exponent` (and the norm cap of
+    :meth:`norm_cap`), so gradients of any finite scale work when the method is called on the
+    Jacobian: ``agg(J)`` scales ``J`` itself before forming ``J Jᵀ``
+    (:func:`scaled_gramian`).
+    """
 
     #: Whether the method also reads the loss values (then ``weights`` needs ``losses=``).
     uses_loss_values: ClassVar[bool] = False
+    #: Whether ``agg(J)`` sums ``Σ wᵢ gᵢ`` in float64 blocks for a low-precision Jacobian
+    #: (methods whose sums cancel heavily near a Pareto-stationary point: CAGrad).
+    combine_in_float64: ClassVar[bool] = False
 
     @abstractmethod
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        """Weights ``[n]`` for a validated, C-contiguous float64 Gramian ``[n, n]``."""
+        """Weights ``[n]`` for a validated, C-contiguous float64 Gramian ``[n, n]``, before the
+        norm cap of :meth:`norm_cap`."""
 
     def _solve_with_losses(self, gramian: np.ndarray, losses: np.ndarray) -> np.ndarray:
         """Weights from the Gramian and validated loss values ``[n]`` (methods with
         ``uses_loss_values`` override this; the others ignore the losses)."""
         return self._solve(gramian)
+
+    def weight_exponent(self) -> float:
+        """``p`` with ``w(κG) = κ^p · w(G)`` for every ``κ > 0`` (before the norm cap): under
+        ``J → aJ`` the direction scales as ``a^(2p+1)``. 0 (the default): the weights depend on
+        G only up to a positive factor, and the direction is scale-equivariant."""
+        return 0.0
+
+    def norm_cap(self) -> float | None:
+        """The largest norm ``‖Σ wᵢ gᵢ‖`` the weights are scaled down to (``None``: none)."""
+        return None
+
+    def _loss_values(self, n: int, losses: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
+        """The validated loss values ``[n]`` (``None`` when not given and not needed)."""
+        if losses is None:
+            if self.uses_loss_values:
+                raise ValueError(
+                    f"{self!r} decides from the Gramian and the loss values; pass "
+                    "losses= (one value per objective)"
+                )
+            return None
+        values = check_loss_values(losses)
+        if values.shape[0] != n:
+            raise ValueError(
+                f"got {values.shape[0]} loss values for {n} objectives (a {n}x{n} Gramian); "
+                "pass one loss value per objective"
+                + ("" if self.uses_loss_values else f", or none: {self!r} does not read them")
+            )
+        return values
+
+    def _scaled_weights(
+        self, gramian: CheckedGramian, values: np.ndarray | None, log2_scale: int
+    ) -> tuple[np.ndarray, float]:
+        """Weights of the Gramian ``G = 2^log2_scale · gramian`` as ``(v, t)``: ``w = 2^t·v``.
+
+        The solve sees ``2^K G`` (``2^k · gramian``, its largest diagonal entry brought into
+        [1/4, 1) where it lies outside 2^±256); then ``w(G) = 2^(−Kp) · w(2^K G)``, and the cap
+        ``‖Σ wᵢ gᵢ‖ = 2^(t − K/2) √(vᵀ(2^K G)v) ≤ cap`` is applied in the same frame.
+        """
+        k = even_exponent_into_range(float(np.max(np.diagonal(gramian))), GRAMIAN_WINDOW)
+        g = gramian
+        if k:
+            g = np.ascontiguousarray(times_pow2(np.asarray(gramian), k)).view(CheckedGramian)
+            g.tol = gramian.tol
+        big_k = k - log2_scale
+        v = self._solve(g) if values is None else self._solve_with_losses(g, values)
+        p = self.weight_exponent()
+        t = -big_k * p if p else 0.0
+        cap = self.norm_cap()
+        if cap is not None:
+            norm = math.sqrt(max(float(v @ np.asarray(g) @ v), 0.0))
+            if times_pow2(norm, t - big_k / 2) > cap:
+                v = v * (cap / norm)
+                t = big_k / 2
+        return v, t
 
     @overload
     def weights(
@@ -117,24 +192,18 @@ class GramianWeighting(Aggregator):
         losses: np.ndarray | torch.Tensor | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Float64 weights ``[n]`` for a Gramian ``[n, n]`` (numpy in → numpy out, torch in →
-        torch out on the Gramian's device); ``losses`` (``[n]``) only where the method reads
-        them."""
+        torch out on the Gramian's device); ``losses`` (``[n]``) where the method reads them
+        (the others accept one finite value per objective and ignore them)."""
         g = check_gramian(gramian)
-        if self.uses_loss_values:
-            if losses is None:
-                raise ValueError(
-                    f"{self!r} decides from the Gramian and the loss values; pass "
-                    "losses= (one value per objective)"
-                )
-            values = check_loss_values(losses)
-            if values.shape[0] != g.shape[0]:
-                raise ValueError(
-                    f"got {values.shape[0]} loss values for a {g.shape[0]}x{g.shape[0]} "
-                    "Gramian; pass one loss value per objective"
-                )
-            w = self._solve_with_losses(g, values)
-        else:
-            w = self._solve(g)
+        v, t = self._scaled_weights(g, self._loss_values(g.shape[0], losses), 0)
+        with np.errstate(over="ignore", under="ignore"):
+            w = times_pow2(v, t)
+        if t and np.isfinite(v).all() and not np.isfinite(w).all():
+            raise ValueError(
+                f"the weights of {self!r} for this Gramian (largest diagonal entry "
+                f"{float(np.max(np.diagonal(g))):.3g}) are beyond float64's range; call the "
+                "method on the Jacobian instead (agg(J) returns the direction, which is in range)"
+            )
         if isinstance(gramian, torch.Tensor):
             return torch.as_tensor(w, dtype=torch.float64, device=gramian.device)
         return w
@@ -142,8 +211,10 @@ class GramianWeighting(Aggregator):
     def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
         jacobian = check_jacobian(jacobian)
         with torch.no_grad():
-            w = self.weights(gramian_of(jacobian), losses)
-            return w.to(jacobian.dtype) @ jacobian
+            gram, e = scaled_gramian(jacobian)
+            g = check_gramian(gram)
+            v, t = self._scaled_weights(g, self._loss_values(g.shape[0], losses), -2 * e)
+            return combine(torch.from_numpy(v), jacobian, t, e, in_float64=self.combine_in_float64)
 
 
 class LossWeighting(Aggregator):
@@ -248,6 +319,12 @@ def gramian_of(
 ) -> torch.Tensor:
     """``J Jᵀ`` as a float64 ``[k, k]`` matrix on the Jacobian's device, over column chunks.
 
+    Where the product overflows or underflows, ``J`` is scaled by a power of two (exact) and the
+    product scaled back (:func:`scaled_gramian`): any float32 Jacobian, and float64 gradients
+    of norm between about 1e-154 and 1e154, give their Gramian; beyond, ``J Jᵀ`` itself is not
+    a float64 number and a ``ValueError`` says so (``agg(J)`` still works there: it decides on
+    the scaled Gramian).
+
     ``precision="float64"`` (the default): each chunk of ``chunk_size`` columns is copied to
     float64 and multiplied there; the result is exact to float64 rounding.
 
@@ -266,23 +343,84 @@ def gramian_of(
     Jacobian already had. Where that matters (the min-norm direction ‖Jᵀw‖ is below ~1e-4 ·
     ‖gᵢ‖, i.e. nearly Pareto-stationary with strongly conflicting gradients), use "float64".
     """
+    gram, e = scaled_gramian(jacobian, chunk_size, precision=precision, block_size=block_size)
+    if e == 0:
+        return gram
+    out = times_pow2(gram, -2 * e)
+    top = float(gram.diagonal().max())
+    if not bool(torch.isfinite(out).all()) or (top > 0 and float(out.diagonal().max()) < _TINY):
+        norm = f"1e{(math.log2(top) / 2 - e) * math.log10(2):.0f}"
+        raise ValueError(
+            f"the Gramian J Jᵀ of this Jacobian is beyond float64's range (its largest gradient "
+            f"norm is about {norm}; J Jᵀ is a float64 number for norms between about 2^-511 and "
+            "2^511, i.e. 1e-154 to 1e154): call the aggregator on the Jacobian (agg(J) scales "
+            "J by a power of two before forming J Jᵀ), or scale the losses by a power of two"
+        )
+    return out
+
+
+_TINY = float(torch.finfo(torch.float64).tiny)
+
+
+def scaled_gramian(
+    jacobian: torch.Tensor,
+    chunk_size: int = 1 << 20,
+    *,
+    precision: Literal["float64", "input"] = "float64",
+    block_size: int = 1024,
+) -> tuple[torch.Tensor, int]:
+    """``(G_s, e)`` with ``G_s = (2^e J)(2^e J)ᵀ`` as :func:`gramian_of` forms it: ``e = 0``
+    where the unscaled product is finite and its largest diagonal entry is at least 2^-512
+    (products in float64) or 2^-64 (in float32), or J's largest entry lies inside 2^±256 or
+    2^±32; else ``2^e J`` has its largest entry in [0.5, 1) and the product is formed again.
+    The scaling is exact (a power of two), so the Gramian of ``J`` is ``2^(−2e) G_s`` up to the
+    product's own rounding; ordinary inputs cost nothing more than the product."""
+    if precision not in ("float64", "input"):
+        raise ValueError(f"precision must be 'float64' or 'input', got {precision!r}")
+    if precision == "float64" or jacobian.dtype == torch.float64:
+        work = torch.float64
+
+        def form(e: int) -> torch.Tensor:
+            return _gramian_f64(jacobian, chunk_size, e)
+    else:
+        work = torch.promote_types(jacobian.dtype, torch.float32)
+
+        def form(e: int) -> torch.Tensor:
+            return _gramian_blocked(jacobian, chunk_size, block_size, e)
+
+    gram = form(0)
+    # In range (finite, largest squared norm ≥ 2^(−2w) where w bounds the unscaled entries):
+    # nothing to scale, and the largest entry of J need not be read.
+    top = float(gram.diagonal().max())
+    if bool(torch.isfinite(gram).all()) and top >= 2.0 ** (-2 * jacobian_window(work)):
+        return gram, 0
+    e = jacobian_exponent(jacobian, work)
+    return (gram, 0) if e == 0 else (form(e), e)
+
+
+def _gramian_f64(jacobian: torch.Tensor, chunk_size: int, e: int) -> torch.Tensor:
     n, d = jacobian.shape
     gram = torch.zeros(n, n, dtype=torch.float64, device=jacobian.device)
-    if precision == "float64" or jacobian.dtype == torch.float64:
-        for start in range(0, d, chunk_size):
-            block = jacobian[:, start : start + chunk_size].to(torch.float64)
-            gram += block @ block.T
-        return 0.5 * (gram + gram.T)
-    if precision != "input":
-        raise ValueError(f"precision must be 'float64' or 'input', got {precision!r}")
+    for start in range(0, d, chunk_size):
+        block = times_pow2(jacobian[:, start : start + chunk_size].to(torch.float64), e)
+        gram += block @ block.T
+    return 0.5 * (gram + gram.T)
+
+
+def _gramian_blocked(
+    jacobian: torch.Tensor, chunk_size: int, block_size: int, e: int
+) -> torch.Tensor:
     if block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
+    n, d = jacobian.shape
+    gram = torch.zeros(n, n, dtype=torch.float64, device=jacobian.device)
     work = torch.promote_types(jacobian.dtype, torch.float32)
     chunk = max(block_size, chunk_size // block_size * block_size)
     for start in range(0, d, chunk):
         part = jacobian[:, start : start + chunk]
         if part.dtype != work:
             part = part.to(work)
+        part = times_pow2(part, e)
         width = part.shape[1]
         full = width // block_size * block_size
         if full:

@@ -5,15 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from mogradient._checks import check_jacobian
-from mogradient.aggregators.base import GramianWeighting, Property, gramian_of
+from mogradient.aggregators.base import GramianWeighting, Property
 from mogradient.aggregators.registry import register
 from mogradient.solvers import cagrad_update
-
-#: Columns per float64 block when a low-precision Jacobian is combined (see ``__call__``).
-_CHUNK = 1 << 20
 
 
 @register("cagrad")
@@ -57,6 +52,10 @@ class CAGrad(GramianWeighting):
             )
         self.c = float(c)
 
+    #: Near a Pareto-stationary point ``c‖g₀‖/‖g_w‖`` is large (up to ``c·10³``) and the sum
+    #: cancels, so a float32 or bfloat16 Jacobian is combined in float64 blocks and rounded once.
+    combine_in_float64 = True
+
     def claims(self) -> frozenset[Property]:
         if self.c >= 1.0:  # F(w) ≥ (c − 1)‖g₀‖‖g_w‖ ≥ 0, and minᵢ gᵢ·d equals min F
             return self.properties | {"non_conflicting"}
@@ -67,18 +66,3 @@ class CAGrad(GramianWeighting):
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         return cagrad_update(gramian, self.c)
-
-    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
-        """The update ``Σ ωᵢ gᵢ``. Near a Pareto-stationary point ``c‖g₀‖/‖g_w‖`` is large (up
-        to ``c·10³``) and the sum cancels, so a float32 or bfloat16 Jacobian is combined in
-        float64 blocks and the result rounded once."""
-        jacobian = check_jacobian(jacobian)
-        with torch.no_grad():
-            w = self.weights(gramian_of(jacobian), losses)
-            if jacobian.dtype == torch.float64:
-                return w @ jacobian
-            out = torch.empty(jacobian.shape[1], dtype=jacobian.dtype, device=jacobian.device)
-            for start in range(0, jacobian.shape[1], _CHUNK):
-                block = jacobian[:, start : start + _CHUNK].to(torch.float64)
-                out[start : start + _CHUNK] = (w @ block).to(jacobian.dtype)
-            return out

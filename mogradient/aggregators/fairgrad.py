@@ -6,7 +6,7 @@ import numpy as np
 
 from mogradient.aggregators._common import positive_number
 from mogradient.aggregators.base import GramianWeighting
-from mogradient.aggregators.nash_mtl import check_max_norm, clip_weights
+from mogradient.aggregators.nash_mtl import check_max_norm
 from mogradient.aggregators.registry import register
 from mogradient.solvers.fairgrad import fairgrad_weights
 
@@ -60,5 +60,12 @@ class FairGrad(GramianWeighting):
     def _hyperparameters(self) -> dict[str, object]:
         return {"alpha": self.alpha, "max_norm": self.max_norm}
 
+    def weight_exponent(self) -> float:
+        """``(κGw)ᵢ = wᵢ^(−1/α)`` is solved by ``κ^(−α/(1+α)) w``: ``p = −α/(1+α)``."""
+        return -self.alpha / (1.0 + self.alpha)
+
+    def norm_cap(self) -> float | None:
+        return self.max_norm
+
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        return clip_weights(fairgrad_weights(gramian, self.alpha), gramian, self.max_norm)
+        return fairgrad_weights(gramian, self.alpha)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from mogradient.aggregators._common import positive_number
@@ -23,16 +21,6 @@ def check_max_norm(max_norm: float | None) -> float | None:
         "(the reference code and TorchJD use 0 for that)",
         also=" or None",
     )
-
-
-def clip_weights(w: np.ndarray, gramian: np.ndarray, max_norm: float | None) -> np.ndarray:
-    """Scale ``w`` so that ‖Σ wᵢ gᵢ‖ = √(wᵀGw) is at most ``max_norm``."""
-    if max_norm is None:
-        return w
-    norm = math.sqrt(max(float(w @ gramian @ w), 0.0))
-    if norm > max_norm:
-        return w * (max_norm / norm)
-    return w
 
 
 @register("nash-mtl", "nashmtl")
@@ -76,5 +64,13 @@ class NashMTL(GramianWeighting):
     def _hyperparameters(self) -> dict[str, object]:
         return {"max_norm": self.max_norm}
 
+    def weight_exponent(self) -> float:
+        """``αᵢ(κGα)ᵢ = 1`` is solved by ``α/√κ``: ``p = −1/2`` (the direction does not change
+        when J is scaled)."""
+        return -0.5
+
+    def norm_cap(self) -> float | None:
+        return self.max_norm
+
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        return clip_weights(nash_mtl_weights(gramian), gramian, self.max_norm)
+        return nash_mtl_weights(gramian)

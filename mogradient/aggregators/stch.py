@@ -21,9 +21,13 @@ class STCH(IdealPointWeighting):
     the weights tend to Tchebycheff's (pⱼ on the arg-max, shared on ties); as μ → ∞ to p/n (a
     linear scalarisation with weights p, divided by n). The softmax is taken after subtracting
     the largest exponent, so any finite losses (1e-10 to 1e15 and beyond) and any μ > 0 give
-    finite weights. The ideal point defaults to 0; μ is in the units of pᵢ·Lᵢ, so scale it with
-    the losses (the authors' multi-task code applies STCH to log(Lᵢ/Lᵢ⁰) after a warm-up that
-    estimates Lᵢ⁰: pass such transformed losses to get that recipe).
+    finite weights. The ideal point defaults to 0 and should lie below the losses (with
+    Lᵢ < zᵢ a non-uniform preference is inverted: a ``UserWarning`` says so, once per
+    instance); μ is in
+    the units of pᵢ·Lᵢ, so scale it with the losses (the authors' multi-task code applies STCH
+    to log(Lᵢ/Lᵢ⁰) after a warm-up that estimates Lᵢ⁰: such log-ratios are negative once a loss
+    falls below Lᵢ⁰, harmless with the uniform preference the authors use, but with another one
+    pass ideal= a lower bound of them).
     Cost: one backward of the weighted loss; O(n) per call, no state.
     See ``docs/aggregators/stch.md``.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,6 +86,8 @@ class IdealPointWeighting(LossWeighting):
     ) -> None:
         self.preference = Preference(preference)
         self.ideal = check_ideal(ideal)
+        #: Whether the losses-below-the-ideal-point warning was given (once per instance).
+        self.warned_below_ideal = False
 
     def claims(self) -> frozenset[Property]:
         if is_uniform(self.preference, self.ideal):
@@ -98,7 +101,22 @@ class IdealPointWeighting(LossWeighting):
         """The preference p resolved for ``losses`` and the scaled gaps p ⊙ (L − z)."""
         n = losses.shape[0]
         p = self.preference.resolve(n)
-        return p, p * (losses - resolve_ideal(self.ideal, n))
+        gaps = losses - resolve_ideal(self.ideal, n)
+        if not self.warned_below_ideal and (gaps < 0).any() and p.max() > p.min():
+            self.warned_below_ideal = True
+            below = np.flatnonzero(gaps < 0)
+            warnings.warn(
+                f"{self!r}: the losses of objectives {below.tolist()} "
+                f"({losses[below].tolist()}) lie below the ideal point "
+                f"({resolve_ideal(self.ideal, n)[below].tolist()}), so pᵢ(Lᵢ − zᵢ) < 0 and a "
+                "larger preference pᵢ makes objective i less likely to count as the worst: the "
+                "preference is inverted. Pass ideal= a lower bound of the losses (e.g. "
+                "ideal=min(losses) - 1), or shift the losses by a constant so that they stay "
+                "above it. (Warned once per instance.)",
+                UserWarning,
+                stacklevel=4,
+            )
+        return p, p * gaps
 
 
 @register("tchebycheff", "chebyshev")
@@ -113,7 +131,9 @@ class Tchebycheff(IdealPointWeighting):
     some preference. Only one objective moves at a time, so training zig-zags when several are
     close; ``stch`` is the smooth version. The ideal point defaults to 0, a lower bound for
     the usual non-negative losses; it should lie below the losses (with Lᵢ < zᵢ the preference's
-    meaning is inverted). Cost: one backward of the weighted loss; O(n) per call, no state.
+    meaning is inverted: with a non-uniform preference a ``UserWarning`` says so, once per
+    instance). Cost: one backward of
+    the weighted loss; O(n) per call, no state.
     See ``docs/aggregators/tchebycheff.md``.
 
     Reference: Bowman, *On the Relationship of the Tchebycheff Norm and the Efficient Frontier

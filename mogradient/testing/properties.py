@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_args
@@ -44,6 +45,7 @@ from mogradient.aggregators.base import (
     gramian_of,
 )
 from mogradient.aggregators.preference import Preference
+from mogradient.testing._function import DirectionFunction, direction_function
 
 #: Every property name a method may claim (the :data:`Property` literal).
 PROPERTIES: tuple[Property, ...] = get_args(Property)
@@ -105,7 +107,9 @@ DEFAULT_TOLERANCE = Tolerance()
 def make_factory(agg_or_factory: AggregatorOrFactory) -> Callable[[], Aggregator]:
     """A zero-argument callable returning fresh instances.
 
-    A factory is returned as it is. For an instance, its class is called with the instance's
+    A factory is returned as it is. A plain function of the Jacobian (``lambda J: J.mean(0)``,
+    ``f(J, losses)``) is wrapped as a :class:`DirectionFunction`: it claims nothing, exposes no
+    weights and keeps no state. For an instance, its class is called with the instance's
     ``_hyperparameters()`` as keyword arguments (a :class:`Preference` is passed as its values);
     if that fails, or if the rebuilt instance's ``repr`` differs, a ``TypeError`` asks for a
     factory.
@@ -113,9 +117,12 @@ def make_factory(agg_or_factory: AggregatorOrFactory) -> Callable[[], Aggregator
     if not isinstance(agg_or_factory, Aggregator):
         if not callable(agg_or_factory):
             raise TypeError(
-                f"expected an Aggregator instance or a zero-argument factory returning one, got "
-                f"{agg_or_factory!r}"
+                f"expected an Aggregator instance, a zero-argument factory returning one, or a "
+                f"function of the Jacobian returning the direction, got {agg_or_factory!r}"
             )
+        wrapped = direction_function(agg_or_factory)
+        if wrapped is not None:
+            return lambda: wrapped
         return agg_or_factory
     agg = agg_or_factory
     cls = type(agg)
@@ -148,9 +155,15 @@ def _as_argument(value: object) -> object:
 
 def _fresh(factory: Callable[[], Aggregator]) -> Aggregator:
     agg = factory()
-    if not callable(agg):
-        raise TypeError(f"the factory returned {agg!r}, which is not callable as agg(jacobian)")
-    return agg
+    if isinstance(agg, Aggregator):
+        return agg
+    wrapped = direction_function(agg)
+    if wrapped is None:
+        raise TypeError(
+            f"the factory returned {agg!r}, which is neither an Aggregator nor a function of the "
+            "Jacobian (agg(jacobian) -> direction)"
+        )
+    return wrapped
 
 
 def _snapshot(agg: A) -> A:
@@ -285,9 +298,24 @@ def assert_valid_output(agg: object, jacobian: torch.Tensor, direction: torch.Te
 # -- weights ----------------------------------------------------------------------------
 
 
+def _check_finite_weights(agg: object, w: np.ndarray, where: str = "") -> None:
+    """Weights with NaN or ±inf void every claim about them: reported as such, whatever the
+    claims (checked by :func:`check_claims` on every step of a method that has weights)."""
+    bad = ~np.isfinite(w)
+    if bad.any():
+        kinds = " and ".join(k for k, m in (("NaN", np.isnan(w)), ("±inf", np.isinf(w))) if m.any())
+        at = [tuple(int(x) for x in i) if w.ndim > 1 else int(i[0]) for i in np.argwhere(bad)]
+        raise PropertyViolation(
+            "finite_weights",
+            agg,
+            f"the weights are {kinds} at {at[:8]}{' ...' if len(at) > 8 else ''} (weights {w}); "
+            "a division by zero or a log of 0 in the method, or an input it cannot handle",
+            where,
+        )
+
+
 def _check_non_negative(agg: object, w: np.ndarray, tol: Tolerance, where: str = "") -> None:
-    if not np.isfinite(w).all():
-        raise PropertyViolation("non_negative_weights", agg, f"non-finite weights {w}", where)
+    _check_finite_weights(agg, w, where)
     i = int(np.argmin(w)) if w.size else 0
     if w.size and w.flat[i] < -tol.weight_atol:
         raise PropertyViolation(
@@ -300,6 +328,7 @@ def _check_non_negative(agg: object, w: np.ndarray, tol: Tolerance, where: str =
 
 
 def _check_simplex(agg: object, w: np.ndarray, tol: Tolerance, where: str = "") -> None:
+    _check_finite_weights(agg, w, where)
     try:
         _check_non_negative(agg, w, tol, where)
     except PropertyViolation as error:
@@ -515,22 +544,50 @@ def _run(
     return out
 
 
+#: What a difference between two runs of the same inputs means, by property.
+_SAME_MEANS = {
+    "deterministic": (
+        "two fresh instances with the same hyper-parameters give different outputs at step {t}",
+        "a random stream without a fixed seed, or state shared between instances (a class "
+        "attribute, a global)",
+    ),
+    "reset_restores": (
+        "state not restored by reset(): the call at step {t} after reset() differs from the "
+        "same call before it",
+        "state carried between calls (a history, a running average, a random stream, a warm "
+        "start) that reset() does not restore",
+    ),
+}
+
+
 def _check_same(
     prop: str, agg: object, first: list[torch.Tensor], second: list[torch.Tensor], atol: float
 ) -> None:
+    """The runs must agree bit for bit (``atol = 0``: the same inputs give the same bits, so a
+    difference of any size, 1e-19 included, is a state bug, not rounding)."""
+    what, cause = _SAME_MEANS[prop]
     for t, (a, b) in enumerate(zip(first, second, strict=True)):
         if a.shape != b.shape or a.dtype != b.dtype:
             raise PropertyViolation(
-                prop, agg, f"step {t}: {tuple(a.shape)} {a.dtype} vs {tuple(b.shape)} {b.dtype}"
+                prop,
+                agg,
+                f"{what.format(t=t)}: {tuple(a.shape)} {a.dtype} vs {tuple(b.shape)} {b.dtype}",
             )
         if atol == 0.0:
             same = torch.equal(a, b)
         else:
             same = bool((a.double() - b.double()).abs().max() <= atol) if a.numel() else True
         if not same:
-            gap = float((a.double() - b.double()).abs().max())
+            diff = (a.double() - b.double()).abs().nan_to_num(nan=math.inf).flatten()
+            j = int(diff.argmax())
+            compared = "compared bit for bit" if atol == 0.0 else f"tolerance {atol:g}"
             raise PropertyViolation(
-                prop, agg, f"step {t}: outputs differ by up to {gap:.3g} (> {atol:g}): {a} vs {b}"
+                prop,
+                agg,
+                f"{what.format(t=t)} ({compared}; the inputs are the same, so any difference "
+                f"is not rounding): coordinate {j} is {float(a.flatten()[j])!r} then "
+                f"{float(b.flatten()[j])!r} (difference {float(diff[j]):.3g}); likely cause: "
+                f"{cause}. First run {a}, second run {b}",
             )
 
 
@@ -778,11 +835,22 @@ def check_claims(
         )
     if "min_norm_kkt" in claimed and not isinstance(agg, GramianWeighting):
         raise TypeError(f"{agg!r} claims min_norm_kkt but is not a GramianWeighting")
+    need_weights = _has_weights(agg)
+    on_weights = sorted(claimed & {"simplex_weights", "non_negative_weights"})
+    if on_weights and not need_weights:
+        raise TypeError(
+            f"{agg!r} exposes no weights, so {on_weights} cannot be checked on it"
+            + (
+                " (a plain function gives only its direction)"
+                if isinstance(agg, DirectionFunction)
+                else ""
+            )
+            + "; drop them from claims=, or subclass GramianWeighting or LossWeighting"
+        )
     steps = _as_steps(jacobian, losses)
     n = steps[0][0].shape[0]
     perm_twin = _twin(agg, factory) if "permutation_invariant" in claimed and n > 1 else None
     scale_twin = _twin(agg, factory) if "scale_equivariant" in claimed else None
-    need_weights = _has_weights(agg)
     outputs: list[torch.Tensor] = []
     weights: list[np.ndarray | None] = []
     graph = "non_differentiable" in claimed
@@ -792,6 +860,7 @@ def check_claims(
         w = weights_of(_copy(agg), jac, loss) if need_weights else None
         weights.append(w)
         if w is not None:
+            _check_finite_weights(agg, w, where)
             if "simplex_weights" in claimed:
                 _check_simplex(agg, w, tol, where)
             if "non_negative_weights" in claimed:
