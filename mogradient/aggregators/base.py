@@ -227,11 +227,15 @@ class AdvantageCombiner(Aggregator):
         advantages: torch.Tensor,
         mask: torch.Tensor | None = None,
         all_reduce_sum: AllReduceSum | None = None,
+        valid: torch.Tensor | None = None,
     ) -> Combination:
         """Combine ``advantages [n, *batch]`` under ``mask [*batch]`` (1 = a real sample).
 
         ``all_reduce_sum`` sums a tensor over the processes; methods that decide from batch
-        statistics use it so that every rank decides the same.
+        statistics use it so that every rank decides the same. ``valid [n, *batch]`` (bool,
+        default all) says which objectives scored each sample (an RL reward may return
+        ``None``): the others take no part in that sample's combination, and a sample no
+        objective scored takes no part at all.
         """
 
     def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
