@@ -168,3 +168,37 @@ def test_gramian_of_input_precision_refuses_beyond_the_bound(monkeypatch) -> Non
     bad[1, 0] = bad[0, 1]
     with pytest.raises(ValueError, match="beyond the rounding"):
         project_psd(bad, symmetric_error2(bad, 1024, torch.float32).sqrt())
+
+
+@pytest.mark.parametrize("level", ["parameters", "features"])
+def test_accumulator_over_micro_batches_is_psd(level: str) -> None:
+    """``GramianAccumulator`` (the RL update's path with several micro-batches, and the features
+    level): 9 objectives spanning 3 dimensions over 2 micro-batches come out PSD to float64
+    rounding (each micro-batch's ``gramian_of`` is projected; a sum of PSD matrices is PSD) and
+    the solvers accept them."""
+    acc = mogradient.GramianAccumulator(level, n_micro_batches=2)
+    net = _Net(24, 40)
+    for seed in range(2):
+        x, c = _dependent_case(9, 6, seed)
+        feats = x @ torch.randn(24, 24, generator=torch.Generator().manual_seed(seed))
+        feats.requires_grad_(True)
+        y = net(feats)
+        losses = [(y * ci).sum() for ci in c]
+        acc.add(losses, [feats] if level == "features" else list(net.parameters()))
+    out = acc.gramian()
+    assert _min_eig_unit(out) >= -16 * 81 * EPS64
+    mogradient.get_aggregator("upgrad").weights(out)
+
+
+def test_backward_with_a_recorder_and_duplicated_losses() -> None:
+    """``mogradient.backward(recorder=...)`` on losses equal up to scale (a rank-1 Gramian):
+    MGDA's weights come out and the update is written (it was refused as not PSD)."""
+    x, c = _dependent_case(2, 6, 2)
+    c[1] = 3 * c[0]
+    net = _Net(24, 40)
+    with GramianRecorder(net) as rec:
+        y = net(x)
+        losses = [(y * ci).sum() for ci in c]
+    w = mogradient.backward(losses, aggregator="mgda", recorder=rec)
+    assert w is not None and bool(torch.isfinite(w).all())
+    assert net.lin.weight.grad is not None

@@ -166,3 +166,31 @@ def test_trl_multi_task_recipe_trains_each_sample_on_its_task(algorithm: str) ->
         own = batch.objective_advantages[owner, torch.arange(batch.size)]
         assert torch.equal(batch.advantages[0], own * batch.mask)
         assert bool((own.abs().sum(1) > 0).any())  # not all zero: something is followed
+
+
+@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
+def test_trl_multi_task_recipe_with_a_weighted_sum(aggregation: str) -> None:
+    """``linear`` on the same recipe (GRPO's weighted sum of rewards, or GDPO): a missing reward
+    adds nothing, so each completion's advantage has the sign of its own reward's deviation
+    from its group's mean (a group is one prompt, so one task), and is 0 where that is 0."""
+    from mogradient_llm.trainer import MOTrainer
+
+    model, tokenizer = load_tiny_lm()
+    dataset = datasets.Dataset.from_list(
+        [{"prompt": "the film was", "task": "math"}, {"prompt": "a story about", "task": "coding"}]
+    )
+    config = tiny_config("grpo", aggregator="linear", multi_objective_aggregation=aggregation)
+    rewards = [Reward(math_reward_func), Reward(coding_reward_func)]
+    trainer = MOTrainer(config, model, tokenizer, rewards, dataset)
+    rows = dataset.to_list()
+    rollout = trainer.generate(rows)
+    scores = trainer.score(rows, rollout)
+    batch = trainer.prepare_batch(rollout, scores)
+    own = scores.nan_to_num(0.0).sum(0).view(2, 4)  # each completion's one score
+    deviation = (own - own.mean(1, keepdim=True)).flatten()
+    first = batch.advantages[0, :, 0]  # a sequence's advantage, on its first token
+    moved = deviation != 0
+    assert torch.equal(torch.sign(first[moved]), torch.sign(deviation[moved]).to(first.dtype))
+    # GDPO's batch mean of group-centred values is 0 up to float32 rounding (8 terms of at
+    # most |Â| ≤ 2 each: ≤ 8 · 2 · 2⁻²⁴ ≈ 1e-6 before dividing by the batch std, about 1)
+    assert bool((first[~moved].abs() <= 1e-5).all())
