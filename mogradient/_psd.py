@@ -88,18 +88,20 @@ def project_psd(gram: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
     (the Frobenius projection onto the cone, which ``S G S`` lies in: the result is no farther
     from it than ``C`` was) and the scaling undone.
     """
-    diag = gram.diagonal().clamp_min(0)
+    device = gram.device
+    g = gram.detach().to("cpu", torch.float64)  # k×k: a CPU eigh beats a device round trip
+    diag = g.diagonal().clamp_min(0)
     scale = diag.max()
-    if not bool(torch.isfinite(gram).all()) or float(scale) == 0.0:
+    if not bool(torch.isfinite(g).all()) or float(scale) == 0.0:
         return gram  # the solvers' validation names a non-finite entry
     inv = diag.clamp_min(float(scale) * 1e-30).rsqrt()
-    unit = gram * inv[:, None] * inv[None, :]
+    unit = g * inv[:, None] * inv[None, :]
     lam, vec = torch.linalg.eigh(unit)
     smallest = float(lam[0])
     if smallest >= 0:
         return gram
-    k = gram.shape[0]
-    allowed = float(((error.to(gram) * inv) ** 2).sum()) + 16 * k * k * _EPS64
+    k = g.shape[0]
+    allowed = float(((error.to(g) * inv) ** 2).sum()) + 16 * k * k * _EPS64
     if -smallest > allowed:
         raise ValueError(
             "the Gramian is not positive semi-definite beyond the rounding of how it was "
@@ -110,4 +112,4 @@ def project_psd(gram: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
         )
     projected = (vec * lam.clamp_min(0)) @ vec.T
     out = projected / (inv[:, None] * inv[None, :])
-    return 0.5 * (out + out.T)
+    return (0.5 * (out + out.T)).to(device)
