@@ -135,10 +135,15 @@ class _AdvantageLevel(_Level):
         all_reduce_sum: AllReduceSum | None,
         valid: torch.Tensor | None,
     ) -> tuple[torch.Tensor, Stats]:
-        if valid is not None:  # [k, B] per completion → every token of it
+        if valid is None or bool(valid.all()):
+            # every objective scored every completion: the call of a combiner that predates
+            # the validity mask (combine(advantages, mask, all_reduce_sum))
+            combined, weights, s_star = self.aggregator.combine(advantages, mask, all_reduce_sum)
+        else:  # [k, B] per completion → every token of it
             valid = valid.reshape(*valid.shape, *[1] * (advantages.ndim - valid.ndim))
-            valid = valid.expand_as(advantages)
-        combined, weights, s_star = self.aggregator.combine(advantages, mask, all_reduce_sum, valid)
+            combined, weights, s_star = self.aggregator.combine(
+                advantages, mask, all_reduce_sum, valid=valid.expand_as(advantages)
+            )
         stats: Stats = {"agg/weight_sum": 1.0}  # on the simplex per token / batch
         token_mask = mask.to(weights.dtype)
         if weights.ndim > 1:
