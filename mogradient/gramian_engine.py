@@ -50,6 +50,13 @@ not additive in the Gramian (``⟨a+b, c+d⟩`` has cross terms), so a parameter
 once in the recorded forward gets a dense ``[k, *shape]`` buffer that every use adds its
 per-objective gradient to; its inner products are taken once all uses are in.
 
+Rounding: every block product is taken in the cotangents' dtype (float32 at least) over at
+most ``BLOCK_SIZE`` columns and summed in float64, and its rounding bound (``γ·‖aᵢ‖‖aⱼ‖`` per
+entry, :mod:`mogradient._psd`) is summed alongside. A singular Gramian (dependent objectives:
+duplicated or rescaled rewards, more objectives than samples) comes out slightly indefinite;
+:meth:`GramianRecorder.gramian` projects it onto the PSD cone when that bound explains it and
+refuses it otherwise (``GramianRecorder.error`` holds the bound).
+
 Under ``torch.distributed`` the Gramian of the mean gradient is not the mean of the ranks'
 Gramians, so every per-layer block is taken densely (``[k, *shape]``) and averaged over the
 ranks (one all-reduce per parameter, k × that parameter) before its inner products; every rank
@@ -67,6 +74,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
+
+from mogradient._psd import BLOCK_SIZE, blocked_gram, project_psd, rounding_gamma, symmetric_error2
 
 __all__ = ["GramianRecorder", "module_gramian"]
 
@@ -234,8 +243,11 @@ class GramianRecorder:
         self._watcher: _UseWatcher | None = None
         # tracked parameter id -> where it was used outside its owner's recorded call
         self._outside: dict[int, str] = {}
-        # backward state
+        # backward state: the float64 total and its rounding bound e² (``_psd``)
         self._total: torch.Tensor | None = None
+        self._error2: torch.Tensor | None = None
+        #: ``e`` [k] of the last :meth:`gramian`: ``|Ĝᵢⱼ − Gᵢⱼ| ≤ eᵢeⱼ`` before the projection.
+        self.error: torch.Tensor | None = None
         self._remaining: dict[int, int] = {}
         self._dense: dict[int, torch.Tensor] = {}
         self._param_of: dict[int, torch.Tensor] = {}
@@ -343,6 +355,7 @@ class GramianRecorder:
             raise ValueError("got zero losses")
         device = losses[0].device
         self._total = torch.zeros(k, k, dtype=torch.float64, device=device)
+        self._error2 = torch.zeros(k, dtype=torch.float64, device=device)
         self._remaining = dict(self._n_uses)
         self._dense = {}
         self._distributed = _world_size() > 1
@@ -388,7 +401,10 @@ class GramianRecorder:
         if untracked:
             self._fallback(losses, untracked)
         total, self._total = self._total, None
-        return 0.5 * (total + total.T)  # per-layer blocks are summed in different orders
+        self.error, self._error2 = cast(torch.Tensor, self._error2).sqrt(), None
+        # per-layer blocks are summed in different orders; float32 rounding of a singular
+        # Gramian (dependent objectives) makes it slightly indefinite: project within the bound
+        return project_psd(0.5 * (total + total.T), self.error)
 
     def _fallback(self, losses: list[torch.Tensor], untracked: list[torch.Tensor]) -> None:
         rows = []
@@ -441,12 +457,14 @@ class GramianRecorder:
         self._add_gram(jac)
 
     # -- per-module contributions (called from the backward with [k, *out] cotangents) ----
-    def _add_gram(self, a: torch.Tensor, b: torch.Tensor | None = None) -> None:
-        """total += a bᵀ for [k, n] blocks (b = a by default), accumulated in float64."""
-        assert self._total is not None
-        a = a.reshape(a.shape[0], -1)
-        b = a if b is None else b.reshape(b.shape[0], -1)
-        self._total += (a @ b.T).to(torch.float64)
+    def _add_gram(self, a: torch.Tensor) -> None:
+        """total += a aᵀ for a [k, n] block (float32 products of at most ``BLOCK_SIZE``
+        columns, summed in float64), and its rounding bound γ‖aᵢ‖‖aⱼ‖ to ``e²``."""
+        assert self._total is not None and self._error2 is not None
+        gram = blocked_gram(a)
+        self._total += gram
+        n = min(a[0].numel(), BLOCK_SIZE)
+        self._error2 += symmetric_error2(gram, n, a.dtype)
 
     def _dense_needed(self, p: torch.Tensor) -> bool:
         return self._distributed or self._n_uses.get(id(p), 0) > 1
@@ -522,8 +540,7 @@ class GramianRecorder:
                 g = torch.einsum("kno,ni->kio" if transposed else "kno,ni->koi", d, x)
                 self._add_dense(weight, g)
             elif self._use_trick(n, d_in, d_out, k):
-                xx = x @ x.T  # [N, N]
-                self._add_gram(torch.matmul(xx, d).reshape(k, -1), d.reshape(k, -1))
+                self._add_trick(x, d)
             else:
                 self._add_gram(torch.einsum("kno,ni->koi", d, x))
         bias = getattr(module, "bias", None)
@@ -533,6 +550,25 @@ class GramianRecorder:
                 self._add_dense(bias, g)
             else:
                 self._add_gram(g)
+
+    def _add_trick(self, x: torch.Tensor, d: torch.Tensor) -> None:
+        """total += ``Σₙₘ (X Xᵀ)ₙₘ ⟨Δᵢₙ, Δⱼₘ⟩`` for ``x [N, in]``, ``d [k, N, out]``.
+
+        Rounding: three products (``X Xᵀ`` of ``in`` terms, ``(X Xᵀ) Δ`` of ``N``, the final
+        blocks of at most ``BLOCK_SIZE``), each within ``γ`` of the same product of absolute
+        values, so an entry errs by at most ``γ_{in+N+b} ⟨|X|ᵀ|Δᵢ|, |X|ᵀ|Δⱼ|⟩ ≤
+        γ_{in+N+b} ‖X‖²‖Δᵢ‖‖Δⱼ‖`` (Frobenius norms, taken in float64).
+        """
+        assert self._total is not None and self._error2 is not None
+        k = d.shape[0]
+        work = torch.promote_types(d.dtype, torch.float32)
+        x, d = x.to(work), d.to(work)
+        kd = torch.matmul(x @ x.T, d)  # [k, N, out]
+        self._total += blocked_gram(kd.reshape(k, -1), d.reshape(k, -1))
+        n, d_in = x.shape
+        gamma = rounding_gamma(d_in + n + min(d[0].numel(), BLOCK_SIZE), work)
+        x2 = x.double().square().sum()
+        self._error2 += gamma * x2 * d.reshape(k, -1).double().square().sum(1)
 
     def _use_trick(self, n: int, d_in: int, d_out: int, k: int) -> bool:
         if self.gram_trick != "auto":

@@ -10,7 +10,8 @@ nothing else here looks at the kind or the name.
   or of the normalised advantages (GDPO). Methods that read the loss values get the
   objectives' losses (:meth:`ObjectiveCombiner.objective_losses`), once per rollout batch.
 * advantage combiners (PAMA): at the advantage level, after the Noon clip — one advantage per
-  token (:meth:`mogradient.AdvantageCombiner.combine`).
+  token (:meth:`mogradient.AdvantageCombiner.combine`), over the objectives that scored the
+  completion (a reward that returned ``None`` takes no part).
 * Gramian weightings (``mgda``, ``upgrad``, ``cagrad``, ...): at the gradient level — the
   weights come from the Gramian of the per-objective policy-loss gradients over the policy
   parameters or over the last hidden states (MGDA-UB), all-reduced over the processes and
@@ -89,7 +90,11 @@ class _Level:
         return advantages, {}
 
     def combine(
-        self, advantages: torch.Tensor, mask: torch.Tensor, all_reduce_sum: AllReduceSum | None
+        self,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        all_reduce_sum: AllReduceSum | None,
+        valid: torch.Tensor | None,
     ) -> tuple[torch.Tensor, Stats]:
         return advantages, {}
 
@@ -124,9 +129,21 @@ class _AdvantageLevel(_Level):
         self.aggregator = aggregator
 
     def combine(
-        self, advantages: torch.Tensor, mask: torch.Tensor, all_reduce_sum: AllReduceSum | None
+        self,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        all_reduce_sum: AllReduceSum | None,
+        valid: torch.Tensor | None,
     ) -> tuple[torch.Tensor, Stats]:
-        combined, weights, s_star = self.aggregator.combine(advantages, mask, all_reduce_sum)
+        if valid is None or bool(valid.all()):
+            # every objective scored every completion: the call of a combiner that predates
+            # the validity mask (combine(advantages, mask, all_reduce_sum))
+            combined, weights, s_star = self.aggregator.combine(advantages, mask, all_reduce_sum)
+        else:  # [k, B] per completion → every token of it
+            valid = valid.reshape(*valid.shape, *[1] * (advantages.ndim - valid.ndim))
+            combined, weights, s_star = self.aggregator.combine(
+                advantages, mask, all_reduce_sum, valid=valid.expand_as(advantages)
+            )
         stats: Stats = {"agg/weight_sum": 1.0}  # on the simplex per token / batch
         token_mask = mask.to(weights.dtype)
         if weights.ndim > 1:
@@ -226,10 +243,14 @@ class ObjectiveCombiner:
         advantages: torch.Tensor,
         mask: torch.Tensor,
         all_reduce_sum: AllReduceSum | None = None,
+        valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Stats]:
         """Advantage combiners (after the Noon clip): ``[k, B, T]`` → ``[1, B, T]``; other
-        kinds: unchanged. ``all_reduce_sum`` lets batch statistics span the processes."""
-        return self._level.combine(advantages, mask, all_reduce_sum)
+        kinds: unchanged. ``all_reduce_sum`` lets batch statistics span the processes;
+        ``valid`` (``[k, B]`` or ``[k, B, T]``, bool) says which objectives scored each
+        completion: the combine is over those only (a reward that returned ``None`` takes no
+        part), and a completion none scored gets 0."""
+        return self._level.combine(advantages, mask, all_reduce_sum, valid)
 
     def gramian_weights(
         self, gramian: torch.Tensor, losses: torch.Tensor

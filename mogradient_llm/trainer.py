@@ -351,7 +351,9 @@ class MOTrainer:
         )
         advantages = noon_clip(estimate.advantages) if self.config.noon else estimate.advantages
         self._check_finite(advantages, estimate.returns, logprobs)
-        combined, combine_stats = self.combiner.combine_advantages(advantages, mask, self._sum)
+        combined, combine_stats = self.combiner.combine_advantages(
+            advantages, mask, self._sum, inputs.valid
+        )
         stats.update(estimate.stats)
         stats.update(combine_stats)
         if not self.combiner.gradient_level and len(self.names) > 1:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from mogradient._checks import check_gramian, check_jacobian, check_loss_values
+from mogradient._psd import project_psd, symmetric_error2
 from mogradient.aggregators._scale import (
     GRAMIAN_WINDOW,
     combine,
@@ -297,11 +298,15 @@ class AdvantageCombiner(Aggregator):
         advantages: torch.Tensor,
         mask: torch.Tensor | None = None,
         all_reduce_sum: AllReduceSum | None = None,
+        valid: torch.Tensor | None = None,
     ) -> Combination:
         """Combine ``advantages [n, *batch]`` under ``mask [*batch]`` (1 = a real sample).
 
         ``all_reduce_sum`` sums a tensor over the processes; methods that decide from batch
-        statistics use it so that every rank decides the same.
+        statistics use it so that every rank decides the same. ``valid [n, *batch]`` (bool,
+        default all) says which objectives scored each sample (an RL reward may return
+        ``None``): the others take no part in that sample's combination, and a sample no
+        objective scored takes no part at all.
         """
 
     def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
@@ -342,6 +347,9 @@ def gramian_of(
     u per entry, so the Gramian's own error is within a factor b (worst case) of what the
     Jacobian already had. Where that matters (the min-norm direction ‖Jᵀw‖ is below ~1e-4 ·
     ‖gᵢ‖, i.e. nearly Pareto-stationary with strongly conflicting gradients), use "float64".
+    Within that bound the result is projected onto the PSD cone (a singular Gramian of dependent
+    objectives rounds to a slightly indefinite one); beyond it, a ``ValueError``
+    (:func:`mogradient._psd.project_psd`).
     """
     gram, e = scaled_gramian(jacobian, chunk_size, precision=precision, block_size=block_size)
     if e == 0:
@@ -430,25 +438,5 @@ def _gramian_blocked(
         if full < width:
             tail = part[:, full:]
             gram += (tail @ tail.T).to(torch.float64)
-    return _nearest_psd_shift(0.5 * (gram + gram.T))
-
-
-def _nearest_psd_shift(gram: torch.Tensor) -> torch.Tensor:
-    """Undo the rounding's indefiniteness: ``G + τ·diag(G)`` with τ = 2·max(0, −λ_min(C)),
-    C = D^(-1/2) G D^(-1/2) the Gramian scaled to a unit diagonal.
-
-    The Gramian of a float32 J is PSD, and blocked float32 rounding perturbs it by at most
-    γ_b·‖gᵢ‖‖gⱼ‖ per entry, so −λ_min(C) ≤ k·γ_b: the shift is within twice the rounding
-    actually present (typically 1e-9 relative, zero when the Gramian already was PSD), and it
-    keeps the solvers' float64 validation (which would reject a 1e-9 Cauchy–Schwarz violation
-    of two nearly parallel gradients) from refusing a correct Jacobian.
-    """
-    diag = gram.diagonal().clamp_min(0)
-    scale = diag.max()
-    if not bool(torch.isfinite(gram).all()) or float(scale) == 0.0:
-        return gram
-    d = diag.clamp_min(float(scale) * 1e-30).rsqrt()
-    lam = float(torch.linalg.eigvalsh(gram * d[:, None] * d[None, :])[0])
-    if lam >= 0:
-        return gram
-    return gram + torch.diag(2 * -lam * diag)
+    gram = 0.5 * (gram + gram.T)
+    return project_psd(gram, symmetric_error2(gram, block_size, work).sqrt())

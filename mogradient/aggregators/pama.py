@@ -19,11 +19,16 @@ from mogradient.aggregators.registry import register
 Granularity = Literal["token", "batch"]
 
 
-def pama_weights(advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pama_weights(
+    advantages: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Theorem 1, vectorised over every dimension after the first.
 
     Args:
         advantages: ``[n_objectives, *batch]`` per-sample (or per-token) coefficients.
+        valid: ``[n_objectives, *batch]`` bool, which objectives scored each sample (default:
+            all). Min and max are over those only, the others get weight 0, and a sample no
+            objective scored gets s* = 0 and no weight at all.
 
     Returns:
         ``(weights [n_objectives, *batch], s_star [*batch])`` with weights on the simplex and
@@ -52,14 +57,24 @@ def pama_weights(advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f"the advantages of objective {i} contain NaN or Inf; check that objective's "
             "rewards and value head, or skip this batch"
         )
-    lo = a.amin(dim=0)
-    hi = a.amax(dim=0)
+    if valid is None:
+        valid = torch.ones(a.shape, dtype=torch.bool, device=a.device)
+    elif valid.shape != a.shape:
+        raise ValueError(
+            f"valid has shape {tuple(valid.shape)} but the advantages {tuple(a.shape)}; pass "
+            "one entry per objective and sample (True where that objective scored it)"
+        )
+    valid = valid.to(device=a.device, dtype=torch.bool)
+    scored = valid.any(dim=0)
+    inf = torch.tensor(float("inf"), dtype=a.dtype, device=a.device)
+    lo = torch.where(scored, torch.where(valid, a, inf).amin(dim=0), 0.0)
+    hi = torch.where(scored, torch.where(valid, a, -inf).amax(dim=0), 0.0)
     s_star = torch.clamp(torch.zeros_like(lo), min=lo, max=hi)
 
-    is_min = (a == lo).to(a.dtype)
-    is_max = (a == hi).to(a.dtype)
-    on_min = is_min / is_min.sum(dim=0)
-    on_max = is_max / is_max.sum(dim=0)
+    is_min = ((a == lo) & valid).to(a.dtype)
+    is_max = ((a == hi) & valid).to(a.dtype)
+    on_min = is_min / is_min.sum(dim=0).clamp(min=1)
+    on_max = is_max / is_max.sum(dim=0).clamp(min=1)
     span = hi - lo
     straddle = (lo < 0) & (hi > 0)
     safe_span = torch.where(straddle, span, torch.ones_like(span))
@@ -67,6 +82,7 @@ def pama_weights(advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     c_max = torch.where(straddle, -lo / safe_span, (lo < 0).to(a.dtype))
     weights = c_min * on_min + c_max * on_max
     # Every entry equal (a single objective included): min == max, so the two terms coincide.
+    # A sample no objective scored: on_min is 0 there, so it gets no weight at all.
     weights = torch.where(span == 0, on_min, weights)
     return weights, s_star
 
@@ -110,12 +126,16 @@ class PAMA(AdvantageCombiner):
         advantages: torch.Tensor,
         mask: torch.Tensor | None = None,
         all_reduce_sum: AllReduceSum | None = None,
+        valid: torch.Tensor | None = None,
     ) -> Combination:
         """``advantages [n, *batch]`` → the advantage PAMA follows per sample, ``[*batch]``.
 
-        ``token``: s* of each sample's n advantages (after the Noon clip: their minimum).
-        ``batch``: one ``c`` = PAMA weights of the n masked batch means, and ``Σ cᵢ Aᵢ`` per
-        sample; with ``all_reduce_sum`` the means are over every process's batch.
+        ``token``: s* of each sample's advantages over the objectives that scored it (``valid``
+        ``[n, *batch]``, default all; after the Noon clip: their minimum); a sample none scored
+        takes no part (0). ``batch``: one ``c`` = PAMA weights of the objectives' batch means,
+        each over the masked samples it scored, and ``Σ cᵢ Aᵢ`` per sample over the objectives
+        that scored it (a missing one adds nothing); with ``all_reduce_sum`` the means are over
+        every process's batch.
         """
         a = torch.as_tensor(advantages)
         if mask is None:
@@ -126,15 +146,22 @@ class PAMA(AdvantageCombiner):
                 f"{tuple(a.shape[1:])}; pass one mask entry per sample"
             )
         mask = mask.to(a.dtype if a.is_floating_point() else torch.get_default_dtype())
+        if valid is not None and valid.shape != a.shape:
+            raise ValueError(
+                f"valid has shape {tuple(valid.shape)} but the advantages {tuple(a.shape)}; "
+                "pass one entry per objective and sample (True where that objective scored it)"
+            )
         if self.granularity == "token":
-            weights, s_star = pama_weights(a)
+            weights, s_star = pama_weights(a, valid)
             return Combination(s_star * mask, weights, s_star)
-        dims = tuple(range(1, a.ndim))
-        totals = torch.cat([(a * mask).sum(dims).reshape(-1), mask.sum().reshape(1)])
+        n, dims = a.shape[0], tuple(range(1, a.ndim))
+        scored = mask if valid is None else mask * valid.to(mask.dtype)  # [n, *batch] or [*batch]
+        counts = scored.sum(dims) if valid is not None else mask.sum().expand(n)
+        totals = torch.cat([(a * scored).sum(dims).reshape(-1), counts.reshape(-1)])
         if all_reduce_sum is not None:
             totals = all_reduce_sum(totals)
-        means = totals[:-1] / totals[-1].clamp(min=1)
-        weights, s_star = pama_weights(means)
+        means = totals[:n] / totals[n:].clamp(min=1)
+        weights, s_star = pama_weights(means, totals[n:] > 0)
         weights = weights.to(mask.dtype)
-        combined = torch.tensordot(weights, a.to(mask.dtype), dims=1) * mask
+        combined = torch.tensordot(weights, (a * scored).to(mask.dtype), dims=1)
         return Combination(combined, weights, s_star)
