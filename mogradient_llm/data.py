@@ -63,7 +63,13 @@ def load_text_dataset(source: str | Path, split: str = "train") -> Any:
     fmt = _local_format(path)
     if fmt is None:
         raise ValueError(f"unsupported file {path}; use .jsonl, .json or .csv (optionally .gz)")
-    return datasets.load_dataset(fmt, data_files=str(path), split="train")
+    try:
+        dataset = datasets.load_dataset(fmt, data_files=str(path), split="train")
+    except StopIteration:  # datasets' loaders find no first table in an empty file
+        dataset = None
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(f"the dataset file {path} holds no rows; pass a file with data")
+    return dataset
 
 
 def is_conversational(prompt: Any) -> bool:

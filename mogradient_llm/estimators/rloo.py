@@ -34,6 +34,7 @@ class RLOOEstimator(GRPOEstimator):
 
     algorithm = "rloo"
     config_class = MORLOOConfig
+    kl_in_loss_only = False  # TRL's RLOO puts the KL into the reward, before the baseline
 
     def baseline_advantages(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``rᵢ − mean of the others`` ``[k, B]`` over the valid entries of each group (0 where
