@@ -50,6 +50,7 @@ from mogradient_llm.front import (
     front_metrics,
     plot_front,
     plot_kl_curves,
+    preference_labels,
     write_front_csv,
     write_kl_curve_csv,
 )
@@ -478,7 +479,18 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
         write_front_csv(out / "soups.csv", soups, soup_metrics["non_dominated"], names)
     write_front_csv(out / "front.csv", finals, final_metrics["non_dominated"], names)
     write_kl_curve_csv(out / "kl_curve.csv", curves, names)
-    plot_front(out / "front.png", finals, final_metrics["non_dominated"], names, ref_point, soups)
+    point_labels, caption = preference_labels(finals, names)
+    plot_front(
+        out / "front.png",
+        finals,
+        final_metrics["non_dominated"],
+        names,
+        ref_point,
+        soups,
+        start=PolicyPoint(INITIAL, (), 0, INITIAL, tuple(initial["scores"]), initial["kl"]),
+        labels=point_labels,
+        caption=caption,
+    )
     plot_kl_curves(out / "kl_curve.png", curves, names, options.kl_budgets)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(format_tables(finals, summary, names), flush=True)
