@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from mogradient import LossWeighting
 from mogradient_llm.advantages import noon_clip
 from mogradient_llm.aggregation import ObjectiveCombiner
 from mogradient_llm.batch import RolloutBatch
@@ -358,8 +359,10 @@ class MOTrainer:
         logprobs, ref_logprobs, values = self._forward_chunks(rollout)
         scores = scores.to(self.accelerator.device)
         objective_losses = self.combiner.objective_losses(scores, self._sum)
+        agg = self.combiner.aggregator  # a loss weighting checks the means even if unread
+        reads_losses = isinstance(agg, LossWeighting) or getattr(agg, "uses_loss_values", False)
         for name, loss in zip(self.names, objective_losses):
-            if not torch.isfinite(loss):  # finite scores whose float32 mean overflows
+            if reads_losses and not torch.isfinite(loss):  # finite scores, overflowing mean
                 raise NonFiniteError(
                     f"the mean score of objective {name!r} is not finite in float32 "
                     f"({-float(loss)}); rescale that reward"

@@ -131,10 +131,11 @@ def test_step_takes_exactly_one_batch_of_prompts() -> None:
     assert math.isfinite(trainer.step(["the film", "a movie"])["objective/scores/length"])
 
 
-@pytest.mark.parametrize("aggregator", ["linear", "pama", "upgrad"])
+@pytest.mark.parametrize("aggregator", ["linear", "stch", "epo"])
 def test_finite_rewards_whose_float32_mean_overflows_are_skipped(aggregator: str) -> None:
-    """3e38 is finite in float32; the mean of several is not. skip_nonfinite skips the step
-    (whichever method reads the means); without it the error names the objective."""
+    """3e38 is finite in float32; the mean of several is not. A method that reads the means
+    (a loss weighting, EPO) then has nothing to decide from: skip_nonfinite skips the step,
+    without it the error names the objective (not the aggregator's ValueError)."""
     huge = Reward(lambda completions, **kwargs: [3e38] * len(completions), name="huge")
     for algorithm in ("ppo", "grpo"):
         trainer = make_trainer(
@@ -147,3 +148,11 @@ def test_finite_rewards_whose_float32_mean_overflows_are_skipped(aggregator: str
     trainer = make_trainer([huge, LengthReward()], algorithm="grpo", aggregator=aggregator)
     with pytest.raises(NonFiniteError, match="mean score of objective 'huge'"):
         trainer.step()
+
+
+def test_methods_that_ignore_the_means_still_train_on_huge_rewards() -> None:
+    """PPO normalises the scores in float64: PAMA and UPGrad never read the overflowing mean."""
+    huge = Reward(lambda completions, **kwargs: [3e38, 1e38] * 4, name="huge")
+    for aggregator in ("pama", "upgrad"):
+        trainer = make_trainer([huge, LengthReward()], aggregator=aggregator, skip_nonfinite=True)
+        assert trainer.step()["train/skipped"] == 0.0
