@@ -123,11 +123,37 @@ def preference_labels(points: Sequence[PolicyPoint], names: Sequence[str]) -> tu
     return labels, "labels: preference weights on " + " / ".join(names)
 
 
-def _limits(values: np.ndarray, right: float = 0.0) -> tuple[float, float]:
-    """Axis limits around ``values`` with a 10 % margin (``right`` more above, for labels)."""
+def _limits(values: np.ndarray) -> tuple[float, float]:
+    """Axis limits around ``values`` with a 10 % margin; points that (nearly) coincide get a
+    span of 2 % of their magnitude, so that the ticks stay readable."""
     low, high = float(values.min()), float(values.max())
-    span = max(high - low, 1e-3 * max(1.0, abs(high)))
-    return low - 0.1 * span, high + (0.1 + right) * span
+    span = max(high - low, 0.02 * max(abs(low), abs(high)), 1e-3)
+    middle = (low + high) / 2
+    low, high = min(low, middle - span / 2), max(high, middle + span / 2)
+    return low - 0.1 * span, high + 0.1 * span
+
+
+def _grouped_labels(labels: Sequence[str], xy: np.ndarray) -> list[tuple[str, tuple[float, float]]]:
+    """One label per drawn position: the labels of points at the same place joined by ", "."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for label, (x, y) in zip(labels, xy):
+        groups.setdefault((float(x), float(y)), []).append(label)
+    return [(", ".join(names), position) for position, names in groups.items()]
+
+
+def _fit_texts(fig: Any, ax: Any) -> None:
+    """Widen the axes' upper limits until every label lies inside them (a label is placed in
+    points from its point, so it takes less data room as the limits grow: two passes do)."""
+    for _ in range(2):
+        renderer = fig.canvas.get_renderer()
+        to_data = ax.transData.inverted()
+        (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()
+        for text in ax.texts:
+            box = text.get_window_extent(renderer).transformed(to_data)
+            right = max(right, box.x1 + 0.02 * (right - left))
+            top = max(top, box.y1 + 0.02 * (top - bottom))
+        ax.set_xlim(left, right)
+        ax.set_ylim(bottom, top)
 
 
 def front_figure(
@@ -145,12 +171,14 @@ def front_figure(
 
     The axes fit the drawn points (the runs, ``soups``, the ``start`` policy), not the
     reference point, so that close points stay apart; the hypervolume region is shaded as far
-    as it shows. Each point is labelled (``labels``, default its run), with room on the right
-    so that no label is cut; ``caption`` (e.g. what the labels mean) goes under the title."""
+    as it shows. Each point is labelled (``labels``, default its run; the labels of points at
+    one place are joined), the limits widened until no label is cut; ``caption`` (e.g. what
+    the labels mean) goes under the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     scores = np.array([p.scores for p in points], dtype=np.float64)
     flags = np.array(non_dominated, dtype=bool)
@@ -198,15 +226,18 @@ def front_figure(
             ax.scatter(
                 [start.scores[i]],
                 [start.scores[j]],
-                color="black",
+                facecolors="none",
+                edgecolors="black",
                 marker="s",
-                s=50,
+                s=90,
                 label="start policy (step 0)",
             )
-        for label, (x, y) in zip(labels, scores[:, [i, j]]):
+        for label, (x, y) in _grouped_labels(labels, scores[:, [i, j]]):
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xlim(*_limits(every[:, i], right=0.25))
+        ax.set_xlim(*_limits(every[:, i]))
         ax.set_ylim(*_limits(every[:, j]))
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_locator(MaxNLocator(6))
         ax.set_xlabel(f"held-out mean {names[i]}")
         ax.set_ylabel(f"held-out mean {names[j]}")
         # below the axes: dominated points gather low and left, where a legend would hide them
@@ -217,6 +248,8 @@ def front_figure(
         title += f"\n{caption}"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    for ax in axes[0]:
+        _fit_texts(fig, ax)
     return fig
 
 
@@ -235,7 +268,7 @@ def plot_front(
     """Save :func:`front_figure` to ``path``: the runs' held-out rewards, the non-dominated
     ones marked; with two objectives the dominated (hypervolume) region is shaded, with more
     each pair of objectives is drawn. ``soups`` (Rewarded Soups' mixes) are a dashed line of
-    open diamonds, ``start`` a black square."""
+    open diamonds, ``start`` an open black square."""
     import matplotlib.pyplot as plt
 
     fig = front_figure(

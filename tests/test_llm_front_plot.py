@@ -84,3 +84,21 @@ def test_three_objectives_draw_every_pair_with_the_start(tmp_path) -> None:
     for ax in fig.axes:
         assert sum(c.get_label() == "start policy (step 0)" for c in ax.collections) == 1
     plt.close(fig)
+
+
+def test_points_at_one_place_share_one_label_and_readable_limits() -> None:
+    """A front that has not moved: every run at the start policy's scores."""
+    same = (0.5, 0.0385)
+    points = [PolicyPoint(p.run, p.preference, 3, "final", same, 0.0) for p in POINTS]
+    start = PolicyPoint("initial", (), 0, "initial", same, 0.0)
+    labels, caption = preference_labels(points, NAMES)
+    flags = front_metrics(points, REF)["non_dominated"]
+    fig = front_figure(points, flags, NAMES, REF, start=start, labels=labels, caption=caption)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["0/1, 0.25/0.75, 0.5/0.5, 0.75/0.25, 1/0"]
+    box, extent = ax.get_window_extent(), ax.texts[0].get_window_extent()
+    assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and extent.y1 <= box.y1
+    left, right = ax.get_xlim()
+    assert left < same[0] < right and right - left >= 0.02 * same[0]  # not a 1e-6 wide axis
+    plt.close(fig)
