@@ -541,6 +541,8 @@ class MOTrainer:
         ``resume_from``: a checkpoint, or a run's ``output_dir`` (its newest complete
         checkpoint); training continues from that checkpoint's step, and the metrics logged
         after it are dropped. ``extra_state`` goes into the checkpoints' ``trainer_state.json``.
+        The main process first prints how many processes train (a launch that runs one process
+        where several were meant shows there).
         """
         steps = self.config.max_steps if steps is None else steps
         acc = self.accelerator
