@@ -11,7 +11,8 @@ and passes only what the function accepts.
 Built-ins: :class:`LengthReward` (the paper's ``clip(l / 140, 0.5, 1.5)``, ``l`` counted in
 characters by default), :class:`VaderReward` (vaderSentiment compound score) and
 :class:`ClassifierReward` (a logit of an ``AutoModelForSequenceClassification``).
-:func:`score_all` calls them and checks their output, naming the reward that misbehaved.
+:func:`score_all` calls them (awaiting ``async def`` ones) and checks their output, naming the
+reward that misbehaved. Rewards named on the command line: :mod:`mogradient_llm.reward_specs`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mogradient_llm.data import Completion, Prompt, completion_text, conversatio
 from mogradient_llm.reward_context import await_all
 
 #: ``fn(prompts=..., completions=..., **kwargs) -> list[float | None]`` (or the older
-#: ``fn(prompts, completions) -> list[float]``).
+#: ``fn(prompts, completions) -> list[float]``); ``async def`` functions are awaited.
 RewardFn = Callable[..., Sequence[float | None]]
 #: What :class:`LengthReward` counts.
 LengthUnit = Literal["chars", "words", "tokens"]
@@ -430,8 +431,12 @@ def score_all(
     Each reward gets ``prompts``, ``completions``, ``completion_ids`` (when given) and each of
     ``columns`` (per-sample lists, e.g. from :func:`~mogradient_llm.data.reward_columns`) as
     keyword arguments, plus ``extra_kwargs`` unchanged (not per sample; TRL passes
-    ``trainer_state`` this way). NaN in the result means "no score": the reward returned ``None``
-    for that sample. A NaN or infinite float returned raises :class:`NonFiniteRewardError`; a
+    ``trainer_state``, ``log_extra`` and ``log_metric`` this way). The synchronous rewards run
+    in order; then the ``async def`` ones are awaited together (``asyncio.gather``, as TRL).
+    NaN in the result means "no score": the reward returned ``None`` for that sample; a reward
+    that scores no sample of the batch is warned about, once per :class:`Reward` object (plain
+    functions are wrapped anew at each call: pass :class:`Reward` objects to warn once).
+    A NaN or infinite float returned raises :class:`NonFiniteRewardError`; a
     reward that raises, or returns the wrong number of scores or non-numbers, raises
     :class:`RewardError` naming it; a reward needing an argument that nothing provides raises
     :class:`RewardArgumentError`.
