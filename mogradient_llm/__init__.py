@@ -3,7 +3,9 @@
 One loop (:class:`~mogradient_llm.trainer.MOTrainer`) with pluggable advantage estimators
 (:mod:`mogradient_llm.estimators`), chosen by the config's class: :class:`MOPPOConfig`,
 :class:`MOGRPOConfig`, :class:`MORLOOConfig`. Modules: ``config``, ``estimators``,
-``trainer``, ``update``, ``batch``, ``rewards``, ``data``, ``aggregation``, ``diagnostics``,
+``trainer``, ``update``, ``batch``, ``rewards``, ``reward_specs`` (``--reward`` specs),
+``reward_context`` (TRL's ``trainer_state``, ``log_extra``, ``log_metric``, async rewards),
+``data``, ``aggregation``, ``diagnostics``,
 ``advantages``, ``loss``, ``value_heads``, ``rollout``, ``sampling``, ``kl``, ``models`` (tiny
 offline policies), ``evaluate``, ``metrics``, ``sweep`` (a front from one run per preference),
 ``front`` (its points, matched KL, metrics and plots), ``soups`` (Rewarded Soups), ``demo`` and

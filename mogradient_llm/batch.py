@@ -31,6 +31,9 @@ class RolloutBatch:
     returns: torch.Tensor | None = None  #: ``[k, B, T]`` their regression targets
     value_mask: torch.Tensor | None = None  #: ``[k, B, T]`` tokens each head is trained on
     stats: dict[str, float] = field(default_factory=dict)  #: logged with the step
+    #: ``[B, T]`` the update's own log-probs, detached, filled as it runs, when no forward ran
+    #: before it (``old_logprobs`` is ``None``): what the step's KL and entropy are logged from
+    live_logprobs: torch.Tensor | None = None
 
     @property
     def size(self) -> int:

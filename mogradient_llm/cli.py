@@ -137,7 +137,9 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         "--reward",
         action="append",
         required=True,
-        help="length[:chars|words|tokens], vader, classifier:PATH[@LABEL]; repeat per objective",
+        help="[NAME=]SPEC, SPEC one of length[:chars|words|tokens], vader, distinct[:N], "
+        "classifier:PATH[@LABEL] or a Python function's import path module.function; NAME= "
+        "renames the objective; repeat per objective",
     )
     run.add_argument("--output-dir", required=True)
     run.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps")
@@ -362,13 +364,12 @@ def train(args: argparse.Namespace, config: MOConfig) -> Path:
 
     from mogradient_llm.aggregation import build_aggregator
     from mogradient_llm.checkpoint import resolve_resume
-    from mogradient_llm.rewards import build_reward, parse_reward_spec
+    from mogradient_llm.reward_specs import build_reward, check_reward_specs
     from mogradient_llm.trainer import MOTrainer
 
     output_dir = Path(args.output_dir)
     build_aggregator(config)  # typos in names fail here, before any model is built
-    for spec in args.reward:
-        parse_reward_spec(spec)
+    check_reward_specs(args.reward)
     resume = None
     if args.resume is not None:
         resume = resolve_resume(output_dir if args.resume is True else args.resume)
@@ -422,7 +423,7 @@ def _save_tiny_policy(args: argparse.Namespace, path: str, seed: int) -> None:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """``mogradient-llm evaluate``: prints and returns the metrics."""
     from mogradient_llm.evaluate import evaluate_policy
-    from mogradient_llm.rewards import build_reward
+    from mogradient_llm.reward_specs import build_reward, check_reward_specs
     from mogradient_llm.trainer import STATE_FILE
 
     state: dict[str, Any] = {}
@@ -437,11 +438,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     specs = args.reward or state.get("rewards")
     if not specs:
         raise SystemExit("evaluate needs --reward (or a checkpoint that records its rewards)")
+    check_reward_specs(specs)
     rewards = [build_reward(spec, tokenizer) for spec in specs]
-    from mogradient_llm.data import prompt_text
-
     rows = _prompts(args, tokenizer, None, args.seed)[: args.num_prompts]
-    prompts = [prompt_text(row["prompt"], tokenizer) for row in rows]
     import torch
 
     torch.manual_seed(args.seed)
@@ -449,7 +448,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         model.eval(),
         tokenizer,
         rewards,
-        prompts,
+        rows,
         _generation_kwargs(args),
         ref_model=ref_model.eval() if ref_model is not None else None,
         ref_point=args.ref_point,

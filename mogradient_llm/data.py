@@ -12,6 +12,7 @@ uniformly from ``[min_tokens, max_tokens]``.
 
 from __future__ import annotations
 
+import gzip
 import random
 import re
 import warnings
@@ -63,7 +64,28 @@ def load_text_dataset(source: str | Path, split: str = "train") -> Any:
     fmt = _local_format(path)
     if fmt is None:
         raise ValueError(f"unsupported file {path}; use .jsonl, .json or .csv (optionally .gz)")
-    return datasets.load_dataset(fmt, data_files=str(path), split="train")
+    empty = ValueError(f"the dataset file {path} holds no rows; pass a file with data")
+    if _blank(path):
+        raise empty
+    try:
+        dataset = datasets.load_dataset(fmt, data_files=str(path), split="train")
+    except ValueError as exc:  # a CSV header without rows
+        if "corresponds to no data" in str(exc):
+            raise empty from None
+        raise
+    if len(dataset) == 0:
+        raise empty
+    return dataset
+
+
+def _blank(path: Path) -> bool:
+    """Whether the (possibly gzipped) file holds nothing but whitespace."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
 
 
 def is_conversational(prompt: Any) -> bool:

@@ -116,29 +116,81 @@ def _staircase(scores: np.ndarray, ref_point: Sequence[float]) -> np.ndarray:
     return np.array(vertices)
 
 
-def plot_front(
-    path: Path,
+def preference_labels(points: Sequence[PolicyPoint], names: Sequence[str]) -> tuple[list[str], str]:
+    """Short point labels ``0.25/0.75`` (each run's preference weights) and the caption that
+    says which objective each weight is on: ``labels: preference weights on length / vader``."""
+    labels = ["/".join(f"{w:g}" for w in p.preference) for p in points]
+    return labels, "labels: preference weights on " + " / ".join(names)
+
+
+def _limits(values: np.ndarray) -> tuple[float, float]:
+    """Axis limits around ``values`` with a 10 % margin; points that (nearly) coincide get a
+    span of 2 % of their magnitude, so that the ticks stay readable."""
+    low, high = float(values.min()), float(values.max())
+    span = max(high - low, 0.02 * max(abs(low), abs(high)), 1e-3)
+    middle = (low + high) / 2
+    low, high = min(low, middle - span / 2), max(high, middle + span / 2)
+    return low - 0.1 * span, high + 0.1 * span
+
+
+def _grouped_labels(labels: Sequence[str], xy: np.ndarray) -> list[tuple[str, tuple[float, float]]]:
+    """One label per drawn position: the labels of points at the same place joined by ", "."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for label, (x, y) in zip(labels, xy):
+        groups.setdefault((float(x), float(y)), []).append(label)
+    return [(", ".join(names), position) for position, names in groups.items()]
+
+
+def _fit_texts(fig: Any, ax: Any) -> None:
+    """Widen the axes' upper limits until every label lies inside them (a label is placed in
+    points from its point, so it takes less data room as the limits grow: two passes do)."""
+    for _ in range(2):
+        renderer = fig.canvas.get_renderer()
+        to_data = ax.transData.inverted()
+        (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()
+        for text in ax.texts:
+            box = text.get_window_extent(renderer).transformed(to_data)
+            right = max(right, box.x1 + 0.02 * (right - left))
+            top = max(top, box.y1 + 0.02 * (top - bottom))
+        ax.set_xlim(left, right)
+        ax.set_ylim(bottom, top)
+
+
+def front_figure(
     points: Sequence[PolicyPoint],
     non_dominated: Sequence[bool],
     names: Sequence[str],
     ref_point: Sequence[float],
     soups: Sequence[PolicyPoint] = (),
     title: str = "sweep front (final policies)",
-    zoom: bool = False,
-) -> None:
-    """The runs' held-out rewards, the non-dominated ones marked; with two objectives the
-    dominated (hypervolume) region is shaded, with more each pair of objectives is drawn.
-    ``soups`` (Rewarded Soups' mixes) are drawn as a dashed line of open diamonds. ``zoom``
-    limits the axes to the points (the reference point may then lie outside)."""
+    start: PolicyPoint | None = None,
+    labels: Sequence[str] | None = None,
+    caption: str | None = None,
+) -> Any:
+    """The matplotlib figure of :func:`plot_front` (one panel per pair of objectives).
+
+    The axes fit the drawn points (the runs, ``soups``, the ``start`` policy), not the
+    reference point, so that close points stay apart; the hypervolume region is shaded as far
+    as it shows. Each point is labelled (``labels``, default its run; the labels of points at
+    one place are joined), the limits widened until no label is cut; ``caption`` (e.g. what
+    the labels mean) goes under the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     scores = np.array([p.scores for p in points], dtype=np.float64)
     flags = np.array(non_dominated, dtype=bool)
+    drawn = [scores]
+    if soups:
+        drawn.append(np.array([p.scores for p in soups], dtype=np.float64))
+    if start is not None:
+        drawn.append(np.array([start.scores], dtype=np.float64))
+    every = np.concatenate(drawn)
+    labels = [p.run for p in points] if labels is None else list(labels)
     pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.8), squeeze=False)
     ref_text = "reference point (" + ", ".join(f"{r:g}" for r in ref_point) + ")"
     for ax, (i, j) in zip(axes[0], pairs):
         if len(names) == 2:
@@ -150,7 +202,6 @@ def plot_front(
                 alpha=0.15,
                 label=f"hypervolume region, {ref_text}",
             )
-            ax.scatter([ref_point[0]], [ref_point[1]], marker="x", color="black")
         ax.scatter(scores[~flags, i], scores[~flags, j], color="tab:gray", label="dominated")
         ax.scatter(
             scores[flags, i],
@@ -171,21 +222,59 @@ def plot_front(
                 color="tab:green",
                 label="Rewarded Soups (weights interpolated)",
             )
-        for p, (x, y) in zip(points, scores[:, [i, j]]):
-            ax.annotate(p.run, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        if zoom:
-            for limits, values in ((ax.set_xlim, scores[:, i]), (ax.set_ylim, scores[:, j])):
-                margin = 0.15 * max(float(np.ptp(values)), 1e-3)
-                limits(float(values.min()) - margin, float(values.max()) + margin)
+        if start is not None:
+            ax.scatter(
+                [start.scores[i]],
+                [start.scores[j]],
+                facecolors="none",
+                edgecolors="black",
+                marker="s",
+                s=90,
+                label="start policy (step 0)",
+            )
+        for label, (x, y) in _grouped_labels(labels, scores[:, [i, j]]):
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlim(*_limits(every[:, i]))
+        ax.set_ylim(*_limits(every[:, j]))
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_locator(MaxNLocator(6))
         ax.set_xlabel(f"held-out mean {names[i]}")
         ax.set_ylabel(f"held-out mean {names[j]}")
         # below the axes: dominated points gather low and left, where a legend would hide them
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     if len(names) > 2:
         title += f"; hypervolume over {len(names)} objectives, {ref_text}"
-    fig.suptitle(title)
+    if caption:
+        title += f"\n{caption}"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    for ax in axes[0]:
+        _fit_texts(fig, ax)
+    return fig
+
+
+def plot_front(
+    path: Path,
+    points: Sequence[PolicyPoint],
+    non_dominated: Sequence[bool],
+    names: Sequence[str],
+    ref_point: Sequence[float],
+    soups: Sequence[PolicyPoint] = (),
+    title: str = "sweep front (final policies)",
+    start: PolicyPoint | None = None,
+    labels: Sequence[str] | None = None,
+    caption: str | None = None,
+) -> None:
+    """Save :func:`front_figure` to ``path``: the runs' held-out rewards, the non-dominated
+    ones marked; with two objectives the dominated (hypervolume) region is shaded, with more
+    each pair of objectives is drawn. ``soups`` (Rewarded Soups' mixes) are a dashed line of
+    open diamonds, ``start`` an open black square."""
+    import matplotlib.pyplot as plt
+
+    fig = front_figure(
+        points, non_dominated, names, ref_point, soups, title, start, labels, caption
+    )
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -11,22 +11,26 @@ and passes only what the function accepts.
 Built-ins: :class:`LengthReward` (the paper's ``clip(l / 140, 0.5, 1.5)``, ``l`` counted in
 characters by default), :class:`VaderReward` (vaderSentiment compound score) and
 :class:`ClassifierReward` (a logit of an ``AutoModelForSequenceClassification``).
-:func:`score_all` calls them and checks their output, naming the reward that misbehaved.
+:func:`score_all` calls them (awaiting ``async def`` ones) and checks their output, naming the
+reward that misbehaved. Rewards named on the command line: :mod:`mogradient_llm.reward_specs`.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import torch
 
 from mogradient_llm.data import Completion, Prompt, completion_text, conversation_text
+from mogradient_llm.reward_context import await_all
 
 #: ``fn(prompts=..., completions=..., **kwargs) -> list[float | None]`` (or the older
-#: ``fn(prompts, completions) -> list[float]``).
+#: ``fn(prompts, completions) -> list[float]``); ``async def`` functions are awaited.
 RewardFn = Callable[..., Sequence[float | None]]
 #: What :class:`LengthReward` counts.
 LengthUnit = Literal["chars", "words", "tokens"]
@@ -44,6 +48,23 @@ class NonFiniteRewardError(RewardError):
 
 class RewardArgumentError(RewardError, ValueError):
     """A reward function needs an argument that neither score_all nor any column provides."""
+
+
+def callable_name(fn: Callable[..., Any]) -> str:
+    """TRL's name of a reward callable: a ``functools.partial``'s function's, else its
+    ``__name__``, else its class's name."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return str(getattr(fn, "__name__", type(fn).__name__))
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns a coroutine (as TRL decides it: through
+    ``functools.partial`` and a class's ``async def __call__``)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    call = type(fn).__call__ if not inspect.isroutine(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
@@ -66,13 +87,16 @@ class Reward:
         if not callable(fn):
             raise TypeError(f"a reward must be callable, got {type(fn).__name__}")
         self.fn = fn
-        name = name or getattr(fn, "name", None) or getattr(fn, "__name__", None)
+        name = name or getattr(fn, "name", None) or callable_name(fn)
         if not name or name == "<lambda>":
             raise ValueError("give the reward a name: Reward(fn, name=...)")
         self.name: str = name
         if hv_reference is None:
             hv_reference = getattr(fn, "hv_reference", None)
         self.hv_reference = hv_reference
+        #: ``async def``: :func:`score_all` awaits it, concurrently with the other async ones.
+        self.is_async = is_async_callable(fn)
+        self._warned_unscored = False  # warned once that it scored no sample of a batch
         signature = _signature(fn)
         params = list(signature.parameters.values()) if signature is not None else []
         self._takes_all = any(p.kind is p.VAR_KEYWORD for p in params)
@@ -337,43 +361,6 @@ def classifier(name_or_path: str, label: int | str | None = None, **kwargs: Any)
     return as_reward(ClassifierReward(name_or_path, label=label, **kwargs))
 
 
-def build_reward(spec: str, tokenizer: object | None = None) -> Reward:
-    """A built-in reward from a CLI spec.
-
-    ``length`` / ``length:words`` / ``length:tokens`` / ``vader`` / ``distinct`` /
-    ``distinct:N`` / ``classifier:PATH`` / ``classifier:PATH@LABEL``.
-    """
-    kind, arg = parse_reward_spec(spec)
-    if kind == "length":
-        # LengthReward refuses any other unit.
-        return length(unit=cast(LengthUnit, arg or "chars"), tokenizer=tokenizer)
-    if kind == "vader":
-        if arg:
-            raise ValueError(f"the vader reward takes no argument, got {spec!r}")
-        return vader()
-    if kind == "distinct":
-        if arg and not (arg.isdigit() and int(arg) >= 1):
-            raise ValueError(f"distinct:N needs a positive integer N, got {spec!r}")
-        return distinct(int(arg or 1))
-    if kind == "classifier":
-        if not arg:
-            raise ValueError("use classifier:PATH or classifier:PATH@LABEL")
-        path, _, label = arg.partition("@")
-        return classifier(path, label=label or None)
-    raise AssertionError(kind)  # parse_reward_spec accepts only the kinds above
-
-
-def parse_reward_spec(spec: str) -> tuple[str, str]:
-    """``(kind, argument)`` of a CLI reward spec; raises on an unknown kind, loading nothing."""
-    kind, _, arg = spec.partition(":")
-    if kind not in ("length", "vader", "distinct", "classifier"):
-        raise ValueError(
-            f"unknown reward {spec!r}; valid: length[:chars|words|tokens], vader, distinct[:N], "
-            "classifier:PATH[@LABEL]"
-        )
-    return kind, arg
-
-
 def _reward_kwargs(
     n: int,
     columns: Mapping[str, Sequence[Any]] | None,
@@ -444,8 +431,12 @@ def score_all(
     Each reward gets ``prompts``, ``completions``, ``completion_ids`` (when given) and each of
     ``columns`` (per-sample lists, e.g. from :func:`~mogradient_llm.data.reward_columns`) as
     keyword arguments, plus ``extra_kwargs`` unchanged (not per sample; TRL passes
-    ``trainer_state`` this way). NaN in the result means "no score": the reward returned ``None``
-    for that sample. A NaN or infinite float returned raises :class:`NonFiniteRewardError`; a
+    ``trainer_state``, ``log_extra`` and ``log_metric`` this way). The synchronous rewards run
+    in order; then the ``async def`` ones are awaited together (``asyncio.gather``, as TRL).
+    NaN in the result means "no score": the reward returned ``None`` for that sample; a reward
+    that scores no sample of the batch is warned about, once per :class:`Reward` object (plain
+    functions are wrapped anew at each call: pass :class:`Reward` objects to warn once).
+    A NaN or infinite float returned raises :class:`NonFiniteRewardError`; a
     reward that raises, or returns the wrong number of scores or non-numbers, raises
     :class:`RewardError` naming it; a reward needing an argument that nothing provides raises
     :class:`RewardArgumentError`.
@@ -454,13 +445,39 @@ def score_all(
     if len(prompts) != n:
         raise ValueError(f"got {len(prompts)} prompts for {n} completions; pass one per completion")
     kwargs = _reward_kwargs(n, columns, completion_ids, extra_kwargs)
-    rows = []
-    for reward in map(as_reward, rewards):
+    wrapped = [as_reward(r) for r in rewards]
+    outputs: dict[int, Any] = {}
+    pending: dict[int, Any] = {}  # the async rewards' coroutines, awaited together below
+    for i, reward in enumerate(wrapped):
         try:
             values = reward(prompts, completions, **kwargs)
-        except RewardError:
-            raise
         except Exception as exc:
+            for coroutine in pending.values():  # never awaited: closed without a warning
+                if inspect.iscoroutine(coroutine):
+                    coroutine.close()
+            if isinstance(exc, RewardError):
+                raise
             raise RewardError(f"reward {reward.name!r} raised {type(exc).__name__}: {exc}") from exc
-        rows.append(_as_scores(reward, values, n))
+        (pending if inspect.isawaitable(values) else outputs)[i] = values
+    if pending:
+        results = await_all(list(pending.values()))
+        for (i, reward), result in zip(((i, wrapped[i]) for i in pending), results):
+            if isinstance(result, BaseException):
+                if isinstance(result, RewardError):
+                    raise result
+                raise RewardError(
+                    f"reward {reward.name!r} raised {type(result).__name__}: {result}"
+                ) from result
+            outputs[i] = result
+    rows = [_as_scores(reward, outputs[i], n) for i, reward in enumerate(wrapped)]
+    for reward, row in zip(wrapped, rows):
+        if n and not reward._warned_unscored and all(math.isnan(v) for v in row):
+            reward._warned_unscored = True
+            warnings.warn(
+                f"reward {reward.name!r} returned None for every sample of a batch ({n} "
+                "completions): it gives no signal there. Check its inputs (dataset columns, "
+                "completion format); this warning is shown once per reward",
+                UserWarning,
+                stacklevel=2,
+            )
     return torch.tensor(rows, dtype=torch.float32).reshape(len(rewards), n)

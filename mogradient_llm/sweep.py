@@ -50,6 +50,7 @@ from mogradient_llm.front import (
     front_metrics,
     plot_front,
     plot_kl_curves,
+    preference_labels,
     write_front_csv,
     write_kl_curve_csv,
 )
@@ -269,17 +270,17 @@ class _Evaluator:
         policy: str,
     ):
         from mogradient_llm.cli import _load_lm, _prompts
-        from mogradient_llm.data import prompt_text
         from mogradient_llm.evaluate import reference_point
-        from mogradient_llm.rewards import build_reward
+        from mogradient_llm.reward_specs import build_reward
 
         ref_model, tokenizer = _load_lm(args.ref_policy or policy)
         self.ref_model = ref_model.eval()
         self.rewards = [build_reward(spec, tokenizer) for spec in args.reward]
         eval_args = copy.copy(args)
         eval_args.split = options.eval_split
-        rows = _prompts(eval_args, tokenizer, None, options.eval_seed)[: options.eval_num_prompts]
-        self.prompts = [prompt_text(row["prompt"], tokenizer) for row in rows]
+        self.prompts = _prompts(eval_args, tokenizer, None, options.eval_seed)[
+            : options.eval_num_prompts
+        ]
         self.options = options
         self.ref_point = reference_point(self.rewards, options.ref_point)
         self.generation = dict(config.generation_kwargs)
@@ -389,7 +390,7 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
     checkpoint on held-out prompts, write the front, the KL curves and ``summary.json``, print
     the tables, and return the summary."""
     from mogradient_llm.aggregation import build_aggregator
-    from mogradient_llm.rewards import parse_reward_spec
+    from mogradient_llm.reward_specs import check_reward_specs, default_reference_known
 
     if args.resume is not None:
         raise ValueError("sweep resumes interrupted runs by itself; drop --resume")
@@ -412,11 +413,13 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"preference {preference_label(preference)}: {exc}") from None
         configs[preference_label(preference)] = (preference, run_config)
-    kinds = [parse_reward_spec(spec)[0] for spec in args.reward]
-    if options.ref_point is None and "classifier" in kinds:  # fail now, not after training
+    check_reward_specs(args.reward)
+    unknown = [spec for spec in args.reward if not default_reference_known(spec)]
+    if options.ref_point is None and unknown:  # fail now, not after training
         raise ValueError(
-            "a classifier reward has no default hypervolume reference; pass --ref-point with "
-            f"one value per reward ({k})"
+            f"the reward(s) {unknown} have no default hypervolume reference (a classifier, or a "
+            f"function without an hv_reference attribute); pass --ref-point with one value per "
+            f"reward ({k})"
         )
     if options.ref_point is not None and len(options.ref_point) != k:
         raise ValueError(f"--ref-point has {len(options.ref_point)} values for {k} rewards")
@@ -476,7 +479,18 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
         write_front_csv(out / "soups.csv", soups, soup_metrics["non_dominated"], names)
     write_front_csv(out / "front.csv", finals, final_metrics["non_dominated"], names)
     write_kl_curve_csv(out / "kl_curve.csv", curves, names)
-    plot_front(out / "front.png", finals, final_metrics["non_dominated"], names, ref_point, soups)
+    point_labels, caption = preference_labels(finals, names)
+    plot_front(
+        out / "front.png",
+        finals,
+        final_metrics["non_dominated"],
+        names,
+        ref_point,
+        soups,
+        start=PolicyPoint(INITIAL, (), 0, INITIAL, tuple(initial["scores"]), initial["kl"]),
+        labels=point_labels,
+        caption=caption,
+    )
     plot_kl_curves(out / "kl_curve.png", curves, names, options.kl_budgets)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(format_tables(finals, summary, names), flush=True)

@@ -24,16 +24,16 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from mogradient import LossWeighting
 from mogradient_llm.advantages import noon_clip
 from mogradient_llm.aggregation import ObjectiveCombiner
 from mogradient_llm.batch import RolloutBatch
@@ -55,9 +55,11 @@ from mogradient_llm.data import (
 from mogradient_llm.diagnostics import advantage_diagnostics, score_diagnostics
 from mogradient_llm.dropout import disable_dropout
 from mogradient_llm.estimators import Estimator, EstimatorInputs, estimator_for
+from mogradient_llm.kl import kl_estimate
 from mogradient_llm.lora import apply_lora
 from mogradient_llm.metrics import MetricsWriter
 from mogradient_llm.nonfinite import NonFiniteError, NonFiniteGuard
+from mogradient_llm.reward_context import RewardLog, trainer_state
 from mogradient_llm.rewards import NonFiniteRewardError, Reward, RewardFn, as_reward, score_all
 from mogradient_llm.rollout import (
     Rollout,
@@ -218,6 +220,7 @@ class MOTrainer:
             lambda: self.policy,
         )
         self.step_count = 0
+        self.reward_log = RewardLog(0)
         self.last_samples: list[dict[str, Any]] = []
         self._prompt_rng = torch.Generator().manual_seed(
             config.seed + self.accelerator.process_index
@@ -263,7 +266,10 @@ class MOTrainer:
 
     def score(self, prompts: Sequence[Any], rollout: Rollout) -> torch.Tensor:
         """Scores ``[k, B]`` (NaN: a reward returned ``None``) of every reward, called TRL's
-        way: the rows' prompts, the completions, their token ids and the rows' other columns."""
+        way: the rows' prompts, the completions, their token ids and the rows' other columns,
+        with ``trainer_state`` (a ``transformers.TrainerState`` of this trainer: see
+        :func:`~mogradient_llm.reward_context.trainer_state`), ``log_extra`` and ``log_metric``
+        (what they log is in :attr:`reward_log` until the step reports it)."""
         rows = as_prompt_rows(prompts)
         repeated = [row for row in rows for _ in range(self.config.num_generations)]
         prompts = [row["prompt"] for row in repeated]
@@ -272,14 +278,22 @@ class MOTrainer:
             row[: int(n)].tolist()
             for row, n in zip(rollout.response_ids, rollout.response_mask.sum(1))
         ]
-        state = SimpleNamespace(global_step=self.step_count, max_steps=self.config.max_steps)
+        self.reward_log = RewardLog(len(completions))
+        state = trainer_state(
+            self.step_count,
+            self.config.max_steps,
+            self.step_count * self.prompts_per_step / len(self.rows),
+            self.config.batch_size,
+            is_main_process=self.accelerator.is_main_process,
+            is_local_main_process=self.accelerator.is_local_main_process,
+        )
         return score_all(
             self.rewards,
             prompts,
             completions,
             reward_columns(repeated),
             completion_ids=ids,
-            extra_kwargs={"trainer_state": state},
+            extra_kwargs={"trainer_state": state, **self.reward_log.kwargs()},
         )
 
     # ------------------------------------------------------------------ advantages
@@ -295,7 +309,9 @@ class MOTrainer:
         """
         est = self.estimator
         need_ref = est.needs_reference
-        need_policy = est.needs_old_logprobs or est.value_heads or need_ref  # KL: both sides
+        # the KL's two sides, unless the loss alone reads it from its own forward (GRPO)
+        need_kl = need_ref and not est.kl_in_loss_only
+        need_policy = est.needs_old_logprobs or est.value_heads or need_kl
         if not (need_policy or need_ref):
             return None, None, None
         logprobs, ref_logprobs, values = [], [], []
@@ -342,6 +358,14 @@ class MOTrainer:
         logprobs, ref_logprobs, values = self._forward_chunks(rollout)
         scores = scores.to(self.accelerator.device)
         objective_losses = self.combiner.objective_losses(scores, self._sum)
+        agg = self.combiner.aggregator  # a loss weighting checks the means even if unread
+        reads_losses = isinstance(agg, LossWeighting) or getattr(agg, "uses_loss_values", False)
+        for name, loss in zip(self.names, objective_losses):
+            if reads_losses and not torch.isfinite(loss):  # finite scores, overflowing mean
+                raise NonFiniteError(
+                    f"the mean score of objective {name!r} is not finite in float32 "
+                    f"({-float(loss)}); rescale that reward"
+                )
         stats: dict[str, float] = {}
         inputs = EstimatorInputs(
             scores, mask, self.config.num_generations, logprobs, ref_logprobs, values, self._sum
@@ -377,6 +401,7 @@ class MOTrainer:
             returns=estimate.returns,
             value_mask=estimate.value_mask,
             stats=stats,
+            live_logprobs=mask.new_full(mask.shape, math.nan) if logprobs is None else None,
         )
 
     def _check_finite(
@@ -400,7 +425,8 @@ class MOTrainer:
 
     # ------------------------------------------------------------------ one step
     def step(self, prompts: Sequence[Any] | None = None) -> dict[str, float]:
-        """One step on ``prompts`` (default: the next batch); returns TRL-style metrics.
+        """One step on ``prompts`` (default: the next batch; given, exactly ``batch_size /
+        num_generations`` of them); returns TRL-style metrics.
 
         Rewards and advantages are computed and checked before anything is updated, so a
         failing or non-finite reward leaves the model, the statistics and the step counter
@@ -411,6 +437,12 @@ class MOTrainer:
         if prompts is not None and not len(prompts):
             raise ValueError("the prompt batch is empty; pass at least one prompt")
         rows = self.sample_prompts() if prompts is None else as_prompt_rows(prompts)
+        if len(rows) != self.prompts_per_step:  # a step is batch_size completions, no other
+            raise ValueError(
+                f"step(prompts) takes batch_size / num_generations = {self.prompts_per_step} "
+                f"prompts ({self.config.batch_size} completions), got {len(rows)}; pass that "
+                "many, or change batch_size"
+            )
         rollout = self.generate(rows)
         snapshot = self.estimator.state_dict()  # restored if the step is abandoned
         scores: torch.Tensor | None = None
@@ -427,6 +459,7 @@ class MOTrainer:
             except NonFiniteError as exc:
                 problem = str(exc)
         problem = self.guard.agree(problem)
+        reward_metrics = self._reward_metrics()  # every rank, skipped step or not
         if problem is not None:
             self.estimator.load_state_dict(snapshot)  # the bad scores must not count
             return self._skip_step(problem, start)
@@ -434,27 +467,47 @@ class MOTrainer:
         stats = {
             f"objective/scores/{name}": float(s.nanmean()) for name, s in zip(self.names, scores)
         }
-        mean_kl = self._mean_kl(batch)
-        if mean_kl is not None:
-            stats["objective/kl"] = mean_kl
-        if batch.old_logprobs is not None:
-            entropy = (-batch.old_logprobs * batch.mask).sum(1).mean()
-            stats["objective/entropy"] = float(entropy)
         stats["env/response_length"] = float(batch.mask.sum(1).mean())
         stats.update(self.estimator.stats())
         stats.update(batch.stats)
         stats.update(self.updater.optimize(batch, self.step_count + 1))
+        stats.update(reward_metrics)
+        logprobs = batch.old_logprobs
+        if logprobs is None and batch.live_logprobs is not None:
+            # no forward before the update: its first forward's log-probs are the rollout's
+            logprobs = batch.live_logprobs if batch.live_logprobs.isfinite().all() else None
+            if logprobs is not None and batch.ref_logprobs is not None and batch.kl is None:
+                batch.kl = kl_estimate(logprobs, batch.ref_logprobs, "k3") * batch.mask
+        mean_kl = self._mean_kl(batch)
+        if mean_kl is not None:
+            stats["objective/kl"] = mean_kl
+        if logprobs is not None:
+            entropy = (-logprobs * batch.mask).sum(1).mean()
+            stats["objective/entropy"] = float(entropy)
         if mean_kl is not None:
             self.estimator.after_step(mean_kl, batch.size * self.accelerator.num_processes)
         self.step_count += 1
+        extra = self.reward_log.extra
         self.last_samples = [
-            {"prompt": p, "completion": c, **{n: float(s) for n, s in zip(self.names, col)}}
-            for p, c, col in zip(rollout.prompts, rollout.completions, scores.T)
+            {
+                "prompt": p,
+                "completion": c,
+                **{n: float(s) for n, s in zip(self.names, col)},
+                **{column: values[i] for column, values in extra.items()},
+            }
+            for i, (p, c, col) in enumerate(zip(rollout.prompts, rollout.completions, scores.T))
         ]
         stats["train/learning_rate"] = float(self.scheduler.get_last_lr()[0])
         stats["train/skipped"] = 0.0
         stats["time/step_s"] = time.perf_counter() - start
         return stats
+
+    def _reward_metrics(self) -> dict[str, float]:
+        """What the rewards logged with ``log_metric`` this step, averaged over the calls and
+        the processes (TRL's way)."""
+        if self.accelerator.num_processes == 1:
+            return self.reward_log.metrics()
+        return self.reward_log.metrics(gather_object, self._all_reduce_sum)
 
     def _mean_kl(self, batch: RolloutBatch) -> float | None:
         """The per-sequence KL to the reference averaged over every process's batch."""
@@ -489,8 +542,17 @@ class MOTrainer:
         ``resume_from``: a checkpoint, or a run's ``output_dir`` (its newest complete
         checkpoint); training continues from that checkpoint's step, and the metrics logged
         after it are dropped. ``extra_state`` goes into the checkpoints' ``trainer_state.json``.
+        The main process first prints how many processes train (a launch that runs one process
+        where several were meant shows there).
         """
         steps = self.config.max_steps if steps is None else steps
+        acc = self.accelerator
+        if acc.is_main_process:  # a launch that silently runs one process shows here
+            print(
+                f"training on {acc.num_processes} process(es) ({acc.distributed_type.value}, "
+                f"{acc.device.type}); {self.config.batch_size} completions per process and step",
+                flush=True,
+            )
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         writer = None

@@ -137,6 +137,8 @@ class Updater:
             mask, self.estimator.normalization, scale.rows, scale.tokens, self.max_length
         )
         old = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs[index]
+        if batch.live_logprobs is not None:
+            batch.live_logprobs[index] = logprobs.detach().to(batch.live_logprobs.dtype)
         p_losses, stats = self.estimator.policy_losses(
             logprobs, old, batch.advantages[:, index], weights
         )

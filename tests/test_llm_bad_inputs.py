@@ -148,3 +148,34 @@ def test_cli_user_errors_print_one_line(tmp_path, capsys, flags, message) -> Non
     err = capsys.readouterr().err.strip()
     assert err.startswith("mogradient-llm: error:") and message in err and "\n" not in err
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("empty.jsonl", ""), ("empty.csv", ""), ("blank.jsonl", "\n \n"), ("header.csv", "text\n")],
+)
+def test_cli_an_empty_dataset_file_is_one_clear_line(tmp_path, capsys, name, content) -> None:
+    data = tmp_path / name
+    data.write_text(content)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--output-dir", str(tmp_path / "out"), "--steps", "1", "--no-progress"]
+             + ["--reward", "length", "--dataset", str(data)])  # fmt: skip
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after datasets' progress bars
+    assert err == f"mogradient-llm: error: ValueError: the dataset file {data} holds no rows; " \
+        "pass a file with data"  # fmt: skip
+
+
+def test_the_scaling_docs_describe_the_learning_rate_scheduler_that_is_saved(tmp_path) -> None:
+    """docs/scaling.md's checkpoint section: the scheduler exists, and a checkpoint restores it."""
+    text = (Path(__file__).parents[1] / "docs" / "scaling.md").read_text()
+    section = text[text.index("## Checkpoints and resume") : text.index("## Bad inputs")]
+    assert "no learning-rate scheduler" not in section
+    assert "learning-rate scheduler" in section and "lr_scheduler_type" in section
+    trainer = make_trainer([LengthReward()], lr_scheduler_type="linear", max_steps=4)
+    trainer.step()
+    trainer.save(tmp_path / "checkpoint-1")
+    resumed = make_trainer([LengthReward()], lr_scheduler_type="linear", max_steps=4)
+    assert resumed.scheduler.get_last_lr() != trainer.scheduler.get_last_lr()
+    resumed.load_checkpoint(tmp_path / "checkpoint-1")
+    assert resumed.scheduler.state_dict() == trainer.scheduler.state_dict()

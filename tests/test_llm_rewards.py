@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from mogradient_llm.reward_specs import build_reward
 from mogradient_llm.rewards import (
     ClassifierReward,
     LengthReward,
@@ -14,7 +15,6 @@ from mogradient_llm.rewards import (
     RewardError,
     VaderReward,
     as_reward,
-    build_reward,
     distinct,
     score_all,
 )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
+import warnings
 
 import datasets
 import pytest
 import torch
 
 from mogradient_llm.data import as_prompt_rows, completion_for_reward, reward_columns
+from mogradient_llm.reward_context import RewardLog
 from mogradient_llm.rewards import (
     LengthReward,
     NonFiniteRewardError,
@@ -179,3 +183,116 @@ def test_a_string_is_not_a_list_of_scores() -> None:
 
     with pytest.raises(RewardError, match="'wordy' returned non-numeric"):
         score_all([wordy], ["p"], ["c"])
+
+
+# ---------------------------------------------------------------- async rewards, TRL's way
+
+
+def test_async_rewards_are_awaited_together_in_their_places() -> None:
+    """Each of the two async rewards waits for the other to have started: run one after the
+    other, the first would time out; TRL gathers them, and so must we."""
+    started = {"ping": asyncio.Event(), "pong": asyncio.Event()}
+
+    async def ping(completions, **kwargs):
+        started["ping"].set()
+        await asyncio.wait_for(started["pong"].wait(), timeout=10)
+        return [1.0] * len(completions)
+
+    async def pong(completions, **kwargs):
+        started["pong"].set()
+        await asyncio.wait_for(started["ping"].wait(), timeout=10)
+        return [2.0, None]
+
+    scores = score_all([ping, reward_len, pong], ["a", "b"], ["x" * 20, "x" * 18])
+    assert scores[0].tolist() == [1.0, 1.0] and scores[1].tolist() == [0.0, -2.0]
+    assert scores[2, 0] == 2.0 and math.isnan(scores[2, 1])
+
+
+class AsyncJudge:
+    """An async callable class, as an LLM judge is written."""
+
+    name = "judge"
+
+    async def __call__(self, completions, **kwargs):
+        await asyncio.sleep(0)
+        return [float(len(c)) for c in completions]
+
+
+async def _scaled(completions, factor, **kwargs):
+    return [factor * len(c) for c in completions]
+
+
+def test_async_forms_are_recognised_as_trl_recognises_them() -> None:
+    from trl.trainer.utils import is_async_callable as trl_is_async
+
+    from mogradient_llm.rewards import is_async_callable
+
+    partial = functools.partial(_scaled, factor=2.0)
+    for fn in (AsyncJudge(), partial, _scaled, reward_len, LengthReward(), len):
+        assert is_async_callable(fn) == trl_is_async(fn), fn
+    scores = score_all([AsyncJudge(), Reward(partial, name="scaled")], ["a"], ["xyz"])
+    assert scores.tolist() == [[3.0], [6.0]]
+
+
+def test_an_async_reward_that_raises_is_named() -> None:
+    async def broken(completions, **kwargs):
+        raise KeyError("answer")
+
+    with pytest.raises(RewardError, match=r"reward 'broken' raised KeyError: 'answer'"):
+        score_all([AsyncJudge(), broken], ["a"], ["b"])
+
+
+# ---------------------------------------------------------------- a reward that scores nothing
+
+
+def test_a_reward_that_scores_no_sample_of_a_batch_warns_once_naming_it() -> None:
+    nothing = Reward(lambda completions, **kwargs: [None] * len(completions), name="nothing")
+    partly = Reward(lambda completions, **kwargs: [None, 1.0], name="partly")
+    with pytest.warns(UserWarning, match="reward 'nothing' returned None for every sample") as got:
+        score_all([nothing, partly], ["a", "b"], ["c", "d"])
+    assert len(got) == 1  # not for 'partly'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score_all([nothing, partly], ["a", "b"], ["c", "d"])  # once per reward
+
+
+# ---------------------------------------------------------------- log_extra / log_metric
+
+
+def test_log_extra_and_log_metric_collect_as_trl_does() -> None:
+    log = RewardLog(2)
+
+    def logging_reward(completions, log_extra, log_metric, **kwargs):
+        log_extra("why", [f"len {len(c)}" for c in completions])
+        log_metric("judge/calls", 1.0)
+        log_metric("judge/calls", 3.0)
+        return [0.0] * len(completions)
+
+    score_all([logging_reward], ["a", "b"], ["x", "yy"], extra_kwargs=log.kwargs())
+    assert log.extra == {"why": ["len 1", "len 2"]}
+    assert log.metrics() == {"judge/calls": 2.0}
+
+    def short(completions, log_extra, **kwargs):
+        log_extra("why", ["only one"])
+        return [0.0] * len(completions)
+
+    with pytest.raises(RewardError, match=r"reward 'short' raised ValueError: log_extra.*\(2\)"):
+        score_all([short], ["a", "b"], ["x", "yy"], extra_kwargs=RewardLog(2).kwargs())
+
+
+def test_log_metric_averages_over_every_process_as_trl() -> None:
+    """TRL: Σ values / count over all ranks (not a mean of the ranks' means). Two ranks are
+    simulated: this one logged 1 and 3, the other 5 (and a metric this rank never logged)."""
+    log = RewardLog(1)
+    log.log_metric("m", 1.0)
+    log.log_metric("m", 3.0)
+    other = {"m": (5.0, 1.0), "only_there": (4.0, 2.0)}
+
+    def gather_names(names: list[str]) -> list[str]:
+        return names + list(other)
+
+    def reduce_sum(totals: torch.Tensor) -> torch.Tensor:
+        names = sorted({"m", *other})
+        return totals + torch.tensor([other.get(n, (0.0, 0.0)) for n in names], dtype=totals.dtype)
+
+    assert log.metrics(gather_names, reduce_sum) == {"m": 3.0, "only_there": 2.0}

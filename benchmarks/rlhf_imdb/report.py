@@ -273,7 +273,7 @@ def plot_sweep_fronts(
             f"runs (seed {first_seed}), last evaluation with KL ≤ {budget:g}"
         )
         names = OBJECTIVES[:k]
-        plot_front(path, kept, metrics["non_dominated"], names, refs[k], title=title, zoom=True)
+        plot_front(path, kept, metrics["non_dominated"], names, refs[k], title=title)
         paths.append(path)
     return paths
 

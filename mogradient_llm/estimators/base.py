@@ -78,6 +78,10 @@ class Estimator(ABC, Generic[ConfigT]):
     config_class: ClassVar[type[MOConfig]]
     #: Whether the policy gets one value head per objective.
     value_heads: ClassVar[bool] = False
+    #: Whether the KL to the reference enters the loss only (computed there from the live
+    #: log-probs): with one pass and one minibatch the trainer then runs no policy forward
+    #: before the updates, as TRL does; the KL it logs comes from the update's forward.
+    kl_in_loss_only: ClassVar[bool] = False
     #: How token losses are normalised (a config field may choose: GRPO's ``loss_type``).
     normalization: TokenNormalization = "token"
 

@@ -183,6 +183,7 @@ class GRPOEstimator(Estimator[MOGRPOConfig]):
 
     algorithm = "grpo"
     config_class = MOGRPOConfig
+    kl_in_loss_only = True
 
     def __init__(self, config: MOGRPOConfig, names: list[str]):
         super().__init__(config, names)

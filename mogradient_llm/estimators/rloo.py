@@ -54,6 +54,7 @@ class RLOOEstimator(Estimator[MORLOOConfig]):
     config_class = MORLOOConfig
     #: Each sequence counts once (``policy_losses`` sums its tokens' log-probabilities).
     normalization: TokenNormalization = "sequence"
+    kl_in_loss_only = False  # TRL's RLOO puts the KL into the reward, before the baseline
 
     @property
     def weight_total(self) -> float:
