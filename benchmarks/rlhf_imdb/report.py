@@ -147,16 +147,19 @@ def format_table(
     budgets: Sequence[float],
     k: int,
     starts: Mapping[tuple[int, str], dict[str, Any]],
+    algorithm: str | None = None,
 ) -> str:
-    """The ``k``-objective rows as a Markdown table (mean ± std over seeds), each algorithm ×
-    size block led by its ``start`` row (the pre-trained policy, KL 0)."""
+    """The ``k``-objective rows (of ``algorithm`` only, if given) as a Markdown table (mean ±
+    std over seeds), each algorithm × size block led by its ``start`` row (the pre-trained
+    policy, KL 0)."""
     names = OBJECTIVES[:k]
     header = ["algorithm", "size", "method", "seeds"]
     header += [f"HV, KL ≤ {b:g}" for b in budgets]
     header += ["final HV", "final KL", *names, "s/step"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     block = None
-    for row in (r for r in summary if r["objectives"] == k):
+    rows = [r for r in summary if r["objectives"] == k]
+    for row in (r for r in rows if algorithm in (None, r["algorithm"])):
         if (row["algorithm"], row["size"]) != block:
             block = row["algorithm"], row["size"]
             start = starts[(k, row["size"])]
@@ -178,6 +181,20 @@ def _pm(row: dict[str, Any], metric: str) -> str:
     if row["seeds"] == 1 or row["method"] == SWEEP:
         return f"{mean:.3f}"
     return f"{mean:.3f} ± {std:.3f}"
+
+
+def start_rows(starts: Mapping[tuple[int, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The start policies' test evaluations (``starts.csv``): one row per (objectives, size),
+    what the tables' ``start`` rows print."""
+    return [
+        {
+            "objectives": k,
+            "size": size,
+            **{n: start[n] for n in OBJECTIVES[:k]},
+            "hypervolume": start["hypervolume"],
+        }
+        for (k, size), start in starts.items()
+    ]
 
 
 def format_best(best: Sequence[dict[str, Any]]) -> str:
@@ -299,6 +316,7 @@ def write_report(
     write_csv(summary, out / "summary.csv")
     write_csv(best, out / "best.csv")
     write_csv(policies, out / "policies.csv")
+    write_csv(start_rows(starts), out / "starts.csv")
     plot_kl_curves(runs, starts, budgets, refs, out / "kl_curves.png")
     fronts = plot_sweep_fronts(runs, starts, budgets[-1], refs, out)
     keys = ("objectives", "algorithm", "size", "method", "seed", "samples")
