@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from benchmarks import backward_step, synthetic
 from benchmarks.rlhf_imdb.docs import docs_table as rlhf_imdb_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +34,12 @@ MARKER = re.compile(
     re.S | re.M,
 )
 
-#: Results folder name (its first path part, up to the first ``_``-free match) -> the report
-#: function writing table NAME of that folder: ``fn(folder_path, name) -> markdown``.
+#: Prefix of a results folder's first path part -> the benchmark's report function writing
+#: table NAME of that folder: ``fn(folder_path, name) -> markdown``.
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "rlhf_imdb": rlhf_imdb_table,
+    "synthetic": synthetic.docs_table,
+    "backward_step": backward_step.docs_table,
 }
 
 

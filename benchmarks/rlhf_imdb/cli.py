@@ -85,7 +85,7 @@ QUICK = {
 
 def quick_help() -> str:
     """``--quick``'s help, read from its budgets (so it cannot drift from them)."""
-    seeds = len(QUICK["seeds"].split(","))
+    seeds = len(str(QUICK["seeds"]).split(","))
     return (
         f"the README's main job: size {QUICK['sizes']}, {QUICK['algorithms']}, "
         f"{seeds} seed{'s' if seeds > 1 else ''}, {QUICK['steps']} steps, "

@@ -10,12 +10,15 @@ benchmark's one-table format, kept for the archive page).
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.rlhf_imdb.report import format_best, format_table
+from benchmarks.rlhf_imdb.report import format_best, format_table, plot_kl_curves
+from benchmarks.rlhf_imdb.runs import OBJECTIVES
 from benchmarks.tables import read_csv
 
 
@@ -72,3 +75,27 @@ def format_policies(policies: Sequence[dict[str, Any]]) -> str:
             f"| `{row['size']}` | {row['parameters'] / 1e6:.2f}M | {row['perplexity']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def redraw_kl_curves(results: Path) -> Path:
+    """Draw ``kl_curves.png`` again from ``curves.json``, ``starts.csv`` and ``setup.json`` of a
+    finished run (no stage is run): the plot of a committed result follows the plotting code."""
+    runs = json.loads((results / "curves.json").read_text())
+    setup = json.loads((results / "setup.json").read_text())
+    budgets = [float(b) for b in setup["arguments"]["kl_budgets"]]
+    refs = {int(key.split()[0]): ref for key, ref in setup["hypervolume_reference"].items()}
+    starts = {}
+    for row in read_csv(results / "starts.csv"):
+        k = row["objectives"]
+        test = {n: row[n] for n in OBJECTIVES[:k]} | {"kl": 0.0}
+        starts[(k, row["size"])] = {"curve": [{"step": 0, "test": test, "train": test}]}
+    path = results / "kl_curves.png"
+    plot_kl_curves(runs, starts, budgets, refs, path)
+    return path
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="redraw kl_curves.png of a results folder")
+    parser.add_argument("results", type=Path, nargs="+")
+    for folder in parser.parse_args().results:
+        print(f"wrote {redraw_kl_curves(folder)}")
