@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.tables import read_csv, write_csv
 
@@ -401,9 +401,6 @@ def table(rows: list[dict]) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    """Step time / plain backward against k, one panel per model. Each method keeps one colour
-    and marker in every panel (its place in ``METHODS``), and the one legend lists every method,
-    with the models where it has no result (an error) named."""
     try:
         import matplotlib
 
@@ -411,9 +408,23 @@ def _plot(rows: list[dict], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
+    fig = figure(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure(rows: list[dict]) -> Any:
+    """Step time / plain backward against k, one panel per model. Each method keeps one colour
+    and marker in every panel (its place in ``METHODS``; its lines carry the method as
+    ``gid``), and the one legend lists every method, naming the models where it has no result
+    (an error)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.6), squeeze=False)
-    style = {m: {"color": f"C{i}", "marker": "osD^vP"[i % 6]} for i, m in enumerate(METHODS)}
+    colour = {m: f"C{i}" for i, m in enumerate(METHODS)}
+    marker = {m: "osD^vP"[i % 6] for i, m in enumerate(METHODS)}
     missing: dict[str, list[str]] = {m: [] for m in METHODS}
     for ax, model_name in zip(axes[0], models):
         for method in METHODS:
@@ -423,7 +434,8 @@ def _plot(rows: list[dict], path: Path) -> None:
                 if r["model"] == model_name and r["method"] == method and not r.get("error")
             ]
             if pts:
-                ax.plot(*zip(*pts), **style[method])
+                ks, ratios = zip(*pts)
+                ax.plot(ks, ratios, color=colour[method], marker=marker[method], gid=method)
             else:
                 missing[method].append(model_name)
         ax.set_title(model_name)
@@ -432,15 +444,15 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.set_xticks(list(KS))
         ax.grid(alpha=0.3)
     handles = [
-        plt.Line2D(
-            [], [], **style[m], label=m + (f" (n/a: {', '.join(missing[m])})" * bool(missing[m]))
+        Line2D(
+            [], [], color=colour[m], marker=marker[m],
+            label=m + (f" (n/a: {', '.join(missing[m])})" if missing[m] else ""),
         )
         for m in METHODS
-    ]
+    ]  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def docs_table(results: Path, name: str) -> str:

@@ -17,13 +17,12 @@ benchmarks.docs_tables`` rewrites every marked table in seconds, without running
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-from benchmarks import backward_step, synthetic
-from benchmarks.rlhf_imdb.docs import docs_table as rlhf_imdb_table
+from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -34,28 +33,34 @@ MARKER = re.compile(
     re.S | re.M,
 )
 
-#: Prefix of a results folder's first path part -> the benchmark's report function writing
-#: table NAME of that folder: ``fn(folder_path, name) -> markdown``.
-GENERATORS: dict[str, Callable[[Path, str], str]] = {
-    "rlhf_imdb": rlhf_imdb_table,
-    "synthetic": synthetic.docs_table,
-    "backward_step": backward_step.docs_table,
+#: Prefix of a results folder's first path part -> the benchmark module whose ``docs_table``
+#: writes table NAME of that folder: ``docs_table(folder_path, name) -> markdown`` (imported
+#: only when one of its tables is asked for).
+GENERATORS: dict[str, str] = {
+    "rlhf_imdb": "benchmarks.rlhf_imdb.docs",
+    "synthetic": "benchmarks.synthetic",
+    "backward_step": "benchmarks.backward_step",
+    "solvers": "benchmarks.solvers",
 }
+
+
+def _generator(module: str) -> Callable[[Path, str], str]:
+    return cast(Callable[[Path, str], str], importlib.import_module(module).docs_table)
 
 
 def generate(table_id: str, results: Path = RESULTS) -> str:
     """The Markdown table ``FOLDER/NAME`` from the CSVs in ``results/FOLDER``."""
     folder, _, name = table_id.rpartition("/")
     benchmark = folder.split("/")[0]
-    generator = next((g for key, g in GENERATORS.items() if benchmark.startswith(key)), None)
-    if generator is None:
+    module = next((m for key, m in GENERATORS.items() if benchmark.startswith(key)), None)
+    if module is None:
         raise ValueError(
             f"no report code writes table {table_id!r}: its folder must start with one of "
             f"{', '.join(GENERATORS)} (add the benchmark's formatter to GENERATORS)"
         )
     if not (results / folder).is_dir():
         raise ValueError(f"table {table_id!r}: no results folder {results / folder}")
-    return generator(results / folder, name)
+    return _generator(module)(results / folder, name)
 
 
 def render(text: str, results: Path = RESULTS) -> str:

@@ -77,9 +77,9 @@ def format_policies(policies: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def redraw_kl_curves(results: Path) -> Path:
-    """Draw ``kl_curves.png`` again from ``curves.json``, ``starts.csv`` and ``setup.json`` of a
-    finished run (no stage is run): the plot of a committed result follows the plotting code."""
+def kl_curves_inputs(results: Path) -> tuple[list[dict[str, Any]], dict, list[float], dict]:
+    """``(runs, starts, budgets, refs)`` of :func:`report.plot_kl_curves`, read back from
+    ``curves.json``, ``starts.csv`` and ``setup.json`` of a finished run."""
     runs = json.loads((results / "curves.json").read_text())
     setup = json.loads((results / "setup.json").read_text())
     budgets = [float(b) for b in setup["arguments"]["kl_budgets"]]
@@ -89,10 +89,15 @@ def redraw_kl_curves(results: Path) -> Path:
         k = row["objectives"]
         test = {n: row[n] for n in OBJECTIVES[:k]} | {"kl": 0.0}
         starts[(k, row["size"])] = {"curve": [{"step": 0, "test": test, "train": test}]}
-    path = results / "kl_curves.png"
-    plot_kl_curves(runs, starts, budgets, refs, path)
-    return path
+    return runs, starts, budgets, refs
 
+
+def redraw_kl_curves(results: Path) -> Path:
+    """Draw ``kl_curves.png`` again from a finished run's files (no stage is run), so that the
+    plot of a committed result follows the plotting code."""
+    path = results / "kl_curves.png"
+    plot_kl_curves(*kl_curves_inputs(results), path)
+    return path
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="redraw kl_curves.png of a results folder")

@@ -220,14 +220,28 @@ def plot_kl_curves(
     refs: Mapping[int, Sequence[float]],
     path: Path,
 ) -> None:
+    """Write :func:`kl_curves_figure` to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = kl_curves_figure(runs, starts, budgets, refs)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def kl_curves_figure(
+    runs: Sequence[dict[str, Any]],
+    starts: Mapping[tuple[int, str], dict[str, Any]],
+    budgets: Sequence[float],
+    refs: Mapping[int, Sequence[float]],
+) -> Any:
     """Test hypervolume against test KL along training (means over seeds at each evaluation),
     one panel per (objectives, algorithm, size) packed into a grid without empty cells where
     the count allows, the KL budgets dashed and labelled. A method keeps its colour in every
     panel; methods whose mean curves coincide in a panel are drawn once, labelled together
     (``upgrad = pcgrad``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = list(dict.fromkeys(group_key(r) for r in runs if r["method"] != SWEEP))
@@ -272,8 +286,7 @@ def plot_kl_curves(
         ax.set_ylabel("held-out hypervolume", fontsize=8)
         ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def plot_sweep_fronts(
