@@ -41,6 +41,7 @@ GENERATORS: dict[str, str] = {
     "synthetic": "benchmarks.synthetic",
     "backward_step": "benchmarks.backward_step",
     "solvers": "benchmarks.solvers",
+    "sweep": "benchmarks.pareto_sweep",
 }
 
 

@@ -99,6 +99,7 @@ def redraw_kl_curves(results: Path) -> Path:
     plot_kl_curves(*kl_curves_inputs(results), path)
     return path
 
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="redraw kl_curves.png of a results folder")
     parser.add_argument("results", type=Path, nargs="+")
