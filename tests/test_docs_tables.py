@@ -91,3 +91,30 @@ def test_format_table_filters_one_algorithm() -> None:
     }
     table = format_table(summary, [2, 4, 8, 16], 2, starts, "ppo")
     assert "| grpo |" not in table and "| ppo | tiny | pama |" in table
+
+
+def _measured(cell: str) -> bool:
+    """A cell that reads as a measurement: ``mean ± std`` or a number with 2+ decimals."""
+    return bool(
+        re.search(r"± ?\d", cell) or re.fullmatch(r"\**-?\d[\d,]*\.\d{2,}\**(×|x| s| %)?", cell)
+    )
+
+
+def test_every_results_table_in_the_docs_is_generated() -> None:
+    """No table of measured numbers sits outside generated markers (pasted tables go stale)."""
+    pasted = []
+    for page in docs_tables.pages():
+        lines = docs_tables.MARKER.sub("", page.read_text()).split("\n")
+        i = 0
+        while i < len(lines):
+            if not lines[i].startswith("|"):
+                i += 1
+                continue
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            cells = [c.strip() for line in lines[i + 2 : j] for c in line.strip("|").split("|")]
+            if any(_measured(c) for c in cells):
+                pasted.append(f"{page.name}: {lines[i][:60]}")
+            i = j
+    assert pasted == []
