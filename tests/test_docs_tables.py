@@ -118,3 +118,23 @@ def test_every_results_table_in_the_docs_is_generated() -> None:
                 pasted.append(f"{page.name}: {lines[i][:60]}")
             i = j
     assert pasted == []
+
+
+def test_start_rows_hold_what_the_start_rows_of_the_tables_print() -> None:
+    from benchmarks.rlhf_imdb.report import start_rows
+
+    starts = {
+        (2, "tiny"): {"sentiment": 0.25, "length": 1.0, "hypervolume": 1.625, "curve": []},
+        (3, "tiny"): {"sentiment": 0.25, "length": 1.0, "diversity": 0.9, "hypervolume": 1.4},
+    }
+    assert start_rows(starts) == [
+        {"objectives": 2, "size": "tiny", "sentiment": 0.25, "length": 1.0, "hypervolume": 1.625},
+        {
+            "objectives": 3,
+            "size": "tiny",
+            "sentiment": 0.25,
+            "length": 1.0,
+            "diversity": 0.9,
+            "hypervolume": 1.4,
+        },
+    ]
