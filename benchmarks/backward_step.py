@@ -34,9 +34,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from benchmarks.tables import write_csv
+from benchmarks.tables import read_csv, write_csv
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -312,7 +312,13 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results/backward_step")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--plot-from", type=Path, help="redraw the PNG beside this CSV from it, run nothing"
+    )
     args = parser.parse_args()
+    if args.plot_from:
+        _plot(read_csv(args.plot_from), args.plot_from.with_suffix(".png"))
+        return
     steps, warmup = (3, 2) if args.quick else (10, 3)
     if args.cell:
         model_name, k, method = args.cell.split(",")
@@ -386,7 +392,7 @@ def table(rows: list[dict]) -> str:
                     ),
                     None,
                 )
-                if r is None or "error" in r:
+                if r is None or r.get("error"):
                     cells.append("n/a")
                 else:
                     cells.append(f"{r['ratio']:.2f}× / +{r['extra_mb']:.0f} MB / {r['cosine']:.6f}")
@@ -402,25 +408,61 @@ def _plot(rows: list[dict], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
+    fig = figure(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure(rows: list[dict]) -> Any:
+    """Step time / plain backward against k, one panel per model. Each method keeps one colour
+    and marker in every panel (its place in ``METHODS``; its lines carry the method as
+    ``gid``), and the one legend lists every method, naming the models where it has no result
+    (an error)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.6), squeeze=False)
+    colour = {m: f"C{i}" for i, m in enumerate(METHODS)}
+    marker = {m: "osD^vP"[i % 6] for i, m in enumerate(METHODS)}
+    missing: dict[str, list[str]] = {m: [] for m in METHODS}
     for ax, model_name in zip(axes[0], models):
         for method in METHODS:
             pts = [
                 (r["k"], r["ratio"])
                 for r in rows
-                if r["model"] == model_name and r["method"] == method and "error" not in r
+                if r["model"] == model_name and r["method"] == method and not r.get("error")
             ]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=method)
+                ks, ratios = zip(*pts)
+                ax.plot(ks, ratios, color=colour[method], marker=marker[method], gid=method)
+            else:
+                missing[method].append(model_name)
         ax.set_title(model_name)
         ax.set_xlabel("k objectives")
         ax.set_ylabel("step time / plain backward")
         ax.set_xticks(list(KS))
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    handles = [
+        Line2D(
+            [], [], color=colour[m], marker=marker[m],
+            label=m + (f" (n/a: {', '.join(missing[m])})" if missing[m] else ""),
+        )
+        for m in METHODS
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def docs_table(results: Path, name: str) -> str:
+    """The docs' table ``full`` (``backward_step.csv``) or ``quick``
+    (``backward_step_quick.csv``), as :func:`table` prints it."""
+    if name not in ("full", "quick"):
+        raise ValueError(f"unknown backward_step table {name!r}: use full or quick")
+    return table(
+        read_csv(results / ("backward_step.csv" if name == "full" else "backward_step_quick.csv"))
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.tables import write_csv
+from benchmarks.tables import read_csv, write_csv
 
 #: Cells in table order; ``trl`` is the reference.
 CELLS = ("trl", "linear", "single", "pama", "mgda")
@@ -530,16 +530,17 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---" * (7 if cuda else 8) + "|",
     ]
     for r in rows:
-        single = "" if r["ratio_vs_single"] == "" else f"{r['ratio_vs_single']:.3f}x"
+        # rows read back from the CSV carry None for empty cells and "True"/"False" as text
+        single = "" if r["ratio_vs_single"] in ("", None) else f"{r['ratio_vs_single']:.3f}x"
         mem = f"{r['peak_mb']:.0f}" if cuda else f"{r['peak_mb']:.0f} | {r['step_extra_mb']:.0f}"
-        met = {True: "yes", False: "NO", "": ""}[r["target_met"]]
+        met = {"True": "yes", "False": "NO"}.get(str(r["target_met"]), "")
         lines.append(
             f"| {r['cell']} | {r['median_s']:.3f} | {r['ratio_vs_trl']:.3f}x | {single} | {mem} "
-            f"| {r['target']} | {met} |"
+            f"| {r['target'] or ''} | {met} |"
         )
     r0 = rows[0]
     caption = (
-        f"\nB={r0['batch_size']} completions per step ({r0['num_generations']} per prompt), "
+        f"\n\nB={r0['batch_size']} completions per step ({r0['num_generations']} per prompt), "
         f"{r0['completion_length']} tokens each, loss_type={r0['loss_type']}, "
         f"{r0['timed_steps']} timed steps per cell on {r0['device']}, the cells interleaved step "
         "by step; a ratio is the median over rounds of the two cells' steps in that round. "
@@ -552,6 +553,14 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
     )
     return "\n".join(lines) + caption
+
+
+def docs_table(results: Path, name: str) -> str:
+    """The docs' table ``grpo_step`` (or another CSV's stem in ``results``), as printed."""
+    path = results / f"{name}.csv"
+    if not path.is_file():
+        raise ValueError(f"no GRPO-step results {path}: NAME is a CSV's stem")
+    return table(read_csv(path))
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:

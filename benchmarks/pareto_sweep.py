@@ -34,7 +34,7 @@ import mogradient
 from benchmarks.nsga2_reference import run_nsga2
 from benchmarks.pareto_plots import plot_final_points
 from benchmarks.synthetic import PROBLEMS as SYNTHETIC_PROBLEMS
-from benchmarks.tables import write_csv
+from benchmarks.tables import read_csv, write_csv
 from mogradient.pareto import (
     Problem,
     hypervolume,
@@ -287,6 +287,65 @@ def targets(summary: list[dict], problems: list[str]) -> str:
             f"| {nsga_hv:.2f} | {verdict} |"
         )
     return "\n".join(lines)
+
+
+def ceilings(summary: list[dict], problems: list[str]) -> str:
+    """Per problem: what an evenly spread set of the sweep's size scores (% of the exact
+    hypervolume), and the best gradient method as a % of that ceiling."""
+    lines = [
+        "| problem | ceiling: 100 / 300 evenly spread points "
+        "| best gradient method, % of that ceiling |",
+        "|---|---:|---:|",
+    ]
+    for name in problems:
+        gradient = [
+            r for r in summary if r["problem"] == name and not r["method"].startswith(NSGA2)
+        ]
+        if not gradient:
+            continue
+        best = max(gradient, key=lambda r: r["hv_pct_mean"])
+        top = ceiling(name)
+        even = 100 * top.even_hv / top.exact_hv
+        lines.append(
+            f"| {name} | {even:.2f} | {best['method']} {100 * best['hv_pct_mean'] / even:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def line_search_table(adam_runs: list[dict], armijo: list[dict], problems: list[str]) -> str:
+    """Seed 0's hypervolume (% of exact) with Adam → with the line search, and the line
+    search's evaluations as a multiple of Adam's, per method (rows) and problem (columns)."""
+    adam = {(r["problem"], r["method"]): r for r in adam_runs if r["seed"] == 0}
+    lines = ["| method | " + " | ".join(problems) + " |", "|---|" + "---:|" * len(problems)]
+    for method in dict.fromkeys(r["method"] for r in armijo):
+        cells = []
+        for name in problems:
+            a = adam[(name, method)]
+            b = next(r for r in armijo if r["problem"] == name and r["method"] == method)
+            ratio = b["evals_mean"] / a["evals"]
+            cells.append(f"{a['hv_pct']:.1f} → {b['hv_pct_mean']:.1f} ({ratio:.1f}×)")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def docs_table(results: Path, name: str) -> str:
+    """The docs' table ``name`` from ``results/summary.csv``: ``targets``, ``ceilings``, one
+    problem's table (its name), or ``line_search`` (with ``armijo/summary.csv`` and the Adam
+    sweep's ``runs.csv``)."""
+    summary = read_csv(results / "summary.csv")
+    problems = list(dict.fromkeys(r["problem"] for r in summary))
+    if name == "targets":
+        return targets(summary, problems)
+    if name == "ceilings":
+        return ceilings(summary, problems)
+    if name == "line_search":
+        armijo = read_csv(results / "armijo" / "summary.csv")
+        return line_search_table(read_csv(results / "runs.csv"), armijo, problems)
+    if name in problems:
+        return problem_table(summary, name)
+    raise ValueError(
+        f"unknown sweep table {name!r}: use targets, ceilings, line_search or one of {problems}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,8 +35,8 @@ import torch
 from scipy.optimize import minimize
 
 from benchmarks.solver_plots import plot_sweep, plot_timings
-from benchmarks.solvers_bargaining import bargaining_rows, print_bargaining
-from benchmarks.tables import write_csv
+from benchmarks.solvers_bargaining import bargaining_rows, format_bargaining
+from benchmarks.tables import read_csv, write_csv
 from mogradient.aggregators.cagrad import CAGrad
 from mogradient.aggregators.dualproj import DualProj
 from mogradient.aggregators.mgda import MGDA
@@ -439,34 +439,52 @@ def _rows(
     ]
 
 
-def print_table(rows: list[dict]) -> None:
+def format_table(rows: list[dict]) -> str:
+    """One experiment's rows as a Markdown table (what ``main`` prints and the docs show)."""
     extra = "overhead_us" in rows[0]
     header = ["experiment", "gramians", "n", "method", "median µs", "× vs ref"]
     header += ["overhead µs"] if extra else []
     header += ["median gap", "max gap"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cols = [r["experiment"], r["gramians"], r["n"], r["method"], f"{r['median_us']:.1f}"]
         cols += [f"{r['speedup']:.2f}"]
         cols += [f"{r['overhead_us']:.1f}"] if extra else []
-        cols += [r["median_gap"], r["max_gap"]]
-        print("| " + " | ".join(str(c) for c in cols) + " |")
+        cols += [f"{float(r['median_gap']):.1e}", f"{float(r['max_gap']):.1e}"]
+        lines.append("| " + " | ".join(str(c) for c in cols) + " |")
+    return "\n".join(lines)
 
 
-def print_sweep_summary(rows: list[dict]) -> None:
+def format_sweep_summary(rows: list[dict]) -> str:
     """The slowest n of each family (ours vs quadprog) and the worst gap over the sweep."""
-    print("| gramians | n swept | min × vs quadprog (at n) | median × | max gap (ours) |")
-    print("|---|---|---|---|---|")
+    lines = [
+        "| gramians | n swept | min × vs quadprog (at n) | median × | max gap (ours) |",
+        "|---|---|---|---|---|",
+    ]
     for kind in dict.fromkeys(r["gramians"] for r in rows):
         ours = [r for r in rows if r["gramians"] == kind and r["method"] == "ours"]
         worst = min(ours, key=lambda r: r["speedup"])
         sizes = [r["n"] for r in ours]
-        print(
+        lines.append(
             f"| {kind} | {min(sizes)}–{max(sizes)} ({len(sizes)}) | {worst['speedup']:.2f} "
             f"(n = {worst['n']}) | {np.median([r['speedup'] for r in ours]):.2f} | "
             f"{max(float(r['max_gap']) for r in ours):.1e} |"
         )
+    return "\n".join(lines)
+
+
+def docs_table(results: Path, name: str) -> str:
+    """The docs' table of ``results/NAME.csv`` (``min_norm``, ``min_norm_sweep``, ``cagrad``,
+    ...), formatted as ``main`` prints it."""
+    path = results / f"{name}.csv"
+    if not path.is_file():
+        raise ValueError(f"no solver results {path}: NAME is one of the CSVs' names")
+    rows = read_csv(path)
+    if name == "min_norm_sweep":
+        return format_sweep_summary(rows)
+    if name == "bargaining":
+        return format_bargaining(rows)
+    return format_table(rows)
 
 
 def main() -> None:
@@ -505,11 +523,11 @@ def main() -> None:
     for name, rows in groups.items():
         write_csv(rows, out / f"{name}.csv")
         if name == "min_norm_sweep":
-            print_sweep_summary(rows)
+            print(format_sweep_summary(rows))
         elif name == "bargaining":
-            print_bargaining(rows)
+            print(format_bargaining(rows))
         else:
-            print_table(rows)
+            print(format_table(rows))
         print()
     plot_timings(
         {k: v for k, v in groups.items() if k not in ("min_norm_sweep", "bargaining")},

@@ -247,26 +247,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/solvers_bargaining.csv"))
     args = parser.parse_args()
     rows = bargaining_rows(args.quick)
-    print_bargaining(rows)
+    print(format_bargaining(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out)
     print(f"wrote {args.out}")
 
 
-def print_bargaining(rows: list[dict]) -> None:
-    """The rows of :func:`bargaining_rows` as a fixed-width table."""
-    header = (
-        f"{'method':<22}{'m':>4}  {'reference':<31}{'ours µs':>10}{'ref µs':>12}"
-        f"{'ratio':>9}{'max|Δw|':>10}{'our res':>10}{'ref res':>10}"
-    )
-    print(header)
-    print("-" * len(header))
+def format_bargaining(rows: list[dict]) -> str:
+    """The rows of :func:`bargaining_rows` as a Markdown table."""
+    lines = [
+        "| method | m | reference | ours µs | ref µs | ratio | max\\|Δw\\| "
+        "| our resid | ref resid |",
+        "|" + "---|" * 9,
+    ]
     for r in rows:
-        print(
-            f"{r['method']:<22}{r['m']:>4}  {r['reference']:<31}{r['ours_us']:>10.1f}"
-            f"{r['reference_us']:>12.0f}{r['ratio']:>8.0f}×{r['max_rel_dw']:>10.1e}"
-            f"{r['ours_residual']:>10.1e}{r['reference_residual']:>10.1e}"
+        lines.append(
+            f"| {r['method']} | {r['m']} | {r['reference']} | {r['ours_us']:.1f} | "
+            f"{r['reference_us']:,.0f} | {r['ratio']:,.0f}× | {r['max_rel_dw']:.1e} | "
+            f"{r['ours_residual']:.1e} | {r['reference_residual']:.1e} |"
         )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import mogradient
 from benchmarks.nsga2_reference import run_nsga2
 from benchmarks.pareto_descent import descend
 from benchmarks.pareto_plots import plot_final_points
-from benchmarks.tables import write_csv
+from benchmarks.tables import read_csv, write_csv
 from mogradient import Aggregator
 from mogradient.pareto import Problem, get_problem, hypervolume, igd, non_dominated, simplex_lattice
 
@@ -213,6 +213,25 @@ def front_hypervolumes(problems: list[str]) -> str:
         front = PROBLEMS[name]().pareto_front(FRONT_POINTS)
         values.append(f"{hypervolume(front, reference_point(front)):.3f}")
     return "| exact front | " + " | ".join(values) + " |"
+
+
+def docs_table(results: Path, name: str) -> str:
+    """Table ``name`` of the docs from ``results/summary.csv``: ``hv`` (with the exact-front
+    row), ``igd``, ``distinct``, or ``methods`` (what runs today, from the registry, against
+    what the committed results hold)."""
+    summary = read_csv(results / "summary.csv")
+    problems = list(dict.fromkeys(r["problem"] for r in summary))
+    if name == "methods":
+        today = [*gradient_methods(), NSGA2]
+        held = list(dict.fromkeys(r["method"] for r in summary))
+        return (
+            f"Today it runs {len(today)} methods: {', '.join(f'`{m}`' for m in today)}. "
+            f"The committed results hold {len(held)}: {', '.join(f'`{m}`' for m in held)}."
+        )
+    if name not in ("hv", "igd", "distinct"):
+        raise ValueError(f"unknown synthetic table {name!r}: use hv, igd, distinct or methods")
+    table = markdown_table(summary, name, problems, digits=1 if name == "distinct" else 3)
+    return table + ("\n" + front_hypervolumes(problems) if name == "hv" else "")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,3 +19,23 @@ def write_csv(
         writer = csv.DictWriter(f, fieldnames=list(fields), restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a CSV written by :func:`write_csv`, with numbers parsed back (``int`` where
+    the cell is an integer, ``float`` where it is another number), empty cells as ``None`` and
+    other cells as text: what the benchmarks' formatters receive when a table is regenerated
+    from its committed CSV."""
+    with open(path, newline="") as f:
+        return [{key: _parse(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
+def _parse(cell: str) -> Any:
+    if cell == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell

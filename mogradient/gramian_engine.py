@@ -76,6 +76,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from mogradient._psd import BLOCK_SIZE, blocked_gram, project_psd, rounding_gamma, symmetric_error2
+from mogradient._vmap import quiet_batching_fallback
 
 __all__ = ["GramianRecorder", "module_gramian"]
 
@@ -387,7 +388,8 @@ class GramianRecorder:
                 if k == 1:
                     one(eye[0])
                 else:
-                    torch.func.vmap(one)(eye)
+                    with quiet_batching_fallback():  # SDPA's backward has no batching rule
+                        torch.func.vmap(one)(eye)
                 for key in list(self._dense):  # uses that never reached the losses add zero
                     self._flush(key)
         finally:
@@ -638,7 +640,8 @@ class GramianRecorder:
         try:
             with torch.enable_grad():
                 vjp = torch.func.vjp(call, {n: p.detach() for n, p in params.items()})[1]
-                grads = torch.func.vmap(vjp)(delta)[0]
+                with quiet_batching_fallback():
+                    grads = torch.func.vmap(vjp)(delta)[0]
         finally:
             self._replaying = False
         for name, p in params.items():

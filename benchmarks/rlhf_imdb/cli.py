@@ -83,6 +83,16 @@ QUICK = {
 }
 
 
+def quick_help() -> str:
+    """``--quick``'s help, read from its budgets (so it cannot drift from them)."""
+    seeds = len(str(QUICK["seeds"]).split(","))
+    return (
+        f"the README's main job: size {QUICK['sizes']}, {QUICK['algorithms']}, "
+        f"{seeds} seed{'s' if seeds > 1 else ''}, {QUICK['steps']} steps, "
+        f"a {QUICK['sweep']}-point preference sweep"
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Arguments; budgets left unset take the ``--quick`` or full defaults."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -93,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", default="outputs/rlhf_imdb")
     parser.add_argument("--cache-dir", help="default: OUT/cache")
-    parser.add_argument("--quick", action="store_true", help="one small size, 2 seeds, few steps")
+    parser.add_argument("--quick", action="store_true", help=quick_help())
     parser.add_argument(
         "--sizes", help=f"comma-separated: {', '.join(SIZES)} or hub names/paths (e.g. gpt2)"
     )

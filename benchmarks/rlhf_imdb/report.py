@@ -147,16 +147,19 @@ def format_table(
     budgets: Sequence[float],
     k: int,
     starts: Mapping[tuple[int, str], dict[str, Any]],
+    algorithm: str | None = None,
 ) -> str:
-    """The ``k``-objective rows as a Markdown table (mean ± std over seeds), each algorithm ×
-    size block led by its ``start`` row (the pre-trained policy, KL 0)."""
+    """The ``k``-objective rows (of ``algorithm`` only, if given) as a Markdown table (mean ±
+    std over seeds), each algorithm × size block led by its ``start`` row (the pre-trained
+    policy, KL 0)."""
     names = OBJECTIVES[:k]
     header = ["algorithm", "size", "method", "seeds"]
     header += [f"HV, KL ≤ {b:g}" for b in budgets]
     header += ["final HV", "final KL", *names, "s/step"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     block = None
-    for row in (r for r in summary if r["objectives"] == k):
+    rows = [r for r in summary if r["objectives"] == k]
+    for row in (r for r in rows if algorithm in (None, r["algorithm"])):
         if (row["algorithm"], row["size"]) != block:
             block = row["algorithm"], row["size"]
             start = starts[(k, row["size"])]
@@ -180,6 +183,20 @@ def _pm(row: dict[str, Any], metric: str) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
+def start_rows(starts: Mapping[tuple[int, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The start policies' test evaluations (``starts.csv``): one row per (objectives, size),
+    what the tables' ``start`` rows print."""
+    return [
+        {
+            "objectives": k,
+            "size": size,
+            **{n: start[n] for n in OBJECTIVES[:k]},
+            "hypervolume": start["hypervolume"],
+        }
+        for (k, size), start in starts.items()
+    ]
+
+
 def format_best(best: Sequence[dict[str, Any]]) -> str:
     """The configurations chosen on the training split as a Markdown table."""
     lines = [
@@ -198,55 +215,78 @@ def format_best(best: Sequence[dict[str, Any]]) -> str:
 
 def plot_kl_curves(
     runs: Sequence[dict[str, Any]],
-    starts: dict[tuple[int, str], dict[str, Any]],
+    starts: Mapping[tuple[int, str], dict[str, Any]],
     budgets: Sequence[float],
     refs: Mapping[int, Sequence[float]],
     path: Path,
 ) -> None:
-    """Test hypervolume against test KL along training (means over seeds at each evaluation),
-    one panel per (objectives, algorithm, size), the KL budgets dashed."""
+    """Write :func:`kl_curves_figure` to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(dict.fromkeys(group_key(r) for r in runs if r["method"] != SWEEP))
-    rows = list(dict.fromkeys(p[:2] for p in panels))
-    columns = list(dict.fromkeys(p[2] for p in panels))
-    fig, axes = plt.subplots(
-        len(rows), len(columns), figsize=(5 * len(columns), 4 * len(rows)), squeeze=False
-    )
-    for ax in axes.flat:
-        ax.set_visible(False)
-    for panel in panels:
-        ax = axes[rows.index(panel[:2]), columns.index(panel[2])]
-        ax.set_visible(True)
-        members = [r for r in runs if group_key(r) == panel and r["method"] != SWEEP]
-        for method in dict.fromkeys(r["method"] for r in members):
-            curves = [
-                curve(r, starts[(panel[0], panel[2])], "test")
-                for r in members
-                if r["method"] == method
-            ]
-            length = min(len(c) for c in curves)
-            kls = [statistics.mean(c[i].kl for c in curves) for i in range(length)]
-            hvs = [
-                statistics.mean(
-                    hypervolume([c[i].scores], refs[panel[0]], maximize=True) for c in curves
-                )
-                for i in range(length)
-            ]
-            ax.plot(kls, hvs, marker="o", markersize=3, label=method)
-        for budget in budgets:
-            ax.axvline(budget, color="gray", linestyle="--", linewidth=0.8)
-        k, algorithm, size = panel
-        ax.set_title(f"{algorithm}, {size}, {k} objectives")
-        ax.set_xlabel("held-out KL to the start policy (nats / completion)")
-        ax.set_ylabel("held-out hypervolume")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig = kl_curves_figure(runs, starts, budgets, refs)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def kl_curves_figure(
+    runs: Sequence[dict[str, Any]],
+    starts: Mapping[tuple[int, str], dict[str, Any]],
+    budgets: Sequence[float],
+    refs: Mapping[int, Sequence[float]],
+) -> Any:
+    """Test hypervolume against test KL along training (means over seeds at each evaluation),
+    one panel per (objectives, algorithm, size) packed into a grid without empty cells where
+    the count allows, the KL budgets dashed and labelled. A method keeps its colour in every
+    panel; methods whose mean curves coincide in a panel are drawn once, labelled together
+    (``upgrad = pcgrad``)."""
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(group_key(r) for r in runs if r["method"] != SWEEP))
+    methods = list(dict.fromkeys(r["method"] for r in runs if r["method"] != SWEEP))
+    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    columns = min((4, 3, 2, 1), key=lambda c: (-len(panels) % c, -c))
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.9 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        fig.delaxes(ax)
+    for ax, panel in zip(axes.flat, panels):
+        k, algorithm, size = panel
+        drawn: dict[tuple[tuple[float, ...], tuple[float, ...]], list[str]] = {}
+        for method in methods:
+            curves = [
+                curve(r, starts[(k, size)], "test")
+                for r in runs
+                if group_key(r) == panel and r["method"] == method
+            ]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            kls = tuple(statistics.mean(c[i].kl for c in curves) for i in range(length))
+            hvs = tuple(
+                statistics.mean(hypervolume([c[i].scores], refs[k], maximize=True) for c in curves)
+                for i in range(length)
+            )
+            drawn.setdefault((kls, hvs), []).append(method)
+        for (kls, hvs), same in drawn.items():
+            ax.plot(
+                kls, hvs, marker="o", markersize=3, color=colour[same[0]], label=" = ".join(same)
+            )
+        for budget in budgets:
+            ax.axvline(budget, color="gray", linestyle="--", linewidth=0.8)
+            ax.text(
+                budget, 1.01, f"≤ {budget:g}", transform=ax.get_xaxis_transform(),
+                fontsize=7, color="gray", ha="center", va="bottom",
+            )  # fmt: skip
+        ax.set_title(f"{algorithm}, {size}, {k} objectives (KL budgets dashed)", fontsize=9, pad=14)
+        ax.set_xlabel("held-out KL to the start policy (nats / completion)", fontsize=8)
+        ax.set_ylabel("held-out hypervolume", fontsize=8)
+        ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return fig
 
 
 def plot_sweep_fronts(
@@ -299,6 +339,7 @@ def write_report(
     write_csv(summary, out / "summary.csv")
     write_csv(best, out / "best.csv")
     write_csv(policies, out / "policies.csv")
+    write_csv(start_rows(starts), out / "starts.csv")
     plot_kl_curves(runs, starts, budgets, refs, out / "kl_curves.png")
     fronts = plot_sweep_fronts(runs, starts, budgets[-1], refs, out)
     keys = ("objectives", "algorithm", "size", "method", "seed", "samples")
