@@ -169,7 +169,10 @@ class _GradientLevel(_Level):
     def gramian_weights(
         self, gramian: torch.Tensor, losses: torch.Tensor
     ) -> tuple[torch.Tensor, Stats]:
-        raw = self.aggregator.weights(gramian, losses.to(torch.float64))
+        # Only methods that read the loss values get them: the others would refuse an
+        # overflowing mean they never use.
+        values = losses.to(torch.float64) if self.aggregator.uses_loss_values else None
+        raw = self.aggregator.weights(gramian, values)
         weights, stats = _normalized(raw, self.normalize)
         stats.update(self._weight_stats(weights))
         return weights, stats
