@@ -18,6 +18,7 @@ from mogradient.aggregators.nash_mtl import NashMTL
 from mogradient.aggregators.registry import get_aggregator
 from mogradient.solvers.fairgrad import fairgrad_weights
 from mogradient.solvers.nash_mtl import nash_mtl_weights
+from tests.bounds import assert_float32_direction
 from tests.strategies import jacobians, random_jacobian
 
 SEEDS = st.integers(0, 2**32 - 1)
@@ -237,10 +238,7 @@ def test_max_norm_clips_the_direction(max_norm: float | None) -> None:
 
 def test_float32_jacobian() -> None:
     jac = random_jacobian(4, 50, seed=6)
-    d64 = NashMTL()(jac)
-    d32 = NashMTL()(jac.float())
-    assert d32.dtype == torch.float32
-    torch.testing.assert_close(d32.double(), d64, rtol=1e-5, atol=1e-6)
+    assert_float32_direction(NashMTL, jac.float())
 
 
 # -- edge cases ---------------------------------------------------------------------------

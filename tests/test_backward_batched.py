@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ import mogradient
 from mogradient import autograd
 from mogradient.aggregators import gramian_of
 from mogradient.autograd import jacobian
+from tests.bounds import U32, U64, gamma, matvec_bound, min_norm_gap
 
 
 def _model_losses(seed: int = 0, k: int = 3) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -128,23 +130,62 @@ def test_float32_gramian_within_the_stated_bound(k: int, d: int) -> None:
     assert fast.dtype == torch.float64
 
 
+def _stated_gramian_error(exact: torch.Tensor, k: int, d: int, block: int = 1024) -> np.ndarray:
+    """gramian_of's stated bound on |Ĝ − G| for precision="input": γ_b·‖gᵢ‖‖gⱼ‖ per entry, plus
+    the PSD shift (≤ 2k·γ_b·Ĝᵢᵢ on the diagonal), plus float64's own γ_d·‖gᵢ‖‖gⱼ‖ in G."""
+    norms = exact.diagonal().sqrt().numpy()
+    outer = np.outer(norms, norms)
+    g_b = gamma(block, U32)
+    bound = (g_b + gamma(d, U64)) * outer
+    return bound + np.diag(2 * k * g_b * (1 + g_b) * norms**2)
+
+
 @pytest.mark.parametrize("k", [2, 4, 8])
 @pytest.mark.parametrize("cos", [-0.9, -0.999, -0.99999])
 def test_mgda_weights_on_nearly_conflicting_gradients(k: int, cos: float) -> None:
-    """MGDA's weights from the float32-blocked Gramian agree with the float64 ones to 2e-4
-    (absolute, weights sum to 1) and the direction to cosine ≥ 1 − 1e-5, down to a min-norm
-    direction 1.6e-3 × the smallest gradient (cos = −0.99999, norms spread over 1e4; measured:
-    1.0e-4 and 2.7e-6 there, ≤ 5e-6 and 4e-10 at cos = −0.999). Nearer Pareto stationarity
-    use ``precision="float64"``."""
-    jac = _conflicting(k, 200_000, cos=cos, seed=k)
+    """MGDA on the float32-blocked Gramian Ĝ = G + E is min-norm-optimal for the float64
+    Gramian G up to what E allows (G, Ĝ of the same float32 J; norms spread over 1e4).
+
+    1. E is within gramian_of's stated bound (``_stated_gramian_error``).
+    2. Each solve is optimal on its own input: the Frank–Wolfe gap (``min_norm_gap``) bounds
+       f(w) − f*; we allow τ = 4·γ_{16k}·max Gᵢᵢ (a backward-stable solve, Cholesky's γ_{3k+1}
+       with a margin, and the float64 evaluation of the gap).
+    3. With f(w) = wᵀGw, q(w) = |w|ᵀ|E||w| (≤ max|E| on the simplex):
+       f(w32) − f(w64) = f̂(w32) − f̂(w64) − w32ᵀEw32 + w64ᵀEw64
+                       ≤ gap_Ĝ(w32) + q(w32) + q(w64),
+       and, as (Gw)ᵢ = (Ĝw)ᵢ − (Ew)ᵢ with |(Ew)ᵢ| ≤ (|E||w|)ᵢ ≤ max|E|,
+       gap_G(w32) ≤ gap_Ĝ(w32) + 2(q(w32) + maxᵢ(|E||w32|)ᵢ)    (the KKT residual).
+    4. The directions: {Jᵀw : w in the simplex} is convex and d* is its min-norm point, so
+       (d − d*)·d* ≥ 0 and ‖d − d*‖² ≤ f(w) − f*. Hence ‖d32 − d64‖ ≤ √Δ32 + √gap_G(w64),
+       Δ32 = f(w32) − f(w64) + gap_G(w64), and 1 − cos ≤ ‖d32 − d64‖² / (2‖d32‖‖d64‖).
+    Every bound gets the float64 evaluation error 8·γ_{2k}·max Gᵢᵢ. The weights themselves
+    are not compared: G is ill-conditioned there and they are not determined by f to the
+    perturbation's size (the failure this replaces: 1.04e-3 apart with equal objectives)."""
+    d = 200_000
+    jac = _conflicting(k, d, cos=cos, seed=k)
     agg = mogradient.get_aggregator("mgda")
-    w64 = agg.weights(gramian_of(jac, precision="float64"))
-    w32 = agg.weights(gramian_of(jac, precision="input"))
-    assert float((w64 - w32).abs().max()) <= 2e-4
+    exact = gramian_of(jac, precision="float64")
+    fast = gramian_of(jac, precision="input")
+    g, gh = exact.numpy(), fast.numpy()
+    e = np.abs(gh - g)
+    assert np.all(e <= _stated_gramian_error(exact, k, d))
+    w64 = agg.weights(exact).numpy()
+    w32 = agg.weights(fast).numpy()
+    scale = float(np.diag(g).max())
+    rounding = 8 * gamma(2 * k, U64) * scale
+    tau = 4 * gamma(16 * k, U64) * scale
+    gap_hat, gap64 = min_norm_gap(gh, w32), min_norm_gap(g, w64)
+    assert gap_hat <= tau and gap64 <= tau
+    q32, q64 = float(w32 @ e @ w32), float(w64 @ e @ w64)
+    f32, f64 = float(w32 @ g @ w32), float(w64 @ g @ w64)
+    assert f32 - f64 <= gap_hat + q32 + q64 + rounding
+    assert min_norm_gap(g, w32) <= gap_hat + 2 * (q32 + float((e @ w32).max())) + rounding
     j64 = jac.double()
-    d64, d32 = w64 @ j64, w32.double() @ j64
+    d64, d32 = torch.from_numpy(w64) @ j64, torch.from_numpy(w32) @ j64
+    product = sum(float(matvec_bound(torch.from_numpy(w), j64).norm()) for w in (w32, w64))
+    distance = (gap_hat + q32 + q64 + gap64 + rounding) ** 0.5 + gap64**0.5 + product
     cosine = float(d64 @ d32 / (d64.norm() * d32.norm()))
-    assert cosine >= 1 - 1e-5
+    assert 1 - cosine <= distance**2 / (2 * float(d64.norm()) * float(d32.norm()))
 
 
 def test_parallel_gradients_stay_psd() -> None:

@@ -1,0 +1,66 @@
+"""Error bounds the tests derive their tolerances from (Higham, *Accuracy and Stability of
+Numerical Algorithms*, 2nd ed., §3.1 and §3.5).
+
+A tolerance in a test is one of these bounds (times a stated margin), never a value observed
+on one machine: a dot product of length n in precision u is off by at most γₙ·Σ|xᵢ||yᵢ|.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Unit roundoff of float32 and float64 (round to nearest).
+U32 = 2.0**-24
+U64 = 2.0**-53
+
+
+def gamma(n: int, u: float) -> float:
+    """γₙ = n·u / (1 − n·u): the relative error bound of n rounded operations."""
+    if n * u >= 1:
+        raise ValueError(f"gamma({n}, {u}) is undefined: n·u ≥ 1")
+    return n * u / (1 - n * u)
+
+
+def min_norm_gap(g: np.ndarray, w: np.ndarray) -> float:
+    """Frank–Wolfe gap of ``w`` for min wᵀGw on the simplex: 2(wᵀGw − minᵢ(Gw)ᵢ).
+
+    For convex f, f(w) − f* ≤ ∇f(w)ᵀ(w − s) for s the best vertex, so this bounds the
+    suboptimality of ``w`` from above; it is zero exactly at the KKT point."""
+    gw = g @ w
+    return float(2.0 * (w @ gw - gw.min()))
+
+
+def matvec_bound(w: torch.Tensor, jac: torch.Tensor) -> torch.Tensor:
+    """Entrywise bound on |fl(wᵀJ) − wᵀJ| for ``wᵀJ`` taken in ``jac``'s dtype with float64
+    weights rounded to it: γ_{k+1}·(|w|ᵀ|J|) (k products and sums plus the rounding of w),
+    and one more rounding of the result to the dtype."""
+    u = U32 if jac.dtype == torch.float32 else U64
+    k = jac.shape[0]
+    w64, j64 = w.double(), jac.double()
+    return gamma(k + 2, u) * (w64.abs() @ j64.abs())
+
+
+def assert_float32_direction(
+    make: Callable[[], Any], j32: torch.Tensor, losses: torch.Tensor | None = None
+) -> None:
+    """A Gramian method on a float32 Jacobian returns wᵀJ in float32 with w its float64 weights
+    for the same (exactly representable) Jacobian: |d₃₂ − wᵀJ| ≤ ``matvec_bound(w, J)``.
+
+    The Gramian of a float32 J is formed in float64 (exact to float64 rounding), so w is the
+    float64 answer for that J; only the product is float32. Comparing with the method on a
+    float64 Jacobian that rounds to J instead would measure the method's conditioning, for
+    which there is no bound to state."""
+    d32 = make()(j32) if losses is None else make()(j32, losses=losses)
+    assert d32.dtype == torch.float32 and bool(torch.isfinite(d32).all())
+    from mogradient.aggregators import gramian_of  # what the method forms from J
+
+    j64 = j32.double()
+    gram = gramian_of(j64)
+    w = make().weights(gram) if losses is None else make().weights(gram, losses=losses)
+    w = torch.as_tensor(w, dtype=torch.float64)
+    err = (d32.double() - w @ j64).abs()
+    assert bool((err <= matvec_bound(w, j32)).all()), float((err / matvec_bound(w, j32)).max())
