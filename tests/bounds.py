@@ -64,3 +64,23 @@ def assert_float32_direction(
     w = torch.as_tensor(w, dtype=torch.float64)
     err = (d32.double() - w @ j64).abs()
     assert bool((err <= matvec_bound(w, j32)).all()), float((err / matvec_bound(w, j32)).max())
+
+
+def qp_weight_tolerance(g: np.ndarray, relative_gramian_error: float = 0.0) -> float:
+    """Bound on max|w − w'| / max(1, max|w|) for the weights of one strictly convex QP over G
+    (UPGrad's and DualProj's dual-cone projections) from two solvers, or from two Gramians
+    that differ by ``relative_gramian_error``·‖G‖₂.
+
+    The solution of a strictly convex QP is Lipschitz in its data with constant κ(G) (on the
+    active set it is a linear solve), and each backward-stable solve has a backward error of at
+    most 4n·u (a Cholesky or QR factorisation of the active block, γ_{3n+1}, with a margin);
+    the two solves and the Gramians' difference add, and a factor 2 covers the active set's
+    right-hand side."""
+    n = g.shape[0]
+    return 2 * float(np.linalg.cond(g)) * (2 * 4 * n * U64 + relative_gramian_error)
+
+
+def float32_gramian_error(n: int) -> float:
+    """‖ΔG‖₂/‖G‖₂ for G of a Jacobian rounded to float32 (entries off by ≤ u₃₂ relatively):
+    |ΔGᵢⱼ| ≤ (2u + u²)‖gᵢ‖‖gⱼ‖, so ‖ΔG‖₂ ≤ ‖ΔG‖_F ≤ (2u + u²)·tr G ≤ (2u + u²)·n·‖G‖₂."""
+    return (2 * U32 + U32**2) * n
