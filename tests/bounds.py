@@ -34,14 +34,33 @@ def min_norm_gap(g: np.ndarray, w: np.ndarray) -> float:
     return float(2.0 * (w @ gw - gw.min()))
 
 
-def matvec_bound(w: torch.Tensor, jac: torch.Tensor) -> torch.Tensor:
+def matvec_bound(w: torch.Tensor, jac: torch.Tensor, roundings: int = 2) -> torch.Tensor:
     """Entrywise bound on |fl(wᵀJ) − wᵀJ| for ``wᵀJ`` taken in ``jac``'s dtype with float64
-    weights rounded to it: γ_{k+1}·(|w|ᵀ|J|) (k products and sums plus the rounding of w),
-    and one more rounding of the result to the dtype."""
+    weights rounded to it: γ_{k+2}·(|w|ᵀ|J|) (k products and sums, the rounding of w and of the
+    result). ``roundings`` counts the roundings per term beyond the sum (2 here; more where
+    each term wᵢJᵢⱼ is itself the end of a chain rule)."""
     u = U32 if jac.dtype == torch.float32 else U64
     k = jac.shape[0]
     w64, j64 = w.double(), jac.double()
-    return gamma(k + 2, u) * (w64.abs() @ j64.abs())
+    return gamma(k + roundings, u) * (w64.abs() @ j64.abs())
+
+
+#: Roundings per term of a loss weighting's gradient by autograd: the loss's own gradient (a
+#: subtraction, a product, a scale: 3), the weight (at most 20 operations, exp/log included,
+#: whose libm results are within 4 ulps), the weight times the gradient, the cast.
+CHAIN_ROUNDINGS = 32
+
+
+def assert_weighted_gradient(
+    got: torch.Tensor, expected: torch.Tensor, w: torch.Tensor | np.ndarray, jac: torch.Tensor
+) -> None:
+    """Two evaluations of Σᵢ wᵢ∇Lᵢ (backward through ``scalarize`` and ``w @ J``) agree to the
+    sum of their rounding bounds, 2·γ_{k+CHAIN_ROUNDINGS}·|w|ᵀ|J|: relative to the terms, not to
+    the (possibly cancelling) sum, so the comparison holds on every machine."""
+    w_t = torch.as_tensor(w, dtype=torch.float64)
+    bound = 2 * matvec_bound(w_t, jac, CHAIN_ROUNDINGS)
+    err = (got.double() - expected.double()).abs()
+    assert bool((err <= bound).all()), float((err / bound).max())
 
 
 def assert_float32_direction(
@@ -84,3 +103,27 @@ def float32_gramian_error(n: int) -> float:
     """‖ΔG‖₂/‖G‖₂ for G of a Jacobian rounded to float32 (entries off by ≤ u₃₂ relatively):
     |ΔGᵢⱼ| ≤ (2u + u²)‖gᵢ‖‖gⱼ‖, so ‖ΔG‖₂ ≤ ‖ΔG‖_F ≤ (2u + u²)·tr G ≤ (2u + u²)·n·‖G‖₂."""
     return (2 * U32 + U32**2) * n
+
+
+def spectral_condition(g: np.ndarray | torch.Tensor) -> float:
+    """κ₊(G) = λ_max / λ_min over the eigenvalues of G above its numerical rank threshold
+    (16n·u·λ_max): the condition number of the pseudo-inverse and eigen-decomposition
+    based methods (IMTL-G, Aligned-MTL, ConFIG) on the range of G."""
+    a = g.detach().cpu().numpy() if isinstance(g, torch.Tensor) else np.asarray(g, dtype=float)
+    lam = np.linalg.eigvalsh(a)
+    top = float(lam.max(initial=0.0))
+    if top <= 0.0:
+        return 1.0
+    kept = lam[lam > 16 * a.shape[0] * U64 * top]
+    return top / float(kept.min())
+
+
+def spectral_tolerance(g: np.ndarray | torch.Tensor) -> float:
+    """Relative tolerance (to the result's largest entry) between two float64 evaluations of a
+    smooth function of G's eigen-decomposition or pseudo-inverse on its range: each is
+    backward stable with error γ_{64n + 512}·‖G‖ (LAPACK's symmetric eigensolvers and SVD: a
+    modest multiple of n·u; 512 for the method's own scalar work after the factorisation:
+    square roots, scale modes, normalisation), so they differ by at most κ₊(G) times the sum
+    of the two."""
+    n = g.shape[0]
+    return 2 * gamma(64 * n + 512, U64) * spectral_condition(g)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from mogradient.aggregators import get_aggregator
 from mogradient.aggregators.famo import FAMO
+from tests.bounds import assert_weighted_gradient
 
 loss_vectors = st.integers(1, 6).flatmap(
     lambda n: st.lists(st.floats(-10, 15).map(lambda e: 10.0**e), min_size=n, max_size=n)
@@ -203,8 +204,8 @@ def test_dtypes_and_scalarize_gradient() -> None:
         theta = torch.randn(4, dtype=dtype, requires_grad=True)
         targets = torch.randn(3, 4, dtype=dtype)
         losses = ((theta - targets) ** 2).sum(1) * torch.tensor([1e-3, 1.0, 1e3], dtype=dtype)
-        a, b = FAMO(lr=0.5), FAMO(lr=0.5)
-        for agg in (a, b):
+        a, b, c = FAMO(lr=0.5), FAMO(lr=0.5), FAMO(lr=0.5)
+        for agg in (a, b, c):
             agg.weights(np.array([1.0, 2.0, 3.0]))
         (grad,) = torch.autograd.grad(a.scalarize(losses), theta, retain_graph=True)
         assert a.logits is not None
@@ -213,9 +214,9 @@ def test_dtypes_and_scalarize_gradient() -> None:
         jac = torch.stack([torch.autograd.grad(li, theta, retain_graph=True)[0] for li in losses])
         d = b(jac, losses=losses.detach())
         assert d.dtype == dtype
-        rtol = 1e-5 if dtype == torch.float32 else 1e-12
-        torch.testing.assert_close(grad, d, rtol=rtol, atol=0)
-        torch.testing.assert_close(grad, expected, rtol=rtol, atol=0)
+        w = c.weights(losses.detach())
+        assert_weighted_gradient(grad, d, w, jac)
+        assert_weighted_gradient(grad, expected, w, jac)
 
 
 def test_state_dict_round_trip_mid_sequence() -> None:
