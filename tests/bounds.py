@@ -127,3 +127,12 @@ def spectral_tolerance(g: np.ndarray | torch.Tensor) -> float:
     of the two."""
     n = g.shape[0]
     return 2 * gamma(64 * n + 512, U64) * spectral_condition(g)
+
+
+def min_norm_tolerance(g: np.ndarray) -> float:
+    """τ = 4·γ_{16n}·max Gᵢᵢ: the KKT residual and Frank–Wolfe gap a backward-stable min-norm
+    solve may leave (an exact solve for G + ΔG with |ΔG| ≤ γ_{16n}·max Gᵢᵢ: Cholesky's γ_{3n+1}
+    with a margin, plus the float64 evaluation of (Gc)ᵢ and cᵀGc, each ≤ γₙ·max Gᵢᵢ on the
+    simplex). Two such solves' objectives differ by at most 2τ."""
+    n = g.shape[0]
+    return 4 * gamma(16 * n, U64) * float(np.max(np.diag(g)))
