@@ -161,8 +161,12 @@ def test_optimal_against_the_primal_and_a_dense_grid(seed, n, d, c):
 @settings(deadline=None, max_examples=60)
 @given(SEEDS, st.integers(2, 10), RADII)
 def test_matches_torchjd(seed, n, c):
-    """TorchJD's CAGradWeighting (cvxpy, Clarabel) is accurate to ~1e-8 in the dual objective
-    only, so its update can differ by 1e-4; ours is never worse in the primal objective."""
+    """TorchJD's CAGradWeighting (cvxpy, Clarabel) solves the dual to Clarabel's default
+    tolerance ε = 1e-8 (relative, on the objective); ours is exact to rounding and never worse
+    in the primal objective. The primal maximises a concave function over a ball of radius R,
+    so a point whose value is within ε·s of the optimum lies within √(2Rε·s/‖g_w*‖) of it:
+    with s ~ ‖d‖² that is ~√(2ε)·‖d‖ = 1.4e-4·‖d‖; the test allows 1e-3·‖d‖ (a margin of 7
+    for the constants of the Clarabel tolerance)."""
     from torchjd.aggregation import CAGradWeighting
 
     j = jacobian(seed, n, n + 2)
