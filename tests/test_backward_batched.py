@@ -169,11 +169,31 @@ def test_mgda_weights_on_nearly_conflicting_gradients(k: int, cos: float) -> Non
     Every bound gets the float64 evaluation error 8·γ_{2k}·max Gᵢᵢ. The weights themselves
     are not compared: G is ill-conditioned there and they are not determined by f to the
     perturbation's size (the failure this replaces: 1.04e-3 apart with equal objectives)."""
-    d = 200_000
-    jac = _conflicting(k, d, cos=cos, seed=k)
-    agg = mogradient.get_aggregator("mgda")
+    jac = _conflicting(k, 200_000, cos=cos, seed=k)
+    _assert_min_norm_within_the_perturbation(
+        jac, gramian_of(jac, precision="float64"), gramian_of(jac, precision="input")
+    )
+
+
+def test_mgda_check_holds_for_ten_times_this_machines_rounding() -> None:
+    """Another CPU/BLAS rounds the float32 blocks differently: with E ten times what this
+    machine gives (still 1e-3 of the stated bound) the weights move by ~1e-3, as reported on
+    an AMD EPYC with MKL (1.04e-3 against a tolerance of 2e-4 taken from this machine); the
+    bound-based checks still hold."""
+    jac = _conflicting(8, 200_000, cos=-0.99999, seed=8)
     exact = gramian_of(jac, precision="float64")
-    fast = gramian_of(jac, precision="input")
+    fast = exact + 10 * (gramian_of(jac, precision="input") - exact)
+    agg = mogradient.get_aggregator("mgda")
+    assert float((agg.weights(exact) - agg.weights(fast)).abs().max()) > 2e-4
+    _assert_min_norm_within_the_perturbation(jac, exact, fast)
+
+
+def _assert_min_norm_within_the_perturbation(
+    jac: torch.Tensor, exact: torch.Tensor, fast: torch.Tensor
+) -> None:
+    """Steps 1–4 of ``test_mgda_weights_on_nearly_conflicting_gradients``."""
+    k, d = jac.shape
+    agg = mogradient.get_aggregator("mgda")
     g, gh = exact.numpy(), fast.numpy()
     e = np.abs(gh - g)
     assert np.all(e <= _stated_gramian_error(exact, k, d))
