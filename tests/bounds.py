@@ -99,12 +99,6 @@ def qp_weight_tolerance(g: np.ndarray, relative_gramian_error: float = 0.0) -> f
     return 2 * float(np.linalg.cond(g)) * (2 * 4 * n * U64 + relative_gramian_error)
 
 
-def float32_gramian_error(n: int) -> float:
-    """‖ΔG‖₂/‖G‖₂ for G of a Jacobian rounded to float32 (entries off by ≤ u₃₂ relatively):
-    |ΔGᵢⱼ| ≤ (2u + u²)‖gᵢ‖‖gⱼ‖, so ‖ΔG‖₂ ≤ ‖ΔG‖_F ≤ (2u + u²)·tr G ≤ (2u + u²)·n·‖G‖₂."""
-    return (2 * U32 + U32**2) * n
-
-
 def spectral_condition(g: np.ndarray | torch.Tensor) -> float:
     """κ₊(G) = λ_max / λ_min over the eigenvalues of G above its numerical rank threshold
     (16n·u·λ_max): the condition number of the pseudo-inverse and eigen-decomposition
