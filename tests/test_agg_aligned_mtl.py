@@ -12,6 +12,7 @@ import torch
 from mogradient import get_aggregator
 from mogradient.aggregators import gramian_of
 from mogradient.solvers.aligned_mtl import aligned_mtl_weights
+from tests.bounds import U64, assert_float32_direction, spectral_tolerance
 
 torchjd_aggregation = pytest.importorskip("torchjd.aggregation")
 
@@ -71,7 +72,8 @@ def test_matches_the_algorithm_on_the_jacobian(mode: str, seed: int) -> None:
     p = rng.random(n) + 0.1
     d_ours = get_aggregator("aligned-mtl", preference=list(p), scale_mode=mode)(torch.tensor(j))
     expected = _svd_reference(j, p / p.sum(), mode)
-    np.testing.assert_allclose(d_ours.numpy(), expected, rtol=1e-8, atol=1e-10)
+    tol = spectral_tolerance(j @ j.T) * max(np.abs(expected).max(), 1e-300)
+    np.testing.assert_allclose(d_ours.numpy(), expected, rtol=0, atol=tol)
 
 
 def test_aligned_gradients_have_equal_singular_values() -> None:
@@ -129,13 +131,12 @@ def test_matches_torchjd(mode: str) -> None:
         )
         expected = reference(gram) @ jac
         ours = get_aggregator("aligned-mtl", preference=list(p), scale_mode=mode)(jac)
-        torch.testing.assert_close(
-            ours, expected, rtol=1e-8, atol=1e-9 * float(expected.abs().max())
-        )
+        tol = spectral_tolerance(gram)
+        torch.testing.assert_close(ours, expected, rtol=0, atol=tol * float(expected.abs().max()))
         expected_mean = torchjd_aggregation.AlignedMTLWeighting(scale_mode=mode)(gram) @ jac
         ours_mean = get_aggregator("aligned-mtl", scale_mode=mode)(jac)
         torch.testing.assert_close(
-            ours_mean, expected_mean, rtol=1e-8, atol=1e-9 * float(expected_mean.abs().max())
+            ours_mean, expected_mean, rtol=0, atol=tol * float(expected_mean.abs().max())
         )
 
 
@@ -195,11 +196,7 @@ def test_scales(mode: str, scale: float) -> None:
 def test_float32_jacobian() -> None:
     rng = np.random.default_rng(4)
     j64 = torch.tensor(rng.standard_normal((3, 50)))
-    j32 = j64.float()
-    agg = get_aggregator("aligned-mtl")
-    d32 = agg(j32)
-    assert d32.dtype == torch.float32 and torch.isfinite(d32).all()
-    torch.testing.assert_close(d32.double(), agg(j64), rtol=1e-4, atol=1e-5)
+    assert_float32_direction(lambda: get_aggregator("aligned-mtl"), j64.float())
 
 
 def test_preference_length_must_match() -> None:
@@ -229,10 +226,11 @@ def test_claimed_properties_hold_on_random_jacobians(mode: str) -> None:
         out = agg(jac)
         w = agg.weights(gramian_of(jac))
         size = float((w.abs() * jac.norm(dim=1)).sum()) + 1e-300
+        tol = spectral_tolerance(gramian_of(jac)) + 4 * U64  # + the rounding of jac·a
         perm = torch.tensor(rng.permutation(n))
-        assert float((agg(jac[perm]) - out).abs().max()) <= 1e-9 * size
+        assert float((agg(jac[perm]) - out).abs().max()) <= tol * size
         a = float(10.0 ** rng.uniform(-3, 3))
-        assert float((agg(jac * a) - a * out).abs().max()) <= 1e-9 * a * size
+        assert float((agg(jac * a) - a * out).abs().max()) <= tol * a * size
         assert torch.equal(get_aggregator("aligned-mtl", scale_mode=mode)(jac), out)
         agg.reset()
         assert torch.equal(agg(jac), out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,8 @@ from scipy.optimize import minimize
 from mogradient import get_aggregator
 from mogradient.aggregators.base import gramian_of
 from mogradient.aggregators.cagrad import CAGrad
+from tests.bounds import U64, gamma
+from tests.references import reference_call, slsqp_settled
 
 #: The smallest case of the issue: g_w = 0 is optimal, and the answer is not the mean.
 THREE = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.3, 1.0]], dtype=torch.float64)
@@ -97,19 +101,24 @@ def primal_slsqp(j: np.ndarray, c: float) -> np.ndarray:
         ],
         options={"ftol": 1e-15, "maxiter": 1000},
     )
-    return res.x[:-1]
+    return slsqp_settled(res).x[:-1]
 
 
 def test_pinned_two_objectives():
     """J = [[−4, 1, 1], [6, 1, 1]], c = ½: g₀ = (1, 1, 1), ‖g₀‖² = 3. The ball's best point
-    moves g₀ by √3/2 towards the worse objective's side while keeping it in the ball."""
+    moves g₀ by √3/2 towards the worse objective's side while keeping it in the ball.
+
+    By hand: the dual F(t) = g_wᵀg₀ + R‖g_w‖ over w = (1 − t, t) has g_w = (10t − 4, 1, 1) and
+    F'(t) = 10 + R·10(10t − 4)/‖g_w‖ > 0 (R = √3/2 < 1 ≤ ‖g_w‖/|10t − 4|), so t = 0 and
+    d = g₀ + R·g₁/‖g₁‖ = (1 − √6/3, 1 + √6/12, 1 + √6/12) (g₂·d > g₁·d there: optimal). The
+    solve is some hundred roundings of quantities ≤ ‖g₂‖² = 38: |error| ≤ γ₆₄·38."""
     jac = torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], dtype=torch.float64)
     d = CAGrad(c=0.5)(jac)
     g0 = jac.mean(0)
-    assert abs(float(torch.linalg.norm(d - g0)) - 0.5 * 3**0.5) < 1e-12
-    ref = primal_slsqp(jac.numpy(), 0.5)
-    assert worst_improvement(jac.numpy(), d.numpy()) >= worst_improvement(jac.numpy(), ref) - 1e-9
-    np.testing.assert_allclose(d.numpy(), ref, atol=1e-6)
+    tol = gamma(64, U64) * 38.0
+    assert abs(float(torch.linalg.norm(d - g0)) - 0.5 * 3**0.5) <= tol
+    r6 = math.sqrt(6.0)
+    np.testing.assert_allclose(d.numpy(), [1 - r6 / 3, 1 + r6 / 12, 1 + r6 / 12], rtol=0, atol=tol)
 
 
 def test_c_zero_one_objective_zero_gradients():
@@ -152,14 +161,18 @@ def test_optimal_against_the_primal_and_a_dense_grid(seed, n, d, c):
 @settings(deadline=None, max_examples=60)
 @given(SEEDS, st.integers(2, 10), RADII)
 def test_matches_torchjd(seed, n, c):
-    """TorchJD's CAGradWeighting (cvxpy, Clarabel) is accurate to ~1e-8 in the dual objective
-    only, so its update can differ by 1e-4; ours is never worse in the primal objective."""
+    """TorchJD's CAGradWeighting (cvxpy, Clarabel) solves the dual to Clarabel's default
+    tolerance ε = 1e-8 (relative, on the objective); ours is exact to rounding and never worse
+    in the primal objective. The primal maximises a concave function over a ball of radius R,
+    so a point whose value is within ε·s of the optimum lies within √(2Rε·s/‖g_w*‖) of it:
+    with s ~ ‖d‖² that is ~√(2ε)·‖d‖ = 1.4e-4·‖d‖; the test allows 1e-3·‖d‖ (a margin of 7
+    for the constants of the Clarabel tolerance)."""
     from torchjd.aggregation import CAGradWeighting
 
     j = jacobian(seed, n, n + 2)
     g = j @ j.T
     ours = CAGrad(c=c).weights(g)
-    ref = CAGradWeighting(c=c)(torch.tensor(g)).numpy()
+    ref = reference_call(CAGradWeighting(c=c), torch.tensor(g)).numpy()
     d_ours, d_ref = ours @ j, ref @ j
     scale = np.abs(j).max() ** 2
     assert worst_improvement(j, d_ours) >= worst_improvement(j, d_ref) - 1e-7 * scale

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mogradient.aggregators import get_aggregator
 from mogradient.aggregators.dwa import DWA
+from tests.bounds import assert_weighted_gradient
 
 loss_vectors = st.integers(1, 6).flatmap(
     lambda n: st.lists(st.floats(-10, 15).map(lambda e: 10.0**e), min_size=n, max_size=n)
@@ -112,16 +113,15 @@ def test_dtypes_and_scalarize_gradient() -> None:
         theta = torch.randn(4, dtype=dtype, requires_grad=True)
         targets = torch.randn(3, 4, dtype=dtype)
         losses = ((theta - targets) ** 2).sum(1) * torch.tensor([1e-3, 1.0, 1e3], dtype=dtype)
-        a, b = DWA(), DWA()
-        for agg in (a, b):  # two calls of history, so the weights are not all 1
+        a, b, c = DWA(), DWA(), DWA()
+        for agg in (a, b, c):  # two calls of history, so the weights are not all 1
             agg.weights(np.array([1.0, 2.0, 3.0]))
             agg.weights(np.array([0.9, 1.0, 2.9]))
         (grad,) = torch.autograd.grad(a.scalarize(losses), theta, retain_graph=True)
         jac = torch.stack([torch.autograd.grad(li, theta, retain_graph=True)[0] for li in losses])
         d = b(jac, losses=losses.detach())
         assert d.dtype == dtype
-        rtol = 1e-5 if dtype == torch.float32 else 1e-12
-        torch.testing.assert_close(grad, d, rtol=rtol, atol=0)
+        assert_weighted_gradient(grad, d, c.weights(losses.detach()), jac)
 
 
 def test_state_dict_round_trip_mid_sequence() -> None:

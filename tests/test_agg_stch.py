@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mogradient.aggregators import get_aggregator
 from mogradient.aggregators.stch import STCH
 from mogradient.aggregators.tchebycheff import Tchebycheff
+from tests.bounds import assert_weighted_gradient
 
 loss_vectors = st.integers(1, 6).flatmap(
     lambda n: st.lists(st.floats(-10, 15).map(lambda e: 10.0**e), min_size=n, max_size=n)
@@ -152,9 +153,9 @@ def test_dtypes_and_scalarize_gradient() -> None:
         jac = torch.stack([torch.autograd.grad(li, theta, retain_graph=True)[0] for li in losses])
         d = agg(jac, losses=losses.detach())
         assert d.dtype == dtype
-        rtol = 1e-5 if dtype == torch.float32 else 1e-12
-        torch.testing.assert_close(grad, d, rtol=rtol, atol=0)
-        torch.testing.assert_close(grad, expected, rtol=rtol, atol=1e-6 if rtol > 1e-6 else 0)
+        w = agg.weights(losses.detach())
+        assert_weighted_gradient(grad, d, w, jac)
+        assert_weighted_gradient(grad, expected, w, jac)
 
 
 @settings(max_examples=200, deadline=None)

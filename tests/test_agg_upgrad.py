@@ -7,11 +7,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.optimize import nnls
 
 from mogradient import get_aggregator
 from mogradient.aggregators.base import gramian_of
 from mogradient.aggregators.upgrad import UPGrad
+from tests.bounds import U64, matvec_bound, qp_weight_tolerance
+from tests.references import nnls_settled, reference_call
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -29,7 +30,7 @@ def reference_direction(j: np.ndarray, p: np.ndarray) -> np.ndarray:
     π(gᵢ) = Jᵀ(eᵢ + x), x = argmin_{x ≥ 0} ‖gᵢ + Jᵀx‖ (the paper's Proposition 1)."""
     total = np.zeros(j.shape[1])
     for i, pi in enumerate(p):
-        x, _ = nnls(j.T, -j[i], maxiter=50 * len(p))
+        x = nnls_settled(j.T, -j[i], maxiter=50 * len(p))
         total += pi * (j[i] + x @ j)
     return total
 
@@ -75,8 +76,10 @@ def test_matches_torchjd_exact(seed, n, with_preference):
     g = j @ j.T
     p = np.random.default_rng(seed).dirichlet(np.ones(n)) if with_preference else None
     ours = UPGrad(preference=p).weights(g)
-    ref = torchjd_exact(g, p)
-    np.testing.assert_allclose(ours, ref, atol=1e-6 * max(1.0, np.abs(ref).max()), rtol=0)
+    ref = reference_call(torchjd_exact, g, p)
+    np.testing.assert_allclose(
+        ours, ref, atol=qp_weight_tolerance(g) * max(1.0, np.abs(ref).max()), rtol=0
+    )
 
 
 @settings(deadline=None, max_examples=60)
@@ -87,9 +90,12 @@ def test_matches_torchjd_default_on_its_own_problem(seed, n):
 
     j = jacobian(seed, n, max(1, n - 2))  # rank-deficient: the ridge matters
     g = j @ j.T
-    ref = UPGradWeighting()(torch.tensor(g)).numpy()
-    ours = UPGrad().weights(g / np.trace(g) + 1e-4 * np.eye(n))
-    np.testing.assert_allclose(ours, ref, atol=1e-6 * max(1.0, np.abs(ref).max()), rtol=0)
+    ref = reference_call(UPGradWeighting(), torch.tensor(g)).numpy()
+    ridged = g / np.trace(g) + 1e-4 * np.eye(n)
+    ours = UPGrad().weights(ridged)
+    np.testing.assert_allclose(
+        ours, ref, atol=qp_weight_tolerance(ridged) * max(1.0, np.abs(ref).max()), rtol=0
+    )
 
 
 @settings(deadline=None, max_examples=80)
@@ -109,17 +115,26 @@ def test_direction_matches_nnls_and_conflicts_with_nothing(seed, n, d, low_rank)
 @pytest.mark.parametrize("scale", [1e-10, 1e-5, 1.0, 1e5, 1e15])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_scales_and_dtypes(scale, dtype):
+    """Weights are scale-invariant: (sJ)'s weights are J's up to κ(G)·(the rounding of sJ and of
+    the solves), ``qp_weight_tolerance``; a float32 J is compared with its own float64 copy
+    (the Gramian is formed in float64 either way). The direction conflicts with no gradient up
+    to the solve's backward error (4n·u·‖G‖·max|w|) and the product's rounding
+    (``matvec_bound``)."""
     j = torch.tensor(jacobian(3, 5, 7), dtype=torch.float64)
-    w = UPGrad().weights(gramian_of(j))
     jac = (j * scale).to(dtype)
+    j64 = jac.double()
+    g = gramian_of(j)
+    w = UPGrad().weights(g if dtype == torch.float64 else gramian_of(j64))
     d = UPGrad()(jac)
     assert d.dtype == dtype
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    np.testing.assert_allclose(
-        UPGrad().weights(gramian_of(jac)).numpy(), w.numpy(), atol=tol * w.abs().max().item()
-    )
-    j64 = jac.double()
-    assert float((j64 @ d.double()).min()) >= -tol * float(j64.abs().max()) ** 2 * 10
+    got = UPGrad().weights(gramian_of(jac))
+    n = j.shape[0]
+    tol = qp_weight_tolerance(g.numpy(), 2 * n * U64 if dtype == torch.float64 else 0.0)
+    np.testing.assert_allclose(got.numpy(), w.numpy(), atol=tol * max(1.0, w.abs().max().item()))
+    g64 = gramian_of(j64)
+    backward = 4 * n * U64 * float(torch.linalg.matrix_norm(g64, 2)) * float(got.abs().max())
+    slack = j64.abs() @ matvec_bound(got, jac) + backward
+    assert bool((j64 @ d.double() >= -slack).all())
 
 
 def test_edge_cases():

@@ -14,6 +14,7 @@ from scipy.special import lambertw
 
 from mogradient.aggregators import get_aggregator
 from mogradient.aggregators.uw import UW, implicit_step
+from tests.bounds import assert_weighted_gradient
 
 loss_vectors = st.integers(1, 6).flatmap(
     lambda n: st.lists(st.floats(-10, 15).map(lambda e: 10.0**e), min_size=n, max_size=n)
@@ -218,15 +219,14 @@ def test_dtypes_and_scalarize_gradient() -> None:
         targets = torch.randn(3, 4, dtype=dtype)
         scale = torch.tensor([1e-3, 1.0, 1e3], dtype=dtype)
         losses = ((theta - targets) ** 2).sum(1) * scale
-        a, b = UW(lr=0.5), UW(lr=0.5)
-        a.weights(np.array([1.0, 2.0, 3.0]))
-        b.weights(np.array([1.0, 2.0, 3.0]))  # same state, not the initial one
+        a, b, c = UW(lr=0.5), UW(lr=0.5), UW(lr=0.5)
+        for agg in (a, b, c):
+            agg.weights(np.array([1.0, 2.0, 3.0]))  # same state, not the initial one
         (grad,) = torch.autograd.grad(a.scalarize(losses), theta, retain_graph=True)
         jac = torch.stack([torch.autograd.grad(li, theta, retain_graph=True)[0] for li in losses])
         d = b(jac, losses=losses.detach())
         assert d.dtype == dtype
-        rtol = 1e-5 if dtype == torch.float32 else 1e-12
-        torch.testing.assert_close(grad, d, rtol=rtol, atol=0)
+        assert_weighted_gradient(grad, d, c.weights(losses.detach()), jac)
 
 
 def test_state_dict_round_trip_mid_sequence() -> None:
