@@ -54,6 +54,8 @@ MAX_AMPLIFICATION = 1e4
 ABORT_AMPLIFICATION = 1e8
 #: Newton decrement λ² below which the step is taken in full and the solve stops.
 DECREMENT_TOL = 1e-22
+#: ... and largest relative step ``max |δᵢ|`` below which it does (one more step: rounding level).
+STEP_TOL = 1e-9
 MAX_ITER = 500
 #: A returned solution has every (Gw)ᵢ = gᵢ·d at least 1/MAX_CONDITION of its terms Σⱼ|Gᵢⱼ|wⱼ
 #: (its relative accuracy is then about 1e-16·MAX_CONDITION) ...
@@ -148,6 +150,7 @@ def _newton(g: np.ndarray, alpha: float, w0: np.ndarray) -> tuple[np.ndarray, in
     m = np.empty((n, n))
     trial = np.empty(n)
     previous = math.inf
+    previous_step = math.inf
     best = math.inf
     stall = 0
     beyond = 0
@@ -173,9 +176,16 @@ def _newton(g: np.ndarray, alpha: float, w0: np.ndarray) -> tuple[np.ndarray, in
         if not spd:  # only when rounding makes W G W indefinite at huge w: stationary
             return w, STATIONARY, it
         decrement = 0.0
+        step = 0.0
         for i in range(n):
             decrement += delta[i] * r[i]
-        if decrement < DECREMENT_TOL or (decrement < 1e-8 and decrement > 0.25 * previous):
+            step = max(step, abs(delta[i]))
+        # λ² weighs each weight's relative step by its share of F, so weights many decades
+        # below the others converge only once the relative step itself is small.
+        falling = step < 0.25 * previous_step
+        if (decrement < DECREMENT_TOL and step < STEP_TOL) or (
+            decrement < 1e-8 and decrement > 0.25 * previous and not falling
+        ):
             # Quadratic phase (or the rounding floor): one last full step and stop.
             for i in range(n):
                 w[i] *= 1.0 + delta[i]
@@ -187,14 +197,15 @@ def _newton(g: np.ndarray, alpha: float, w0: np.ndarray) -> tuple[np.ndarray, in
             # exceeds MAX_AMPLIFICATION too, and rounding may keep λ from falling further.
             return w, STATIONARY, it
         if decrement < 1e-2:  # the rounding floor: λ² stopped falling near the solution
-            if decrement < 0.5 * best:
-                best = decrement
+            if decrement < 0.5 * best or falling:
+                best = min(best, decrement)
                 stall = 0
             else:
                 stall += 1
                 if stall >= 3:
                     return w, OK, it
         previous = decrement
+        previous_step = step
         t = 1.0
         for i in range(n):  # fraction to the boundary: no weight shrinks by more than 10×
             if delta[i] < -0.9:
