@@ -17,7 +17,7 @@ shared machine disturb less than the wall time) and then on the same Gramian as 
 is ``one`` for a process that calls one method and ``all`` for one process that calls every
 method in turn (then ``method`` is ``all`` and the times are sums). Each cell runs ``--repeats``
 times and the minimum is kept (the machine is shared; the minimum is the least disturbed run).
-The load average before the runs is written with the rows.
+The load average (1 min) before each cell is written with its row.
 
 Writes ``cold_start.csv`` and ``cold_start.md`` to ``--out`` (default ``outputs/cold_start``)
 and, with ``--docs``, replaces the table between the generated markers in that page.
@@ -107,12 +107,12 @@ def _best(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def measure(methods: list[str], repeats: int) -> list[dict[str, object]]:
     """Every cell (cold/warm × one/all), ``repeats`` times each, minimum kept."""
-    load = round(os.getloadavg()[0], 2)
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as warm_dir:
         for cache in ("cold", "warm"):
             cells = [(m, [m]) for m in methods] + [("all", methods)]
             for label, called in cells:
+                load = round(os.getloadavg()[0], 2)
                 runs = []
                 for _ in range(repeats):
                     if cache == "cold":
@@ -147,7 +147,7 @@ def markdown(rows: list[dict[str, str]]) -> str:
     process of its own), then one line for every method called in one process."""
     cells = {(r["cache"], r["method"]): r for r in rows}
     methods = [r["method"] for r in rows if r["cache"] == "cold" and r["scope"] == "one"]
-    loads = sorted({str(r["load_1min"]) for r in rows})
+    loads = [float(r["load_1min"]) for r in rows]
     lines = [
         "| method | first call, empty cache: wall (s) | CPU (s) | first call, warm cache (s) "
         "| import, empty cache (s) | import, warm cache (s) |",
@@ -161,7 +161,7 @@ def markdown(rows: list[dict[str, str]]) -> str:
             f"{cold['import_s']} | {warm['import_s']} |"
         )
     lines.append("")
-    lines.append(f"Load average (1 min) before the runs: {', '.join(loads)}.")
+    lines.append(f"Load average (1 min) before each cell: {min(loads):g} to {max(loads):g}.")
     return "\n".join(lines) + "\n"
 
 
