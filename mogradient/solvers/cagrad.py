@@ -178,7 +178,7 @@ def _inner(
     w = np.empty(n)
     uniform = np.full(n, 1.0 / n)
     # start from the best vertex of F (faster than from the full support)
-    best_i = 0
+    best_i = int(0)
     for i in range(1, n):
         if b[i] + alpha * math.sqrt(g[i, i]) < b[best_i] + alpha * math.sqrt(g[best_i, best_i]):
             best_i = i
@@ -190,7 +190,7 @@ def _inner(
     hi = np.inf
     for _ in range(MAX_OUTER):
         m, status, _ = active_set(
-            g, b, s, True, w, support, m, lower, y1, yb, scratch, bnorm, tol, False
+            g, b, s, bool(True), w, support, m, lower, y1, yb, scratch, bnorm, tol, bool(False)
         )
         if status != OK:
             return np.empty(0), status
@@ -200,7 +200,7 @@ def _inner(
             best[:] = w
         if s == 0.0 and r <= ZERO_NORM_TOL:
             if best_f >= -ZERO_NORM_TOL * alpha:  # nothing beats F = 0: g_w = 0 is optimal
-                status = min_norm_normalised(g, w, True, tol)  # g_w = 0 to rounding
+                status = min_norm_normalised(g, w, bool(True), tol)  # g_w = 0 to rounding
                 if status != OK:
                     return np.empty(0), status
                 return w, OK

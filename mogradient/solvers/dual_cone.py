@@ -57,11 +57,11 @@ def project_normalised(
     x[:] = 0.0
     m = seed_violators(g, b, support, lower, y1, yb, rows, bnorm)
     m, status, _ = active_set(
-        g, b, 1.0, False, x, support, m, lower, y1, yb, scratch, bnorm, tol, False
+        g, b, 1.0, bool(False), x, support, m, lower, y1, yb, scratch, bnorm, tol, bool(False)
     )
     if status != OK:
         return status
-    refine(g, b, 1.0, False, x, support, m, lower, y1)
+    refine(g, b, 1.0, bool(False), x, support, m, lower, y1)
     return OK
 
 

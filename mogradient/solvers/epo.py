@@ -84,7 +84,7 @@ def _run(
     degenerate = 0
     for _ in range(max_iter):
         bland = degenerate >= DEGENERATE_RUN
-        col = -1
+        col = int(-1)
         best = COST_TOL
         for j in range(rhs):
             if allowed[j] and obj[j] > best:
@@ -94,7 +94,7 @@ def _run(
                 best = obj[j]
         if col < 0:
             return LP_OPTIMAL
-        row = -1
+        row = int(-1)
         ratio = math.inf
         for i in range(rows):
             if not active[i] or t[i, col] <= PIVOT_TOL:
@@ -188,7 +188,7 @@ def simplex_lp(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray,
     # redundant and is dropped.
     for i in range(rows):
         if basis[i] >= n + k:
-            col = -1
+            col = int(-1)
             for j in range(n + k):
                 if abs(t[i, j]) > PIVOT_TOL and (col < 0 or abs(t[i, j]) > abs(t[i, col])):
                     col = j

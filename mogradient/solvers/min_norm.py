@@ -88,11 +88,11 @@ def min_norm_normalised(g: np.ndarray, w: np.ndarray, warm: bool, tol: float) ->
         if m == 0:
             m = start_vertex(g, zero, 0.0, w, support, lower, y1, yb)
     m, status, _ = active_set(
-        g, zero, 0.0, True, w, support, m, lower, y1, yb, scratch, 0.0, tol, False
+        g, zero, 0.0, bool(True), w, support, m, lower, y1, yb, scratch, 0.0, tol, bool(False)
     )
     if status != OK:
         return status
-    refine(g, zero, 0.0, True, w, support, m, lower, y1)
+    refine(g, zero, 0.0, bool(True), w, support, m, lower, y1)
     w /= w.sum()
     return OK
 

@@ -27,6 +27,11 @@ the shape and turn a status code into a ``ValueError`` that names the objective
 (:func:`precision_tolerance`): a float32 Gramian of a rank-deficient Jacobian is PSD only to
 float32 rounding. A Gramian that already passed :func:`mogradient._checks.check_gramian`
 arrives as a :class:`CheckedGramian` and is not validated twice.
+
+Constants passed to another kernel, here and in the solvers that call this one, are written
+``bool(True)``, ``int(0)``, ``int(-1)`` (also where a loop variable starts): numba compiles a
+separate copy of the callee for every literal argument, which made the first call compile
+75 specialisations instead of 56 (``docs/cold-start.md``).
 """
 
 from __future__ import annotations
@@ -287,7 +292,7 @@ def validated_normalised(
     """
     n = gramian.shape[0]
     out = np.empty((n, n))
-    bad, scale = _scan(gramian, tol, out, True)
+    bad, scale = _scan(gramian, tol, out, bool(True))
     scale = max(scale, 0.0)
     if not validate:
         return out, scale, OK, 0, 0
@@ -305,7 +310,7 @@ def validated_normalised(
 @njit(cache=True)
 def normalised(g: np.ndarray) -> tuple[np.ndarray, float]:
     """Symmetrised ``G / max diag`` and that scale (0 when every gradient is zero)."""
-    out, scale, _, _, _ = validated_normalised(g, 0.0, False)
+    out, scale, _, _, _ = validated_normalised(g, 0.0, bool(False))
     return out, scale
 
 
@@ -318,8 +323,8 @@ def gramian_status(g: np.ndarray, tol: float) -> tuple[int, int, int]:
     """
     n = g.shape[0]
     if 2 < n <= PSD_CHECK_MAX_N:
-        return validated_normalised(g, tol, True)[2:]
-    bad, _ = _scan(g, tol, g, False)
+        return validated_normalised(g, tol, bool(True))[2:]
+    bad, _ = _scan(g, tol, g, bool(False))
     if bad:
         return _locate(g, tol)
     return OK, 0, 0
@@ -528,7 +533,7 @@ def set_vertex(
     y1[0] = 1.0 / piv
     yb[0] = b[i] / piv
     support[0] = i
-    return 1
+    return int(1)
 
 
 @njit(cache=True)
@@ -544,7 +549,7 @@ def start_vertex(
 ) -> int:
     """Simplex start at the best vertex ``argmin ½Gᵢᵢ + s·bᵢ``; returns m = 1."""
     n = g.shape[0]
-    best = 0
+    best = int(0)
     for i in range(1, n):
         if 0.5 * g[i, i] + s * b[i] < 0.5 * g[best, best] + s * b[best]:
             best = i
@@ -589,7 +594,7 @@ def start_full(
         yb[j] = (b[j] - _dot(lj, yb, j)) * inv
         support[j] = j
     z = scratch[0]
-    free_minimiser(lower, n, y1, yb, s, True, z, scratch[1])
+    free_minimiser(lower, n, y1, yb, s, bool(True), z, scratch[1])
     negative = 0
     for i in range(n):
         if z[i] <= 0.0:
@@ -623,7 +628,7 @@ def factor_order(
     at once (independent dot products, unlike the row-by-row forward substitutions of single
     insertions); ``rows`` (at least ``count × count``) holds the candidates' rows meanwhile.
     """
-    m = 0
+    m = int(0)
     for c in range(count):
         j = order[c]
         rc = rows[c]
@@ -745,7 +750,7 @@ def active_set(
         # Minor cycle: move towards the minimiser on the free set, dropping blocking points.
         free_minimiser(lower, m, y1, yb, s, simplex, z, work)
         theta = 1.0
-        drop = -1
+        drop = int(-1)
         for k in range(m):
             if z[k] <= 0.0:
                 xk = x[support[k]]
@@ -790,7 +795,7 @@ def active_set(
                 lin += x[i] * abs(s * b[i])
         if curvature < -n * tol * sq:
             return m, NOT_PSD, 0
-        j = -1
+        j = int(-1)
         for i in range(n):
             if x[i] == 0.0 and (j < 0 or grad[i] < grad[j]):
                 j = i
@@ -935,13 +940,14 @@ def _qp_kernel(
         if m == 0:
             m = start_vertex(g, c, 1.0, y, support, lower, y1, yb)
     else:
-        m = 0
+        m = int(0)
     bnorm = 0.0  # a bound on the terms of c: |cᵢ| ≤ ‖gᵢ‖·bnorm when c = G·β, Σ|βₖ|‖gₖ‖ ≤ bnorm
     for i in range(n):
         if c[i] != 0.0:
             bnorm = max(bnorm, abs(c[i]) / max(math.sqrt(g[i, i]), 1e-150))
+    bnorm = min(bnorm, 1e150)
     m, status, i = active_set(
-        g, c, 1.0, simplex, y, support, m, lower, y1, yb, scratch, min(bnorm, 1e150), tol, True
+        g, c, 1.0, simplex, y, support, m, lower, y1, yb, scratch, bnorm, tol, bool(True)
     )
     if status != OK:
         return np.empty(0), status, i, i
