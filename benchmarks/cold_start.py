@@ -1,7 +1,6 @@
 """The first call of every Gramian method in a fresh process, with an empty and a warm numba cache.
 
-    python -m benchmarks.cold_start [--out DIR] [--repeats N] [--methods a,b] [--docs FILE]
-                                    [--report CSV]
+    python -m benchmarks.cold_start [--out DIR] [--repeats N] [--methods a,b] [--report CSV]
 
 The Gramian methods come from the registry (every class of kind ``GramianWeighting``). Each
 cell is one fresh ``python`` subprocess whose ``NUMBA_CACHE_DIR`` is a temporary directory:
@@ -19,9 +18,10 @@ method in turn (then ``method`` is ``all`` and the times are sums). Each cell ru
 times and the minimum is kept (the machine is shared; the minimum is the least disturbed run).
 The load average (1 min) before each cell is written with its row.
 
-Writes ``cold_start.csv`` and ``cold_start.md`` to ``--out`` (default ``outputs/cold_start``)
-and, with ``--docs``, replaces the table between the generated markers in that page.
-``--report CSV`` renders the table of a CSV without measuring.
+Writes ``cold_start.csv`` and ``cold_start.md`` to ``--out`` (default ``outputs/cold_start``);
+``--report CSV`` renders the table of a CSV without measuring. The table in
+``docs/cold-start.md`` is :func:`docs_table` of ``docs/results/cold_start``, rewritten with
+the others by ``python -m benchmarks.docs_tables``.
 """
 
 from __future__ import annotations
@@ -38,11 +38,6 @@ from pathlib import Path
 from benchmarks.tables import write_csv
 
 FIELDS = ("cache", "scope", "method", "import_s", "torch_s", "torch_cpu_s", "numpy_s", "load_1min")
-BEGIN = "<!-- BEGIN GENERATED: cold_start.csv -->"
-END = "<!-- END GENERATED: cold_start.csv -->"
-#: The page whose table is generated from ``docs/results/cold_start/cold_start.csv``.
-DOCS_PAGE = Path("docs/cold-start.md")
-DOCS_CSV = Path("docs/results/cold_start/cold_start.csv")
 
 _CHILD = """
 import json, sys, time
@@ -165,22 +160,10 @@ def markdown(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(page: str, table: str) -> str:
-    """``page`` with the text between :data:`BEGIN` and :data:`END` replaced by ``table``."""
-    head, sep, rest = page.partition(BEGIN)
-    _, sep2, tail = rest.partition(END)
-    if not sep or not sep2:
-        raise ValueError(f"the page has no generated block: add the lines {BEGIN} and {END}")
-    return f"{head}{BEGIN}\n{table}{END}{tail}"
-
-
-def generated_block(page: str) -> str:
-    """The text between :data:`BEGIN` and :data:`END` (without the marker lines)."""
-    _, sep, rest = page.partition(BEGIN + "\n")
-    block, sep2, _ = rest.partition(END)
-    if not sep or not sep2:
-        raise ValueError(f"the page has no generated block: add the lines {BEGIN} and {END}")
-    return block
+def docs_table(folder: Path, name: str) -> str:
+    """The docs table ``NAME`` (``cold_start``) of a results folder, for
+    :mod:`benchmarks.docs_tables`."""
+    return markdown(read_rows(folder / f"{name}.csv")).rstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,7 +171,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="outputs/cold_start")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--methods", default="", help="comma-separated subset (default: all)")
-    parser.add_argument("--docs", default="", help="page whose generated table to rewrite")
     parser.add_argument(
         "--report", default="", help="only render the table of this CSV (no measurement)"
     )
@@ -204,9 +186,6 @@ def main(argv: list[str] | None = None) -> None:
         table = markdown(rows)
         (out / "cold_start.md").write_text(table)
     print(table)
-    if args.docs:
-        page = Path(args.docs)
-        page.write_text(splice(page.read_text(), table))
 
 
 if __name__ == "__main__":

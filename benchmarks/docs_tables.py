@@ -43,6 +43,7 @@ GENERATORS: dict[str, str] = {
     "solvers": "benchmarks.solvers",
     "sweep": "benchmarks.pareto_sweep",
     "grpo_step": "benchmarks.grpo_step",
+    "cold_start": "benchmarks.cold_start",
 }
 
 

@@ -6,19 +6,10 @@ measurement itself is ``python -m benchmarks.cold_start``.
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from benchmarks.cold_start import (
-    BEGIN,
-    DOCS_CSV,
-    DOCS_PAGE,
-    END,
-    generated_block,
-    gramian_methods,
-    markdown,
-    read_rows,
-    splice,
-)
+from benchmarks.cold_start import docs_table, gramian_methods, markdown, read_rows
+from benchmarks.docs_tables import render
 from mogradient.aggregators.base import GramianWeighting
 from mogradient.aggregators.registry import registered
 
@@ -36,11 +27,17 @@ def _row(cache: str, method: str, wall: str) -> dict[str, str]:
     }
 
 
+DOCS_PAGE = Path("docs/cold-start.md")
+DOCS_CSV = Path("docs/results/cold_start/cold_start.csv")
+
+
 def test_docs_table_is_generated_from_the_csv() -> None:
-    """The table in docs/cold-start.md is exactly what the report code renders from the CSV;
-    regenerate it with ``python -m benchmarks.cold_start --report <csv> --docs <page>``."""
+    """The table in docs/cold-start.md is exactly what the report code renders from the CSV
+    (regenerate with ``python -m benchmarks.docs_tables``)."""
     page = DOCS_PAGE.read_text()
-    assert generated_block(page) == markdown(read_rows(DOCS_CSV))
+    assert "<!-- table: cold_start/cold_start " in page
+    assert render(page) == page
+    assert docs_table(DOCS_CSV.parent, "cold_start") + "\n" == markdown(read_rows(DOCS_CSV))
 
 
 def test_csv_covers_every_gramian_method_of_the_registry() -> None:
@@ -68,15 +65,3 @@ def test_markdown_has_one_line_per_method_and_the_all_line() -> None:
     assert lines[2] == "| `mgda` | 9.50 | 0.50 | 0.40 | 1.00 | 1.00 |"
     assert lines[3] == "| **all, in one process** | 30.00 | 0.50 | 0.90 | 1.00 | 1.00 |"
     assert lines[-1] == "Load average (1 min) before each cell: 0.3 to 0.3."
-
-
-def test_splice_replaces_only_the_generated_block() -> None:
-    page = f"intro\n{BEGIN}\nold table\n{END}\noutro\n"
-    new = splice(page, "new table\n")
-    assert new == f"intro\n{BEGIN}\nnew table\n{END}\noutro\n"
-    assert generated_block(new) == "new table\n"
-
-
-def test_page_without_markers_is_refused_with_the_fix() -> None:
-    with pytest.raises(ValueError, match="no generated block: add the lines"):
-        splice("a page\n", "table\n")
