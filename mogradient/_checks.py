@@ -165,7 +165,8 @@ def check_gramian(
     status, i, j = gramian_status(g, tol)
     if status == NONFINITE and np.isinf(g[i, j]):
         raise ValueError(
-            f"the Gramian has an infinite entry G[{i}, {j}] = {g[i, j]}: objective {i}'s "
+            f"the Gramian has an infinite entry in row {i} (objective {i}), G[{i}, {j}] = "
+            f"{g[i, j]}: that objective's "
             "gradient is not finite, or its products overflowed float64 (gradient norms above "
             "about 1e154 have no float64 Gramian); check that objective's loss, or call the "
             "aggregator on the Jacobian (agg(J) rescales it), or scale the losses down by a "

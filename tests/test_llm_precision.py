@@ -146,10 +146,13 @@ def test_pama_batch_means_are_taken_over_every_process() -> None:
     mask = torch.ones(1, 2)
     other = torch.tensor([[[5.0, 5.0]], [[0.0, 1.0]]])  # the other rank's batch
 
-    def all_reduce_sum(totals: torch.Tensor) -> torch.Tensor:
-        return totals + torch.cat([other.sum((1, 2)), torch.tensor([2.0])])
-
     pama = PAMA("batch")
+    sent: list[torch.Tensor] = []  # what the other rank contributes to the all-reduce
+    pama.combine(other, torch.ones(1, 2), lambda totals: sent.append(totals) or totals)
+
+    def all_reduce_sum(totals: torch.Tensor) -> torch.Tensor:
+        return totals + sent[0]
+
     _, weights, _ = pama.combine(advantages, mask, all_reduce_sum)
     _, expected, _ = pama.combine(torch.cat([advantages, other], 1), torch.ones(2, 2))
     torch.testing.assert_close(weights, expected)
