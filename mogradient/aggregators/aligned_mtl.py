@@ -43,6 +43,8 @@ class AlignedMTL(GramianWeighting):
             "non_differentiable",
         }
     )  # plus "permutation_invariant" with the uniform preference: see claims()
+    preference_aware = True
+    example_settings = ({"scale_mode": "median"}, {"scale_mode": "rmse"})
 
     def __init__(
         self, preference: Sequence[float] | None = None, scale_mode: ScaleMode = "min"

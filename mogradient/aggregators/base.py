@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Literal, NamedTuple, overload
 
 import numpy as np
@@ -66,6 +66,19 @@ class Aggregator(ABC):
 
     #: The properties this method claims; the contract test checks every claim.
     properties: ClassVar[frozenset[Property]] = frozenset()
+    #: Whether the method takes ``preference=`` (a :class:`~mogradient.aggregators.Preference`,
+    #: one point of the simplex): a Pareto sweep varies it, and ``reward_weights`` feed it.
+    preference_aware: ClassVar[bool] = False
+    #: Whether the method takes ``seed=`` (a random stream of its own).
+    seeded: ClassVar[bool] = False
+    #: Whether the method refuses negative loss values (it takes their logarithm or ratio, or
+    #: its objective is unbounded below for them): shift such losses by a known lower bound.
+    needs_positive_losses: ClassVar[bool] = False
+    #: Non-default hyper-parameter settings the contract test checks besides the defaults (the
+    #: drawn preference and another seed are added from the facts above). A value
+    #: ``DRAWN_PREFERENCE`` / ``DRAWN_SPARSE_PREFERENCE`` (``mogradient.aggregators.preference``)
+    #: stands for a preference drawn for the problem at hand.
+    example_settings: ClassVar[tuple[Mapping[str, object], ...]] = ()
 
     @abstractmethod
     def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:

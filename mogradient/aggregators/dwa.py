@@ -40,6 +40,8 @@ class DWA(LossWeighting):
             "non_differentiable",
         }
     )
+    needs_positive_losses = True
+    example_settings = ({"temperature": 0.5}, {"temperature": 10.0})
 
     def __init__(self, temperature: float = 2.0) -> None:
         if (

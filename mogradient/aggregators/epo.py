@@ -52,6 +52,9 @@ class EPO(GramianWeighting):
     properties = frozenset(
         {"simplex_weights", "deterministic", "reset_restores", "non_differentiable"}
     )
+    preference_aware = True
+    needs_positive_losses = True
+    example_settings = ({"eps": 1e-2},)
     uses_loss_values = True
 
     def __init__(

@@ -47,6 +47,7 @@ class FairGrad(GramianWeighting):
             "non_differentiable",
         }
     )
+    example_settings = ({"alpha": 0.5}, {"alpha": 2.0}, {"max_norm": None})
 
     def __init__(self, alpha: float = 1.0, max_norm: float | None = 1.0) -> None:
         self.alpha = positive_number(

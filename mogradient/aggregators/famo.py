@@ -62,6 +62,8 @@ class FAMO(LossWeighting):
             "non_differentiable",
         }
     )
+    needs_positive_losses = True
+    example_settings = ({"optimizer": "sgd"}, {"lr": 0.2, "weight_decay": 0.0})
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ class GLS(LossWeighting):
             "non_differentiable",
         }
     )
+    needs_positive_losses = True
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         check_loss_signs(

@@ -44,6 +44,8 @@ class GradVac(GramianWeighting):
             "non_differentiable",
         }
     )  # plus "deterministic" with an integer seed (the default): see claims()
+    seeded = True
+    example_settings = ({"beta": 0.01}, {"beta": 1.0}, {"seed": None})
 
     def __init__(self, beta: float = 0.5, seed: int | None = 0) -> None:
         if (

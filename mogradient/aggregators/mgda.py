@@ -37,6 +37,7 @@ class MGDA(GramianWeighting):
             "non_differentiable",
         }
     )
+    example_settings = ({"warm_start": True},)
 
     def __init__(self, warm_start: bool = False) -> None:
         if not isinstance(warm_start, bool):

@@ -57,6 +57,7 @@ class NashMTL(GramianWeighting):
             "non_differentiable",
         }
     )
+    example_settings = ({"max_norm": None},)
 
     def __init__(self, max_norm: float | None = 1.0) -> None:
         self.max_norm = check_max_norm(max_norm)

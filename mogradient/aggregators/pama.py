@@ -107,6 +107,7 @@ class PAMA(AdvantageCombiner):
     properties = frozenset(
         {"permutation_invariant", "scale_equivariant", "deterministic", "non_differentiable"}
     )
+    example_settings = ({"granularity": "batch"},)
 
     def __init__(self, granularity: Granularity = "token") -> None:
         if granularity not in ("token", "batch"):

@@ -1,6 +1,7 @@
 """The preference vector: one validated hyper-parameter for every preference-aware method.
 
-``linear``, ``tchebycheff``, ``stch``, ``epo`` and ``upgrad`` take ``preference=`` — one
+The methods whose class sets ``preference_aware`` (``linear``, ``tchebycheff``, ``stch``,
+``epo``, ``upgrad``, ``dualproj``, ``config``, ``aligned-mtl``) take ``preference=`` — one
 non-negative entry per objective, not all zero — and use it normalised to sum to 1, so a sweep
 can hand any of them the same point of the simplex. ``None`` means the uniform preference 1/n.
 """
@@ -14,6 +15,12 @@ from typing import ClassVar
 import numpy as np
 
 from mogradient.aggregators.base import Property
+
+#: In :attr:`Aggregator.example_settings`: a preference drawn for the problem at hand, with one
+#: positive entry per objective.
+DRAWN_PREFERENCE = "<drawn preference>"
+#: In :attr:`Aggregator.example_settings`: a drawn preference with zero entries (not all zero).
+DRAWN_SPARSE_PREFERENCE = "<drawn preference with zeros>"
 
 
 class Preference:
@@ -81,6 +88,7 @@ class PreferenceAware:
     Put it before the kind in the bases (``class Linear(PreferenceAware, LossWeighting)``)."""
 
     properties: ClassVar[frozenset[Property]]
+    preference_aware: ClassVar[bool] = True
 
     def __init__(self, preference: Sequence[float] | None = None) -> None:
         self.preference = Preference(preference)

@@ -38,6 +38,8 @@ class RLW(LossWeighting):
             "non_differentiable",
         }
     )  # plus "deterministic" with an integer seed (the default): see claims()
+    seeded = True
+    example_settings = ({"seed": None},)
 
     def __init__(self, seed: int | None = 0) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):

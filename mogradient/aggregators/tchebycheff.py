@@ -78,6 +78,7 @@ class IdealPointWeighting(LossWeighting):
             "non_differentiable",
         }
     )  # plus "permutation_invariant" with a uniform preference and ideal point: see claims()
+    preference_aware = True
 
     def __init__(
         self,
@@ -146,6 +147,8 @@ class Tchebycheff(IdealPointWeighting):
         ideal: the ideal (utopia) point z: ``None`` (0), one number for every objective, or
             one finite number per objective.
     """
+
+    example_settings = ({"ideal": 0.0},)
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         p, values = self._gaps(losses)

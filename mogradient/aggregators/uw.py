@@ -72,6 +72,8 @@ class UW(LossWeighting):
             "non_differentiable",
         }
     )
+    needs_positive_losses = True
+    example_settings = ({"lr": 0.2}, {"init": 1.0})
 
     def __init__(self, lr: float = 0.01, init: float = 0.0) -> None:
         self.lr = positive_or_hint(
