@@ -7,7 +7,7 @@
 """
 
 from mogradient import solvers
-from mogradient.aggregators import (
+from mogradient.aggregators import (  # imports the methods (registers them)
     AdvantageCombiner,
     Aggregator,
     GramianWeighting,

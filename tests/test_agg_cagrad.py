@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from mogradient import get_aggregator
-from mogradient.aggregators.base import gramian_of
+from mogradient.aggregation.gramian import gramian_of
 from mogradient.aggregators.cagrad import CAGrad
 
 #: The smallest case of the issue: g_w = 0 is optimal, and the answer is not the mean.

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.optimize import nnls
 
 from mogradient import get_aggregator
-from mogradient.aggregators.base import gramian_of
+from mogradient.aggregation.gramian import gramian_of
 from mogradient.aggregators.dualproj import DualProj
 
 SEEDS = st.integers(0, 2**32 - 1)

@@ -20,8 +20,8 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
+from mogradient.aggregation.preference import DRAWN_PREFERENCE, DRAWN_SPARSE_PREFERENCE
 from mogradient.aggregators import Aggregator, get_aggregator, registered
-from mogradient.aggregators.preference import DRAWN_PREFERENCE, DRAWN_SPARSE_PREFERENCE
 from mogradient.testing import (
     assert_permutation_invariant,
     check_claims,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mogradient.aggregators.base import gramian_of
+from mogradient.aggregation.gramian import gramian_of
 from mogradient.autograd import jacobian
 from mogradient.gramian_engine import GramianRecorder, module_gramian
 

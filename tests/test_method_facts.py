@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mogradient.aggregation.preference import DRAWN_PREFERENCE, DRAWN_SPARSE_PREFERENCE
 from mogradient.aggregators import (
     AdvantageCombiner,
     Aggregator,
@@ -24,7 +25,6 @@ from mogradient.aggregators import (
     Preference,
     registered,
 )
-from mogradient.aggregators.preference import DRAWN_PREFERENCE, DRAWN_SPARSE_PREFERENCE
 
 METHODS = registered()
 KINDS = {
@@ -116,7 +116,7 @@ def _readme_table() -> dict[str, set[str]]:
 
 
 def test_the_readme_table_lists_every_registered_method_under_its_kind() -> None:
-    from mogradient.aggregators.registry import aliases_of
+    from mogradient.aggregation.registry import aliases_of
 
     rows = _readme_table()
     assert set(rows) == {"GramianWeighting", "LossWeighting", "AdvantageCombiner"}

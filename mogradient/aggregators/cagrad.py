@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting, Property
+from mogradient.aggregation.registry import register
 from mogradient.solvers import cagrad_update
 
 

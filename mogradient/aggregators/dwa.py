@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from mogradient.aggregators._common import check_loss_signs, check_objective_count
-from mogradient.aggregators.base import LossWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.checks import check_loss_signs, check_objective_count
+from mogradient.aggregation.kinds import LossWeighting
+from mogradient.aggregation.registry import register
 
 
 @register("dwa")

@@ -7,8 +7,8 @@ import numbers
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting, Property
+from mogradient.aggregation.registry import register
 from mogradient.solvers.gradvac import gradvac_weights
 
 

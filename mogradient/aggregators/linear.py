@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import LossWeighting
-from mogradient.aggregators.preference import DRAWN_SPARSE_PREFERENCE, PreferenceAware
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import LossWeighting
+from mogradient.aggregation.preference import DRAWN_SPARSE_PREFERENCE, PreferenceAware
+from mogradient.aggregation.registry import register
 
 
 @register("linear", "morlhf")

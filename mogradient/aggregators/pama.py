@@ -13,8 +13,8 @@ from typing import Literal
 
 import torch
 
-from mogradient.aggregators.base import AdvantageCombiner, AllReduceSum, Combination, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import AdvantageCombiner, AllReduceSum, Combination, Property
+from mogradient.aggregation.registry import register
 
 Granularity = Literal["token", "batch"]
 

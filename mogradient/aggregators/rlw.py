@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import LossWeighting, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import LossWeighting, Property
+from mogradient.aggregation.registry import register
 
 
 @register("rlw", "random")

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mogradient.aggregators._common import positive_or_hint
-from mogradient.aggregators.preference import DRAWN_PREFERENCE
-from mogradient.aggregators.registry import register
-from mogradient.aggregators.tchebycheff import IdealPointWeighting
+from mogradient.aggregation.checks import positive_or_hint
+from mogradient.aggregation.preference import DRAWN_PREFERENCE
+from mogradient.aggregation.registry import register
+from mogradient.aggregators._ideal_point import IdealPointWeighting
 
 
 @register("stch", "smooth-tchebycheff")

@@ -36,15 +36,15 @@ from typing import Any, TypeVar, get_args
 import numpy as np
 import torch
 
-from mogradient.aggregators.base import (
+from mogradient.aggregation.gramian import gramian_of
+from mogradient.aggregation.kinds import (
     AdvantageCombiner,
     Aggregator,
     GramianWeighting,
     LossWeighting,
     Property,
-    gramian_of,
 )
-from mogradient.aggregators.preference import Preference
+from mogradient.aggregation.preference import Preference
 from mogradient.testing._function import DirectionFunction, direction_function
 
 #: Every property name a method may claim (the :data:`Property` literal).
