@@ -20,9 +20,9 @@ from mogradient.aggregators import (  # imports the methods (registers them)
     registered,
 )
 from mogradient.aggregators.pama import pama_weights
-from mogradient.autograd import (
+from mogradient.autograd import backward
+from mogradient.gramian import (
     GramianAccumulator,
-    backward,
     feature_weights,
     jacobian,
     parameter_weights,

@@ -77,6 +77,7 @@ from torch.utils._pytree import tree_leaves
 
 from mogradient._psd import BLOCK_SIZE, blocked_gram, project_psd, rounding_gamma, symmetric_error2
 from mogradient._vmap import quiet_batching_fallback
+from mogradient.gramian.distributed import world_size as _world_size
 
 __all__ = ["GramianRecorder", "module_gramian"]
 
@@ -90,10 +91,6 @@ def _conv1d_type() -> type | None:
 
 
 _CONV1D = _conv1d_type()
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class _Frame:
