@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 
-from mogradient._checks import check_losses
 from mogradient.aggregation.dispatch import dispatch
 from mogradient.aggregation.gramian import gramian_of
+from mogradient.aggregation.inputs import check_losses
 from mogradient.aggregation.kinds import (
     AdvantageCombiner,
     Aggregator,

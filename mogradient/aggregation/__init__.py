@@ -1,5 +1,7 @@
-"""The aggregation framework: the three kinds of method (base classes), the registry, the one
-dispatch on kind, the preference vector, the Gramian and the argument checks the methods share.
+"""The aggregation framework: the three kinds of method (base classes, ``kinds``), the
+``registry``, the one ``dispatch`` on kind, the ``preference`` vector, the ``gramian``, the
+checks of inputs (Jacobians, Gramians, loss values: ``inputs``) and of hyper-parameters
+(``checks``) that the methods share.
 
 The methods themselves live in :mod:`mogradient.aggregators`, one module each; this package
 never imports them (the registry finds them on :func:`discover`).

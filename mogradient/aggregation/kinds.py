@@ -29,7 +29,6 @@ from typing import ClassVar, Literal, NamedTuple, overload
 import numpy as np
 import torch
 
-from mogradient._checks import check_gramian, check_jacobian, check_loss_values
 from mogradient.aggregation._scale import (
     GRAMIAN_WINDOW,
     combine,
@@ -37,6 +36,7 @@ from mogradient.aggregation._scale import (
     times_pow2,
 )
 from mogradient.aggregation.gramian import scaled_gramian
+from mogradient.aggregation.inputs import check_gramian, check_jacobian, check_loss_values
 from mogradient.solvers.qp import CheckedGramian
 
 #: A property an aggregator may claim; each has a check in ``mogradient.testing``.

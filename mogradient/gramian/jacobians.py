@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mogradient._checks import check_jacobian
+from mogradient.aggregation.inputs import check_jacobian
 
 
 def jacobian(
