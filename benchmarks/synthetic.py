@@ -17,7 +17,6 @@ Writes ``runs.csv`` (one row per run), ``summary.csv`` (mean and std over seeds)
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,17 +85,17 @@ def preference_vectors(n_points: int, n_obj: int) -> np.ndarray:
 def make_aggregators(method: str, n_points: int, n_obj: int, seed: int) -> list[Aggregator]:
     """One aggregator per point (each keeps its own state and random stream).
 
-    Preference-aware methods (those taking ``preference=``) get one point of the simplex each;
-    seeded methods a distinct random stream per point and seed.
+    Preference-aware methods (their class's ``preference_aware``) get one point of the simplex
+    each; seeded methods (``seeded``) a distinct random stream per point and seed.
     """
-    accepted = inspect.signature(type(mogradient.get_aggregator(method))).parameters
+    cls = type(mogradient.get_aggregator(method))
     preferences = preference_vectors(n_points, n_obj)
     aggregators = []
     for p in range(n_points):
         kwargs = dict(AGGREGATOR_KWARGS.get(method, {}))
-        if "preference" in accepted:
+        if cls.preference_aware:
             kwargs["preference"] = preferences[p].tolist()
-        if "seed" in accepted:
+        if cls.seeded:
             kwargs["seed"] = seed * n_points + p
         aggregators.append(mogradient.get_aggregator(method, **kwargs))
     return aggregators

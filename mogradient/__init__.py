@@ -7,7 +7,7 @@
 """
 
 from mogradient import solvers
-from mogradient.aggregators import (
+from mogradient.aggregators import (  # imports the methods (registers them)
     AdvantageCombiner,
     Aggregator,
     GramianWeighting,
@@ -20,9 +20,9 @@ from mogradient.aggregators import (
     registered,
 )
 from mogradient.aggregators.pama import pama_weights
-from mogradient.autograd import (
+from mogradient.autograd import backward
+from mogradient.gramian import (
     GramianAccumulator,
-    backward,
     feature_weights,
     jacobian,
     parameter_weights,

@@ -26,33 +26,51 @@ Under ``torch.distributed`` (data parallelism, the model wrapped in DDP or accel
   DDP's hooks, so no gradient is averaged twice). It bypasses DDP's reducer, a ``GradScaler``
   and ``accelerate``'s accumulation: use ``through_backward=True`` with those.
 
+The Jacobian, the Gramian accumulator and the distributed helpers are in
+:mod:`mogradient.gramian` (re-exported here under their former import paths).
+
 Under FSDP2 (``fully_shard``) the loss and features paths work with ``params=None`` (the graph's
 leaves, which FSDP's hooks watch); parameter mode needs full gradients and is not supported.
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal, cast
 
 import torch
-import torch.distributed as dist
 
-from mogradient._checks import check_jacobian, check_losses
-from mogradient.aggregators.base import (
+from mogradient.aggregation.dispatch import dispatch
+from mogradient.aggregation.gramian import gramian_of
+from mogradient.aggregation.inputs import check_losses
+from mogradient.aggregation.kinds import (
     AdvantageCombiner,
     Aggregator,
     GramianWeighting,
     LossWeighting,
-    gramian_of,
 )
-from mogradient.aggregators.dispatch import dispatch
-from mogradient.aggregators.registry import get_aggregator
+from mogradient.aggregation.registry import get_aggregator
+from mogradient.gramian.accumulator import (
+    GramianAccumulator,
+    _global_values,
+    _gramian_aggregator,
+    feature_weights,
+    parameter_weights,
+)
+from mogradient.gramian.distributed import all_reduce_mean
+from mogradient.gramian.jacobians import jacobian
 
 if TYPE_CHECKING:
     from mogradient.gramian_engine import GramianRecorder
+
+__all__ = [
+    "GramianAccumulator",
+    "all_reduce_mean",
+    "backward",
+    "feature_weights",
+    "jacobian",
+    "parameter_weights",
+]
 
 
 def backward(
@@ -250,263 +268,6 @@ def _check_params(params: list[torch.Tensor]) -> None:
                 f"params[{i}] does not require grad; pass only trainable tensors "
                 "(for example [p for p in model.parameters() if p.requires_grad])"
             )
-
-
-class GramianAccumulator:
-    """The Gramian of the mean loss over ``n_micro_batches`` micro-batches and every rank of
-    ``torch.distributed``, from each micro-batch's per-objective losses.
-
-    ``level="parameters"``: the inputs are shared coordinates, so the Jacobian is averaged
-    (over the micro-batches, then one k×d all-reduce over the ranks) before ``JJᵀ`` is taken —
-    the Gramian of the mean gradients is not the mean of the Gramians. ``level="features"``:
-    each micro-batch and rank has its own representation, so the Gramian is block-additive,
-    ``Σ Gₘ,r / (M R)²``: one k×k all-reduce. Every rank gets the same Gramian.
-
-    ``batched`` and ``precision`` are passed to :func:`jacobian` and :func:`gramian_of`.
-    """
-
-    def __init__(
-        self,
-        level: Literal["parameters", "features"],
-        n_micro_batches: int = 1,
-        *,
-        batched: bool = False,
-        precision: Literal["float64", "input"] = "input",
-    ):
-        if level not in ("parameters", "features"):
-            raise ValueError(f"level must be 'parameters' or 'features', got {level!r}")
-        self.level = level
-        self.n_micro_batches = n_micro_batches
-        self.batched = batched
-        self.precision = precision
-        self._total: torch.Tensor | None = None
-
-    def add(
-        self,
-        losses: Sequence[torch.Tensor],
-        inputs: Sequence[torch.Tensor],
-        retain_graph: bool = False,
-    ) -> None:
-        """Fold in one micro-batch: its losses' Jacobian over ``inputs`` (local rank)."""
-        jac = jacobian(list(losses), list(inputs), retain_graph=retain_graph, batched=self.batched)
-        part = gramian_of(jac, precision=self.precision) if self.level == "features" else jac
-        self._total = part if self._total is None else self._total + part
-
-    def gramian(self) -> torch.Tensor:
-        """The global k×k Gramian (float64), identical on every rank."""
-        if self._total is None:
-            raise RuntimeError("no micro-batch was added")
-        mean = all_reduce_mean(self._total) / self.n_micro_batches
-        if self.level == "features":
-            return mean / (self.n_micro_batches * _world_size())
-        return gramian_of(mean, precision=self.precision)
-
-
-def feature_weights(
-    losses: Sequence[torch.Tensor],
-    features: torch.Tensor | Sequence[torch.Tensor],
-    aggregator: str | Aggregator,
-    loss_values: torch.Tensor | None = None,
-    *,
-    batched: bool = False,
-    precision: Literal["float64", "input"] = "input",
-) -> torch.Tensor:
-    """Weights ``[n]`` of a Gramian aggregator from ∂Lᵢ/∂features (MGDA-UB), keeping the graph.
-
-    Under ``torch.distributed`` each rank's features are its own samples, so the Gramian of the
-    mean of the R ranks' losses is Σ_r G_r / R²: one k×k all-reduce, and every rank solves the
-    same problem and gets the same weights (:class:`GramianAccumulator`).
-    """
-    agg = _gramian_aggregator(aggregator, "representation-level (features=)")
-    feats = [features] if isinstance(features, torch.Tensor) else list(features)
-    gramian = GramianAccumulator("features", batched=batched, precision=precision)
-    gramian.add(losses, feats, retain_graph=True)
-    return agg.weights(gramian.gramian(), _global_values(agg, losses, loss_values))
-
-
-def parameter_weights(
-    losses: Sequence[torch.Tensor],
-    params: Sequence[torch.Tensor],
-    aggregator: str | Aggregator,
-    loss_values: torch.Tensor | None = None,
-    *,
-    batched: bool = False,
-    precision: Literal["float64", "input"] = "input",
-) -> torch.Tensor:
-    """Weights ``[n]`` of a Gramian aggregator from the Jacobian over ``params``, keeping the
-    graph for the backward of Σ wᵢ Lᵢ that follows.
-
-    Under ``torch.distributed`` the k×d Jacobian is averaged over the ranks first (the Gramian
-    of the mean gradients is not the mean of the ranks' Gramians), so every rank solves the
-    same problem and gets the same weights (:class:`GramianAccumulator`).
-    """
-    agg = _gramian_aggregator(aggregator, "through_backward=True")
-    gramian = GramianAccumulator("parameters", batched=batched, precision=precision)
-    gramian.add(losses, params, retain_graph=True)
-    return agg.weights(gramian.gramian(), _global_values(agg, losses, loss_values))
-
-
-def _global_values(
-    agg: GramianWeighting | LossWeighting,
-    losses: Sequence[torch.Tensor],
-    values: torch.Tensor | None,
-) -> torch.Tensor | None:
-    """The loss values (detached, float64) averaged over the ranks, for methods that read them
-    (``None`` for the others: no collective is spent on them)."""
-    if not agg.uses_loss_values:
-        return None
-    if values is None:
-        values = torch.stack([loss.detach() for loss in losses])
-    return all_reduce_mean(values.to(torch.float64))
-
-
-def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> GramianWeighting:
-    """``aggregator`` as an instance, refused unless it weighs losses from a Gramian."""
-
-    def refuse(agg: Aggregator) -> GramianWeighting:
-        raise ValueError(
-            f"{agg!r} does not weigh losses from a Gramian, so it has no {mode} mode; call "
-            "backward without it, or pick a Gramian method (mgda, upgrad, cagrad, ...)"
-        )
-
-    return dispatch(
-        get_aggregator(aggregator), gramian=lambda agg: agg, losses=refuse, advantages=refuse
-    )
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """The mean of ``tensor`` over the ranks of ``torch.distributed`` (itself when not running).
-
-    Sum then divide: gloo has no ``AVG`` reduction.
-    """
-    world = _world_size()
-    if world == 1:
-        return tensor
-    tensor = tensor.contiguous()
-    dist.all_reduce(tensor)
-    return tensor.div_(world)
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def jacobian(
-    losses: Sequence[torch.Tensor],
-    inputs: Sequence[torch.Tensor],
-    *,
-    retain_graph: bool = False,
-    batched: bool = False,
-) -> torch.Tensor:
-    """Rows ∂Lᵢ/∂inputs, flattened and concatenated: ``[n_objectives, Σ numel]`` (local rank).
-
-    Uses ``torch.autograd.grad``, so ``.grad`` is left alone and no DDP hook fires.
-
-    ``batched`` picks how the k rows are computed:
-
-    * ``False`` (default): k sequential backwards, each on its own loss's graph.
-    * ``True``: one vectorised backward, ``autograd.grad(stack(losses), inputs,
-      grad_outputs=eye(k), is_grads_batched=True)`` (vmap over the backward). Where vmap
-      cannot run the graph (an op without a batching rule, a compiled region, ...) it falls
-      back to the loop with a warning. It is an option, not the default: on CPU it was slower
-      than the loop in most measured cells (``docs/backward.md``), and the choice stays
-      deterministic (no timing-dependent switch that could change rounding between runs).
-
-    Each objective keeps its own graph semantics: in the batched backward the other
-    objectives' branches receive a zero cotangent, and 0 · inf there (a loss whose local
-    derivative is infinite, e.g. ``sqrt`` at 0) would turn a finite row into NaN
-    (:func:`_as_list`). So a batched result with any non-finite entry is recomputed by the
-    loop, which is the truth (and raises, through ``check_jacobian``, if it too is not finite).
-    """
-    losses = list(losses)
-    inputs = list(inputs)
-    if not batched or len(losses) == 1:
-        return check_jacobian(_jacobian_loop(losses, inputs, retain_graph))
-    try:
-        jac = _jacobian_batched(losses, inputs)
-    except (RuntimeError, NotImplementedError) as error:
-        warnings.warn(
-            f"batched=True: the vectorised backward is not supported on this graph ({error}); "
-            "using one backward per objective",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return check_jacobian(_jacobian_loop(losses, inputs, retain_graph))
-    if not bool(torch.isfinite(jac).all()):
-        # A zero cotangent met an infinite local derivative in another objective's branch.
-        del jac
-        return check_jacobian(_jacobian_loop(losses, inputs, retain_graph))
-    return check_jacobian(jac)
-
-
-def _jacobian_loop(
-    losses: list[torch.Tensor], inputs: list[torch.Tensor], retain_graph: bool
-) -> torch.Tensor:
-    """k sequential backwards, written into one preallocated ``[k, d]`` (no second copy)."""
-    n = len(losses)
-    out = _empty_jacobian(n, inputs)
-    for i, loss in enumerate(losses):
-        grads: list[torch.Tensor | None] = list(
-            torch.autograd.grad(
-                loss, inputs, retain_graph=retain_graph or i < n - 1, allow_unused=True
-            )
-        )
-        _write_row(out[i], grads, inputs)
-    return out
-
-
-def _jacobian_batched(losses: list[torch.Tensor], inputs: list[torch.Tensor]) -> torch.Tensor:
-    """One vectorised backward of the k losses.
-
-    The graph is kept (a non-finite result falls back to the loop, which needs it); its saved
-    tensors are released when the caller drops the losses, as after the loop's retained
-    backwards. The peak during the backward is the same either way.
-    """
-    n = len(losses)
-    stacked = torch.stack(losses)
-    eye = torch.eye(n, dtype=stacked.dtype, device=stacked.device)
-    grads: list[torch.Tensor | None] = list(
-        torch.autograd.grad(
-            stacked,
-            inputs,
-            grad_outputs=eye,
-            retain_graph=True,
-            allow_unused=True,
-            is_grads_batched=True,
-        )
-    )
-    out = _empty_jacobian(n, inputs)
-    offset = 0
-    for j, x in enumerate(inputs):
-        size = x.numel()
-        g = grads[j]
-        grads[j] = None  # free each block once copied: peak is J plus one input's k rows
-        if g is None:
-            out[:, offset : offset + size].zero_()
-        else:
-            out[:, offset : offset + size].copy_(g.reshape(n, size))
-        offset += size
-    return out
-
-
-def _empty_jacobian(n: int, inputs: list[torch.Tensor]) -> torch.Tensor:
-    dtype = functools.reduce(torch.promote_types, (x.dtype for x in inputs))
-    return torch.empty(n, sum(x.numel() for x in inputs), dtype=dtype, device=inputs[0].device)
-
-
-def _write_row(
-    row: torch.Tensor, grads: list[torch.Tensor | None], inputs: list[torch.Tensor]
-) -> None:
-    offset = 0
-    for j, x in enumerate(inputs):
-        size = x.numel()
-        g = grads[j]
-        grads[j] = None
-        if g is None:
-            row[offset : offset + size].zero_()
-        else:
-            row[offset : offset + size].copy_(g.reshape(-1))
-        offset += size
 
 
 def _weighted_backward(

@@ -65,6 +65,7 @@ must record the same modules in the same order (same model, same code path).
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
@@ -77,23 +78,17 @@ from torch.utils._pytree import tree_leaves
 
 from mogradient._psd import BLOCK_SIZE, blocked_gram, project_psd, rounding_gamma, symmetric_error2
 from mogradient._vmap import quiet_batching_fallback
+from mogradient.gramian.distributed import world_size as _world_size
 
 __all__ = ["GramianRecorder", "module_gramian"]
 
 
 def _conv1d_type() -> type | None:
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except Exception:  # transformers absent or broken: the generic rule handles it
-        return None
-    return Conv1D
-
-
-_CONV1D = _conv1d_type()
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    """transformers' ``Conv1D`` where transformers is loaded, else ``None``. Read from
+    ``sys.modules``, never imported: a module that is a ``Conv1D`` was built by code that
+    imported transformers, so the core never loads it (nor pays its import time) itself."""
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return conv1d if isinstance(conv1d, type) else None
 
 
 class _Frame:
@@ -503,9 +498,9 @@ class GramianRecorder:
             if isinstance(module, nn.Linear) and forward is nn.Linear.forward:
                 self._linear(use, delta)
             elif (
-                _CONV1D is not None
-                and isinstance(module, _CONV1D)
-                and forward is getattr(_CONV1D, "forward", None)
+                (conv1d := _conv1d_type()) is not None
+                and isinstance(module, conv1d)
+                and forward is getattr(conv1d, "forward", None)
             ):
                 self._linear(use, delta)
             elif (

@@ -25,7 +25,6 @@ With ``normalize_weights`` the weights are rescaled to Σw = 1 whatever the meth
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -50,12 +49,8 @@ def build_aggregator(config: MOConfig) -> Aggregator:
     ``reward_weights`` as its preference)."""
     cls = registered().get(config.aggregator)
     if config.reward_weights is not None and cls is not None:
-        if "preference" not in inspect.signature(cls).parameters:
-            aware = sorted(
-                name
-                for name, c in registered().items()
-                if "preference" in inspect.signature(c).parameters
-            )
+        if not cls.preference_aware:
+            aware = sorted(name for name, c in registered().items() if c.preference_aware)
             raise TypeError(
                 f"reward_weights={config.reward_weights} are the preference of a "
                 f"preference-aware aggregator ({', '.join(aware)}), and {config.aggregator!r} "

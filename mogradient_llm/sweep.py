@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import inspect
 import json
 import os
 import shutil
@@ -122,17 +121,13 @@ class SweepOptions:
 
 def preference_aware_aggregators() -> list[str]:
     """The registered aggregators that take a ``preference`` (one point of the simplex)."""
-    return sorted(
-        name
-        for name, cls in registered().items()
-        if "preference" in inspect.signature(cls).parameters
-    )
+    return sorted(name for name, cls in registered().items() if cls.preference_aware)
 
 
 def check_preference_aware(aggregator: str) -> None:
     """Raise unless ``aggregator`` takes a preference (a sweep varies nothing else)."""
     cls = type(get_aggregator(aggregator))  # an unknown name raises, listing the valid ones
-    if "preference" not in inspect.signature(cls).parameters:
+    if not cls.preference_aware:
         raise ValueError(
             f"sweep trains one policy per preference, and aggregator {aggregator!r} takes no "
             f"preference, so every run would learn the same thing; use a preference-aware "

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from mogradient import get_aggregator
-from mogradient.aggregators.base import gramian_of
+from mogradient.aggregation.gramian import gramian_of
 from mogradient.aggregators.cagrad import CAGrad
 from tests.bounds import U64, gamma
 from tests.references import reference_call, slsqp_settled

@@ -12,9 +12,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from mogradient.aggregators.base import gramian_of
+from mogradient.aggregation.gramian import gramian_of
+from mogradient.aggregation.registry import get_aggregator
 from mogradient.aggregators.epo import EPO
-from mogradient.aggregators.registry import get_aggregator
 from mogradient.solvers.epo import (
     BALANCE,
     DESCENT,

@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mogradient.aggregators.base import gramian_of
+from mogradient.aggregation.gramian import gramian_of
+from mogradient.aggregation.registry import get_aggregator
 from mogradient.aggregators.fairgrad import FairGrad
-from mogradient.aggregators.registry import get_aggregator
 from mogradient.solvers.fairgrad import fairgrad_weights
 from mogradient.solvers.nash_mtl import nash_mtl_weights
 from tests.bounds import U64, assert_float32_direction, gamma

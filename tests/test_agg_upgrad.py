@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mogradient import get_aggregator
-from mogradient.aggregators.base import gramian_of
+from mogradient.aggregation.gramian import gramian_of
 from mogradient.aggregators.upgrad import UPGrad
 from tests.bounds import U64, matvec_bound, qp_weight_tolerance
 from tests.references import nnls_settled, reference_call

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import mogradient
-from mogradient import autograd
 from mogradient.aggregators import gramian_of
 from mogradient.autograd import jacobian
+from mogradient.gramian import jacobians
 from tests.bounds import U32, U64, gamma, matvec_bound, min_norm_gap
 
 
@@ -72,7 +72,7 @@ def test_unsupported_vmap_falls_back_with_a_warning(monkeypatch: pytest.MonkeyPa
     def refuse(*args: object, **kwargs: object) -> torch.Tensor:
         raise RuntimeError("vmap: no batching rule")
 
-    monkeypatch.setattr(autograd, "_jacobian_batched", refuse)
+    monkeypatch.setattr(jacobians, "_jacobian_batched", refuse)
     reference = jacobian(losses, params, retain_graph=True, batched=False)
     with pytest.warns(RuntimeWarning, match="not supported"):
         got = jacobian(losses, params, retain_graph=True, batched=True)

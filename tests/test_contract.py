@@ -20,6 +20,7 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
+from mogradient.aggregation.preference import DRAWN_PREFERENCE, DRAWN_SPARSE_PREFERENCE
 from mogradient.aggregators import Aggregator, get_aggregator, registered
 from mogradient.testing import (
     assert_permutation_invariant,
@@ -29,41 +30,25 @@ from mogradient.testing import (
 from mogradient.testing.strategies import Problem
 
 #: A placeholder for a preference vector drawn with one positive entry per objective.
-PREFERENCE = "<drawn preference>"
+PREFERENCE = DRAWN_PREFERENCE
 #: A placeholder for a preference vector with zero entries (where the method allows them).
-SPARSE_PREFERENCE = "<drawn preference with zeros>"
+SPARSE_PREFERENCE = DRAWN_SPARSE_PREFERENCE
 
 #: A placeholder for the number of objectives, for constructors that require it.
 N_OBJECTIVES = "<number of objectives>"
 _NUMBER_OF_OBJECTIVES = frozenset({"n", "n_objectives", "n_tasks", "num_tasks", "k"})
 
-#: Non-default hyper-parameters checked besides the defaults. Methods not listed here still get
-#: the automatic ones (see :func:`settings_of`).
-NON_DEFAULT: dict[str, list[dict[str, Any]]] = {
-    "mgda": [{"warm_start": True}],
-    "pcgrad": [{"seed": 7}, {"seed": None}],
-    "cagrad": [{"c": 0.0}, {"c": 0.9}, {"c": 1.0}, {"c": 2.5}],
-    "linear": [{"preference": PREFERENCE}, {"preference": SPARSE_PREFERENCE}],
-    "pama": [{"granularity": "batch"}],
-    "dwa": [{"temperature": 0.5}, {"temperature": 10.0}],
-    "epo": [{"eps": 1e-2}],
-    "fairgrad": [{"alpha": 0.5}, {"alpha": 2.0}, {"max_norm": None}],
-    "famo": [{"optimizer": "sgd"}, {"lr": 0.2, "weight_decay": 0.0}],
-    "nash-mtl": [{"max_norm": None}],
-    "rlw": [{"seed": None}],
-    "stch": [{"mu": 1.0}, {"ideal": 0.0}, {"mu": 0.01, "preference": PREFERENCE}],
-    "tchebycheff": [{"ideal": 0.0}],
-    "uw": [{"lr": 0.2}, {"init": 1.0}],
-    "aligned-mtl": [{"scale_mode": "median"}, {"scale_mode": "rmse"}],
-    "gradvac": [{"beta": 0.01}, {"beta": 1.0}, {"seed": None}],
-}
-
 
 def settings_of(name: str, cls: type[Aggregator]) -> list[dict[str, Any]]:
-    """The defaults, the listed non-default settings and automatic ones from the signature: a
-    drawn preference for ``preference=``, another seed for ``seed=``, flipped booleans (and
-    the number of objectives for a required ``n`` / ``n_tasks`` / ... argument)."""
-    found: list[dict[str, Any]] = [{}, *NON_DEFAULT.get(name, [])]
+    """The defaults, the class's :attr:`~mogradient.aggregators.Aggregator.example_settings`
+    and automatic ones: a drawn preference where the class is ``preference_aware``, another
+    seed where it is ``seeded``, flipped booleans from the signature (and the number of
+    objectives for a required ``n`` / ``n_tasks`` / ... argument)."""
+    found: list[dict[str, Any]] = [{}, *(dict(s) for s in cls.example_settings)]
+    if cls.preference_aware:
+        found.append({"preference": PREFERENCE})
+    if cls.seeded:
+        found.append({"seed": 12345})
     params = inspect.signature(cls).parameters.values()
     required = {
         p.name: N_OBJECTIVES
@@ -71,11 +56,7 @@ def settings_of(name: str, cls: type[Aggregator]) -> list[dict[str, Any]]:
         if p.default is inspect.Parameter.empty and p.name in _NUMBER_OF_OBJECTIVES
     }
     for param in params:
-        if param.name == "preference":
-            found.append({"preference": PREFERENCE})
-        elif param.name == "seed":
-            found.append({"seed": 12345})
-        elif isinstance(param.default, bool):
+        if isinstance(param.default, bool):
             found.append({param.name: not param.default})
     unique: dict[str, dict[str, Any]] = {}
     for kwargs in found:
@@ -145,10 +126,13 @@ def test_the_registry_is_covered() -> None:
         assert cls.properties, f"{name} declares no properties"
 
 
-def test_settings_are_read_from_the_signature() -> None:
+def test_settings_are_read_from_the_class() -> None:
     """A method added on another branch gets its automatic settings with no edit here."""
 
     class Synthetic(Aggregator):
+        preference_aware = True
+        seeded = True
+
         def __init__(
             self,
             n_tasks: int,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mogradient.aggregators.base import gramian_of
+from mogradient.aggregation.gramian import gramian_of
 from mogradient.autograd import jacobian
 from mogradient.gramian_engine import GramianRecorder, module_gramian
 
@@ -507,3 +507,13 @@ def test_recorded_inputs_are_released_after_the_gramian():
     del out, losses
     gc.collect()
     assert seen and seen[0]() is None
+
+
+def test_conv1d_is_recognised_once_transformers_is_loaded() -> None:
+    """GPT-2's Conv1D takes the closed-form rule: the engine finds the class among the loaded
+    modules (it never imports transformers itself)."""
+    from transformers.pytorch_utils import Conv1D
+
+    from mogradient.gramian_engine import _conv1d_type
+
+    assert _conv1d_type() is Conv1D

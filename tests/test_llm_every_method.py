@@ -16,7 +16,8 @@ import mogradient
 from mogradient_llm.rewards import LengthReward, Reward
 from tests.llm_fixtures import make_trainer
 
-NEEDS_POSITIVE_LOSSES = {"dwa", "famo", "gls", "uw"}
+#: The methods whose class says they refuse negative losses (``needs_positive_losses``).
+NEEDS_POSITIVE_LOSSES = {n for n, c in mogradient.registered().items() if c.needs_positive_losses}
 
 
 def _negative_rewards() -> list[Reward]:

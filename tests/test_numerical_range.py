@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import mogradient
-from mogradient._checks import check_gramian
+from mogradient.aggregation.inputs import check_gramian
 from mogradient.aggregators import GramianWeighting, gramian_of, registered
 from mogradient.aggregators.fairgrad import FairGrad
 from mogradient.aggregators.mgda import MGDA

@@ -12,7 +12,7 @@ import torch
 
 import mogradient
 from benchmarks import pareto_sweep
-from mogradient.aggregators.base import LossWeighting
+from mogradient.aggregation.kinds import LossWeighting
 from mogradient.pareto import (
     Problem,
     SweepResult,

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from mogradient._checks import check_gramian
+from mogradient.aggregation.inputs import check_gramian
 from mogradient.aggregators.cagrad import CAGrad
 from mogradient.aggregators.dualproj import DualProj
 from mogradient.aggregators.mgda import MGDA

@@ -811,3 +811,15 @@ def test_a_tiny_state_leak_in_reset_reads_as_a_state_bug() -> None:
         assert "state not restored by reset()" in message
         assert "bit for bit" in message and "not rounding" in message
         assert "coordinate" in message and " then " in message
+
+
+def test_the_property_table_lists_every_property_once_with_a_check() -> None:
+    """``check_claims`` walks the table: a property missing from it would go unchecked."""
+    from mogradient.testing import CHECKS, PROPERTIES, TABLE
+
+    assert sorted(TABLE) == sorted(PROPERTIES)
+    assert set(CHECKS) == set(PROPERTIES)
+    for name, check in TABLE.items():
+        phases = [check.on_weights, check.on_direction, check.across_runs]
+        assert sum(p is not None for p in phases) == 1, name
+        assert (check.needs is not None) == (check.on_weights is not None), name

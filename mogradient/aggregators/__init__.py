@@ -1,27 +1,25 @@
 """One small module per aggregation method, found by the registry without further edits.
 
-The three kinds are base classes (:mod:`mogradient.aggregators.base`); every registered class is
+The three kinds are base classes (:mod:`mogradient.aggregation.kinds`); every registered class is
 also reachable as an attribute, ``mogradient.aggregators.MGDA`` (and ``mogradient.MGDA``).
 """
 
-from mogradient.aggregators.base import (
+from mogradient.aggregation import (
     AdvantageCombiner,
     Aggregator,
     Combination,
     GramianWeighting,
     LossWeighting,
+    Preference,
     Property,
-    gramian_of,
-    scaled_gramian,
-)
-from mogradient.aggregators.dispatch import dispatch
-from mogradient.aggregators.preference import Preference
-from mogradient.aggregators.registry import (
     available_aggregators,
     discover,
+    dispatch,
     get_aggregator,
+    gramian_of,
     register,
     registered,
+    scaled_gramian,
 )
 
 discover()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import inspect
 
-from mogradient.aggregators.base import AdvantageCombiner, GramianWeighting, LossWeighting
-from mogradient.aggregators.registry import aliases_of, registered
+from mogradient.aggregation.kinds import AdvantageCombiner, GramianWeighting, LossWeighting
+from mogradient.aggregation.registry import aliases_of, registered
 
 KINDS = {
     GramianWeighting: "Gramian weighting",

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting
-from mogradient.aggregators.preference import PreferenceAware
+from mogradient.aggregation.kinds import GramianWeighting
+from mogradient.aggregation.preference import PreferenceAware
 
 
 class DualConeWeighting(PreferenceAware, GramianWeighting):

@@ -7,9 +7,9 @@ from typing import Literal
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.preference import Preference
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting, Property
+from mogradient.aggregation.preference import Preference
+from mogradient.aggregation.registry import register
 from mogradient.solvers.aligned_mtl import SCALE_MODES, aligned_mtl_weights
 
 ScaleMode = Literal["min", "median", "rmse"]
@@ -43,6 +43,8 @@ class AlignedMTL(GramianWeighting):
             "non_differentiable",
         }
     )  # plus "permutation_invariant" with the uniform preference: see claims()
+    preference_aware = True
+    example_settings = ({"scale_mode": "median"}, {"scale_mode": "rmse"})
 
     def __init__(
         self, preference: Sequence[float] | None = None, scale_mode: ScaleMode = "min"

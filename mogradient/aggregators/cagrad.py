@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting, Property
+from mogradient.aggregation.registry import register
 from mogradient.solvers import cagrad_update
 
 
@@ -43,6 +43,7 @@ class CAGrad(GramianWeighting):
             "non_differentiable",
         }
     )
+    example_settings = ({"c": 0.0}, {"c": 0.9}, {"c": 1.0}, {"c": 2.5})
 
     def __init__(self, c: float = 0.4) -> None:
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:

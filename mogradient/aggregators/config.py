@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting
-from mogradient.aggregators.preference import PreferenceAware
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting
+from mogradient.aggregation.preference import PreferenceAware
+from mogradient.aggregation.registry import register
 from mogradient.solvers.config_method import config_weights
 
 

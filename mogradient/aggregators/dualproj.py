@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mogradient.aggregation.registry import register
 from mogradient.aggregators._dual_cone import DualConeWeighting
-from mogradient.aggregators.registry import register
 from mogradient.solvers import dualproj_weights
 
 

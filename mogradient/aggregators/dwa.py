@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from mogradient.aggregators._common import check_loss_signs, check_objective_count
-from mogradient.aggregators.base import LossWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.checks import check_loss_signs, check_objective_count
+from mogradient.aggregation.kinds import LossWeighting
+from mogradient.aggregation.registry import register
 
 
 @register("dwa")
@@ -40,6 +40,8 @@ class DWA(LossWeighting):
             "non_differentiable",
         }
     )
+    needs_positive_losses = True
+    example_settings = ({"temperature": 0.5}, {"temperature": 10.0})
 
     def __init__(self, temperature: float = 2.0) -> None:
         if (

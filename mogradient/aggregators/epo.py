@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting
-from mogradient.aggregators.preference import Preference
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting
+from mogradient.aggregation.preference import Preference
+from mogradient.aggregation.registry import register
 from mogradient.solvers.epo import BALANCE, DESCENT, epo_weights
 
 _MODES = {BALANCE: "balance", DESCENT: "descent"}
@@ -52,6 +52,9 @@ class EPO(GramianWeighting):
     properties = frozenset(
         {"simplex_weights", "deterministic", "reset_restores", "non_differentiable"}
     )
+    preference_aware = True
+    needs_positive_losses = True
+    example_settings = ({"eps": 1e-2},)
     uses_loss_values = True
 
     def __init__(

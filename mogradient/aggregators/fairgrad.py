@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators._common import positive_number
-from mogradient.aggregators.base import GramianWeighting
-from mogradient.aggregators.nash_mtl import check_max_norm
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.checks import positive_number
+from mogradient.aggregation.kinds import GramianWeighting
+from mogradient.aggregation.registry import register
+from mogradient.aggregators._norm_cap import check_max_norm
 from mogradient.solvers.fairgrad import fairgrad_weights
 
 
@@ -47,6 +47,7 @@ class FairGrad(GramianWeighting):
             "non_differentiable",
         }
     )
+    example_settings = ({"alpha": 0.5}, {"alpha": 2.0}, {"max_norm": None})
 
     def __init__(self, alpha: float = 1.0, max_norm: float | None = 1.0) -> None:
         self.alpha = positive_number(

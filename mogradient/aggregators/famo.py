@@ -7,9 +7,9 @@ from typing import Literal
 
 import numpy as np
 
-from mogradient.aggregators._common import check_loss_signs, check_objective_count
-from mogradient.aggregators.base import LossWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.checks import check_loss_signs, check_objective_count
+from mogradient.aggregation.kinds import LossWeighting
+from mogradient.aggregation.registry import register
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as in the authors' code
 
@@ -62,6 +62,8 @@ class FAMO(LossWeighting):
             "non_differentiable",
         }
     )
+    needs_positive_losses = True
+    example_settings = ({"optimizer": "sgd"}, {"lr": 0.2, "weight_decay": 0.0})
 
     def __init__(
         self,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators._common import check_loss_signs
-from mogradient.aggregators.base import LossWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.checks import check_loss_signs
+from mogradient.aggregation.kinds import LossWeighting
+from mogradient.aggregation.registry import register
 
 
 @register("gls", "geometric-mean")
@@ -37,6 +37,7 @@ class GLS(LossWeighting):
             "non_differentiable",
         }
     )
+    needs_positive_losses = True
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         check_loss_signs(

@@ -7,8 +7,8 @@ import numbers
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting, Property
+from mogradient.aggregation.registry import register
 from mogradient.solvers.gradvac import gradvac_weights
 
 
@@ -44,6 +44,8 @@ class GradVac(GramianWeighting):
             "non_differentiable",
         }
     )  # plus "deterministic" with an integer seed (the default): see claims()
+    seeded = True
+    example_settings = ({"beta": 0.01}, {"beta": 1.0}, {"seed": None})
 
     def __init__(self, beta: float = 0.5, seed: int | None = 0) -> None:
         if (

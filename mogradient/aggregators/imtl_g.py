@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting
+from mogradient.aggregation.registry import register
 from mogradient.solvers.imtl_g import imtl_g_weights
 
 

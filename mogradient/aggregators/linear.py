@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import LossWeighting
-from mogradient.aggregators.preference import PreferenceAware
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import LossWeighting
+from mogradient.aggregation.preference import DRAWN_SPARSE_PREFERENCE, PreferenceAware
+from mogradient.aggregation.registry import register
 
 
 @register("linear", "morlhf")
@@ -33,6 +33,7 @@ class Linear(PreferenceAware, LossWeighting):
             "non_differentiable",
         }
     )  # plus "permutation_invariant" with the uniform preference: see claims()
+    example_settings = ({"preference": DRAWN_SPARSE_PREFERENCE},)
 
     def _weigh(self, losses: np.ndarray) -> np.ndarray:
         return self.preference.resolve(losses.shape[0])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import LossWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import LossWeighting
+from mogradient.aggregation.registry import register
 
 
 @register("mean")

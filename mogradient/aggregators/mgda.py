@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting
+from mogradient.aggregation.registry import register
 from mogradient.solvers import min_norm
 
 
@@ -37,6 +37,7 @@ class MGDA(GramianWeighting):
             "non_differentiable",
         }
     )
+    example_settings = ({"warm_start": True},)
 
     def __init__(self, warm_start: bool = False) -> None:
         if not isinstance(warm_start, bool):

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators._common import positive_number
-from mogradient.aggregators.base import GramianWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting
+from mogradient.aggregation.registry import register
+from mogradient.aggregators._norm_cap import check_max_norm
 from mogradient.solvers.nash_mtl import nash_mtl_weights
-
-
-def check_max_norm(max_norm: float | None) -> float | None:
-    """``None`` (no clipping) or a finite number > 0."""
-    if max_norm is None:
-        return None
-    return positive_number(
-        "max_norm",
-        max_norm,
-        "max_norm=0 would zero every update; pass max_norm=None to disable the clipping "
-        "(the reference code and TorchJD use 0 for that)",
-        also=" or None",
-    )
 
 
 @register("nash-mtl", "nashmtl")
@@ -57,6 +44,7 @@ class NashMTL(GramianWeighting):
             "non_differentiable",
         }
     )
+    example_settings = ({"max_norm": None},)
 
     def __init__(self, max_norm: float | None = 1.0) -> None:
         self.max_norm = check_max_norm(max_norm)

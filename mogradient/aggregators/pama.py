@@ -13,8 +13,8 @@ from typing import Literal
 
 import torch
 
-from mogradient.aggregators.base import AdvantageCombiner, AllReduceSum, Combination, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import AdvantageCombiner, AllReduceSum, Combination, Property
+from mogradient.aggregation.registry import register
 
 Granularity = Literal["token", "batch"]
 
@@ -107,6 +107,7 @@ class PAMA(AdvantageCombiner):
     properties = frozenset(
         {"permutation_invariant", "scale_equivariant", "deterministic", "non_differentiable"}
     )
+    example_settings = ({"granularity": "batch"},)
 
     def __init__(self, granularity: Granularity = "token") -> None:
         if granularity not in ("token", "batch"):

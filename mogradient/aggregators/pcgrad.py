@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import GramianWeighting, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import GramianWeighting, Property
+from mogradient.aggregation.registry import register
 from mogradient.solvers import pcgrad_weights
 
 
@@ -27,6 +27,8 @@ class PCGrad(GramianWeighting):
     properties = frozenset(
         {"non_negative_weights", "scale_equivariant", "reset_restores", "non_differentiable"}
     )  # plus "deterministic" with an integer seed (the default): see claims()
+    seeded = True
+    example_settings = ({"seed": 7}, {"seed": None})
 
     def __init__(self, seed: int | None = 0) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):

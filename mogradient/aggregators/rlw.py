@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mogradient.aggregators.base import LossWeighting, Property
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import LossWeighting, Property
+from mogradient.aggregation.registry import register
 
 
 @register("rlw", "random")
@@ -38,6 +38,8 @@ class RLW(LossWeighting):
             "non_differentiable",
         }
     )  # plus "deterministic" with an integer seed (the default): see claims()
+    seeded = True
+    example_settings = ({"seed": None},)
 
     def __init__(self, seed: int | None = 0) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):

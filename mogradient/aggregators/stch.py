@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mogradient.aggregators._common import positive_or_hint
-from mogradient.aggregators.registry import register
-from mogradient.aggregators.tchebycheff import IdealPointWeighting
+from mogradient.aggregation.checks import positive_or_hint
+from mogradient.aggregation.preference import DRAWN_PREFERENCE
+from mogradient.aggregation.registry import register
+from mogradient.aggregators._ideal_point import IdealPointWeighting
 
 
 @register("stch", "smooth-tchebycheff")
@@ -42,6 +43,8 @@ class STCH(IdealPointWeighting):
         ideal: the ideal point z: ``None`` (0), one number for every objective, or one finite
             number per objective.
     """
+
+    example_settings = ({"mu": 1.0}, {"ideal": 0.0}, {"mu": 0.01, "preference": DRAWN_PREFERENCE})
 
     def __init__(
         self,

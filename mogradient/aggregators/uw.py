@@ -6,13 +6,13 @@ import math
 
 import numpy as np
 
-from mogradient.aggregators._common import (
+from mogradient.aggregation.checks import (
     check_loss_signs,
     check_objective_count,
     positive_or_hint,
 )
-from mogradient.aggregators.base import LossWeighting
-from mogradient.aggregators.registry import register
+from mogradient.aggregation.kinds import LossWeighting
+from mogradient.aggregation.registry import register
 
 #: The log-variances are kept in [-S_MAX, S_MAX] so that exp(∓s) stays finite in float64.
 S_MAX = 700.0
@@ -72,6 +72,8 @@ class UW(LossWeighting):
             "non_differentiable",
         }
     )
+    needs_positive_losses = True
+    example_settings = ({"lr": 0.2}, {"init": 1.0})
 
     def __init__(self, lr: float = 0.01, init: float = 0.0) -> None:
         self.lr = positive_or_hint(

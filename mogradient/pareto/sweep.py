@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from mogradient.aggregators.base import Aggregator
+from mogradient.aggregation.kinds import Aggregator
 from mogradient.pareto.lattice import simplex_lattice
 from mogradient.pareto.metrics import hypervolume, igd_plus, is_non_dominated, spacing
 from mogradient.pareto.problems.base import Problem

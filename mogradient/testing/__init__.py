@@ -26,27 +26,30 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mogradient.testing._constructions import KINDS, Kind, Layout, random_jacobian
-from mogradient.testing.properties import (
-    CHECKS,
+from mogradient.testing.claims import check_claims
+from mogradient.testing.harness import (
     DEFAULT_TOLERANCE,
-    PROPERTIES,
     PropertyViolation,
     Tolerance,
-    assert_deterministic,
-    assert_min_norm_kkt,
-    assert_non_conflicting,
-    assert_non_differentiable,
-    assert_non_negative_weights,
-    assert_permutation_invariant,
-    assert_reset_restores,
-    assert_scale_equivariant,
-    assert_simplex_weights,
     assert_valid_output,
-    check_claims,
     direction_of,
     make_factory,
     weights_of,
 )
+from mogradient.testing.per_call import (
+    assert_min_norm_kkt,
+    assert_non_conflicting,
+    assert_non_differentiable,
+    assert_non_negative_weights,
+    assert_simplex_weights,
+)
+from mogradient.testing.per_run import (
+    assert_deterministic,
+    assert_permutation_invariant,
+    assert_reset_restores,
+    assert_scale_equivariant,
+)
+from mogradient.testing.properties import CHECKS, PROPERTIES, TABLE, PropertyCheck
 
 if TYPE_CHECKING:
     from mogradient.testing.strategies import (
@@ -86,7 +89,9 @@ __all__ = [
     "Kind",
     "Layout",
     "Problem",
+    "PropertyCheck",
     "PropertyViolation",
+    "TABLE",
     "Tolerance",
     "assert_deterministic",
     "assert_min_norm_kkt",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from mogradient.aggregators.base import Aggregator
+from mogradient.aggregation.kinds import Aggregator
 
 
 class DirectionFunction(Aggregator):

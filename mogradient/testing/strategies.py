@@ -37,7 +37,7 @@ try:
 except ModuleNotFoundError as error:  # pragma: no cover - exercised in a subprocess test
     raise ModuleNotFoundError(
         "mogradient.testing's strategies need hypothesis: pip install hypothesis "
-        "(the property checks in mogradient.testing.properties work without it)",
+        "(the property checks of mogradient.testing work without it)",
         name=error.name,
     ) from error
 

@@ -1,0 +1,142 @@
+"""The Gramian of the mean loss over micro-batches and ranks (:class:`GramianAccumulator`), and
+the weights a Gramian method decides from it at the parameters or the features level."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from mogradient.aggregation.dispatch import dispatch
+from mogradient.aggregation.gramian import gramian_of
+from mogradient.aggregation.kinds import (
+    Aggregator,
+    GramianWeighting,
+    LossWeighting,
+)
+from mogradient.aggregation.registry import get_aggregator
+from mogradient.gramian.distributed import all_reduce_mean, world_size
+from mogradient.gramian.jacobians import jacobian
+
+
+class GramianAccumulator:
+    """The Gramian of the mean loss over ``n_micro_batches`` micro-batches and every rank of
+    ``torch.distributed``, from each micro-batch's per-objective losses.
+
+    ``level="parameters"``: the inputs are shared coordinates, so the Jacobian is averaged
+    (over the micro-batches, then one k×d all-reduce over the ranks) before ``JJᵀ`` is taken —
+    the Gramian of the mean gradients is not the mean of the Gramians. ``level="features"``:
+    each micro-batch and rank has its own representation, so the Gramian is block-additive,
+    ``Σ Gₘ,r / (M R)²``: one k×k all-reduce. Every rank gets the same Gramian.
+
+    ``batched`` and ``precision`` are passed to :func:`jacobian` and :func:`gramian_of`.
+    """
+
+    def __init__(
+        self,
+        level: Literal["parameters", "features"],
+        n_micro_batches: int = 1,
+        *,
+        batched: bool = False,
+        precision: Literal["float64", "input"] = "input",
+    ):
+        if level not in ("parameters", "features"):
+            raise ValueError(f"level must be 'parameters' or 'features', got {level!r}")
+        self.level = level
+        self.n_micro_batches = n_micro_batches
+        self.batched = batched
+        self.precision = precision
+        self._total: torch.Tensor | None = None
+
+    def add(
+        self,
+        losses: Sequence[torch.Tensor],
+        inputs: Sequence[torch.Tensor],
+        retain_graph: bool = False,
+    ) -> None:
+        """Fold in one micro-batch: its losses' Jacobian over ``inputs`` (local rank)."""
+        jac = jacobian(list(losses), list(inputs), retain_graph=retain_graph, batched=self.batched)
+        part = gramian_of(jac, precision=self.precision) if self.level == "features" else jac
+        self._total = part if self._total is None else self._total + part
+
+    def gramian(self) -> torch.Tensor:
+        """The global k×k Gramian (float64), identical on every rank."""
+        if self._total is None:
+            raise RuntimeError("no micro-batch was added")
+        mean = all_reduce_mean(self._total) / self.n_micro_batches
+        if self.level == "features":
+            return mean / (self.n_micro_batches * world_size())
+        return gramian_of(mean, precision=self.precision)
+
+
+def feature_weights(
+    losses: Sequence[torch.Tensor],
+    features: torch.Tensor | Sequence[torch.Tensor],
+    aggregator: str | Aggregator,
+    loss_values: torch.Tensor | None = None,
+    *,
+    batched: bool = False,
+    precision: Literal["float64", "input"] = "input",
+) -> torch.Tensor:
+    """Weights ``[n]`` of a Gramian aggregator from ∂Lᵢ/∂features (MGDA-UB), keeping the graph.
+
+    Under ``torch.distributed`` each rank's features are its own samples, so the Gramian of the
+    mean of the R ranks' losses is Σ_r G_r / R²: one k×k all-reduce, and every rank solves the
+    same problem and gets the same weights (:class:`GramianAccumulator`).
+    """
+    agg = _gramian_aggregator(aggregator, "representation-level (features=)")
+    feats = [features] if isinstance(features, torch.Tensor) else list(features)
+    gramian = GramianAccumulator("features", batched=batched, precision=precision)
+    gramian.add(losses, feats, retain_graph=True)
+    return agg.weights(gramian.gramian(), _global_values(agg, losses, loss_values))
+
+
+def parameter_weights(
+    losses: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    aggregator: str | Aggregator,
+    loss_values: torch.Tensor | None = None,
+    *,
+    batched: bool = False,
+    precision: Literal["float64", "input"] = "input",
+) -> torch.Tensor:
+    """Weights ``[n]`` of a Gramian aggregator from the Jacobian over ``params``, keeping the
+    graph for the backward of Σ wᵢ Lᵢ that follows.
+
+    Under ``torch.distributed`` the k×d Jacobian is averaged over the ranks first (the Gramian
+    of the mean gradients is not the mean of the ranks' Gramians), so every rank solves the
+    same problem and gets the same weights (:class:`GramianAccumulator`).
+    """
+    agg = _gramian_aggregator(aggregator, "through_backward=True")
+    gramian = GramianAccumulator("parameters", batched=batched, precision=precision)
+    gramian.add(losses, params, retain_graph=True)
+    return agg.weights(gramian.gramian(), _global_values(agg, losses, loss_values))
+
+
+def _global_values(
+    agg: GramianWeighting | LossWeighting,
+    losses: Sequence[torch.Tensor],
+    values: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """The loss values (detached, float64) averaged over the ranks, for methods that read them
+    (``None`` for the others: no collective is spent on them)."""
+    if not agg.uses_loss_values:
+        return None
+    if values is None:
+        values = torch.stack([loss.detach() for loss in losses])
+    return all_reduce_mean(values.to(torch.float64))
+
+
+def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> GramianWeighting:
+    """``aggregator`` as an instance, refused unless it weighs losses from a Gramian."""
+
+    def refuse(agg: Aggregator) -> GramianWeighting:
+        raise ValueError(
+            f"{agg!r} does not weigh losses from a Gramian, so it has no {mode} mode; call "
+            "backward without it, or pick a Gramian method (mgda, upgrad, cagrad, ...)"
+        )
+
+    return dispatch(
+        get_aggregator(aggregator), gramian=lambda agg: agg, losses=refuse, advantages=refuse
+    )
