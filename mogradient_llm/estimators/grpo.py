@@ -16,7 +16,7 @@ reference is ``β`` × the k3 estimate per token (times ``π/π_old`` with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 import torch
 
@@ -178,16 +178,11 @@ def scalarized_rewards(
     return scalarize(scores.nan_to_num(0.0)), valid.any(0, keepdim=True)
 
 
-class GRPOEstimator(Estimator[MOGRPOConfig]):
-    """Group-relative advantages per objective; the KL term (β > 0) is the extra loss."""
+GroupConfigT = TypeVar("GroupConfigT", bound=GroupConfig)
 
-    algorithm = "grpo"
-    config_class = MOGRPOConfig
-    kl_in_loss_only = True
 
-    def __init__(self, config: MOGRPOConfig, names: list[str]):
-        super().__init__(config, names)
-        self.normalization = LOSS_TYPES[config.loss_type]
+class GroupEstimator(Estimator[GroupConfigT]):
+    """What GRPO and RLOO share: the reward weights' scale, the reference, the clip."""
 
     @property
     def weight_total(self) -> float:
@@ -202,6 +197,18 @@ class GRPOEstimator(Estimator[MOGRPOConfig]):
     @property
     def clip_range(self) -> tuple[float, float | None]:
         return self.config.epsilon, self.config.epsilon_high
+
+
+class GRPOEstimator(GroupEstimator[MOGRPOConfig]):
+    """Group-relative advantages per objective; the KL term (β > 0) is the extra loss."""
+
+    algorithm = "grpo"
+    config_class = MOGRPOConfig
+    kl_in_loss_only = True
+
+    def __init__(self, config: MOGRPOConfig, names: list[str]):
+        super().__init__(config, names)
+        self.normalization = LOSS_TYPES[config.loss_type]
 
     def baseline_advantages(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``rᵢ − mean of its group`` ``[k, B]`` over the valid entries (0 where not valid)."""

@@ -21,9 +21,10 @@ import torch
 from mogradient_llm.advantages import masked_mean
 from mogradient_llm.batch import RolloutBatch
 from mogradient_llm.config import _help
-from mogradient_llm.estimators.base import Estimate, Estimator, EstimatorInputs, Scalarize
+from mogradient_llm.estimators.base import Estimate, EstimatorInputs, Scalarize
 from mogradient_llm.estimators.grpo import (
     GroupConfig,
+    GroupEstimator,
     batch_normalized,
     grouped,
     scalarized_rewards,
@@ -47,7 +48,7 @@ class MORLOOConfig(GroupConfig):
     )
 
 
-class RLOOEstimator(Estimator[MORLOOConfig]):
+class RLOOEstimator(GroupEstimator[MORLOOConfig]):
     """Leave-one-out advantages per objective, the KL penalty in the reward."""
 
     algorithm = "rloo"
@@ -55,20 +56,6 @@ class RLOOEstimator(Estimator[MORLOOConfig]):
     #: Each sequence counts once (``policy_losses`` sums its tokens' log-probabilities).
     normalization: TokenNormalization = "sequence"
     kl_in_loss_only = False  # TRL's RLOO puts the KL into the reward, before the baseline
-
-    @property
-    def weight_total(self) -> float:
-        """TRL's scale of the weighted sum: ``Σ reward_weights`` (each weight 1 by default)."""
-        weights = self.config.reward_weights
-        return float(sum(weights)) if weights is not None else float(len(self.names))
-
-    @property
-    def needs_reference(self) -> bool:
-        return self.config.beta > 0
-
-    @property
-    def clip_range(self) -> tuple[float, float | None]:
-        return self.config.epsilon, self.config.epsilon_high
 
     def leave_one_out(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``rᵢ − mean of the others`` ``[k, B]`` over the valid entries of each group (0 where
