@@ -6,6 +6,7 @@ subclasses registered by their ``algorithm``, so adding one is adding a module;
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 from mogradient_llm.config import MOConfig
@@ -16,7 +17,8 @@ from mogradient_llm.estimators.rloo import MORLOOConfig, RLOOEstimator
 
 
 def _discover() -> dict[str, type[Estimator]]:
-    """Import every module here; every :class:`Estimator` subclass by its ``algorithm``."""
+    """Import every module here; every concrete :class:`Estimator` subclass by its
+    ``algorithm``."""
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
@@ -25,7 +27,8 @@ def _discover() -> dict[str, type[Estimator]]:
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        found[cls.algorithm] = cls
+        if not inspect.isabstract(cls):  # shared bases (GroupEstimator) train nothing
+            found[cls.algorithm] = cls
     return dict(sorted(found.items()))
 
 
