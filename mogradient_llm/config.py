@@ -22,8 +22,30 @@ def _help(text: str, **metadata: Any) -> dict[str, Any]:
     return {"help": text, **metadata}
 
 
+#: The sampling settings of every command and config unless told otherwise (plain sampling from
+#: the policy's distribution; temperature 1 by ``transformers``' default); the one place they live.
+DEFAULT_GENERATION: dict[str, Any] = {
+    "max_new_tokens": 32,
+    "do_sample": True,
+    "top_k": 0,
+    "top_p": 1.0,
+}
+
+
+def generation_kwargs(
+    max_new_tokens: int | None = None, temperature: float | None = None
+) -> dict[str, Any]:
+    """:data:`DEFAULT_GENERATION` with the given length and temperature (``None``: the default)."""
+    values = dict(DEFAULT_GENERATION)
+    if max_new_tokens is not None:
+        values["max_new_tokens"] = max_new_tokens
+    if temperature is not None:
+        values["temperature"] = temperature
+    return values
+
+
 def _default_generation_kwargs() -> dict[str, Any]:
-    return {"max_new_tokens": 32, "do_sample": True, "top_k": 0, "top_p": 1.0}
+    return dict(DEFAULT_GENERATION)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.config import MOConfig
+from mogradient_llm.config import MOConfig, generation_kwargs
 from mogradient_llm.data import imdb_prompts, load_text_dataset
 from mogradient_llm.estimators import estimator_class
 from mogradient_llm.evaluate import evaluate_policy
@@ -25,7 +25,8 @@ from mogradient_llm.rewards import Reward, length, vader
 from mogradient_llm.trainer import MOTrainer
 
 DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "imdb"
-GENERATION = {"max_new_tokens": 48, "do_sample": True, "top_k": 0, "top_p": 1.0}
+#: The demo's sampling: the default settings with longer completions.
+GENERATION = generation_kwargs(max_new_tokens=48)
 
 
 def demo_texts(data_dir: str | Path | None) -> tuple[list[str], list[str], str]:
