@@ -9,6 +9,7 @@ generated from these dataclasses (:mod:`mogradient_llm.cli`), so the defaults li
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -74,6 +75,12 @@ class MOConfig:
 
     #: The ``--algorithm`` this config trains (set by each estimator's subclass).
     algorithm: ClassVar[str] = ""
+    #: Old field names that are refused, each with what replaced it (no silent aliases).
+    renamed: ClassVar[dict[str, str]] = {}
+
+    def __new__(cls: type[Config], *args: Any, **kwargs: Any) -> Config:
+        refuse_renamed(cls, kwargs)
+        return object.__new__(cls)
 
     learning_rate: float = field(default=1.41e-5, metadata=_help("AdamW learning rate"))
     weight_decay: float = field(
@@ -227,7 +234,7 @@ class MOConfig:
 
     @property
     def epochs(self) -> int:
-        """Passes over each step's rollouts (PPO's ``ppo_epochs``, GRPO's ``num_iterations``)."""
+        """Passes over each step's rollouts (``num_ppo_epochs``, GRPO's ``num_iterations``)."""
         return 1
 
     @property
@@ -249,6 +256,7 @@ class MOConfig:
     def from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
         """Build a config from :meth:`to_dict` output, rejecting unknown keys."""
         values = dict(values)
+        refuse_renamed(cls, values)
         algorithm = values.pop("algorithm", cls.algorithm)
         if algorithm != cls.algorithm:
             raise ValueError(f"these values are for algorithm {algorithm!r}, not {cls.algorithm!r}")
@@ -257,3 +265,12 @@ class MOConfig:
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
         return cls(**values)
+
+
+def refuse_renamed(config_class: type[MOConfig], names: Iterable[str], where: str = "") -> None:
+    """Raise if ``names`` holds a field name that ``config_class`` renamed, naming the new one
+    (``where``: the file or flags they came from)."""
+    old = sorted(set(names) & set(config_class.renamed))
+    if old:
+        hints = "; ".join(f"{name} is now {config_class.renamed[name]}" for name in old)
+        raise TypeError(f"renamed config field(s) {old}{where}: {hints}")

@@ -73,7 +73,7 @@ def demo_config(aggregator: str, seed: int, algorithm: str = "ppo", **overrides:
         "generation_kwargs": GENERATION,
     }
     if algorithm == "ppo":
-        values.update(ppo_epochs=2, kl_coef=0.05)
+        values.update(num_ppo_epochs=2, kl_coef=0.05)
     else:
         values.update(num_generations=4, num_iterations=2, beta=0.05, noon=True)
     return estimator_class(algorithm).config_class(**{**values, **overrides})

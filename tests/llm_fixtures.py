@@ -80,7 +80,7 @@ def tiny_config(algorithm: str = "ppo", **overrides: Any) -> MOConfig:
         "generation_kwargs": {"max_new_tokens": 8, "do_sample": True, "top_k": 0, "top_p": 1.0},
     }
     if algorithm == "ppo":
-        values["ppo_epochs"] = 1
+        values["num_ppo_epochs"] = 1
     else:
         values["num_generations"] = 4
     values.update(overrides)

@@ -78,7 +78,7 @@ def test_train_uses_the_aggregator_instance_it_is_handed(tmp_path) -> None:
     config = MOPPOConfig(
         batch_size=4,
         mini_batch_size=4,
-        ppo_epochs=1,
+        num_ppo_epochs=1,
         max_steps=1,
         generation_kwargs={**DEFAULT_GENERATION, "max_new_tokens": 4},
     )

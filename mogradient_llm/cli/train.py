@@ -16,7 +16,7 @@ from mogradient_llm.cli.common import (
     json_object,
     read_config_file,
 )
-from mogradient_llm.config import MOConfig
+from mogradient_llm.config import MOConfig, refuse_renamed
 from mogradient_llm.estimators import ESTIMATORS, estimator_class
 from mogradient_llm.specs import TINY, ModelSpec, RunSpec
 
@@ -89,7 +89,21 @@ def train_parser(algorithm: str) -> HfArgumentParser:
         if action.dest in dict_fields:
             action.type = json_object
     add_run_args(parser)
+    for old, new in config_class.renamed.items():  # booleans had a --no-... flag too
+        names = (old.replace("_", "-"), old, f"no-{old.replace('_', '-')}", f"no_{old}")
+        flags = [f"--{name}" for name in dict.fromkeys(names)]
+        parser.add_argument(*flags, action=_Renamed, nargs="?", help=argparse.SUPPRESS, metavar=new)
     return parser
+
+
+class _Renamed(argparse.Action):
+    """A flag of a renamed field: refused, naming the new flag (an exact match, so that argparse
+    does not take ``--target`` as an abbreviation of ``--target-kl``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        new = str(self.metavar)
+        flag = "--" + new.split()[0].replace("_", "-")
+        raise argparse.ArgumentError(self, f"renamed: use {flag} ({new})")
 
 
 def run_spec(args: argparse.Namespace) -> RunSpec:
@@ -117,6 +131,7 @@ def parse_train_args(argv: list[str]) -> tuple[RunSpec, MOConfig]:
     values.pop("algorithm", None)
     parser = train_parser(algorithm)
     config_class = estimator_class(algorithm).config_class
+    refuse_renamed(config_class, values, f" in {known.config}")
     fields = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - fields)
     if unknown:
