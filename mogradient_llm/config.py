@@ -77,6 +77,11 @@ class MOConfig:
     algorithm: ClassVar[str] = ""
     #: Old field names that are refused, each with what replaced it (no silent aliases).
     renamed: ClassVar[dict[str, str]] = {}
+    #: This algorithm's part of the offline demo's settings (``mogradient-llm demo``, also the
+    #: IMDb benchmark's): :func:`mogradient_llm.demo.demo_config` adds it to the shared ones.
+    demo_preset: ClassVar[dict[str, Any]] = {}
+    #: Its part of the smallest settings that train in a few seconds (tests, quick checks).
+    tiny_preset: ClassVar[dict[str, Any]] = {}
 
     def __new__(cls: type[Config], *args: Any, **kwargs: Any) -> Config:
         refuse_renamed(cls, kwargs)

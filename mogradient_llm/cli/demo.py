@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mogradient_llm.estimators import ESTIMATORS
+from mogradient_llm.estimators import estimators
 
 
 def add_parser(sub: Any) -> None:
     """Add ``demo`` to the command's subparsers."""
     demo = sub.add_parser("demo", help="offline demo: tiny GPT-2, PAMA on vader + length")
-    demo.add_argument("--algorithm", choices=sorted(ESTIMATORS), default="ppo")
+    demo.add_argument("--algorithm", choices=sorted(estimators()), default="ppo")
     demo.add_argument("--data-dir", help="IMDb subset directory (default: ../shared/data/imdb)")
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.add_argument("--minutes", type=float, default=3.0, help="training time budget")

@@ -17,7 +17,7 @@ from mogradient_llm.cli.common import (
     read_config_file,
 )
 from mogradient_llm.config import MOConfig, refuse_renamed
-from mogradient_llm.estimators import ESTIMATORS, estimator_class
+from mogradient_llm.estimators import estimator_class, estimators
 from mogradient_llm.specs import TINY, ModelSpec, RunSpec
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument(
         "--algorithm",
-        choices=sorted(ESTIMATORS),
+        choices=sorted(estimators()),
         default=DEFAULT_ALGORITHM,
         help="the advantage estimator (its config's flags follow)",
     )

@@ -51,6 +51,8 @@ class MOPPOConfig(MOConfig):
         "target": "target_kl",
         "horizon": "kl_horizon",
     }
+    demo_preset: ClassVar[dict[str, Any]] = {"num_ppo_epochs": 2, "kl_coef": 0.05}
+    tiny_preset: ClassVar[dict[str, Any]] = {"num_ppo_epochs": 1}
 
     num_ppo_epochs: int = field(default=4, metadata=_help("passes over each step's rollouts"))
     cliprange: float = field(default=0.2, metadata=_help("policy ratio clip ε"))
