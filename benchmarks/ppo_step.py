@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
         config = MOPPOConfig(
             batch_size=args.batch_size,
             mini_batch_size=args.mini_batch_size,
-            ppo_epochs=args.ppo_epochs,
+            num_ppo_epochs=args.num_ppo_epochs,
             learning_rate=1e-5,
             aggregator=aggregator,
             generation_kwargs=generation,
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--mini-batch-size", type=int, default=8)
-    parser.add_argument("--ppo-epochs", type=int, default=4)
+    parser.add_argument("--num-ppo-epochs", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--n-embd", type=int, default=64)

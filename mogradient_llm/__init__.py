@@ -8,8 +8,9 @@ One loop (:class:`~mogradient_llm.trainer.MOTrainer`) with pluggable advantage e
 ``data``, ``aggregation``, ``diagnostics``,
 ``advantages``, ``loss``, ``value_heads``, ``rollout``, ``sampling``, ``kl``, ``models`` (tiny
 offline policies), ``evaluate``, ``metrics``, ``sweep`` (a front from one run per preference),
-``front`` (its points, matched KL, metrics and plots), ``soups`` (Rewarded Soups), ``demo`` and
-``cli`` (``mogradient-llm``).
+``front`` (its points, matched KL, metrics and plots), ``soups`` (Rewarded Soups), ``demo``,
+``specs`` (a run's model, data and evaluation records), ``run`` (the services: train, evaluate)
+and ``cli/`` (``mogradient-llm``, one module per command; the only one that parses flags).
 See ``docs/llm.md``.
 """
 

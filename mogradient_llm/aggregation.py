@@ -174,12 +174,15 @@ class _GradientLevel(_Level):
 
 
 class ObjectiveCombiner:
-    """Applies one registry aggregator at the level its kind calls for."""
+    """Applies one aggregator at the level its kind calls for: ``aggregator``, or the registry's
+    one that ``config`` names."""
 
-    def __init__(self, config: MOConfig, names: Sequence[str]):
+    def __init__(
+        self, config: MOConfig, names: Sequence[str], aggregator: Aggregator | None = None
+    ):
         self.config = config
         self.names = list(names)
-        self.aggregator = build_aggregator(config)
+        self.aggregator = build_aggregator(config) if aggregator is None else aggregator
         self._level: _Level = dispatch(
             self.aggregator,
             losses=lambda agg: _LossLevel(self, agg),

@@ -9,6 +9,7 @@ generated from these dataclasses (:mod:`mogradient_llm.cli`), so the defaults li
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -22,8 +23,30 @@ def _help(text: str, **metadata: Any) -> dict[str, Any]:
     return {"help": text, **metadata}
 
 
+#: The sampling settings of every command and config unless told otherwise (plain sampling from
+#: the policy's distribution; temperature 1 by ``transformers``' default); the one place they live.
+DEFAULT_GENERATION: dict[str, Any] = {
+    "max_new_tokens": 32,
+    "do_sample": True,
+    "top_k": 0,
+    "top_p": 1.0,
+}
+
+
+def generation_kwargs(
+    max_new_tokens: int | None = None, temperature: float | None = None
+) -> dict[str, Any]:
+    """:data:`DEFAULT_GENERATION` with the given length and temperature (``None``: the default)."""
+    values = dict(DEFAULT_GENERATION)
+    if max_new_tokens is not None:
+        values["max_new_tokens"] = max_new_tokens
+    if temperature is not None:
+        values["temperature"] = temperature
+    return values
+
+
 def _default_generation_kwargs() -> dict[str, Any]:
-    return {"max_new_tokens": 32, "do_sample": True, "top_k": 0, "top_p": 1.0}
+    return dict(DEFAULT_GENERATION)
 
 
 @dataclass
@@ -52,6 +75,17 @@ class MOConfig:
 
     #: The ``--algorithm`` this config trains (set by each estimator's subclass).
     algorithm: ClassVar[str] = ""
+    #: Old field names that are refused, each with what replaced it (no silent aliases).
+    renamed: ClassVar[dict[str, str]] = {}
+    #: This algorithm's part of the offline demo's settings (``mogradient-llm demo``, also the
+    #: IMDb benchmark's): :func:`mogradient_llm.demo.demo_config` adds it to the shared ones.
+    demo_preset: ClassVar[dict[str, Any]] = {}
+    #: Its part of the smallest settings that train in a few seconds (tests, quick checks).
+    tiny_preset: ClassVar[dict[str, Any]] = {}
+
+    def __new__(cls: type[Config], *args: Any, **kwargs: Any) -> Config:
+        refuse_renamed(cls, kwargs)
+        return object.__new__(cls)
 
     learning_rate: float = field(default=1.41e-5, metadata=_help("AdamW learning rate"))
     weight_decay: float = field(
@@ -205,7 +239,7 @@ class MOConfig:
 
     @property
     def epochs(self) -> int:
-        """Passes over each step's rollouts (PPO's ``ppo_epochs``, GRPO's ``num_iterations``)."""
+        """Passes over each step's rollouts (``num_ppo_epochs``, GRPO's ``num_iterations``)."""
         return 1
 
     @property
@@ -227,6 +261,7 @@ class MOConfig:
     def from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
         """Build a config from :meth:`to_dict` output, rejecting unknown keys."""
         values = dict(values)
+        refuse_renamed(cls, values)
         algorithm = values.pop("algorithm", cls.algorithm)
         if algorithm != cls.algorithm:
             raise ValueError(f"these values are for algorithm {algorithm!r}, not {cls.algorithm!r}")
@@ -235,3 +270,12 @@ class MOConfig:
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
         return cls(**values)
+
+
+def refuse_renamed(config_class: type[MOConfig], names: Iterable[str], where: str = "") -> None:
+    """Raise if ``names`` holds a field name that ``config_class`` renamed, naming the new one
+    (``where``: the file or flags they came from)."""
+    old = sorted(set(names) & set(config_class.renamed))
+    if old:
+        hints = "; ".join(f"{name} is now {config_class.renamed[name]}" for name in old)
+        raise TypeError(f"renamed config field(s) {old}{where}: {hints}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.config import MOConfig
+from mogradient_llm.config import MOConfig, generation_kwargs
 from mogradient_llm.data import imdb_prompts, load_text_dataset
 from mogradient_llm.estimators import estimator_class
 from mogradient_llm.evaluate import evaluate_policy
@@ -25,7 +25,8 @@ from mogradient_llm.rewards import Reward, length, vader
 from mogradient_llm.trainer import MOTrainer
 
 DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "imdb"
-GENERATION = {"max_new_tokens": 48, "do_sample": True, "top_k": 0, "top_p": 1.0}
+#: The demo's sampling: the default settings with longer completions.
+GENERATION = generation_kwargs(max_new_tokens=48)
 
 
 def demo_texts(data_dir: str | Path | None) -> tuple[list[str], list[str], str]:
@@ -60,9 +61,9 @@ def demo_rewards() -> list[Reward]:
 
 
 def demo_config(aggregator: str, seed: int, algorithm: str = "ppo", **overrides: Any) -> MOConfig:
-    """The settings of the demo (PPO's also those of ``benchmarks.rlhf_imdb``): 32 completions
-    per step; GRPO/RLOO as 8 prompts × 4 completions, β = 0.05, Noon on (PAMA's Theorem 1 then
-    picks each sequence's smallest positive advantage)."""
+    """The settings of the demo (also those of ``benchmarks.rlhf_imdb``): 32 completions per
+    step, then the algorithm's own ``demo_preset`` (GRPO/RLOO: 8 prompts × 4 completions,
+    β = 0.05, Noon on, so PAMA's Theorem 1 picks each sequence's smallest positive advantage)."""
     values: dict[str, Any] = {
         "learning_rate": 3e-4,
         "batch_size": 32,
@@ -71,11 +72,8 @@ def demo_config(aggregator: str, seed: int, algorithm: str = "ppo", **overrides:
         "seed": seed,
         "generation_kwargs": GENERATION,
     }
-    if algorithm == "ppo":
-        values.update(ppo_epochs=2, kl_coef=0.05)
-    else:
-        values.update(num_generations=4, num_iterations=2, beta=0.05, noon=True)
-    return estimator_class(algorithm).config_class(**{**values, **overrides})
+    config_class = estimator_class(algorithm).config_class
+    return config_class(**{**values, **config_class.demo_preset, **overrides})
 
 
 def plot_history(history: list[dict[str, float]], names: list[str], path: Path) -> None:

@@ -25,8 +25,6 @@ run (``soups.csv``).
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
 import json
 import os
@@ -38,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from mogradient import get_aggregator, registered
+from mogradient import Aggregator, get_aggregator, registered
 from mogradient.pareto import simplex_lattice
 from mogradient_llm.checkpoint import TMP_PREFIX, is_complete, latest_checkpoint
 from mogradient_llm.config import MOConfig
@@ -54,6 +52,7 @@ from mogradient_llm.front import (
     write_kl_curve_csv,
 )
 from mogradient_llm.soups import interpolate_policies
+from mogradient_llm.specs import TINY, RunSpec
 
 RUNS_DIR = "runs"
 #: The settings a run was trained with, next to its checkpoints; a sweep refuses to reuse a
@@ -64,8 +63,6 @@ INITIAL = "initial"
 SOUPS_DIR = "soups"
 #: The sources and weights a soup was mixed from, next to its ``policy/``.
 SOUP_RECORD = "mix.json"
-#: Run arguments that do not change what a run learns (left out of :data:`RUN_RECORD`).
-_NOT_RECORDED = frozenset({"output_dir", "resume", "no_progress", "cpu", "config"})
 
 
 @dataclass(frozen=True)
@@ -177,19 +174,19 @@ def config_for_preference(config: MOConfig, preference: Sequence[float]) -> MOCo
     return dataclasses.replace(config, aggregator_kwargs=kwargs)
 
 
-# ---------------------------------------------------------------------- matched KL
-
-
 # ---------------------------------------------------------------------- training
 
 
-def _run_record(args: argparse.Namespace, config: MOConfig) -> dict[str, Any]:
-    """What a run was trained with: its config and the run flags that change what it learns."""
-    fields = {f.name for f in dataclasses.fields(config)}
-    run = {
-        k: v for k, v in sorted(vars(args).items()) if k not in fields and k not in _NOT_RECORDED
+def _run_record(run: RunSpec, config: MOConfig) -> dict[str, Any]:
+    """What a run was trained with: its config and the run settings that change what it learns
+    (not where it writes, whether it resumes, shows progress or runs on CPU)."""
+    settings = {
+        "rewards": list(run.rewards),
+        "model": dataclasses.asdict(run.model),
+        "data": dataclasses.asdict(run.data),
+        "save_steps": run.save_steps,
     }
-    record = {"config": config.to_dict(), "run": run}
+    record = {"config": config.to_dict(), "run": settings}
     return dict(json.loads(json.dumps(record, default=str)))
 
 
@@ -212,12 +209,14 @@ def _check_record(run_dir: Path, record: dict[str, Any]) -> None:
         )
 
 
-def train_run(args: argparse.Namespace, config: MOConfig, run_dir: Path) -> Path:
+def train_run(
+    run: RunSpec, config: MOConfig, run_dir: Path, aggregator: Aggregator | None = None
+) -> Path:
     """Train one preference's run in ``run_dir`` (a ``train`` output directory) and return its
     ``final/``: cached when complete, resumed from the newest checkpoint when interrupted."""
-    from mogradient_llm.cli import train
+    from mogradient_llm.run import train
 
-    record = _run_record(args, config)
+    record = _run_record(run, config)
     _check_record(run_dir, record)
     final = run_dir / "final"
     if is_complete(final):
@@ -225,27 +224,25 @@ def train_run(args: argparse.Namespace, config: MOConfig, run_dir: Path) -> Path
         return final
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=1))
-    run_args = copy.copy(args)
-    run_args.output_dir = str(run_dir)
-    run_args.resume = True if latest_checkpoint(run_dir) is not None else None
-    verb = "resuming" if run_args.resume else "training"
-    print(f"[sweep] {run_dir.name}: {verb}", flush=True)
-    return train(run_args, config)
+    resume = latest_checkpoint(run_dir) is not None
+    print(f"[sweep] {run_dir.name}: {'resuming' if resume else 'training'}", flush=True)
+    run = dataclasses.replace(run, output_dir=run_dir, resume=True if resume else None)
+    return train(run, config, aggregator)
 
 
-def _initial_policy(args: argparse.Namespace, config: MOConfig, out: Path) -> str:
-    """The policy every run starts from: ``--policy``, or the tiny offline one, built once into
+def _initial_policy(run: RunSpec, config: MOConfig, out: Path) -> str:
+    """The policy every run starts from: the run's, or the tiny offline one, built once into
     ``OUT/initial_policy`` (written aside, then renamed) so that all runs share it."""
-    from mogradient_llm.cli import TINY, _save_tiny_policy
+    from mogradient_llm.run import save_tiny_policy
 
-    if args.policy != TINY:
-        return str(args.policy)
+    if run.model.policy != TINY:
+        return run.model.policy
     path = out / "initial_policy"
     if not (path / "config.json").is_file():
         tmp = out / f"{TMP_PREFIX}initial_policy"
         if tmp.exists():
             shutil.rmtree(tmp)
-        _save_tiny_policy(args, str(tmp), config.seed)
+        save_tiny_policy(run.model, run.data, tmp, config.seed)
         os.replace(tmp, path)
     return str(path)
 
@@ -257,23 +254,16 @@ class _Evaluator:
     """Held-out evaluation of saved policies with one set of prompts, rewards and reference,
     each result cached in a JSON file keyed by the policy's files and the evaluation settings."""
 
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        config: MOConfig,
-        options: SweepOptions,
-        policy: str,
-    ):
-        from mogradient_llm.cli import _load_lm, _prompts
+    def __init__(self, run: RunSpec, config: MOConfig, options: SweepOptions):
         from mogradient_llm.evaluate import reference_point
-        from mogradient_llm.reward_specs import build_reward
+        from mogradient_llm.run import build_rewards, load_lm, load_prompt_rows
 
-        ref_model, tokenizer = _load_lm(args.ref_policy or policy)
+        policy = run.model.policy
+        ref_model, tokenizer = load_lm(run.model.ref_policy or policy)
         self.ref_model = ref_model.eval()
-        self.rewards = [build_reward(spec, tokenizer) for spec in args.reward]
-        eval_args = copy.copy(args)
-        eval_args.split = options.eval_split
-        self.prompts = _prompts(eval_args, tokenizer, None, options.eval_seed)[
+        self.rewards = build_rewards(run.rewards, tokenizer)
+        data = dataclasses.replace(run.data, split=options.eval_split)
+        self.prompts = load_prompt_rows(data, tokenizer, options.eval_seed)[
             : options.eval_num_prompts
         ]
         self.options = options
@@ -284,7 +274,7 @@ class _Evaluator:
             "num_prompts": len(self.prompts),
             "seed": options.eval_seed,
             "generation": self.generation,
-            "ref_policy": args.ref_policy or policy,
+            "ref_policy": run.model.ref_policy or policy,
         }
 
     def __call__(self, policy_dir: Path, cache: Path) -> dict[str, Any]:
@@ -380,17 +370,20 @@ def _soups(
 # ---------------------------------------------------------------------- the sweep
 
 
-def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions) -> dict[str, Any]:
-    """Train (or reuse) one run per preference in ``args.output_dir/runs/``, evaluate every
+def run_sweep(run: RunSpec, config: MOConfig, options: SweepOptions) -> dict[str, Any]:
+    """Train (or reuse) one run per preference in ``run.output_dir/runs/``, evaluate every
     checkpoint on held-out prompts, write the front, the KL curves and ``summary.json``, print
-    the tables, and return the summary."""
-    from mogradient_llm.aggregation import build_aggregator
-    from mogradient_llm.reward_specs import check_reward_specs, default_reference_known
+    the tables, and return the summary.
 
-    if args.resume is not None:
+    ``run`` is the runs' template: each one trains it with its own output directory and
+    preference; each run's aggregator is built once, here, and handed to its training."""
+    from mogradient_llm.reward_specs import check_reward_specs, default_reference_known
+    from mogradient_llm.run import build_aggregator
+
+    if run.resume is not None:
         raise ValueError("sweep resumes interrupted runs by itself; drop --resume")
     check_preference_aware(config.aggregator)
-    k = len(args.reward)
+    k = len(run.rewards)
     preferences = list(options.preferences)
     if options.rewarded_soups:  # the runs it mixes, unless the sweep has them already
         labels = {preference_label(p) for p in preferences}
@@ -404,12 +397,12 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
             )
         run_config = config_for_preference(config, preference)
         try:
-            build_aggregator(run_config)
+            aggregator = build_aggregator(run_config)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"preference {preference_label(preference)}: {exc}") from None
-        configs[preference_label(preference)] = (preference, run_config)
-    check_reward_specs(args.reward)
-    unknown = [spec for spec in args.reward if not default_reference_known(spec)]
+        configs[preference_label(preference)] = (preference, run_config, aggregator)
+    check_reward_specs(list(run.rewards))
+    unknown = [spec for spec in run.rewards if not default_reference_known(spec)]
     if options.ref_point is None and unknown:  # fail now, not after training
         raise ValueError(
             f"the reward(s) {unknown} have no default hypervolume reference (a classifier, or a "
@@ -419,19 +412,19 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
     if options.ref_point is not None and len(options.ref_point) != k:
         raise ValueError(f"--ref-point has {len(options.ref_point)} values for {k} rewards")
 
-    out = Path(args.output_dir)
+    out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run_args = copy.copy(args)
-    run_args.policy = _initial_policy(args, config, out)
-    for label, (_, run_config) in configs.items():
-        train_run(run_args, run_config, out / RUNS_DIR / label)
+    model = dataclasses.replace(run.model, policy=_initial_policy(run, config, out))
+    run = dataclasses.replace(run, model=model)
+    for label, (_, run_config, aggregator) in configs.items():
+        train_run(run, run_config, out / RUNS_DIR / label, aggregator)
 
-    evaluate = _Evaluator(run_args, config, options, run_args.policy)
+    evaluate = _Evaluator(run, config, options)
     ref_point = evaluate.ref_point
     names = [r.name for r in evaluate.rewards]
-    initial = evaluate(Path(run_args.policy), out / EVALS_DIR / f"{INITIAL}.json")
+    initial = evaluate(Path(model.policy), out / EVALS_DIR / f"{INITIAL}.json")
     curves: dict[str, list[PolicyPoint]] = {}
-    for label, (preference, _) in configs.items():
+    for label, (preference, _, _) in configs.items():
         run_dir = out / RUNS_DIR / label
         curve = [
             PolicyPoint(label, preference, 0, INITIAL, tuple(initial["scores"]), initial["kl"])
@@ -490,6 +483,3 @@ def run_sweep(args: argparse.Namespace, config: MOConfig, options: SweepOptions)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(format_tables(finals, summary, names), flush=True)
     return summary
-
-
-# ---------------------------------------------------------------------- outputs

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from mogradient import LossWeighting
+from mogradient import Aggregator, LossWeighting
 from mogradient_llm.advantages import noon_clip
 from mogradient_llm.aggregation import ObjectiveCombiner
 from mogradient_llm.batch import RolloutBatch
@@ -143,6 +143,8 @@ class MOTrainer:
             the estimator needs none (GRPO/RLOO with ``beta = 0``).
         accelerator: an ``accelerate.Accelerator``; a default one (with the config's
             ``gradient_accumulation_steps`` and ``report_to``) is made if omitted.
+        aggregator: the ``mogradient`` aggregator instance to combine the objectives with
+            (default: the one ``config.aggregator`` names, with ``config``'s arguments).
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class MOTrainer:
         prompts: Sequence[Any] | Any,
         ref_model: nn.Module | None = None,
         accelerator: Accelerator | None = None,
+        aggregator: Aggregator | None = None,
     ):
         self.config = config
         estimator_class = estimator_for(config)
@@ -174,7 +177,7 @@ class MOTrainer:
             )
         self.tokenizer = _padding_tokenizer(tokenizer)
         self.estimator: Estimator = estimator_class(config, self.names)
-        self.combiner = ObjectiveCombiner(config, self.names)
+        self.combiner = ObjectiveCombiner(config, self.names, aggregator)
         _check_sharding(self.combiner, self.accelerator)
 
         disable_dropout(model)

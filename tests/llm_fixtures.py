@@ -79,12 +79,8 @@ def tiny_config(algorithm: str = "ppo", **overrides: Any) -> MOConfig:
         "learning_rate": 1e-3,
         "generation_kwargs": {"max_new_tokens": 8, "do_sample": True, "top_k": 0, "top_p": 1.0},
     }
-    if algorithm == "ppo":
-        values["ppo_epochs"] = 1
-    else:
-        values["num_generations"] = 4
-    values.update(overrides)
-    return estimator_class(algorithm).config_class(**values)
+    config_class = estimator_class(algorithm).config_class
+    return config_class(**{**values, **config_class.tiny_preset, **overrides})
 
 
 def make_trainer(

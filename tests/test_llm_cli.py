@@ -21,7 +21,7 @@ FAST = [
     "8",
     "--mini-batch-size",
     "4",
-    "--ppo-epochs",
+    "--num-ppo-epochs",
     "1",
     "--max-new-tokens",
     "8",

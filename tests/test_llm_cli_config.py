@@ -81,8 +81,8 @@ def test_config_file_values_are_kept_unless_a_flag_is_given(tmp_path, suffix) ->
     else:
         path.write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
     flags = ["--batch-size", "12", "--mini-batch-size", "4"]
-    args, config = parse_train_args(["--config", str(path), *flags, *RUN])
-    assert isinstance(config, MOGRPOConfig) and args.algorithm == "grpo"
+    _, config = parse_train_args(["--config", str(path), *flags, *RUN])
+    assert isinstance(config, MOGRPOConfig) and config.algorithm == "grpo"
     assert config.learning_rate == 3e-4 and config.beta == 0.1  # from the file
     assert config.batch_size == 12 and config.mini_batch_size == 4  # the flags given win
     assert config.num_generations == MOGRPOConfig().num_generations  # neither: the default

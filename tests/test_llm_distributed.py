@@ -82,9 +82,9 @@ def _worker(
             [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()],
             accelerator=Accelerator(cpu=True),
             lm_dir=untied_dir if untied else lm_dir,
-            adap_kl_ctrl=True,
-            target=0.01,  # far from the KL seen, so the coefficient moves every step
-            horizon=10.0,
+            kl_controller="adaptive",
+            target_kl=0.01,  # far from the KL seen, so the coefficient moves every step
+            kl_horizon=10.0,
             **overrides,
         )
         module = accelerator.unwrap_model(trainer.model)
@@ -107,9 +107,9 @@ def _worker(
                 [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()],
                 accelerator=Accelerator(cpu=True),
                 lm_dir=lm_dir,
-                adap_kl_ctrl=True,
-                target=0.01,
-                horizon=10.0,
+                kl_controller="adaptive",
+                target_kl=0.01,
+                kl_horizon=10.0,
                 **overrides,
             )
             resumed.load_checkpoint(Path(out_dir) / "checkpoint")
@@ -182,7 +182,7 @@ def test_cli_trains_and_resumes_under_accelerate_launch_with_two_cpu_processes(t
         "train", "--cpu", "--policy", str(untied_lm_dir()),
         "--reward", "length", "--reward", "vader",
         "--aggregator", "mgda", "--gramian-level", "parameters",
-        "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1",
+        "--batch-size", "4", "--mini-batch-size", "2", "--num-ppo-epochs", "1",
         "--max-new-tokens", "6", "--no-progress", "--save-steps", "1",
         "--output-dir", str(tmp_path),
     ]  # fmt: skip

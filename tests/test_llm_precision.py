@@ -81,7 +81,7 @@ def test_attention_dropout_of_the_config_is_switched_off() -> None:
 
     model = AutoModelForCausalLM.from_pretrained(untied_lm_dir(), attention_dropout=0.5)
     tokenizer = AutoTokenizer.from_pretrained(untied_lm_dir())
-    config = tiny_config(mini_batch_size=8, ppo_epochs=1)
+    config = tiny_config(mini_batch_size=8, num_ppo_epochs=1)
     trainer = MOTrainer(config, model, tokenizer, _rewards(), tiny_prompts(tokenizer))
     assert trainer.policy.config.attention_dropout == 0.0
     stats = trainer.step()
@@ -179,7 +179,7 @@ def test_a_checkpoint_shipping_its_own_sampling_settings_is_sampled_as_scored(tm
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     assert model.generation_config.repetition_penalty == 1.3
-    config = tiny_config(mini_batch_size=8, ppo_epochs=1)
+    config = tiny_config(mini_batch_size=8, num_ppo_epochs=1)
     trainer = MOTrainer(config, model, tokenizer, _rewards(), tiny_prompts(tokenizer))
     assert trainer.sampling.temperature == 1.0 and trainer.sampling.repetition_penalty == 1.0
 

@@ -29,7 +29,7 @@ ARGS = [
 #: Per estimator: PPO (value heads, adaptive KL, score statistics) and GRPO with a KL reference,
 #: two passes and a learning-rate schedule (its state is in the checkpoint too).
 ALGORITHMS = {
-    "ppo": ["--algorithm", "ppo", "--ppo-epochs", "1"],
+    "ppo": ["--algorithm", "ppo", "--num-ppo-epochs", "1"],
     "grpo": [
         "--algorithm", "grpo", "--num-iterations", "2", "--beta", "0.1",
         "--lr-scheduler-type", "cosine", "--warmup-steps", "2", "--learning-rate", "1e-3",

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import mogradient_llm.cli as cli
 import mogradient_llm.evaluate as evaluate_module
+import mogradient_llm.run as run_module
 from mogradient_llm.cli import main, parse_sweep_args
 from mogradient_llm.front import (
     PolicyPoint,
@@ -104,14 +104,14 @@ def test_front_at_kl_budget_and_its_hypervolume() -> None:
 
 
 def test_sweep_flags_parse_on_top_of_train_flags() -> None:
-    args, config, options = parse_sweep_args(
+    run, config, options = parse_sweep_args(
         [*FAST, "--algorithm", "grpo", "--aggregator", "stch", "--num-generations", "2",
          "--preference", "7,3", "--preference", "1,1", "--kl-budgets", "2,5", "--output-dir", "o"]
     )  # fmt: skip
     assert config.algorithm == "grpo" and config.num_generations == 2
     assert options.preferences == ((0.7, 0.3), (0.5, 0.5))
     assert options.kl_budgets == (2.0, 5.0) and options.ref_point == (0.0, -1.0)
-    assert args.reward == ["length", "vader"]
+    assert run.rewards == ("length", "vader")
     _, _, lattice = parse_sweep_args([*FAST, "--preferences", "3", "--output-dir", "o"])
     assert lattice.preferences == ((0.0, 1.0), (0.5, 0.5), (1.0, 0.0))
 
@@ -199,7 +199,7 @@ def test_ppo_sweep_writes_the_front_caches_and_resumes(tmp_path, capsys, monkeyp
         raise AssertionError("cached work was redone")
 
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "train", fail)
+        patch.setattr(run_module, "train", fail)
         patch.setattr(evaluate_module, "evaluate_checkpoint", fail)
         _sweep(out, *flags)
     assert printed.splitlines()[-4:] == capsys.readouterr().out.splitlines()[-4:]

@@ -27,7 +27,7 @@ from mogradient.pareto._validation import (
 )
 
 _NEEDS_PYMOO = (
-    "mogradient.pareto needs pymoo>=0.6.1.6 (moocore inside): pip install 'mogradient[bench]'"
+    "mogradient.pareto needs pymoo>=0.6.1.6 and moocore: pip install 'mogradient[pareto]'"
 )
 try:
     import moocore

@@ -16,7 +16,7 @@ reference is ``β`` × the k3 estimate per token (times ``π/π_old`` with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -52,6 +52,14 @@ class GroupConfig(MOConfig):
     default: the algorithm as TRL's; turn it on for Noon GRPO/RLOO (PAMA's Theorem 1 then picks
     the smallest positive advantage of each sequence).
     """
+
+    demo_preset: ClassVar[dict[str, Any]] = {
+        "num_generations": 4,
+        "num_iterations": 2,
+        "beta": 0.05,
+        "noon": True,
+    }
+    tiny_preset: ClassVar[dict[str, Any]] = {"num_generations": 4}
 
     learning_rate: float = field(default=1e-6, metadata=_help("AdamW learning rate"))
     batch_size: int = field(

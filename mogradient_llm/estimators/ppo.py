@@ -28,6 +28,7 @@ from mogradient_llm.kl import AdaptiveKLController, FixedKLController, KLControl
 from mogradient_llm.loss import clipped_value_loss
 
 KL_ESTIMATORS = ("k1", "k3")
+KL_CONTROLLERS = ("fixed", "adaptive")
 
 
 @dataclass
@@ -39,11 +40,21 @@ class MOPPOConfig(MOConfig):
       ``score_std_floor``: the smallest std divided by.
     * ``kl_estimator``: the per-token KL in the reward penalty: ``k1`` (log π − log π_ref) or
       ``k3`` ((r − 1) − log r, r = π_ref / π: non-negative, lower variance).
+    * ``kl_controller``: ``"fixed"`` keeps β = ``kl_coef``; ``"adaptive"`` (Ziegler et al.
+      2019) moves it towards ``target_kl`` over ``kl_horizon`` samples.
     """
 
     algorithm: ClassVar[str] = "ppo"
+    renamed: ClassVar[dict[str, str]] = {
+        "ppo_epochs": "num_ppo_epochs",
+        "adap_kl_ctrl": "kl_controller ('adaptive' for True, 'fixed' for False)",
+        "target": "target_kl",
+        "horizon": "kl_horizon",
+    }
+    demo_preset: ClassVar[dict[str, Any]] = {"num_ppo_epochs": 2, "kl_coef": 0.05}
+    tiny_preset: ClassVar[dict[str, Any]] = {"num_ppo_epochs": 1}
 
-    ppo_epochs: int = field(default=4, metadata=_help("passes over each step's rollouts"))
+    num_ppo_epochs: int = field(default=4, metadata=_help("passes over each step's rollouts"))
     cliprange: float = field(default=0.2, metadata=_help("policy ratio clip ε"))
     cliprange_value: float = field(default=0.2, metadata=_help("value clip"))
     vf_coef: float = field(default=0.1, metadata=_help("value-loss coefficient"))
@@ -53,9 +64,16 @@ class MOPPOConfig(MOConfig):
     kl_estimator: Literal["k1", "k3"] = field(
         default="k1", metadata=_help("per-token KL estimate in the reward penalty")
     )
-    adap_kl_ctrl: bool = field(default=True, metadata=_help("adapt β towards the target KL"))
-    target: float = field(default=6.0, metadata=_help("target KL of the adaptive controller"))
-    horizon: float = field(default=10000.0, metadata=_help("adaptive controller horizon"))
+    kl_controller: Literal["fixed", "adaptive"] = field(
+        default="adaptive",
+        metadata=_help("β's controller: 'fixed' (kl_coef) or 'adaptive' (towards target_kl)"),
+    )
+    target_kl: float = field(
+        default=6.0, metadata=_help("target KL of the adaptive controller (nats per sequence)")
+    )
+    kl_horizon: float = field(
+        default=10000.0, metadata=_help("samples over which the adaptive controller adapts")
+    )
     whiten_advantages: bool = field(default=True, metadata=_help("whiten each advantage"))
     use_score_scaling: bool = field(
         default=True, metadata=_help("divide each score by its running std")
@@ -66,15 +84,20 @@ class MOPPOConfig(MOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.ppo_epochs <= 0 or self.horizon <= 0:
+        if self.num_ppo_epochs <= 0 or self.kl_horizon <= 0:
             raise ValueError(
-                f"ppo_epochs and horizon must be positive, got {self.ppo_epochs}, {self.horizon}"
+                f"num_ppo_epochs and kl_horizon must be positive, got {self.num_ppo_epochs}, "
+                f"{self.kl_horizon}"
+            )
+        if self.kl_controller not in KL_CONTROLLERS:
+            raise ValueError(
+                f"kl_controller must be one of {KL_CONTROLLERS}, got {self.kl_controller!r}"
             )
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(
                 f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}"
             )
-        for name in ("cliprange", "cliprange_value", "vf_coef", "kl_coef", "target"):
+        for name in ("cliprange", "cliprange_value", "vf_coef", "kl_coef", "target_kl"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
@@ -86,7 +109,7 @@ class MOPPOConfig(MOConfig):
 
     @property
     def epochs(self) -> int:
-        return self.ppo_epochs
+        return self.num_ppo_epochs
 
 
 class PPOEstimator(Estimator[MOPPOConfig]):
@@ -99,8 +122,8 @@ class PPOEstimator(Estimator[MOPPOConfig]):
     def __init__(self, config: MOPPOConfig, names: list[str]):
         super().__init__(config, names)
         self.kl_ctl: KLController
-        if config.adap_kl_ctrl:
-            self.kl_ctl = AdaptiveKLController(config.kl_coef, config.target, config.horizon)
+        if config.kl_controller == "adaptive":
+            self.kl_ctl = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
         else:
             self.kl_ctl = FixedKLController(config.kl_coef)
         self.score_stats = RunningMeanStd(len(names))
