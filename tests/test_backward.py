@@ -125,7 +125,8 @@ def test_feature_mode_weighs_by_feature_gramian(name: str) -> None:
     reference = TwoHeads()
     ref_losses, _ = reference(_data())
     sum(float(wi) * li for wi, li in zip(expected_w, ref_losses)).backward()
-    torch.testing.assert_close(_grad_vector(model), _grad_vector(reference), rtol=1e-5, atol=1e-7)
+    # two float32 evaluations of Σ wᵢ∇Lᵢ: 2·γ_{k+32}·|w|ᵀ|J| (assert_weighted_gradient)
+    assert_weighted_gradient(_grad_vector(model), _grad_vector(reference), w, _jacobian(reference))
 
 
 def test_loss_mode_is_one_weighted_backward() -> None:
