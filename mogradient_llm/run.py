@@ -84,7 +84,7 @@ def train(run: RunSpec, config: MOConfig, aggregator: Aggregator | None = None) 
 
     from mogradient_llm.checkpoint import resolve_resume
     from mogradient_llm.reward_specs import check_reward_specs
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.trainer import MOTrainer, gradient_accumulation
 
     output_dir = Path(run.output_dir)
     if aggregator is None:
@@ -95,7 +95,7 @@ def train(run: RunSpec, config: MOConfig, aggregator: Aggregator | None = None) 
         resume = resolve_resume(output_dir if run.resume is True else run.resume)
     accelerator = Accelerator(
         cpu=run.cpu,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_accumulation_plugin=gradient_accumulation(config.gradient_accumulation_steps),
         log_with=config.trackers or None,
         project_dir=str(output_dir),
     )

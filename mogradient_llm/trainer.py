@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object, set_seed
+from accelerate.utils import (
+    DistributedType,
+    GradientAccumulationPlugin,
+    gather_object,
+    set_seed,
+)
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -96,12 +101,23 @@ def _check_sharding(combiner: ObjectiveCombiner, accelerator: Accelerator) -> No
         )
 
 
+def gradient_accumulation(steps: int) -> GradientAccumulationPlugin:
+    """Accumulation over ``steps`` micro-batches, never synced with a dataloader: the loop
+    decides where each minibatch ends, so a dataloader's end left in accelerate's process-wide
+    gradient state (by another trainer in the process, TRL's for one) cannot force an extra
+    optimiser step."""
+    return GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False)
+
+
 def _accelerator(accelerator: Accelerator | None, config: MOConfig) -> Accelerator:
     """``accelerator`` (or a new one logging to ``report_to``) accumulating gradients over the
     config's ``gradient_accumulation_steps``."""
     steps = config.gradient_accumulation_steps
     if accelerator is None:
-        return Accelerator(gradient_accumulation_steps=steps, log_with=config.trackers or None)
+        return Accelerator(
+            gradient_accumulation_plugin=gradient_accumulation(steps),
+            log_with=config.trackers or None,
+        )
     if accelerator.gradient_accumulation_steps not in (1, steps):
         raise ValueError(
             f"the accelerator accumulates over {accelerator.gradient_accumulation_steps} steps "

@@ -283,3 +283,24 @@ def test_without_noon_pama_trains_on_sequences_worse_on_every_objective() -> Non
     torch.testing.assert_close(batch.advantages[0], s_star[:, None] * batch.mask)
     used = ((s_star[:, None] * batch.mask != 0) & batch.mask.bool()).sum() / batch.mask.sum()
     assert batch.stats["agg/used_token_frac"] == pytest.approx(float(used))
+
+
+class _AbandonedDataloader:
+    """A dataloader whose iteration another trainer in the process left unfinished."""
+
+    end_of_dataloader = True
+
+
+def test_a_dataloader_left_in_accelerates_state_forces_no_extra_optimiser_step() -> None:
+    """accelerate's gradient state is process-wide: a dataloader another trainer (TRL's) left
+    registered at its end must not make our loop sync, and step, after every micro-batch."""
+    from accelerate.state import GradientState
+
+    state = GradientState()
+    left = _AbandonedDataloader()
+    state._add_dataloader(left)
+    try:
+        whole_minibatch = test_gradient_accumulation_gives_the_update_of_the_whole_minibatch
+        whole_minibatch("dapo", "features", False)
+    finally:
+        state._remove_dataloader(left)
