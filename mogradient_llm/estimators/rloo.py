@@ -18,7 +18,6 @@ from typing import ClassVar
 
 import torch
 
-from mogradient_llm.advantages import masked_mean
 from mogradient_llm.batch import RolloutBatch
 from mogradient_llm.config import _help
 from mogradient_llm.estimators.base import Estimate, EstimatorInputs, Scalarize
@@ -30,7 +29,7 @@ from mogradient_llm.estimators.grpo import (
     scalarized_rewards,
 )
 from mogradient_llm.kl import kl_estimate
-from mogradient_llm.loss import TokenNormalization
+from mogradient_llm.loss import TokenNormalization, clipped_surrogate
 
 
 @dataclass
@@ -113,25 +112,17 @@ class RLOOEstimator(GroupEstimator[MORLOOConfig]):
         """One clipped-surrogate loss per advantage row ``[m]`` at the sequence level (TRL's RLOO):
         the ratio of the sequences' probabilities, one clip per sequence, the mean over sequences
         (``weights``, normalised per sequence, give each sequence its share)."""
-        epsilon, epsilon_high = self.clip_range
-        high = epsilon if epsilon_high is None else epsilon_high
+        # Each sequence is one "token" of the shared surrogate: its summed log-probabilities,
+        # its advantage (the mean over its tokens, all equal) and its total weight.
         mask = (weights > 0).to(logprobs.dtype)
-        log_ratio = (logprobs * mask).sum(1) - (old_logprobs * mask).sum(1)
-        ratio = torch.exp(log_ratio)
-        clipped = torch.clamp(ratio, 1.0 - epsilon, 1.0 + high)
         per_sequence = (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # [m, b]
-        unclipped_loss = -per_sequence * ratio
-        clipped_loss = -per_sequence * clipped
-        loss = torch.maximum(unclipped_loss, clipped_loss)
-        losses = (loss * weights.sum(1).to(loss.dtype)).sum(1)
-        with torch.no_grad():
-            rows = mask.sum(1) > 0
-            stats = {
-                "policy/approxkl_avg": 0.5 * masked_mean(log_ratio**2, rows),
-                "policy/clipfrac_avg": masked_mean((clipped_loss > unclipped_loss).float(), rows),
-                "policy/ratio_avg": masked_mean(ratio, rows),
-            }
-        return losses, stats
+        return clipped_surrogate(
+            (logprobs * mask).sum(1, keepdim=True),
+            (old_logprobs * mask).sum(1, keepdim=True),
+            per_sequence.unsqueeze(-1),
+            weights.sum(1, keepdim=True),
+            *self.clip_range,
+        )
 
     def extra_loss(
         self,
