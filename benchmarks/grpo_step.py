@@ -136,7 +136,7 @@ def build_policy(path: Path, n_layer: int, n_embd: int, vocab_size: int) -> Path
     """
     import torch
 
-    from mogradient_llm.models import build_tiny_policy
+    from mogradient_llm.policy.models import build_tiny_policy
 
     model, tokenizer = build_tiny_policy(
         pretrain_steps=0,
@@ -164,7 +164,7 @@ def load_prompts(data_dir: str | None, policy: Path, n: int) -> list[str]:
         return [DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)] for i in range(n)]
     from transformers import AutoTokenizer
 
-    from mogradient_llm.data import load_prompts as load
+    from mogradient_llm.inputs.prompts import load_prompts as load
 
     tokenizer = AutoTokenizer.from_pretrained(policy)
     prompts = load(data_dir, tokenizer, split="train", limit=4 * n)[:n]

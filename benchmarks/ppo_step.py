@@ -24,11 +24,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from benchmarks.tables import write_csv
-from mogradient_llm.data import imdb_prompts
 from mogradient_llm.estimators import MOPPOConfig
-from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
-from mogradient_llm.rewards import LengthReward, Reward
-from mogradient_llm.trainer import MOTrainer
+from mogradient_llm.inputs.prompts import imdb_prompts
+from mogradient_llm.inputs.rewards import LengthReward, Reward
+from mogradient_llm.loop.trainer import MOTrainer
+from mogradient_llm.policy.models import synthetic_reviews, tiny_gpt2, train_tokenizer
 
 #: label: (aggregator, extra MOPPOConfig keyword arguments)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -1,6 +1,6 @@
 """RL adapter: multi-objective PPO, GRPO and RLOO on top of the ``mogradient`` aggregators.
 
-One loop (:class:`~mogradient_llm.trainer.MOTrainer`) with pluggable advantage estimators
+One loop (:class:`~mogradient_llm.loop.trainer.MOTrainer`) with pluggable advantage estimators
 (:mod:`mogradient_llm.estimators`), chosen by the config's class: :class:`MOPPOConfig`,
 :class:`MOGRPOConfig`, :class:`MORLOOConfig`. Modules: ``config``, ``estimators``,
 ``trainer``, ``update``, ``batch``, ``rewards``, ``reward_specs`` (``--reward`` specs),
@@ -20,7 +20,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "MOTrainer": "mogradient_llm.trainer",
+    "MOTrainer": "mogradient_llm.loop.trainer",
     "MOConfig": "mogradient_llm.config",
     "MOPPOConfig": "mogradient_llm.estimators",
     "MOGRPOConfig": "mogradient_llm.estimators",

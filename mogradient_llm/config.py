@@ -247,12 +247,6 @@ class MOConfig:
         """``report_to`` as accelerate's ``log_with`` ("none" means none)."""
         return [t for t in self.report_to if t != "none"]
 
-    def aggregator_arguments(self) -> dict[str, Any]:
-        """``aggregator_kwargs``, with ``reward_weights`` as the preference when given."""
-        if self.reward_weights is None:
-            return dict(self.aggregator_kwargs)
-        return {**self.aggregator_kwargs, "preference": list(self.reward_weights)}
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (with the algorithm it trains)."""
         return {"algorithm": self.algorithm, **dataclasses.asdict(self)}

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from mogradient_llm.config import MOConfig, generation_kwargs
-from mogradient_llm.data import imdb_prompts, load_text_dataset
 from mogradient_llm.estimators import estimator_class
-from mogradient_llm.evaluate import evaluate_policy
-from mogradient_llm.metrics import MetricsWriter
-from mogradient_llm.models import build_tiny_policy, synthetic_reviews
-from mogradient_llm.rewards import Reward, length, vader
-from mogradient_llm.trainer import MOTrainer
+from mogradient_llm.inputs.prompts import imdb_prompts, load_text_dataset
+from mogradient_llm.inputs.rewards import Reward, length, vader
+from mogradient_llm.loop.metrics import MetricsWriter
+from mogradient_llm.loop.trainer import MOTrainer
+from mogradient_llm.pareto.evaluate import evaluate_policy
+from mogradient_llm.policy.models import build_tiny_policy, synthetic_reviews
 
 DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "imdb"
 #: The demo's sampling: the default settings with longer completions.

@@ -1,6 +1,6 @@
 """The services of the RL wing: load a policy, its prompts and rewards, build the aggregator
 once, ``train`` and ``evaluate``; the command line (:mod:`mogradient_llm.cli`) and the sweep
-(:mod:`mogradient_llm.sweep`) call these with typed records (:mod:`mogradient_llm.specs`).
+(:mod:`mogradient_llm.pareto.sweep`) call these with typed records (:mod:`mogradient_llm.specs`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from mogradient import Aggregator
 from mogradient_llm.config import MOConfig
-from mogradient_llm.rewards import Reward
+from mogradient_llm.inputs.rewards import Reward
 from mogradient_llm.specs import TINY, DataSpec, EvalSpec, ModelSpec, RunSpec
 
 
@@ -30,8 +30,13 @@ def load_prompt_rows(
     """The prompt rows: a dataset's prompt column as it is, its texts cut into IMDb-style
     prompts (``data.imdb_prompts``), or, without a dataset, generated reviews cut so (another
     stream for the ``test`` split)."""
-    from mogradient_llm.data import as_prompt_rows, imdb_prompts, load_prompt_dataset, load_prompts
-    from mogradient_llm.models import synthetic_reviews
+    from mogradient_llm.inputs.prompts import (
+        as_prompt_rows,
+        imdb_prompts,
+        load_prompt_dataset,
+        load_prompts,
+    )
+    from mogradient_llm.policy.models import synthetic_reviews
 
     cut = (data.prompt_min_tokens, data.prompt_max_tokens)
     if data.dataset and data.imdb_prompts:
@@ -47,24 +52,30 @@ def load_prompt_rows(
 
 def build_rewards(specs: Sequence[str], tokenizer: Any) -> list[Reward]:
     """One reward per ``--reward`` spec (checked all together first)."""
-    from mogradient_llm.reward_specs import build_reward, check_reward_specs
+    from mogradient_llm.inputs.reward_specs import build_reward, check_reward_specs
 
     check_reward_specs(list(specs))
     return [build_reward(spec, tokenizer) for spec in specs]
 
 
 def build_aggregator(config: MOConfig) -> Aggregator:
-    """The config's aggregator, built once per run and handed to the trainer."""
-    from mogradient_llm.aggregation import build_aggregator as build
+    """The config's aggregator (``reward_weights`` as its preference), built once per run and
+    handed to the trainer."""
+    from mogradient_llm.objectives.building import aggregator_from
 
-    return build(config)
+    return aggregator_from(
+        config.aggregator,
+        config.aggregator_kwargs,
+        config.reward_weights,
+        preference_name="reward_weights",
+    )
 
 
 def save_tiny_policy(model: ModelSpec, data: DataSpec, path: str | Path, seed: int) -> None:
     """Build the tiny offline GPT-2 (pre-trained on ``data``'s texts, or on generated reviews)
     and save it, so that it is loaded back through ``from_pretrained`` like any policy."""
-    from mogradient_llm.data import load_text_dataset
-    from mogradient_llm.models import build_tiny_policy
+    from mogradient_llm.inputs.prompts import load_text_dataset
+    from mogradient_llm.policy.models import build_tiny_policy
 
     texts = None
     if data.dataset:
@@ -82,9 +93,10 @@ def train(run: RunSpec, config: MOConfig, aggregator: Aggregator | None = None) 
     """
     from accelerate import Accelerator
 
-    from mogradient_llm.checkpoint import resolve_resume
-    from mogradient_llm.reward_specs import check_reward_specs
-    from mogradient_llm.trainer import MOTrainer, gradient_accumulation
+    from mogradient_llm.inputs.reward_specs import check_reward_specs
+    from mogradient_llm.loop.checkpoint import resolve_resume
+    from mogradient_llm.loop.setup import gradient_accumulation
+    from mogradient_llm.loop.trainer import MOTrainer
 
     output_dir = Path(run.output_dir)
     if aggregator is None:
@@ -142,8 +154,8 @@ def evaluate(spec: EvalSpec) -> dict[str, Any]:
     """Mean rewards, hypervolume and KL of a policy on held-out prompts (with the samples)."""
     import torch
 
-    from mogradient_llm.evaluate import evaluate_policy
-    from mogradient_llm.trainer import STATE_FILE
+    from mogradient_llm.loop.checkpoint import STATE_FILE
+    from mogradient_llm.pareto.evaluate import evaluate_policy
 
     state: dict[str, Any] = {}
     if spec.checkpoint:

@@ -63,7 +63,7 @@ class RunSpec:
 
     Args:
         output_dir: checkpoints (``checkpoint-N/``), ``final/`` and the metrics go here.
-        rewards: one ``--reward`` spec per objective (:mod:`mogradient_llm.reward_specs`).
+        rewards: one ``--reward`` spec per objective (:mod:`mogradient_llm.inputs.reward_specs`).
         model: the policy and reference.
         data: the training prompts.
         save_steps: checkpoint every N steps (0: only ``final/``).

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from mogradient_llm.config import MOConfig
-from mogradient_llm.data import imdb_prompts
 from mogradient_llm.estimators import estimator_class
-from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
+from mogradient_llm.inputs.prompts import imdb_prompts
+from mogradient_llm.policy.models import synthetic_reviews, tiny_gpt2, train_tokenizer
 
 # The tiny models are far faster on one thread, and the suite runs one worker per core.
 torch.set_num_threads(1)
@@ -87,7 +87,7 @@ def make_trainer(
     rewards: list[Any], accelerator: Any = None, lm_dir: Path | None = None, **overrides: Any
 ) -> Any:
     """A trainer on the tiny policy (``lm_dir``: a saved one) with a small config."""
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.loop.trainer import MOTrainer
 
     model, tokenizer = load_tiny_lm(lm_dir)
     config = tiny_config(**overrides)

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.rlhf_imdb.cli import main
 from benchmarks.rlhf_imdb.report import SWEEP
-from mogradient_llm.models import build_tiny_policy, synthetic_reviews
+from mogradient_llm.policy.models import build_tiny_policy, synthetic_reviews
 
 POSITIVE = ("great", "wonderful", "beautiful", "funny", "brilliant", "amazing", "good", "excellent")
 

@@ -1,5 +1,5 @@
 """The IMDb benchmark's reward model learns a verdict at the end of long reviews, and is
-scored through ``mogradient_llm.rewards.classifier`` exactly as it was evaluated: its own
+scored through ``mogradient_llm.inputs.rewards.classifier`` exactly as it was evaluated: its own
 context length and left truncation travel with the saved tokenizer."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from benchmarks.rlhf_imdb.reward_model import (
     review_batches,
     train_reward_model,
 )
-from mogradient_llm.models import synthetic_reviews
-from mogradient_llm.rewards import classifier
+from mogradient_llm.inputs.rewards import classifier
+from mogradient_llm.policy.models import synthetic_reviews
 
 
 def split(n: int, seed: int) -> Split:

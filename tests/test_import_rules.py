@@ -130,8 +130,8 @@ def _is_cli(name: str) -> bool:
 
 
 def _is_loop(name: str) -> bool:
-    return name in ("mogradient_llm.trainer", "mogradient_llm.update") or name.startswith(
-        ("mogradient_llm.loop", "mogradient_llm.trainer.", "mogradient_llm.update.")
+    return name in ("mogradient_llm.loop.trainer", "mogradient_llm.loop.update") or name.startswith(
+        ("mogradient_llm.loop", "mogradient_llm.loop.trainer.", "mogradient_llm.loop.update.")
     )
 
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from mogradient import PAMA, pama_weights
-from mogradient_llm.advantages import (
+from mogradient_llm.estimators.advantages import (
     RunningMeanStd,
     gae,
-    masked_mean,
     masked_whiten,
-    noon_clip,
     normalize_scores,
     token_rewards,
 )
-from mogradient_llm.loss import clipped_surrogate, clipped_value_loss, token_weights
+from mogradient_llm.estimators.value_heads import clipped_value_loss
+from mogradient_llm.objectives.advantages import noon_clip
+from mogradient_llm.objectives.surrogate import clipped_surrogate, masked_mean, token_weights
 
 
 def _mask(lengths: list[int], t: int) -> torch.Tensor:

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from mogradient_llm.cli import main
-from mogradient_llm.evaluate import hypervolume
-from mogradient_llm.models import synthetic_reviews
+from mogradient_llm.pareto.evaluate import hypervolume
+from mogradient_llm.policy.models import synthetic_reviews
 
 FAST = [
     "--tiny-pretrain-steps",
@@ -148,8 +148,8 @@ def test_hypervolume_uses_pymoo_on_maximised_rewards() -> None:
 
 
 def test_reference_point_defaults_to_each_rewards_worst_value() -> None:
-    from mogradient_llm.evaluate import reference_point
-    from mogradient_llm.rewards import Reward, length, vader
+    from mogradient_llm.inputs.rewards import Reward, length, vader
+    from mogradient_llm.pareto.evaluate import reference_point
 
     assert reference_point([length(), vader()]) == [0.5, -1.0]
     assert reference_point([length(), vader()], [1.0, 0.0]) == [1.0, 0.0]

@@ -58,7 +58,7 @@ def test_flags_parse_to_the_field_types() -> None:
         *RUN,
     ]
     with pytest.raises(TypeError, match="granularity"):  # linear takes no granularity
-        from mogradient_llm.aggregation import build_aggregator
+        from mogradient_llm.run import build_aggregator
 
         build_aggregator(parse_train_args(argv)[1])
     _, config = parse_train_args(argv)

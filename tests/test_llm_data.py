@@ -10,7 +10,7 @@ import warnings
 import pytest
 from transformers import AutoTokenizer
 
-from mogradient_llm.data import (
+from mogradient_llm.inputs.prompts import (
     as_prompt_rows,
     clean_review,
     completion_for_reward,

@@ -25,8 +25,8 @@ import torch
 
 import mogradient
 from mogradient import GramianWeighting
-from mogradient_llm.models import synthetic_reviews, tiny_gpt2, train_tokenizer
-from mogradient_llm.rewards import Reward
+from mogradient_llm.inputs.rewards import Reward
+from mogradient_llm.policy.models import synthetic_reviews, tiny_gpt2, train_tokenizer
 from tests.llm_fixtures import make_trainer
 
 GRAMIAN_METHODS = sorted(

@@ -25,7 +25,7 @@ import torch
 import torch.multiprocessing as mp
 from accelerate.utils import DistributedType
 
-from mogradient_llm.rewards import LengthReward, Reward, VaderReward
+from mogradient_llm.inputs.rewards import LengthReward, Reward, VaderReward
 from tests.llm_fixtures import make_trainer, tiny_lm_dir, untied_lm_dir
 
 SETTINGS = {
@@ -204,13 +204,12 @@ def test_cli_trains_and_resumes_under_accelerate_launch_with_two_cpu_processes(t
 
 @pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED])
 def test_parameter_level_gramian_is_refused_under_sharding(kind: DistributedType) -> None:
-    from mogradient_llm.aggregation import ObjectiveCombiner
-    from mogradient_llm.trainer import _check_sharding
+    from mogradient_llm.loop.setup import check_sharding, objective_loss
     from tests.llm_fixtures import tiny_config
 
     sharded = SimpleNamespace(distributed_type=kind)
-    parameters = ObjectiveCombiner(tiny_config(aggregator="mgda"), ["a", "b"])
+    parameters = objective_loss(tiny_config(aggregator="mgda"), ["a", "b"])
     with pytest.raises(ValueError, match="gramian_level='features'"):
-        _check_sharding(parameters, sharded)
+        check_sharding(parameters, sharded)
     for allowed in ({"aggregator": "mgda", "gramian_level": "features"}, {"aggregator": "pama"}):
-        _check_sharding(ObjectiveCombiner(tiny_config(**allowed), ["a", "b"]), sharded)
+        check_sharding(objective_loss(tiny_config(**allowed), ["a", "b"]), sharded)

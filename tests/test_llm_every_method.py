@@ -13,7 +13,7 @@ import math
 import pytest
 
 import mogradient
-from mogradient_llm.rewards import LengthReward, Reward
+from mogradient_llm.inputs.rewards import LengthReward, Reward
 from tests.llm_fixtures import make_trainer
 
 #: The methods whose class says they refuse negative losses (``needs_positive_losses``).

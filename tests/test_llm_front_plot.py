@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from mogradient_llm.front import (
+from mogradient_llm.pareto.front import (
     PolicyPoint,
     front_figure,
     front_metrics,

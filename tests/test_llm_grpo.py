@@ -11,8 +11,8 @@ import torch
 
 from mogradient_llm.estimators import GRPOEstimator, MOGRPOConfig, MORLOOConfig, RLOOEstimator
 from mogradient_llm.estimators.base import EstimatorInputs
-from mogradient_llm.loss import token_weights
-from mogradient_llm.rewards import LengthReward, Reward
+from mogradient_llm.inputs.rewards import LengthReward, Reward
+from mogradient_llm.objectives.surrogate import token_weights
 from tests.llm_fixtures import make_trainer, untied_lm_dir
 from tests.test_llm_update import _assert_same_gradients, _gradients_at_step
 
@@ -54,8 +54,10 @@ def test_grpo_advantages_are_group_relative_per_objective(scale) -> None:
         sum((_grpo_by_hand(row[i : i + G].tolist(), scale == "group") for i in (0, G)), [])
         for row in SCORES
     ]
-    torch.testing.assert_close(estimate.advantages[:, :, 0], torch.tensor(expected))
-    assert torch.equal(estimate.advantages[:, :, 0], estimate.advantages[:, :, 2])  # per sequence
+    torch.testing.assert_close(estimate.advantages.values[:, :, 0], torch.tensor(expected))
+    assert torch.equal(
+        estimate.advantages.values[:, :, 0], estimate.advantages.values[:, :, 2]
+    )  # per sequence
 
 
 def test_batch_scaling_divides_by_the_batch_std() -> None:
@@ -66,13 +68,13 @@ def test_batch_scaling_divides_by_the_batch_std() -> None:
         [sum((_grpo_by_hand(row[i : i + G].tolist(), False) for i in (0, G)), []) for row in SCORES]
     )
     expected = centred / (SCORES.std(1, keepdim=True) + 1e-4)
-    torch.testing.assert_close(estimate.advantages[:, :, 0], expected)
+    torch.testing.assert_close(estimate.advantages.values[:, :, 0], expected)
 
 
 def test_rloo_uses_the_leave_one_out_baseline() -> None:
     estimate = RLOOEstimator(_config(MORLOOConfig), ["a", "b"]).estimate(_inputs(SCORES), None)
     expected = [sum((_rloo_by_hand(row[i : i + G].tolist()) for i in (0, G)), []) for row in SCORES]
-    torch.testing.assert_close(estimate.advantages[:, :, 0], torch.tensor(expected))
+    torch.testing.assert_close(estimate.advantages.values[:, :, 0], torch.tensor(expected))
 
 
 def test_loss_weightings_follow_multi_objective_aggregation() -> None:
@@ -84,10 +86,14 @@ def test_loss_weightings_follow_multi_objective_aggregation() -> None:
     summed = GRPOEstimator(_config(), ["a", "b"]).estimate(_inputs(SCORES), scalarize)
     weighted = (w @ SCORES).tolist()
     expected = sum((_grpo_by_hand(weighted[i : i + G]) for i in (0, G)), [])
-    torch.testing.assert_close(summed.advantages[0, :, 0], torch.tensor(expected))
+    torch.testing.assert_close(summed.advantages.values[0, :, 0], torch.tensor(expected))
 
     gdpo = _config(multi_objective_aggregation="normalize_then_sum")
-    got = GRPOEstimator(gdpo, ["a", "b"]).estimate(_inputs(SCORES), scalarize).advantages[0, :, 0]
+    got = (
+        GRPOEstimator(gdpo, ["a", "b"])
+        .estimate(_inputs(SCORES), scalarize)
+        .advantages.values[0, :, 0]
+    )
     per_objective = torch.tensor(
         [sum((_grpo_by_hand(row[i : i + G].tolist()) for i in (0, G)), []) for row in SCORES]
     )
@@ -99,7 +105,9 @@ def test_none_rewards_take_no_part_and_get_no_advantage() -> None:
     scores = SCORES.clone()
     scores[0, 1] = math.nan  # objective a could not score completion 1
     scores[:, 5] = math.nan  # no reward could score completion 5
-    advantages = GRPOEstimator(_config(), ["a", "b"]).estimate(_inputs(scores), None).advantages
+    advantages = (
+        GRPOEstimator(_config(), ["a", "b"]).estimate(_inputs(scores), None).advantages.values
+    )
     assert float(advantages[0, 1].abs().sum()) == 0.0
     assert float(advantages[:, 5].abs().sum()) == 0.0
     first = [1.0, 4.0, 7.0]  # the group of objective a without completion 1

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from accelerate.tracking import GeneralTracker
 
-from mogradient_llm.diagnostics import (
+from mogradient_llm.objectives.diagnostics import (
     advantage_diagnostics,
     correlation_matrix,
     cosine_matrix,
@@ -71,7 +71,7 @@ class _Recorder(GeneralTracker):
 def test_trackers_get_the_config_and_every_steps_metrics(tmp_path) -> None:
     from accelerate import Accelerator
 
-    from mogradient_llm.rewards import LengthReward
+    from mogradient_llm.inputs.rewards import LengthReward
 
     recorder = _Recorder()
     accelerator = Accelerator(cpu=True, log_with=[recorder])

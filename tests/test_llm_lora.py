@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mogradient_llm.rewards import LengthReward, VaderReward
-from mogradient_llm.rollout import lm_response_logprobs
+from mogradient_llm.inputs.rewards import LengthReward, VaderReward
+from mogradient_llm.policy.rollout import lm_response_logprobs
 from tests.llm_fixtures import load_tiny_lm, make_trainer
 
 
@@ -32,7 +32,7 @@ def test_lora_trains_adapters_and_heads_only(aggregator: str) -> None:
     with torch.no_grad():
         expected = lm_response_logprobs(base.eval(), rollout)
         tuned = lm_response_logprobs(trainer.policy, rollout)
-        _, reference, _ = trainer._forward_chunks(rollout)
+        _, reference, _ = trainer.forwards(rollout)
     torch.testing.assert_close(reference, expected)
     assert not torch.allclose(tuned, expected)  # the adapters are back on afterwards
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mogradient import PAMA
-from mogradient_llm.advantages import RunningMeanStd, normalize_scores
-from mogradient_llm.kl import kl_estimate
-from mogradient_llm.rewards import LengthReward, VaderReward
+from mogradient_llm.estimators.advantages import RunningMeanStd, normalize_scores
+from mogradient_llm.estimators.kl import kl_estimate
+from mogradient_llm.inputs.rewards import LengthReward, VaderReward
 from tests.llm_fixtures import make_trainer, untied_lm_dir
 
 
@@ -56,7 +56,7 @@ def test_step0_kl_is_exactly_zero_under_bf16_autocast(
 
 
 def test_value_heads_and_their_optimiser_state_stay_float32_with_a_bf16_policy() -> None:
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.loop.trainer import MOTrainer
     from tests.llm_fixtures import load_tiny_lm, tiny_config, tiny_prompts
 
     model, tokenizer = load_tiny_lm()
@@ -76,7 +76,7 @@ def test_attention_dropout_of_the_config_is_switched_off() -> None:
     PPO must still be exactly 1."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.loop.trainer import MOTrainer
     from tests.llm_fixtures import tiny_config, tiny_prompts
 
     model = AutoModelForCausalLM.from_pretrained(untied_lm_dir(), attention_dropout=0.5)
@@ -167,7 +167,7 @@ def test_a_checkpoint_shipping_its_own_sampling_settings_is_sampled_as_scored(tm
     log-probabilities are the scored ones."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.loop.trainer import MOTrainer
     from tests.llm_fixtures import load_tiny_lm, tiny_config, tiny_prompts
 
     model, tokenizer = load_tiny_lm()
@@ -186,7 +186,7 @@ def test_a_checkpoint_shipping_its_own_sampling_settings_is_sampled_as_scored(tm
     batch = _batch(trainer)
     assert torch.equal(batch.kl, torch.zeros_like(batch.kl))
     rollout = trainer.generate(trainer.sample_prompts())
-    from mogradient_llm.sampling import neutral_generation_config
+    from mogradient_llm.policy.sampling import neutral_generation_config
 
     with torch.no_grad(), neutral_generation_config(trainer.policy):
         torch.manual_seed(0)
@@ -205,7 +205,7 @@ def test_a_checkpoint_shipping_its_own_sampling_settings_is_sampled_as_scored(tm
         ],
         1,
     )
-    scored, _, _ = trainer._forward_chunks(
+    scored, _, _ = trainer.forwards(
         type(rollout)(
             rollout.prompts,
             rollout.completions,
@@ -216,7 +216,7 @@ def test_a_checkpoint_shipping_its_own_sampling_settings_is_sampled_as_scored(tm
             rollout.eos_token_ids,
         )
     )
-    from mogradient_llm.rollout import response_mask
+    from mogradient_llm.policy.rollout import response_mask
 
     mask = response_mask(response, rollout.eos_token_ids).bool()
     torch.testing.assert_close(sampled[mask], scored[mask], rtol=0, atol=1e-5)

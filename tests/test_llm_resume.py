@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mogradient_llm.checkpoint import LATEST_FILE, latest_checkpoint, resolve_resume
+from mogradient_llm.loop.checkpoint import LATEST_FILE, latest_checkpoint, resolve_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, SAVE_STEPS = 9, 3
@@ -141,17 +141,17 @@ def test_latest_pointer_and_scan_skip_incomplete_checkpoints(tmp_path) -> None:
 
 def test_the_aggregators_state_is_checkpointed(tmp_path: Path) -> None:
     """A stateful method (PCGrad's seeded visiting orders) continues its stream on resume."""
-    from mogradient_llm.rewards import LengthReward, VaderReward
+    from mogradient_llm.inputs.rewards import LengthReward, VaderReward
     from tests.llm_fixtures import make_trainer
 
     rewards = [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()]
     trainer = make_trainer(rewards, aggregator="pcgrad")
     trainer.step()
     trainer.save(tmp_path / "checkpoint-1")
-    expected = trainer.combiner.aggregator._rng.bit_generator.state
+    expected = trainer.aggregator._rng.bit_generator.state
     del trainer
     resumed = make_trainer(rewards, aggregator="pcgrad")
-    fresh = resumed.combiner.aggregator._rng.bit_generator.state
+    fresh = resumed.aggregator._rng.bit_generator.state
     assert fresh != expected  # a step has advanced the saved stream
     resumed.load_checkpoint(tmp_path / "checkpoint-1")
-    assert resumed.combiner.aggregator._rng.bit_generator.state == expected
+    assert resumed.aggregator._rng.bit_generator.state == expected

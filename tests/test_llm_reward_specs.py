@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from mogradient_llm.cli import main
-from mogradient_llm.reward_specs import (
+from mogradient_llm.inputs.reward_specs import (
     build_reward,
     check_reward_specs,
     default_reference_known,

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from mogradient_llm.reward_specs import build_reward
-from mogradient_llm.rewards import (
+from mogradient_llm.inputs.reward_specs import build_reward
+from mogradient_llm.inputs.rewards import (
     ClassifierReward,
     LengthReward,
     Reward,
@@ -76,7 +76,7 @@ def test_classifier_reward_is_the_positive_logit(tmp_path) -> None:
 
 
 def test_factories_name_their_rewards() -> None:
-    from mogradient_llm.rewards import length, vader
+    from mogradient_llm.inputs.rewards import length, vader
 
     assert length().name == "length" and length().hv_reference == 0.5
     assert length(unit="words", low=0.2).fn.low == 0.2

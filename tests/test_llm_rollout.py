@@ -14,13 +14,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from mogradient_llm.rollout import (
+from mogradient_llm.policy.rollout import (
     generate_rollout,
     lm_response_logprobs,
     response_logprobs,
     response_mask,
 )
-from mogradient_llm.sampling import eos_token_ids, neutral_generation_config, sampling_config
+from mogradient_llm.policy.sampling import eos_token_ids, neutral_generation_config, sampling_config
 from tests.llm_fixtures import load_tiny_lm, tiny_prompts, untied_lm_dir
 
 torch.set_num_threads(1)

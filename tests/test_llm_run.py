@@ -72,8 +72,8 @@ def test_a_run_needs_a_reward() -> None:
 def test_train_uses_the_aggregator_instance_it_is_handed(tmp_path) -> None:
     """``run.train`` trains with the instance given, not with one built from the config's name
     (the config says ``pama``; the instance is a ``linear`` weighting of one preference)."""
+    from mogradient_llm.loop.checkpoint import STATE_FILE
     from mogradient_llm.run import train
-    from mogradient_llm.trainer import STATE_FILE
 
     config = MOPPOConfig(
         batch_size=4,

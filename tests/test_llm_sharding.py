@@ -26,9 +26,9 @@ def _free_port() -> int:
 
 
 def _sample(model, tokenizer, prompts, sharded: bool) -> torch.Tensor:
-    from mogradient_llm.rollout import generate_rollout
-    from mogradient_llm.sampling import sampling_config
-    from mogradient_llm.sharding import generation_context
+    from mogradient_llm.policy.rollout import generate_rollout
+    from mogradient_llm.policy.sampling import sampling_config
+    from mogradient_llm.policy.sharding import generation_context
 
     config = sampling_config({"max_new_tokens": 6, "do_sample": True}, model.policy, tokenizer)
     torch.manual_seed(1234)
@@ -41,7 +41,7 @@ def _sample(model, tokenizer, prompts, sharded: bool) -> torch.Tensor:
 def _worker(rank: int, port: int, lm_dir: Path, out_dir: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    from mogradient_llm.value_heads import PolicyWithValueHeads
+    from mogradient_llm.estimators.value_heads import PolicyWithValueHeads
     from tests.llm_fixtures import load_tiny_lm, tiny_prompts
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

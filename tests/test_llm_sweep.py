@@ -12,17 +12,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import mogradient_llm.evaluate as evaluate_module
+import mogradient_llm.pareto.evaluate as evaluate_module
 import mogradient_llm.run as run_module
 from mogradient_llm.cli import main, parse_sweep_args
-from mogradient_llm.front import (
+from mogradient_llm.pareto.front import (
     PolicyPoint,
     front_at_kl_budget,
     front_metrics,
     select_at_kl_budget,
 )
-from mogradient_llm.soups import interpolate_policies
-from mogradient_llm.sweep import (
+from mogradient_llm.pareto.soups import interpolate_policies
+from mogradient_llm.pareto.sweep import (
     preference_aware_aggregators,
     preference_label,
     preference_lattice,

@@ -10,12 +10,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from mogradient_llm.batch import RolloutBatch
 from mogradient_llm.config import DEFAULT_GENERATION, MOConfig
 from mogradient_llm.demo import demo_config
 from mogradient_llm.estimators import MOPPOConfig, estimator_class, estimator_for
-from mogradient_llm.estimators.base import Estimate, Estimator, EstimatorInputs, Scalarize
+from mogradient_llm.estimators.base import (
+    Estimate,
+    Estimator,
+    EstimatorInputs,
+    Minibatch,
+    Scalarize,
+)
 from mogradient_llm.estimators.grpo import GroupConfig
+from mogradient_llm.objectives.advantages import Advantages
 from mogradient_llm.specs import ModelSpec, RunSpec
 
 
@@ -44,26 +50,23 @@ class ToyEstimator(Estimator[ToyConfig]):
         scores = torch.nan_to_num(inputs.scores)
         advantages = (scores - scores.mean(1, keepdim=True))[:, :, None] * inputs.mask
         ToyEstimator.calls.append(advantages)
-        return Estimate(scalarize(advantages) if scalarize is not None else advantages)
+        if scalarize is not None:  # a loss weighting: Σ wᵢ Aᵢ, one combined row
+            return Estimate(Advantages.combined(scalarize(advantages)))
+        return Estimate(Advantages.of(advantages, self.names, inputs.valid))
 
     @property
     def clip_range(self) -> tuple[float, float | None]:
         return self.config.clip, None
 
     def extra_loss(
-        self,
-        batch: RolloutBatch,
-        index: torch.Tensor,
-        logprobs: torch.Tensor,
-        values: torch.Tensor | None,
-        weights: torch.Tensor,
+        self, estimate: Estimate, rows: Minibatch
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        return logprobs.new_zeros(()), {}
+        return rows.logprobs.new_zeros(()), {}
 
 
 def test_a_toy_estimator_defined_here_trains_through_the_service_layer(tmp_path) -> None:
+    from mogradient_llm.loop.checkpoint import STATE_FILE
     from mogradient_llm.run import train
-    from mogradient_llm.trainer import STATE_FILE
 
     config = ToyConfig(
         batch_size=4,

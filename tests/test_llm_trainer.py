@@ -11,9 +11,10 @@ import torch
 
 from mogradient import get_aggregator, gramian_of
 from mogradient_llm.estimators import MOPPOConfig
-from mogradient_llm.rewards import LengthReward, Reward, RewardError, VaderReward
-from mogradient_llm.trainer import STATE_FILE, MOTrainer
-from mogradient_llm.value_heads import PolicyWithValueHeads
+from mogradient_llm.estimators.value_heads import PolicyWithValueHeads
+from mogradient_llm.inputs.rewards import LengthReward, Reward, RewardError, VaderReward
+from mogradient_llm.loop.checkpoint import STATE_FILE
+from mogradient_llm.loop.trainer import MOTrainer
 from tests.llm_fixtures import load_tiny_lm, make_trainer, tiny_config, tiny_prompts
 
 
@@ -29,7 +30,7 @@ def _snapshot(trainer: MOTrainer) -> dict[str, torch.Tensor]:
 def _batch(trainer: MOTrainer) -> dict:
     prompts = trainer.sample_prompts()
     rollout = trainer.generate(prompts)
-    from mogradient_llm.rewards import score_all
+    from mogradient_llm.inputs.rewards import score_all
 
     return trainer.prepare_batch(rollout, score_all(trainer.rewards, prompts, rollout.completions))
 
@@ -112,7 +113,7 @@ def test_gramian_modes_use_the_registry_weights_of_the_measured_gramian(
         torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, inputs, retain_graph=True)])
         for loss in losses
     ]
-    expected = copy.deepcopy(trainer.combiner.aggregator).weights(gramian_of(torch.stack(rows)))
+    expected = copy.deepcopy(trainer.aggregator).weights(gramian_of(torch.stack(rows)))
     assert torch.is_tensor(expected) and expected.dtype == torch.float64
     reference = get_aggregator(aggregator, **kwargs).weights(gramian_of(torch.stack(rows)))
     torch.testing.assert_close(expected, reference)
@@ -202,15 +203,15 @@ def test_configuration_errors() -> None:
 def test_prepare_batch_follows_the_documented_pipeline_order() -> None:
     """scores → running normalisation → KL penalty on every objective → GAE per objective →
     whitening → Noon clip → PAMA."""
-    from mogradient_llm.advantages import (
+    from mogradient_llm.estimators.advantages import (
         gae,
         masked_whiten,
-        noon_clip,
         normalize_scores,
         token_rewards,
     )
-    from mogradient_llm.rewards import score_all
-    from mogradient_llm.rollout import lm_response_logprobs
+    from mogradient_llm.inputs.rewards import score_all
+    from mogradient_llm.objectives.advantages import noon_clip
+    from mogradient_llm.policy.rollout import lm_response_logprobs
 
     trainer = make_trainer(_rewards())
     prompts = trainer.sample_prompts()
@@ -225,8 +226,8 @@ def test_prepare_batch_follows_the_documented_pipeline_order() -> None:
     stats.update(scores)
     normalised = normalize_scores(scores, stats, use_score_norm=True)
     rewards = token_rewards(normalised, batch.kl, mask, trainer.config.kl_coef)
-    advantages, returns = gae(rewards, batch.old_values, mask, gamma=1.0, lam=0.95)
-    torch.testing.assert_close(batch.returns, returns)
+    advantages, returns = gae(rewards, batch.estimate.old_values, mask, gamma=1.0, lam=0.95)
+    torch.testing.assert_close(batch.estimate.returns, returns)
     clipped = noon_clip(masked_whiten(advantages, mask))
     torch.testing.assert_close(batch.objective_advantages, clipped)
     torch.testing.assert_close(batch.advantages[0], clipped.min(0).values * mask)
@@ -242,9 +243,9 @@ def test_a_none_score_gives_its_objective_no_advantage_and_no_value_target() -> 
     scores = trainer.score(rows, rollout)
     assert torch.isnan(scores[0, 1::2]).all() and not torch.isnan(scores[0, ::2]).any()
     batch = trainer.prepare_batch(rollout, scores)
-    assert batch.value_mask is not None
-    assert float(batch.value_mask[0, 1::2].sum()) == 0.0
-    assert torch.equal(batch.value_mask[1], batch.mask)
+    assert batch.estimate.value_mask is not None
+    assert float(batch.estimate.value_mask[0, 1::2].sum()) == 0.0
+    assert torch.equal(batch.estimate.value_mask[1], batch.mask)
     # whitened over the scored completions only: the others stay at exactly 0
     assert float(batch.objective_advantages[0, 1::2].abs().sum()) == 0.0
     assert float(batch.objective_advantages[0, ::2].abs().sum()) > 0

@@ -13,8 +13,8 @@ import torch
 from transformers import TrainerState
 
 from mogradient_llm.estimators.grpo import GRPOEstimator
-from mogradient_llm.nonfinite import NonFiniteError
-from mogradient_llm.rewards import LengthReward, Reward
+from mogradient_llm.inputs.rewards import LengthReward, Reward
+from mogradient_llm.loop.nonfinite import NonFiniteError
 from tests.llm_fixtures import make_trainer
 
 

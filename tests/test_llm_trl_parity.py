@@ -144,7 +144,7 @@ def test_the_defaults_we_mirror_are_trls(algorithm) -> None:
 def test_weight_decay_spares_the_parameters_trl_spares() -> None:
     """transformers' ``Trainer.create_optimizer`` (TRL's optimiser) decays every weight but the
     biases and the normalisation layers; so does ours, and by 0 unless asked."""
-    from mogradient_llm.update import build_optimizer
+    from mogradient_llm.loop.update import build_optimizer
 
     trainer = trl_trainer("grpo", PROMPTS, weight_decay=0.1)
     trainer.create_optimizer()

@@ -11,9 +11,9 @@ import datasets
 import pytest
 import torch
 
-from mogradient_llm.data import as_prompt_rows, completion_for_reward, reward_columns
-from mogradient_llm.reward_context import RewardLog
-from mogradient_llm.rewards import (
+from mogradient_llm.inputs.prompts import as_prompt_rows, completion_for_reward, reward_columns
+from mogradient_llm.inputs.reward_context import RewardLog
+from mogradient_llm.inputs.rewards import (
     LengthReward,
     NonFiniteRewardError,
     Reward,
@@ -225,7 +225,7 @@ async def _scaled(completions, factor, **kwargs):
 def test_async_forms_are_recognised_as_trl_recognises_them() -> None:
     from trl.trainer.utils import is_async_callable as trl_is_async
 
-    from mogradient_llm.rewards import is_async_callable
+    from mogradient_llm.inputs.rewards import is_async_callable
 
     partial = functools.partial(_scaled, factor=2.0)
     for fn in (AsyncJudge(), partial, _scaled, reward_len, LengthReward(), len):

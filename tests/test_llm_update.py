@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from mogradient import get_aggregator, gramian_of
-from mogradient_llm.advantages import gae, masked_whiten, noon_clip
-from mogradient_llm.rewards import LengthReward, VaderReward
-from mogradient_llm.trainer import MOTrainer
+from mogradient_llm.estimators.advantages import gae, masked_whiten
+from mogradient_llm.inputs.rewards import LengthReward, VaderReward
+from mogradient_llm.loop.trainer import MOTrainer
+from mogradient_llm.objectives.advantages import noon_clip
 from tests.llm_fixtures import make_trainer, untied_lm_dir
 
 SETTINGS = {
@@ -25,7 +26,7 @@ def _rewards() -> list:
 
 
 def _batch(trainer: MOTrainer) -> dict:
-    from mogradient_llm.rewards import score_all
+    from mogradient_llm.inputs.rewards import score_all
 
     prompts = trainer.sample_prompts()
     rollout = trainer.generate(prompts)
@@ -149,7 +150,7 @@ def test_morlhf_scalarises_the_advantages_before_whitening_and_noon() -> None:
     batch = _batch(trainer)
     mask = batch.mask
     # Rebuild the per-objective GAE from the batch's returns and values: A = R - V.
-    per_objective = (batch.returns - batch.old_values * mask) * mask
+    per_objective = (batch.estimate.returns - batch.estimate.old_values * mask) * mask
     scalarised = 0.5 * per_objective[0] + 0.5 * per_objective[1]
     expected = noon_clip(masked_whiten(scalarised.unsqueeze(0), mask))
     torch.testing.assert_close(batch.advantages, expected, rtol=1e-5, atol=1e-6)
@@ -158,10 +159,10 @@ def test_morlhf_scalarises_the_advantages_before_whitening_and_noon() -> None:
 
 def test_opposite_advantages_cancel_under_morlhf() -> None:
     """A = (+1, −1), w = (½, ½): MORLHF's advantage is 0; the per-objective variant gave 0.5."""
-    from mogradient_llm.aggregation import ObjectiveCombiner
+    from mogradient_llm.loop.setup import objective_loss
     from tests.llm_fixtures import tiny_config
 
-    combiner = ObjectiveCombiner(tiny_config(aggregator="morlhf"), ["a", "b"])
+    combiner = objective_loss(tiny_config(aggregator="morlhf"), ["a", "b"])
     advantages = torch.stack([torch.ones(1, 3), -torch.ones(1, 3)])
     scalarised, stats = combiner.scalarize(advantages, torch.zeros(2))
     torch.testing.assert_close(scalarised, torch.zeros(1, 1, 3))

@@ -19,7 +19,7 @@ import torch
 
 from mogradient import PAMA
 from mogradient.aggregators.pama import pama_weights
-from mogradient_llm.rewards import Reward
+from mogradient_llm.inputs.rewards import Reward
 from tests.llm_fixtures import load_tiny_lm, tiny_config
 
 
@@ -127,7 +127,7 @@ def test_trl_multi_task_recipe_trains_each_sample_on_its_task(algorithm: str) ->
     every completion is scored by exactly one reward, and its combined advantage is that
     reward's own (per-objective) advantage on every token; tokens are used
     (``agg/used_token_frac`` > 0, it was 0.0)."""
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.loop.trainer import MOTrainer
 
     model, tokenizer = load_tiny_lm()
     dataset = datasets.Dataset.from_list(
@@ -173,7 +173,7 @@ def test_trl_multi_task_recipe_with_a_weighted_sum(aggregation: str) -> None:
     """``linear`` on the same recipe (GRPO's weighted sum of rewards, or GDPO): a missing reward
     adds nothing, so each completion's advantage has the sign of its own reward's deviation
     from its group's mean (a group is one prompt, so one task), and is 0 where that is 0."""
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.loop.trainer import MOTrainer
 
     model, tokenizer = load_tiny_lm()
     dataset = datasets.Dataset.from_list(

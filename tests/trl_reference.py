@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.rollout import Rollout
+from mogradient_llm.policy.rollout import Rollout
 from tests.llm_fixtures import load_tiny_lm, tiny_lm_dir
 
 G = 4
@@ -170,7 +170,7 @@ def our_trainer(
     model, for processes that did not build it), ``linear`` over the two rewards unless
     ``overrides`` say otherwise."""
     from mogradient_llm.estimators import estimator_class
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.loop.trainer import MOTrainer
 
     values = rewards(prompts)
     model, tokenizer = load_tiny_lm(lm_dir)

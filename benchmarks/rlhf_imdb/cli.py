@@ -46,8 +46,8 @@ from benchmarks.rlhf_imdb.runs import (
     reference_point,
     run_rl,
 )
-from mogradient_llm.data import imdb_prompts
 from mogradient_llm.demo import DEFAULT_DATA_DIR
+from mogradient_llm.inputs.prompts import imdb_prompts
 
 FULL = {
     "sizes": "tiny,1m,4m",

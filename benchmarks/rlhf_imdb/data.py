@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mogradient_llm.data import load_text_dataset, resolve_data_file
+from mogradient_llm.inputs.prompts import load_text_dataset, resolve_data_file
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.data import clean_review
-from mogradient_llm.models import lm_samples, pretrain, tiny_gpt2, train_tokenizer
+from mogradient_llm.inputs.prompts import clean_review
+from mogradient_llm.policy.models import lm_samples, pretrain, tiny_gpt2, train_tokenizer
 
 # name -> GPT2Config shape; the parameter counts assume the default 8000-token vocabulary.
 SIZES: dict[str, dict[str, int]] = {

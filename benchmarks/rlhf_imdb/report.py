@@ -4,7 +4,7 @@ sweep's front, CSVs and plots.
 
 Every run is evaluated every few steps on the test prompts and on training-split prompts; a
 run's point at a KL budget is its last evaluation whose KL to the reference is within the
-budget (``mogradient_llm.front.select_at_kl_budget``; step 0, KL 0, always is), so a method
+budget (``mogradient_llm.pareto.front.select_at_kl_budget``; step 0, KL 0, always is), so a method
 that drifts further is compared at the same distance from the reference as the others.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from benchmarks.rlhf_imdb.runs import OBJECTIVES
 from benchmarks.tables import write_csv
 from mogradient.pareto import hypervolume
-from mogradient_llm.front import PolicyPoint, front_metrics, plot_front, select_at_kl_budget
+from mogradient_llm.pareto.front import PolicyPoint, front_metrics, plot_front, select_at_kl_budget
 
 SWEEP = "morlhf-sweep"
 FINAL = ("hypervolume", "kl", "seconds_per_step")

@@ -1,6 +1,7 @@
 """Sentiment reward-model stage: a small ModernBERT sequence classifier (config only, the
 shared tokenizer) trained on the IMDb labels and saved with ``save_pretrained``, so the
-benchmark scores through ``mogradient_llm.rewards.classifier`` exactly as with a hub classifier.
+benchmark scores through ``mogradient_llm.inputs.rewards.classifier`` exactly as with a hub
+classifier.
 
 ModernBERT is chosen for its ``classifier_pooling="mean"``: the logit is read from the mean of
 the last hidden states over the non-padding tokens, so every word's evidence counts wherever it
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 
 from benchmarks.rlhf_imdb.data import Split
-from mogradient_llm.data import clean_review
+from mogradient_llm.inputs.prompts import clean_review
 
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 ARCHITECTURE = "modernbert, mean pooling"

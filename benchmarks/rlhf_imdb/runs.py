@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from mogradient_llm.demo import GENERATION, demo_config
-from mogradient_llm.evaluate import evaluate_policy
-from mogradient_llm.rewards import Reward, as_reward, classifier, distinct, length, vader
+from mogradient_llm.inputs.rewards import Reward, as_reward, classifier, distinct, length, vader
+from mogradient_llm.pareto.evaluate import evaluate_policy
 
 #: Part of every RL stage's cache key: bump it when the trainer's results change, so cached runs
 #: of an older loop are not reused (2: MORLHF scalarises before whitening, weights sum to 1,
@@ -160,7 +160,7 @@ def run_rl(
     prompts ``held_out`` and the training-split prompts ``train_eval`` every ``eval_every``
     steps and at the end. Returns the final test metrics, the ``curve`` of evaluations, the
     per-step training means and the seconds per training step (evaluations excluded)."""
-    from mogradient_llm.trainer import MOTrainer
+    from mogradient_llm.loop.trainer import MOTrainer
 
     policy, reference, tokenizer = load_policy(policy_dir)
     rewards = benchmark_rewards(sentiment, n_objectives)

@@ -2,7 +2,7 @@
 
 Each command's module parses its flags, merges a config file and the flags into the typed
 records (:mod:`mogradient_llm.specs` and the algorithm's config) and calls a service
-(:mod:`mogradient_llm.run`, :mod:`mogradient_llm.sweep`, :mod:`mogradient_llm.demo`); nothing
+(:mod:`mogradient_llm.run`, :mod:`mogradient_llm.pareto.sweep`, :mod:`mogradient_llm.demo`); nothing
 below this package sees an ``argparse.Namespace``.
 """
 
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: reported in one line, exit status 2."""
-    from mogradient_llm.nonfinite import NonFiniteError
-    from mogradient_llm.rewards import RewardError
+    from mogradient_llm.inputs.rewards import RewardError
+    from mogradient_llm.loop.nonfinite import NonFiniteError
 
     return (ValueError, TypeError, FileNotFoundError, RewardError, NonFiniteError, ImportError)
 

@@ -1,6 +1,6 @@
 """``mogradient-llm sweep``: its own flags (preferences, KL budgets, held-out evaluation) into
-a :class:`~mogradient_llm.sweep.SweepOptions`, every other flag ``train``'s, then
-:func:`mogradient_llm.sweep.run_sweep`."""
+a :class:`~mogradient_llm.pareto.sweep.SweepOptions`, every other flag ``train``'s, then
+:func:`mogradient_llm.pareto.sweep.run_sweep`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import argparse
 from mogradient_llm.cli.common import float_list
 from mogradient_llm.cli.train import parse_train_args
 from mogradient_llm.config import MOConfig
+from mogradient_llm.pareto.sweep import SweepOptions, normalize_preference, preference_lattice
 from mogradient_llm.specs import RunSpec
-from mogradient_llm.sweep import SweepOptions, normalize_preference, preference_lattice
 
 _DEFAULTS = SweepOptions(preferences=((1.0,),))
 
@@ -99,6 +99,6 @@ def parse_sweep_args(argv: list[str]) -> tuple[RunSpec, MOConfig, SweepOptions]:
 
 def main(argv: list[str]) -> None:
     """Parse ``sweep``'s flags and run the sweep."""
-    from mogradient_llm.sweep import run_sweep
+    from mogradient_llm.pareto.sweep import run_sweep
 
     run_sweep(*parse_sweep_args(argv))

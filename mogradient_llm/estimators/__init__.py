@@ -10,7 +10,7 @@ import inspect
 import pkgutil
 
 from mogradient_llm.config import MOConfig
-from mogradient_llm.estimators.base import Estimate, Estimator, EstimatorInputs
+from mogradient_llm.estimators.base import Estimate, Estimator, EstimatorInputs, Minibatch
 from mogradient_llm.estimators.grpo import GRPOEstimator, MOGRPOConfig
 from mogradient_llm.estimators.ppo import MOPPOConfig, PPOEstimator
 from mogradient_llm.estimators.rloo import MORLOOConfig, RLOOEstimator
@@ -64,6 +64,7 @@ __all__ = [
     "EstimatorInputs",
     "GRPOEstimator",
     "MOGRPOConfig",
+    "Minibatch",
     "MOPPOConfig",
     "MORLOOConfig",
     "PPOEstimator",

@@ -1,6 +1,6 @@
 """The estimator interface: what turns (rollout, scores) into per-objective advantages.
 
-The loop (:class:`mogradient_llm.trainer.MOTrainer`) owns everything else — prompts, rollouts,
+The loop (:class:`mogradient_llm.loop.trainer.MOTrainer`) owns everything else — prompts, rollouts,
 scoring, the Noon clip, the combine, minibatches, logging, checkpoints. An estimator says
 
 * which forwards the rollout needs (value heads, a reference, the old log-probabilities),
@@ -16,20 +16,16 @@ Adding an algorithm is one module that subclasses :class:`Estimator` and :class:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
-from mogradient_llm.batch import RolloutBatch
 from mogradient_llm.config import MOConfig
-from mogradient_llm.loss import TokenNormalization, clipped_surrogate
+from mogradient_llm.objectives.advantages import Advantages
+from mogradient_llm.objectives.loss import AllReduceSum, Scalarize
+from mogradient_llm.objectives.surrogate import TokenNormalization, clipped_surrogate
 
-#: Sums a tensor over the processes (``None`` in one process).
-AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
-#: A loss weighting's ``x [k, ...] → Σ wᵢ xᵢ [1, ...]`` (``None`` for other kinds).
-Scalarize = Callable[[torch.Tensor], torch.Tensor]
 Stats = dict[str, float]
 
 ConfigT = TypeVar("ConfigT", bound=MOConfig)
@@ -59,14 +55,33 @@ class EstimatorInputs:
 
 @dataclass
 class Estimate:
-    """An estimator's output: advantages ``[m, B, T]`` (``m = 1`` once scalarised) and, for
-    estimators with a critic, the value targets."""
+    """An estimator's output: advantages (one row per objective, or the one combined row once
+    a loss weighting scalarised them) and what its extra loss reads later. Estimators with more
+    (PPO's value targets) return a subclass."""
 
-    advantages: torch.Tensor
+    advantages: Advantages
     kl: torch.Tensor | None = None  #: ``[B, T]`` per-token KL to the reference, for logging
-    returns: torch.Tensor | None = None
-    value_mask: torch.Tensor | None = None
     stats: Stats = field(default_factory=dict)
+
+    def nonfinite(self) -> str | None:
+        """A description of the first non-finite value of the estimate, or ``None``."""
+        for name, row in zip(self.advantages.names, self.advantages.values):
+            if not torch.isfinite(row).all():
+                return f"the advantages of objective {name!r} are not finite"
+        return None
+
+
+@dataclass
+class Minibatch:
+    """What an estimator's losses read for the rows ``index`` of a step's batch, from the
+    update's forward (``logprobs``, ``values``: with grad)."""
+
+    index: torch.Tensor
+    logprobs: torch.Tensor  #: ``[b, T]`` the live policy's
+    old_logprobs: torch.Tensor  #: ``[b, T]`` the sampling policy's (no grad)
+    weights: torch.Tensor  #: ``[b, T]`` what each token counts for in a loss
+    ref_logprobs: torch.Tensor | None = None  #: ``[b, T]`` the KL reference's
+    values: torch.Tensor | None = None  #: ``[k, b, T]`` the value heads'
 
 
 class Estimator(ABC, Generic[ConfigT]):
@@ -112,6 +127,14 @@ class Estimator(ABC, Generic[ConfigT]):
         """Per-objective advantages of the rollout (scalarised where the algorithm says when
         ``scalarize`` is given), before the Noon clip and the combine."""
 
+    def named_advantages(
+        self, values: torch.Tensor, inputs: EstimatorInputs, scalarized: bool
+    ) -> Advantages:
+        """``values`` named: the objectives' rows, or the one combined row once scalarised."""
+        if scalarized:
+            return Advantages.combined(values)
+        return Advantages.of(values, self.names, inputs.valid)
+
     def policy_losses(
         self,
         logprobs: torch.Tensor,
@@ -130,14 +153,10 @@ class Estimator(ABC, Generic[ConfigT]):
 
     @abstractmethod
     def extra_loss(
-        self,
-        batch: RolloutBatch,
-        index: torch.Tensor,
-        logprobs: torch.Tensor,
-        values: torch.Tensor | None,
-        weights: torch.Tensor,
+        self, estimate: Estimate, rows: Minibatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss added outside the aggregator on the rows ``index`` (value loss, KL term)."""
+        """The loss added outside the aggregator on the ``rows`` (value loss, KL term), from
+        this estimator's own ``estimate`` of the step."""
 
     def after_step(self, mean_kl: float, n_samples: int) -> None:
         """Adapt to the finished step (PPO's adaptive KL coefficient); default: nothing."""

@@ -20,17 +20,17 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
-from mogradient_llm.batch import RolloutBatch
 from mogradient_llm.config import MOConfig, _help
 from mogradient_llm.estimators.base import (
     AllReduceSum,
     Estimate,
     Estimator,
     EstimatorInputs,
+    Minibatch,
     Scalarize,
 )
-from mogradient_llm.kl import kl_estimate
-from mogradient_llm.loss import TokenNormalization
+from mogradient_llm.estimators.kl import kl_estimate
+from mogradient_llm.objectives.surrogate import TokenNormalization
 
 SCALE_REWARDS = ("group", "batch", "none")
 LOSS_TYPES: dict[str, TokenNormalization] = {
@@ -265,23 +265,18 @@ class GRPOEstimator(GroupEstimator[MOGRPOConfig]):
         if inputs.ref_logprobs is not None and inputs.logprobs is not None:
             kl = kl_estimate(inputs.logprobs, inputs.ref_logprobs, "k3") * inputs.mask
         tokens = advantages.to(inputs.mask.dtype)[:, :, None] * inputs.mask
-        return Estimate(tokens, kl=kl)
+        return Estimate(self.named_advantages(tokens, inputs, scalarize is not None), kl=kl)
 
     def extra_loss(
-        self,
-        batch: RolloutBatch,
-        index: torch.Tensor,
-        logprobs: torch.Tensor,
-        values: torch.Tensor | None,
-        weights: torch.Tensor,
+        self, estimate: Estimate, rows: Minibatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``β`` × the k3 KL to the reference (times ``π/π_old`` with ``use_bias_correction_kl``,
         TRL's importance-sampling correction), normalised like the policy loss."""
-        if batch.ref_logprobs is None:
+        logprobs = rows.logprobs
+        if rows.ref_logprobs is None:
             return logprobs.new_zeros(()), {}
-        kl = kl_estimate(logprobs, batch.ref_logprobs[index], "k3")
+        kl = kl_estimate(logprobs, rows.ref_logprobs, "k3")
         if self.config.use_bias_correction_kl:
-            old = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs[index]
-            kl = kl * torch.exp(logprobs - old)
-        loss = (kl * weights.to(kl.dtype)).sum()
+            kl = kl * torch.exp(logprobs - rows.old_logprobs)
+        loss = (kl * rows.weights.to(kl.dtype)).sum()
         return self.config.beta * loss, {"loss/kl": loss.detach()}

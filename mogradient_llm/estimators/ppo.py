@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from mogradient_llm.advantages import (
+from mogradient_llm.config import MOConfig, _help
+from mogradient_llm.estimators.advantages import (
     RunningMeanStd,
     gae,
     masked_mean,
@@ -21,11 +22,21 @@ from mogradient_llm.advantages import (
     normalize_scores,
     token_rewards,
 )
-from mogradient_llm.batch import RolloutBatch
-from mogradient_llm.config import MOConfig, _help
-from mogradient_llm.estimators.base import Estimate, Estimator, EstimatorInputs, Scalarize, Stats
-from mogradient_llm.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
-from mogradient_llm.loss import clipped_value_loss
+from mogradient_llm.estimators.base import (
+    Estimate,
+    Estimator,
+    EstimatorInputs,
+    Minibatch,
+    Scalarize,
+    Stats,
+)
+from mogradient_llm.estimators.kl import (
+    AdaptiveKLController,
+    FixedKLController,
+    KLController,
+    kl_estimate,
+)
+from mogradient_llm.estimators.value_heads import clipped_value_loss
 
 KL_ESTIMATORS = ("k1", "k3")
 KL_CONTROLLERS = ("fixed", "adaptive")
@@ -112,6 +123,22 @@ class MOPPOConfig(MOConfig):
         return self.num_ppo_epochs
 
 
+@dataclass(kw_only=True)
+class ValueEstimate(Estimate):
+    """PPO's estimate: the advantages and, per value head ``[k, B, T]``, the rollout's values,
+    the returns its loss regresses on and the tokens it is trained on."""
+
+    old_values: torch.Tensor
+    returns: torch.Tensor
+    value_mask: torch.Tensor
+
+    def nonfinite(self) -> str | None:
+        for name, row in zip(self.advantages.names, self.returns):
+            if not torch.isfinite(row).all():
+                return f"the returns of objective {name!r} are not finite"
+        return super().nonfinite()
+
+
 class PPOEstimator(Estimator[MOPPOConfig]):
     """GAE per objective with one value head each; the value loss is added outside."""
 
@@ -166,24 +193,26 @@ class PPOEstimator(Estimator[MOPPOConfig]):
             scored = value_mask.amax(0, keepdim=True)
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, scored)
-        return Estimate(advantages, kl=kl, returns=returns, value_mask=value_mask, stats=stats)
+        return ValueEstimate(
+            self.named_advantages(advantages, inputs, scalarize is not None),
+            kl=kl,
+            stats=stats,
+            old_values=inputs.values,
+            returns=returns,
+            value_mask=value_mask,
+        )
 
     def extra_loss(
-        self,
-        batch: RolloutBatch,
-        index: torch.Tensor,
-        logprobs: torch.Tensor,
-        values: torch.Tensor | None,
-        weights: torch.Tensor,
+        self, estimate: Estimate, rows: Minibatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``vf_coef`` × the clipped value loss summed over the heads."""
-        assert values is not None and batch.old_values is not None and batch.returns is not None
-        assert batch.value_mask is not None
-        head_weights = weights * (batch.value_mask[:, index] > 0).to(weights.dtype)
+        assert isinstance(estimate, ValueEstimate) and rows.values is not None
+        index, weights = rows.index, rows.weights
+        head_weights = weights * (estimate.value_mask[:, index] > 0).to(weights.dtype)
         loss, stats = clipped_value_loss(
-            values,
-            batch.old_values[:, index],
-            batch.returns[:, index],
+            rows.values,
+            estimate.old_values[:, index],
+            estimate.returns[:, index],
             head_weights,
             self.config.cliprange_value,
         )

@@ -18,9 +18,8 @@ from typing import ClassVar
 
 import torch
 
-from mogradient_llm.batch import RolloutBatch
 from mogradient_llm.config import _help
-from mogradient_llm.estimators.base import Estimate, EstimatorInputs, Scalarize
+from mogradient_llm.estimators.base import Estimate, EstimatorInputs, Minibatch, Scalarize
 from mogradient_llm.estimators.grpo import (
     GroupConfig,
     GroupEstimator,
@@ -28,8 +27,8 @@ from mogradient_llm.estimators.grpo import (
     grouped,
     scalarized_rewards,
 )
-from mogradient_llm.kl import kl_estimate
-from mogradient_llm.loss import TokenNormalization, clipped_surrogate
+from mogradient_llm.estimators.kl import kl_estimate
+from mogradient_llm.objectives.surrogate import TokenNormalization, clipped_surrogate
 
 
 @dataclass
@@ -100,7 +99,7 @@ class RLOOEstimator(GroupEstimator[MORLOOConfig]):
                 valid = valid.any(0, keepdim=True)
                 advantages = batch_normalized(advantages, valid, inputs.all_reduce_sum)
         tokens = advantages.to(inputs.mask.dtype)[:, :, None] * inputs.mask
-        return Estimate(tokens, kl=kl)
+        return Estimate(self.named_advantages(tokens, inputs, scalarize is not None), kl=kl)
 
     def policy_losses(
         self,
@@ -125,12 +124,7 @@ class RLOOEstimator(GroupEstimator[MORLOOConfig]):
         )
 
     def extra_loss(
-        self,
-        batch: RolloutBatch,
-        index: torch.Tensor,
-        logprobs: torch.Tensor,
-        values: torch.Tensor | None,
-        weights: torch.Tensor,
+        self, estimate: Estimate, rows: Minibatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Nothing: RLOO's KL is in the reward."""
-        return logprobs.new_zeros(()), {}
+        return rows.logprobs.new_zeros(()), {}

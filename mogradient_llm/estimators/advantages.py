@@ -1,4 +1,4 @@
-"""Per-objective token rewards, GAE, whitening, the Noon clip and PAMA's advantage combine.
+"""Per-objective token rewards, GAE, whitening and running score statistics.
 
 Tensors are laid out ``[k, batch, T]`` (objectives first, as :func:`mogradient.pama_weights`
 expects); ``mask`` ``[batch, T]`` is 1 on response tokens up to and including the first EOS.
@@ -11,17 +11,11 @@ from typing import cast
 
 import torch
 
+from mogradient_llm.objectives.surrogate import masked_mean
+
 #: Sums a tensor over the processes (identity in one process): the trainer passes
 #: ``accelerator.reduce(x, "sum")``.
 AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None):
-    """Mean of ``x`` over the positions where ``mask`` (broadcast to ``x``) is 1."""
-    mask = mask.to(x.dtype).expand_as(x)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -126,8 +120,3 @@ def gae(
         reversed_advantages.append(last)
     advantages = torch.stack(reversed_advantages[::-1], dim=-1) * mask
     return advantages, advantages + values
-
-
-def noon_clip(advantages: torch.Tensor) -> torch.Tensor:
-    """Noon PPO: ``max(A, 0)`` per objective and token."""
-    return advantages.clamp(min=0)

@@ -1,4 +1,4 @@
-"""The clipped surrogate (one loss per advantage row), the clipped value loss and the KL loss.
+"""The clipped surrogate (one loss per advantage row) and the token weights of every loss.
 
 Every loss is a weighted sum over tokens: ``token_weights [B, T]`` (zero off the response) say
 what each token counts for, so one function serves every normalisation — PPO's token mean, DAPO's
@@ -13,7 +13,14 @@ from typing import Literal
 
 import torch
 
-from mogradient_llm.advantages import masked_mean
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None):
+    """Mean of ``x`` over the positions where ``mask`` (broadcast to ``x``) is 1."""
+    mask = mask.to(x.dtype).expand_as(x)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
 
 #: How token losses are normalised: ``token`` (sum / the minibatch's tokens on this process: PPO),
 #: ``global_token`` (sum / the tokens of an optimiser step over every process: DAPO as TRL's),
@@ -35,7 +42,7 @@ def token_weights(
     minibatch's divided by the number of micro-batches, which ``accelerator.accumulate`` divides
     the summed losses by again), so accumulated micro-batches give the minibatch's loss
     (``global_token``: ``tokens`` counts every process's, see
-    :func:`mogradient_llm.update.global_token_count`; ``micro_token`` ignores both: each
+    :func:`mogradient_llm.loop.update.global_token_count`; ``micro_token`` ignores both: each
     micro-batch is its own token mean, averaged over them).
     """
     mask = mask.float()
@@ -79,26 +86,3 @@ def clipped_surrogate(
             "policy/ratio_avg": masked_mean(ratio, mask),
         }
     return losses, stats
-
-
-def clipped_value_loss(
-    values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    weights: torch.Tensor,
-    cliprange_value: float,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``½ max((V - R)², (clip(V) - R)²)`` summed with ``weights`` and over the k heads.
-
-    ``values``, ``old_values``, ``returns``: ``[k, B, T]``; ``weights``: ``[B, T]``, or
-    ``[k, B, T]`` when a head is not trained on some sequences (its reward had no score).
-    """
-    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
-    unclipped_err = (values - returns) ** 2
-    clipped_err = (clipped - returns) ** 2
-    per_token = 0.5 * torch.maximum(unclipped_err, clipped_err)
-    loss = (per_token * weights.expand_as(per_token)).sum()
-    with torch.no_grad():
-        mask = weights.expand_as(per_token) > 0
-        stats = {"val/clipfrac_avg": masked_mean((clipped_err > unclipped_err).float(), mask)}
-    return loss, stats

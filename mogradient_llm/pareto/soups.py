@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from mogradient_llm.checkpoint import TMP_PREFIX
+from mogradient_llm.loop.checkpoint import TMP_PREFIX
 
 
 def interpolate_policies(sources: Sequence[Path], weights: Sequence[float], target: Path) -> None:

@@ -11,15 +11,15 @@ Every checkpoint along a run (``--save-steps``), the final policy and the shared
 are evaluated on held-out prompts (mean reward per objective, KL to the reference), and cached
 next to the checkpoint. The front is compared at matched KL, so that no method wins by drifting
 further from the reference: for a budget ``b``, each run contributes the last checkpoint whose
-held-out KL is at most ``b`` (:func:`mogradient_llm.front.select_at_kl_budget`, a pure
-function; the front's metrics, CSV, plots and tables are in :mod:`mogradient_llm.front`).
+held-out KL is at most ``b`` (:func:`mogradient_llm.pareto.front.select_at_kl_budget`, a pure
+function; the front's metrics, CSV, plots and tables are in :mod:`mogradient_llm.pareto.front`).
 
 Outputs: ``front.csv``, ``front.png``, ``kl_curve.csv``, ``kl_curve.png`` and ``summary.json``
 (hypervolume and spacing of the final front and of each budget's, with the reference point).
 
 Rewarded Soups (Ramé et al. 2023), the cheap front: the runs with one-hot preferences (one per
 objective) are trained, and their weights (LoRA adapters, or whole policies) are interpolated
-over a lattice of mixing weights (:mod:`mogradient_llm.soups`); each mix is evaluated like a
+over a lattice of mixing weights (:mod:`mogradient_llm.pareto.soups`); each mix is evaluated like a
 run (``soups.csv``).
 """
 
@@ -38,9 +38,9 @@ import numpy as np
 
 from mogradient import Aggregator, get_aggregator, registered
 from mogradient.pareto import simplex_lattice
-from mogradient_llm.checkpoint import TMP_PREFIX, is_complete, latest_checkpoint
 from mogradient_llm.config import MOConfig
-from mogradient_llm.front import (
+from mogradient_llm.loop.checkpoint import TMP_PREFIX, is_complete, latest_checkpoint
+from mogradient_llm.pareto.front import (
     PolicyPoint,
     format_tables,
     front_at_kl_budget,
@@ -51,7 +51,7 @@ from mogradient_llm.front import (
     write_front_csv,
     write_kl_curve_csv,
 )
-from mogradient_llm.soups import interpolate_policies
+from mogradient_llm.pareto.soups import interpolate_policies
 from mogradient_llm.specs import TINY, RunSpec
 
 RUNS_DIR = "runs"
@@ -255,7 +255,7 @@ class _Evaluator:
     each result cached in a JSON file keyed by the policy's files and the evaluation settings."""
 
     def __init__(self, run: RunSpec, config: MOConfig, options: SweepOptions):
-        from mogradient_llm.evaluate import reference_point
+        from mogradient_llm.pareto.evaluate import reference_point
         from mogradient_llm.run import build_rewards, load_lm, load_prompt_rows
 
         policy = run.model.policy
@@ -279,7 +279,7 @@ class _Evaluator:
 
     def __call__(self, policy_dir: Path, cache: Path) -> dict[str, Any]:
         """``{"scores": [...], "kl": ...}`` of the policy in ``policy_dir``, cached in ``cache``."""
-        from mogradient_llm.evaluate import evaluate_checkpoint
+        from mogradient_llm.pareto.evaluate import evaluate_checkpoint
 
         key = {"policy": str(policy_dir), "mtime_ns": _stamp(policy_dir), **self.settings}
         if cache.is_file():
@@ -377,7 +377,7 @@ def run_sweep(run: RunSpec, config: MOConfig, options: SweepOptions) -> dict[str
 
     ``run`` is the runs' template: each one trains it with its own output directory and
     preference; each run's aggregator is built once, here, and handed to its training."""
-    from mogradient_llm.reward_specs import check_reward_specs, default_reference_known
+    from mogradient_llm.inputs.reward_specs import check_reward_specs, default_reference_known
     from mogradient_llm.run import build_aggregator
 
     if run.resume is not None:

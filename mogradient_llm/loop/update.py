@@ -1,4 +1,5 @@
-"""The updates of one step: minibatch epochs over a :class:`~mogradient_llm.batch.RolloutBatch`.
+"""The updates of one step: minibatch epochs over a
+:class:`~mogradient_llm.loop.batch.RolloutBatch`.
 
 For each minibatch the weights are decided first (Gramian methods: from the Gramian of the
 per-objective policy losses, accumulated over the micro-batches and all-reduced over the
@@ -11,6 +12,7 @@ the first backward).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,14 +24,13 @@ from torch import nn
 
 from mogradient import GramianAccumulator
 from mogradient.gramian_engine import GramianRecorder
-from mogradient_llm.aggregation import ObjectiveCombiner
-from mogradient_llm.batch import RolloutBatch
 from mogradient_llm.config import MOConfig
-from mogradient_llm.diagnostics import gradient_diagnostics
-from mogradient_llm.estimators import Estimator
-from mogradient_llm.loss import token_weights
-from mogradient_llm.nonfinite import NonFiniteGuard
-from mogradient_llm.rollout import response_logprobs
+from mogradient_llm.estimators import Estimator, Minibatch
+from mogradient_llm.loop.batch import RolloutBatch
+from mogradient_llm.loop.nonfinite import NonFiniteGuard
+from mogradient_llm.objectives.loss import MultiObjectiveLoss
+from mogradient_llm.objectives.surrogate import token_weights
+from mogradient_llm.policy.rollout import response_logprobs
 
 #: A minibatch's policy losses ``[m]``, the extra loss, the hidden states and the stats.
 Losses = tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
@@ -82,6 +83,20 @@ def build_optimizer(module: nn.Module, config: MOConfig) -> torch.optim.AdamW:
     )
 
 
+def build_scheduler(optimizer: Any, config: MOConfig) -> Any:
+    """The config's learning-rate schedule over every optimiser step of the run (``max_steps``
+    steps × epochs × minibatches), with its warm-up."""
+    from transformers import get_scheduler
+
+    updates = config.max_steps * config.epochs * (config.batch_size // config.mini_batch_size)
+    return get_scheduler(
+        config.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=config.warmup_steps or math.ceil(config.warmup_ratio * updates),
+        num_training_steps=updates,
+    )
+
+
 @dataclass
 class Updater:
     """Runs the minibatch epochs of a step for a prepared model, optimiser and scheduler."""
@@ -92,9 +107,8 @@ class Updater:
     optimizer: Any
     scheduler: Any
     estimator: Estimator
-    combiner: ObjectiveCombiner
+    objective: MultiObjectiveLoss
     guard: NonFiniteGuard
-    names: list[str]
     temperature: float
     max_length: int
     policy: Callable[[], nn.Module]
@@ -142,7 +156,9 @@ class Updater:
         p_losses, stats = self.estimator.policy_losses(
             logprobs, old, batch.advantages[:, index], weights
         )
-        extra, extra_stats = self.estimator.extra_loss(batch, index, logprobs, values, weights)
+        ref = None if batch.ref_logprobs is None else batch.ref_logprobs[index]
+        rows = Minibatch(index, logprobs, old, weights, ref, values)
+        extra, extra_stats = self.estimator.extra_loss(batch.estimate, rows)
         return p_losses, extra, hidden, {**stats, **extra_stats}
 
     def update(self, batch: RolloutBatch, index: torch.Tensor, step: int) -> dict[str, float]:
@@ -157,14 +173,12 @@ class Updater:
         held: Losses | None = None
         weights: torch.Tensor | None = None
         stats: dict[str, float] = {}
-        if self.combiner.gradient_level:
+        if self.objective.gradient_level:
             decided = self._policy_gramian(batch, micro, scale, step)
             if decided is None:
                 return {}
             gramian, held = decided
-            weights, stats = self.combiner.gramian_weights(gramian, batch.objective_losses)
-            if len(self.names) > 1:
-                stats.update(gradient_diagnostics(gramian, self.names))
+            weights, stats = self.objective.decide(gramian, batch.objective_losses)
         totals: dict[str, float] = {}
         skipped = False
         for idx in micro:
@@ -172,10 +186,10 @@ class Updater:
                 if skipped:
                     continue
                 p_losses, extra, _, micro_stats = held or self.minibatch_losses(batch, idx, scale)
-                if held is None and self._skip_nonfinite(p_losses, extra, step):
+                if held is None and self._skip_nonfinite(batch, p_losses, extra, step):
                     skipped = True
                     continue
-                acc.backward(self.combiner.policy_loss(p_losses, weights) + extra)
+                acc.backward(self.objective.reduce(p_losses, weights) + extra)
                 if acc.sync_gradients and cfg.max_grad_norm is not None:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
@@ -214,7 +228,7 @@ class Updater:
             if cfg.parameter_gramian == "layers":
                 with GramianRecorder(policy, params=params) as recorder:
                     out = self.minibatch_losses(batch, micro[0], scale)
-                if self._skip_nonfinite(out[0], out[1], step):
+                if self._skip_nonfinite(batch, out[0], out[1], step):
                     return None
                 return recorder.gramian(list(out[0].unbind())), out
         accumulator = GramianAccumulator(cfg.gramian_level, len(micro))
@@ -222,23 +236,26 @@ class Updater:
         for idx in micro:
             with self.accelerator.no_sync(self.model) if len(micro) > 1 else nullcontext():
                 out = self.minibatch_losses(batch, idx, scale)
-            if self._skip_nonfinite(out[0], out[1], step):
+            if self._skip_nonfinite(batch, out[0], out[1], step):
                 return None
             inputs = [out[2]] if cfg.gramian_level == "features" else params
             accumulator.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
             held = out if len(micro) == 1 else None
         return accumulator.gramian(), held
 
-    def _skip_nonfinite(self, p_losses: torch.Tensor, extra: torch.Tensor, step: int) -> bool:
+    def _skip_nonfinite(
+        self, batch: RolloutBatch, p_losses: torch.Tensor, extra: torch.Tensor, step: int
+    ) -> bool:
         """Whether any rank met a non-finite loss (then raise, or warn with ``skip_nonfinite``)."""
-        problem = self.guard.agree(self._nonfinite_loss(p_losses, extra))
+        problem = self.guard.agree(self._nonfinite_loss(batch.advantage_names, p_losses, extra))
         if problem is not None:
             self.guard.report(problem, step)
         return problem is not None
 
-    def _nonfinite_loss(self, p_losses: torch.Tensor, extra: torch.Tensor) -> str | None:
-        """A description of the first non-finite loss, or ``None``."""
-        names = self.names if len(p_losses) == len(self.names) else ["combined"]
+    def _nonfinite_loss(
+        self, names: Sequence[str], p_losses: torch.Tensor, extra: torch.Tensor
+    ) -> str | None:
+        """A description of the first non-finite loss (``names``: the rows'), or ``None``."""
         for name, loss in zip(names, p_losses.detach()):
             if not torch.isfinite(loss):
                 return f"the policy loss of objective {name!r} is {float(loss)}"

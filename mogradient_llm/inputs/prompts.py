@@ -171,8 +171,8 @@ def as_prompt_rows(prompts: Any) -> list[dict[str, Any]]:
 
 def reward_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     """Every key of the rows except ``prompt`` (and TRL's ``completion``, ``completion_ids``), as
-    lists aligned with ``rows``: the ``columns`` that :func:`~mogradient_llm.rewards.score_all`
-    passes to reward functions."""
+    lists aligned with ``rows``: the ``columns`` that
+    :func:`~mogradient_llm.inputs.rewards.score_all` passes to reward functions."""
     if not rows:
         return {}
     return {key: [row[key] for row in rows] for key in rows[0] if key not in _NOT_COLUMNS}

@@ -12,11 +12,16 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from mogradient_llm.data import as_prompt_rows, completion_for_reward, prompt_text, reward_columns
-from mogradient_llm.reward_context import RewardLog, trainer_state
-from mogradient_llm.rewards import Reward, RewardFn, as_reward, score_all
-from mogradient_llm.rollout import generate_rollout, lm_response_logprobs
-from mogradient_llm.sampling import as_sampling_config
+from mogradient_llm.inputs.prompts import (
+    as_prompt_rows,
+    completion_for_reward,
+    prompt_text,
+    reward_columns,
+)
+from mogradient_llm.inputs.reward_context import RewardLog, trainer_state
+from mogradient_llm.inputs.rewards import Reward, RewardFn, as_reward, score_all
+from mogradient_llm.policy.rollout import generate_rollout, lm_response_logprobs
+from mogradient_llm.policy.sampling import as_sampling_config
 
 
 def hypervolume(
@@ -73,7 +78,7 @@ def evaluate_policy(
     and ``log_metric`` (``eval/<name>``, averaged over the batches).
 
     Sampling is the trainer's: ``generation_kwargs`` (or a config from
-    :func:`~mogradient_llm.sampling.sampling_config`) sample softmax(logits / temperature),
+    :func:`~mogradient_llm.policy.sampling.sampling_config`) sample softmax(logits / temperature),
     whatever the model's own ``generation_config`` says, and the KL uses that temperature."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.data import clean_review
+from mogradient_llm.inputs.prompts import clean_review
 
 EOS = "<|endoftext|>"
 

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mogradient_llm.objectives.surrogate import masked_mean
+
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
@@ -76,3 +78,26 @@ class PolicyWithValueHeads(nn.Module):
         if self.value_head is None:
             raise ValueError("this policy has no value head to load")
         self.value_head.load_state_dict(load_file(str(Path(directory) / HEADS_FILE)))
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    weights: torch.Tensor,
+    cliprange_value: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``½ max((V - R)², (clip(V) - R)²)`` summed with ``weights`` and over the k heads.
+
+    ``values``, ``old_values``, ``returns``: ``[k, B, T]``; ``weights``: ``[B, T]``, or
+    ``[k, B, T]`` when a head is not trained on some sequences (its reward had no score).
+    """
+    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    unclipped_err = (values - returns) ** 2
+    clipped_err = (clipped - returns) ** 2
+    per_token = 0.5 * torch.maximum(unclipped_err, clipped_err)
+    loss = (per_token * weights.expand_as(per_token)).sum()
+    with torch.no_grad():
+        mask = weights.expand_as(per_token) > 0
+        stats = {"val/clipfrac_avg": masked_mean((clipped_err > unclipped_err).float(), mask)}
+    return loss, stats

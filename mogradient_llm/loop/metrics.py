@@ -7,6 +7,68 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from mogradient_llm.estimators.kl import kl_estimate
+from mogradient_llm.inputs.reward_context import RewardLog
+from mogradient_llm.loop.batch import RolloutBatch
+
+
+def policy_stats(batch: RolloutBatch) -> dict[str, float]:
+    """The step's entropy from the rollout's log-probs (or, when no forward ran before the
+    update, its first forward's), and the per-token KL then filled into ``batch.kl``."""
+    logprobs = batch.old_logprobs
+    if logprobs is None and batch.live_logprobs is not None:
+        # no forward before the update: its first forward's log-probs are the rollout's
+        logprobs = batch.live_logprobs if batch.live_logprobs.isfinite().all() else None
+        if logprobs is not None and batch.ref_logprobs is not None and batch.kl is None:
+            batch.kl = kl_estimate(logprobs, batch.ref_logprobs, "k3") * batch.mask
+    if logprobs is None:
+        return {}
+    return {"objective/entropy": float((-logprobs * batch.mask).sum(1).mean())}
+
+
+def mean_kl_of(batch: RolloutBatch, accelerator: Accelerator) -> float | None:
+    """The per-sequence KL to the reference averaged over every process's batch."""
+    if batch.kl is None:
+        return None
+    local = batch.kl.sum(1).mean().reshape(1).to(accelerator.device)
+    return float(accelerator.reduce(local, "mean"))
+
+
+def reward_metrics_of(log: RewardLog, accelerator: Accelerator) -> dict[str, float]:
+    """What the rewards logged with ``log_metric`` this step, averaged over the calls and the
+    processes (TRL's way); every rank calls it, skipped step or not."""
+    if accelerator.num_processes == 1:
+        return log.metrics()
+
+    def reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+        return accelerator.reduce(tensor.to(accelerator.device), "sum")
+
+    return log.metrics(gather_object, reduce_sum)
+
+
+def samples(
+    prompts: list[str],
+    completions: list[str],
+    scores: torch.Tensor,
+    names: list[str],
+    extra: dict[str, list[Any]],
+) -> list[dict[str, Any]]:
+    """One row per completion: its prompt, completion, every objective's score and the columns
+    the rewards logged with ``log_extra``."""
+    return [
+        {
+            "prompt": p,
+            "completion": c,
+            **{n: float(s) for n, s in zip(names, col)},
+            **{column: values[i] for column, values in extra.items()},
+        }
+        for i, (p, c, col) in enumerate(zip(prompts, completions, scores.T))
+    ]
+
 
 class MetricsWriter:
     """Appends one row of metrics per step to JSONL and CSV files in ``output_dir``.

@@ -12,7 +12,8 @@ Built-ins: :class:`LengthReward` (the paper's ``clip(l / 140, 0.5, 1.5)``, ``l``
 characters by default), :class:`VaderReward` (vaderSentiment compound score) and
 :class:`ClassifierReward` (a logit of an ``AutoModelForSequenceClassification``).
 :func:`score_all` calls them (awaiting ``async def`` ones) and checks their output, naming the
-reward that misbehaved. Rewards named on the command line: :mod:`mogradient_llm.reward_specs`.
+reward that misbehaved. Rewards named on the command line:
+:mod:`mogradient_llm.inputs.reward_specs`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import Any, Literal, cast
 
 import torch
 
-from mogradient_llm.data import Completion, Prompt, completion_text, conversation_text
-from mogradient_llm.reward_context import await_all
+from mogradient_llm.inputs.prompts import Completion, Prompt, completion_text, conversation_text
+from mogradient_llm.inputs.reward_context import await_all
 
 #: ``fn(prompts=..., completions=..., **kwargs) -> list[float | None]`` (or the older
 #: ``fn(prompts, completions) -> list[float]``); ``async def`` functions are awaited.
@@ -150,6 +151,17 @@ def as_reward(fn: RewardFn | Reward, name: str | None = None) -> Reward:
     if isinstance(fn, Reward):
         return Reward(fn.fn, name, fn.hv_reference)
     return Reward(fn, name)
+
+
+def as_rewards(fns: Sequence[RewardFn | Reward]) -> list[Reward]:
+    """One :class:`Reward` per objective, at least one, with unique names."""
+    rewards = [as_reward(fn) for fn in fns]
+    names = [r.name for r in rewards]
+    if not rewards:
+        raise ValueError("pass at least one reward function")
+    if len(set(names)) != len(names):
+        raise ValueError(f"reward names must be unique, got {names}")
+    return rewards
 
 
 def _texts(
@@ -429,18 +441,16 @@ def score_all(
     :func:`as_reward`), called the TRL way.
 
     Each reward gets ``prompts``, ``completions``, ``completion_ids`` (when given) and each of
-    ``columns`` (per-sample lists, e.g. from :func:`~mogradient_llm.data.reward_columns`) as
-    keyword arguments, plus ``extra_kwargs`` unchanged (not per sample; TRL passes
-    ``trainer_state``, ``log_extra`` and ``log_metric`` this way). The synchronous rewards run
-    in order; then the ``async def`` ones are awaited together (``asyncio.gather``, as TRL).
-    NaN in the result means "no score": the reward returned ``None`` for that sample; a reward
-    that scores no sample of the batch is warned about, once per :class:`Reward` object (plain
-    functions are wrapped anew at each call: pass :class:`Reward` objects to warn once).
-    A NaN or infinite float returned raises :class:`NonFiniteRewardError`; a
-    reward that raises, or returns the wrong number of scores or non-numbers, raises
-    :class:`RewardError` naming it; a reward needing an argument that nothing provides raises
-    :class:`RewardArgumentError`.
-    """
+    ``columns`` (per-sample lists, e.g. from :func:`~mogradient_llm.inputs.prompts.reward_columns`)
+    as keyword arguments, plus ``extra_kwargs`` unchanged (not per sample; TRL passes
+    ``trainer_state``, ``log_extra`` and ``log_metric`` this way). The synchronous rewards run in
+    order; then the ``async def`` ones are awaited together (``asyncio.gather``, as TRL). NaN in the
+    result means "no score": the reward returned ``None`` for that sample; a reward that scores no
+    sample of the batch is warned about, once per :class:`Reward` object (plain functions are
+    wrapped anew at each call: pass :class:`Reward` objects to warn once). A NaN or infinite float
+    returned raises :class:`NonFiniteRewardError`; a reward that raises, or returns the wrong number
+    of scores or non-numbers, raises :class:`RewardError` naming it; a reward needing an argument
+    that nothing provides raises :class:`RewardArgumentError`."""
     n = len(completions)
     if len(prompts) != n:
         raise ValueError(f"got {len(prompts)} prompts for {n} completions; pass one per completion")

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, cast
 
-from mogradient_llm.rewards import (
+from mogradient_llm.inputs.rewards import (
     LengthUnit,
     Reward,
     as_reward,

@@ -1,5 +1,5 @@
 """Sampling completions with ``generate`` and scoring their tokens' log-probabilities (the
-sampled distribution is the scored one: see :mod:`mogradient_llm.sampling`)."""
+sampled distribution is the scored one: see :mod:`mogradient_llm.policy.sampling`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
-from mogradient_llm.sampling import as_sampling_config, neutral_generation_config
+from mogradient_llm.policy.sampling import as_sampling_config, neutral_generation_config
 
 if TYPE_CHECKING:
     from transformers import GenerationMixin
@@ -66,13 +66,12 @@ def generate_rollout(
     """One completion per prompt, sampled from softmax(logits / temperature) (``tokenizer`` must
     pad on the left).
 
-    ``generation`` is a config from :func:`~mogradient_llm.sampling.sampling_config` (build it
-    once) or the generation kwargs to build it from; the model's own ``generation_config`` is
-    ignored but for its EOS ids. Responses end at the first of any EOS id. Prompts longer than
-    the model's context minus ``max_new_tokens`` are truncated from the left (their end, which
-    the completion continues, is kept) with a warning. ``synced_gpus`` goes to ``generate``
-    (needed when the model is sharded across ranks).
-    """
+    ``generation`` is a config from :func:`~mogradient_llm.policy.sampling.sampling_config` (build
+    it once) or the generation kwargs to build it from; the model's own ``generation_config`` is
+    ignored but for its EOS ids. Responses end at the first of any EOS id. Prompts longer than the
+    model's context minus ``max_new_tokens`` are truncated from the left (their end, which the
+    completion continues, is kept) with a warning. ``synced_gpus`` goes to ``generate`` (needed when
+    the model is sharded across ranks)."""
     generation = as_sampling_config(generation, model, tokenizer)
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
     lengths = enc["attention_mask"].sum(1)

@@ -237,7 +237,7 @@ def check_sampling_config(config: GenerationConfig) -> None:
     if wrong:
         raise ValueError(
             f"generation config fields {wrong} are not neutral: {_WHY}; build the config with "
-            "mogradient_llm.sampling.sampling_config"
+            "mogradient_llm.policy.sampling.sampling_config"
         )
     if not config.temperature or config.temperature <= 0 or not config.max_new_tokens:
         raise ValueError("the generation config needs temperature > 0 and max_new_tokens")

@@ -1,0 +1,340 @@
+"""The multi-objective policy loss under any aggregator kind, for any engine.
+
+:class:`MultiObjectiveLoss` turns per-objective advantages (:class:`Advantages`, rows named)
+and the engine's own policy loss (a callable: advantage rows ``[m, B, T]`` → one loss per row
+``[m]``, with the engine's ratios, clipping and token normalisation) into one scalar to
+backward. It takes an :class:`~mogradient.Aggregator` *instance* and knows nothing of the
+rollout, the batch type, the optimiser or ``.grad``: our loop, TRL's ``compute_loss`` and
+verl's actor call the same code. By kind (:func:`mogradient.dispatch`, the only switch):
+
+* advantage combiners (PAMA): after the Noon clip, one advantage per token (over the
+  objectives that scored each sample), then the policy loss of that one row;
+* loss weightings (``linear``/``morlhf``, ``mean``, ``stch``, ``famo``, ...): ``Σ wᵢ Aᵢ`` with
+  ``w`` decided from the objectives' loss values — where an estimator calls
+  :meth:`MultiObjectiveLoss.scalarizer` inside its pipeline (PPO: before whitening; GRPO: on
+  the rewards or the group-normalised advantages), else here, then the loss of that one row;
+* Gramian weightings (``mgda``, ``upgrad``, ``cagrad``, ...): one loss ``Lᵢ`` per objective,
+  the weights decided without grad from the Gramian of their gradients at the ``features``
+  level (a hidden state the engine hands over: MGDA-UB) or the ``parameters`` level, then
+  ``Σ wᵢ Lᵢ``.
+
+Engines that accumulate the Gramian over micro-batches or record it layer by layer (our loop)
+call the stages themselves: :meth:`~MultiObjectiveLoss.prepare`, :meth:`~MultiObjectiveLoss.decide`
+and :meth:`~MultiObjectiveLoss.reduce`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from mogradient import (
+    AdvantageCombiner,
+    Aggregator,
+    GramianAccumulator,
+    GramianWeighting,
+    LossWeighting,
+    dispatch,
+)
+from mogradient_llm.objectives.advantages import Advantages, noon_clip
+from mogradient_llm.objectives.diagnostics import (
+    advantage_diagnostics,
+    gradient_diagnostics,
+    score_diagnostics,
+)
+
+#: Sums a tensor over the processes (``None`` in one process).
+AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
+#: The engine's policy loss: advantage rows ``[m, B, T]`` → one loss per row ``[m]``.
+PolicyLosses = Callable[[torch.Tensor], torch.Tensor]
+#: A loss weighting's ``x [k, ...] → Σ wᵢ xᵢ [1, ...]``.
+Scalarize = Callable[[torch.Tensor], torch.Tensor]
+Level = Literal["features", "parameters"]
+Stats = dict[str, float]
+Kind = Literal["advantages", "losses", "gramian"]
+
+
+@dataclass
+class LossOutput:
+    """What :meth:`MultiObjectiveLoss.__call__` returns: the scalar to backward, the policy loss
+    of each row it was made of, the weights (Gramian and loss weightings) and the stats."""
+
+    loss: torch.Tensor
+    losses: torch.Tensor
+    weights: torch.Tensor | None
+    stats: Stats = field(default_factory=dict)
+
+
+def objective_losses(
+    scores: torch.Tensor, all_reduce_sum: AllReduceSum | None = None
+) -> torch.Tensor:
+    """The loss values loss-reading methods decide from: ``−`` each objective's mean raw score
+    ``[k, B] → [k]`` over every process's batch (so all ranks decide alike), leaving out the
+    scores a reward could not give (NaN).
+
+    Methods that need positive losses (GLS, DWA, FAMO, UW) then need rewards that stay
+    negative; they say so by name if not.
+    """
+    valid = ~torch.isnan(scores)
+    totals = torch.cat([scores.nan_to_num(0.0).sum(1), valid.sum(1).to(scores)])
+    if all_reduce_sum is not None:
+        totals = all_reduce_sum(totals)
+    k = scores.shape[0]
+    return -(totals[:k] / totals[k:].clamp(min=1))
+
+
+class MultiObjectiveLoss:
+    """The policy loss of ``names``' objectives combined by ``aggregator``.
+
+    Args:
+        aggregator: any ``mogradient`` aggregator instance (its state, if any, lives on).
+        names: the objectives, in the order of the advantage rows.
+        level: where Gramian weightings take the Gramian: ``"features"`` (the gradients with
+            respect to a hidden state the engine passes, MGDA-UB) or ``"parameters"``.
+        normalize_weights: rescale the weights to Σw = 1 whatever the method.
+        noon: clip every objective's advantage at zero first (Noon PPO).
+    """
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        names: Sequence[str],
+        *,
+        level: Level = "parameters",
+        normalize_weights: bool = False,
+        noon: bool = False,
+    ):
+        if not isinstance(aggregator, Aggregator):
+            raise TypeError(
+                f"aggregator must be a mogradient Aggregator instance, got {aggregator!r}; build "
+                "one with mogradient.get_aggregator(name, **kwargs)"
+            )
+        if level not in ("features", "parameters"):
+            raise ValueError(f"level must be 'features' or 'parameters', got {level!r}")
+        self.aggregator = aggregator
+        self.names = tuple(names)
+        if not self.names or len(set(self.names)) != len(self.names):
+            raise ValueError(f"give one unique name per objective, got {list(self.names)}")
+        self.level: Level = level
+        self.normalize_weights = normalize_weights
+        self.noon = noon
+        self.kind: Kind = dispatch(
+            aggregator,
+            losses=lambda _: "losses",
+            advantages=lambda _: "advantages",
+            gramian=lambda _: "gramian",
+        )
+
+    @property
+    def gradient_level(self) -> bool:
+        """Whether the weights are decided from gradients (a Gramian weighting)."""
+        return self.kind == "gramian"
+
+    @property
+    def reads_loss_values(self) -> bool:
+        """Whether the aggregator decides from the objectives' loss values."""
+        return self.kind == "losses" or getattr(self.aggregator, "uses_loss_values", False)
+
+    # ------------------------------------------------------------------ advantage stage
+    def _weight_stats(self, weights: torch.Tensor) -> Stats:
+        return {f"agg/weight/{n}": float(w) for n, w in zip(self.names, weights)}
+
+    def _normalized(self, weights: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """``weights / Σ weights`` with ``normalize_weights`` (and a positive sum)."""
+        total = float(weights.sum())
+        if self.normalize_weights and total > 0:
+            weights = weights / total
+        return weights, {"agg/weight_sum": total}
+
+    def scalarize(self, values: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """Loss weightings: ``values [k, ...]`` → ``Σ wᵢ valuesᵢ`` ``[1, ...]`` with ``w`` decided
+        from the objectives' ``losses [k]``."""
+        if not isinstance(self.aggregator, LossWeighting):
+            raise TypeError(f"{self.aggregator!r} is not a loss weighting; it does not scalarize")
+        raw = self.aggregator.weights(losses.to(torch.float64))
+        weights, stats = self._normalized(raw)
+        weights = weights.to(values)
+        stats.update(self._weight_stats(weights))
+        return torch.tensordot(weights, values, dims=1).unsqueeze(0), stats
+
+    def scalarizer(
+        self, losses: torch.Tensor, stats: Stats, total: float = 1.0
+    ) -> Scalarize | None:
+        """For an estimator's pipeline: a loss weighting's ``x [k, ...] → Σ wᵢ xᵢ [1, ...]``
+        with the weights of ``losses`` (their stats go into ``stats``); ``None`` for other kinds.
+
+        ``total``: with ``normalize_weights``, what the weights sum to instead of 1 (GRPO and
+        RLOO weigh the rewards at TRL's scale, ``Σ reward_weights``)."""
+        if self.kind != "losses":
+            return None
+        factor = total if self.normalize_weights else 1.0
+
+        def scalarize(x: torch.Tensor) -> torch.Tensor:
+            out, weight_stats = self.scalarize(x, losses)
+            stats.update(weight_stats)
+            return out * factor if factor != 1.0 else out
+
+        return scalarize
+
+    def _combine(
+        self, advantages: Advantages, mask: torch.Tensor, all_reduce_sum: AllReduceSum | None
+    ) -> tuple[Advantages, Stats]:
+        """Advantage combiners: one advantage per token over the objectives that scored."""
+        assert isinstance(self.aggregator, AdvantageCombiner)
+        values = advantages.per_token(mask)
+        valid = advantages.valid_per_token()
+        if valid is None or bool(valid.all()):
+            # every objective scored every sample: the call of a combiner that predates the
+            # validity mask (combine(advantages, mask, all_reduce_sum))
+            combined, weights, s_star = self.aggregator.combine(values, mask, all_reduce_sum)
+        else:
+            combined, weights, s_star = self.aggregator.combine(
+                values, mask, all_reduce_sum, valid=valid
+            )
+        stats: Stats = {"agg/weight_sum": 1.0}  # on the simplex per token / batch
+        token_mask = mask.to(weights.dtype)
+        if weights.ndim > 1:
+            per_objective = (weights * token_mask).sum((1, 2)) / token_mask.sum().clamp(min=1)
+            stats["agg/s_star"] = float((s_star * mask).sum() / mask.sum().clamp(min=1))
+        else:
+            per_objective = weights
+            stats["agg/s_star"] = float(s_star)
+        stats.update(self._weight_stats(per_objective))
+        stats["agg/used_token_frac"] = float(((combined != 0) & mask.bool()).sum() / mask.sum())
+        return Advantages.combined(combined.to(values.dtype).unsqueeze(0)), stats
+
+    def clip(self, advantages: Advantages, mask: torch.Tensor) -> Advantages:
+        """The advantages per token of ``mask`` ``[B, T]`` (the response tokens), after the Noon
+        clip with ``noon``: what the combine and the diagnostics read."""
+        if not advantages.is_combined and advantages.names != self.names:
+            raise ValueError(
+                f"advantages of objectives {list(advantages.names)}; this loss combines "
+                f"{list(self.names)}"
+            )
+        values = advantages.per_token(mask)
+        return advantages.with_values(noon_clip(values) if self.noon else values)
+
+    def combine(
+        self,
+        clipped: Advantages,
+        mask: torch.Tensor,
+        losses: torch.Tensor | None = None,
+        all_reduce_sum: AllReduceSum | None = None,
+    ) -> tuple[Advantages, Stats]:
+        """Advantage combiners combine and loss weightings scalarize (with the objectives' loss
+        values ``losses [k]``) what is not combined yet; Gramian weightings keep one row per
+        objective. ``clipped``: from :meth:`clip`."""
+        if clipped.is_combined or self.kind == "gramian":
+            return clipped, {}
+        if self.kind == "advantages":
+            return self._combine(clipped, mask, all_reduce_sum)
+        if losses is None:
+            raise ValueError(
+                f"{self.aggregator!r} weighs the objectives by their loss values: pass losses "
+                "(e.g. objective_losses(scores))"
+            )
+        scalarized, stats = self.scalarize(clipped.values, losses)
+        return Advantages.combined(scalarized), stats
+
+    def prepare(
+        self,
+        advantages: Advantages,
+        mask: torch.Tensor,
+        losses: torch.Tensor | None = None,
+        all_reduce_sum: AllReduceSum | None = None,
+    ) -> tuple[Advantages, Stats]:
+        """The advantage stage, :meth:`clip` then :meth:`combine`: ``[1, B, T]`` or
+        ``[k, B, T]`` advantages and stats."""
+        return self.combine(self.clip(advantages, mask), mask, losses, all_reduce_sum)
+
+    def diagnostics(self, clipped: Advantages, mask: torch.Tensor, scores: torch.Tensor) -> Stats:
+        """How much the objectives conflict, for kinds that decide without gradients: the
+        correlation of the objectives' advantages (``clipped``, from :meth:`clip`) over the
+        response tokens, or of the ``scores`` ``[k, B]`` once a loss weighting summed the
+        advantages. Gramian weightings log gradient cosines (:meth:`decide`); one objective:
+        nothing."""
+        if self.kind == "gramian" or len(self.names) < 2:
+            return {}
+        if clipped.is_combined:
+            return score_diagnostics(scores, self.names)
+        return advantage_diagnostics(clipped.values, mask, self.names)
+
+    # ------------------------------------------------------------------ loss stage
+    def decide(
+        self, gramian: torch.Tensor, losses: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Stats]:
+        """Gramian weightings: the weights for a global ``gramian`` (k×k, the same on every
+        rank) and, for methods that read them, the objectives' loss values; the stats include
+        every pair's gradient cosine and the conflict rate."""
+        if not isinstance(self.aggregator, GramianWeighting):
+            raise TypeError("only Gramian weightings decide weights from a Gramian")
+        # Only methods that read the loss values get them: the others would refuse an
+        # overflowing mean they never use.
+        values = None
+        if self.aggregator.uses_loss_values:
+            if losses is None:
+                raise ValueError(f"{self.aggregator!r} reads the loss values: pass losses")
+            values = losses.to(torch.float64)
+        with torch.no_grad():
+            raw = self.aggregator.weights(gramian, values)
+        weights, stats = self._normalized(raw)
+        stats.update(self._weight_stats(weights))
+        if len(self.names) > 1:
+            stats.update(gradient_diagnostics(gramian, self.names))
+        return weights, stats
+
+    @staticmethod
+    def reduce(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """``Σ wᵢ Lᵢ`` with the decided weights; the single combined loss otherwise."""
+        if weights is None:
+            if len(losses) != 1:
+                raise ValueError(f"{len(losses)} policy losses and no weights to combine them")
+            return losses[0]
+        return weights.to(losses) @ losses
+
+    def gramian(
+        self, losses: torch.Tensor, inputs: torch.Tensor | Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """The k×k Gramian of the ``losses``' gradients with respect to ``inputs`` (the hidden
+        state at the features level, the trainable parameters at the parameters level),
+        averaged over the ranks of ``torch.distributed``; keeps the graph for the backward."""
+        accumulator = GramianAccumulator(self.level)
+        tensors = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+        accumulator.add(losses.unbind(), tensors, retain_graph=True)
+        return accumulator.gramian()
+
+    def __call__(
+        self,
+        advantages: Advantages,
+        policy_losses: PolicyLosses,
+        mask: torch.Tensor,
+        *,
+        gradient_of: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        losses: torch.Tensor | None = None,
+        all_reduce_sum: AllReduceSum | None = None,
+    ) -> LossOutput:
+        """The one scalar to backward for ``advantages`` (``[k, B]`` or ``[k, B, T]``).
+
+        ``policy_losses``: the engine's loss of advantage rows ``[m, B, T]`` (``[m]``, with a
+        graph); ``mask`` ``[B, T]``: the response tokens; ``gradient_of``: what Gramian
+        weightings differentiate (the hidden state at the features level, the parameters at
+        the parameters level); ``losses``: the objectives' loss values ``[k]`` for methods
+        that read them (see :func:`objective_losses`).
+        """
+        prepared, stats = self.prepare(advantages, mask, losses, all_reduce_sum)
+        row_losses = policy_losses(prepared.values)
+        weights = None
+        if self.kind == "gramian":
+            if gradient_of is None:
+                raise ValueError(
+                    f"{self.aggregator!r} decides from the Gramian at the {self.level} level: "
+                    "pass gradient_of (the hidden state for 'features', the trainable parameters "
+                    "for 'parameters')"
+                )
+            weights, decided = self.decide(self.gramian(row_losses, gradient_of), losses)
+            stats.update(decided)
+            weights = weights.to(row_losses)
+        return LossOutput(self.reduce(row_losses, weights), row_losses.detach(), weights, stats)

@@ -1,0 +1,2 @@
+"""The policy side: rollouts and their forwards, sampling settings, sharded generation,
+dropout, LoRA and the tiny offline policies."""
