@@ -25,8 +25,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from benchmarks.tables import write_csv
 from mogradient_llm.estimators import MOPPOConfig
+from mogradient_llm.inputs.builtin_rewards import LengthReward
 from mogradient_llm.inputs.prompts import imdb_prompts
-from mogradient_llm.inputs.rewards import LengthReward, Reward
+from mogradient_llm.inputs.rewards import Reward
 from mogradient_llm.loop.trainer import MOTrainer
 from mogradient_llm.policy.models import synthetic_reviews, tiny_gpt2, train_tokenizer
 

@@ -17,8 +17,9 @@ import torch
 
 from mogradient_llm.config import MOConfig, generation_kwargs
 from mogradient_llm.estimators import estimator_class
+from mogradient_llm.inputs.builtin_rewards import length, vader
 from mogradient_llm.inputs.prompts import imdb_prompts, load_text_dataset
-from mogradient_llm.inputs.rewards import Reward, length, vader
+from mogradient_llm.inputs.rewards import Reward
 from mogradient_llm.loop.metrics import MetricsWriter
 from mogradient_llm.loop.trainer import MOTrainer
 from mogradient_llm.pareto.evaluate import evaluate_policy

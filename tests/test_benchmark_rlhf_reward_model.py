@@ -1,6 +1,6 @@
 """The IMDb benchmark's reward model learns a verdict at the end of long reviews, and is
-scored through ``mogradient_llm.inputs.rewards.classifier`` exactly as it was evaluated: its own
-context length and left truncation travel with the saved tokenizer."""
+scored through ``mogradient_llm.inputs.builtin_rewards.classifier`` exactly as it was
+evaluated: its own context length and left truncation travel with the saved tokenizer."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from benchmarks.rlhf_imdb.reward_model import (
     review_batches,
     train_reward_model,
 )
-from mogradient_llm.inputs.rewards import classifier
+from mogradient_llm.inputs.builtin_rewards import classifier
 from mogradient_llm.policy.models import synthetic_reviews
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mogradient_llm.cli import main
-from mogradient_llm.inputs.rewards import LengthReward, Reward, VaderReward
+from mogradient_llm.inputs.builtin_rewards import LengthReward, VaderReward
+from mogradient_llm.inputs.rewards import Reward
 from mogradient_llm.loop.checkpoint import LATEST_FILE
 from mogradient_llm.loop.trainer import MOTrainer, NonFiniteError
 from tests.llm_fixtures import load_tiny_lm, make_trainer, tiny_config, tiny_prompts

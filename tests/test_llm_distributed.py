@@ -25,7 +25,8 @@ import torch
 import torch.multiprocessing as mp
 from accelerate.utils import DistributedType
 
-from mogradient_llm.inputs.rewards import LengthReward, Reward, VaderReward
+from mogradient_llm.inputs.builtin_rewards import LengthReward, VaderReward
+from mogradient_llm.inputs.rewards import Reward
 from tests.llm_fixtures import make_trainer, tiny_lm_dir, untied_lm_dir
 
 SETTINGS = {

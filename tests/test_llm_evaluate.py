@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mogradient_llm.inputs.rewards import LengthReward
+from mogradient_llm.inputs.builtin_rewards import LengthReward
 from mogradient_llm.pareto.evaluate import evaluate_policy
 from tests.llm_fixtures import load_tiny_lm
 

@@ -13,7 +13,8 @@ import math
 import pytest
 
 import mogradient
-from mogradient_llm.inputs.rewards import LengthReward, Reward
+from mogradient_llm.inputs.builtin_rewards import LengthReward
+from mogradient_llm.inputs.rewards import Reward
 from tests.llm_fixtures import make_trainer
 
 #: The methods whose class says they refuse negative losses (``needs_positive_losses``).

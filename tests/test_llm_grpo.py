@@ -11,7 +11,8 @@ import torch
 
 from mogradient_llm.estimators import GRPOEstimator, MOGRPOConfig, MORLOOConfig, RLOOEstimator
 from mogradient_llm.estimators.base import EstimatorInputs
-from mogradient_llm.inputs.rewards import LengthReward, Reward
+from mogradient_llm.inputs.builtin_rewards import LengthReward
+from mogradient_llm.inputs.rewards import Reward
 from mogradient_llm.objectives.surrogate import token_weights
 from tests.llm_fixtures import make_trainer, untied_lm_dir
 from tests.test_llm_update import _assert_same_gradients, _gradients_at_step

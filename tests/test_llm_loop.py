@@ -71,7 +71,7 @@ class _Recorder(GeneralTracker):
 def test_trackers_get_the_config_and_every_steps_metrics(tmp_path) -> None:
     from accelerate import Accelerator
 
-    from mogradient_llm.inputs.rewards import LengthReward
+    from mogradient_llm.inputs.builtin_rewards import LengthReward
 
     recorder = _Recorder()
     accelerator = Accelerator(cpu=True, log_with=[recorder])

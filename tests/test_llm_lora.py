@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mogradient_llm.inputs.rewards import LengthReward, VaderReward
+from mogradient_llm.inputs.builtin_rewards import LengthReward, VaderReward
 from mogradient_llm.policy.rollout import lm_response_logprobs
 from tests.llm_fixtures import load_tiny_lm, make_trainer
 

@@ -8,7 +8,7 @@ import torch
 from mogradient import PAMA
 from mogradient_llm.estimators.advantages import RunningMeanStd, normalize_scores
 from mogradient_llm.estimators.kl import kl_estimate
-from mogradient_llm.inputs.rewards import LengthReward, VaderReward
+from mogradient_llm.inputs.builtin_rewards import LengthReward, VaderReward
 from tests.llm_fixtures import make_trainer, untied_lm_dir
 
 

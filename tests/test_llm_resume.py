@@ -141,7 +141,7 @@ def test_latest_pointer_and_scan_skip_incomplete_checkpoints(tmp_path) -> None:
 
 def test_the_aggregators_state_is_checkpointed(tmp_path: Path) -> None:
     """A stateful method (PCGrad's seeded visiting orders) continues its stream on resume."""
-    from mogradient_llm.inputs.rewards import LengthReward, VaderReward
+    from mogradient_llm.inputs.builtin_rewards import LengthReward, VaderReward
     from tests.llm_fixtures import make_trainer
 
     rewards = [LengthReward(scale=20.0, low=0.0, high=2.0), VaderReward()]

@@ -7,17 +7,14 @@ import math
 import pytest
 import torch
 
-from mogradient_llm.inputs.reward_specs import build_reward
-from mogradient_llm.inputs.rewards import (
+from mogradient_llm.inputs.builtin_rewards import (
     ClassifierReward,
     LengthReward,
-    Reward,
-    RewardError,
     VaderReward,
-    as_reward,
     distinct,
-    score_all,
 )
+from mogradient_llm.inputs.reward_specs import build_reward
+from mogradient_llm.inputs.rewards import Reward, RewardError, as_reward, score_all
 from tests.llm_fixtures import tiny_lm_dir
 
 
@@ -76,7 +73,7 @@ def test_classifier_reward_is_the_positive_logit(tmp_path) -> None:
 
 
 def test_factories_name_their_rewards() -> None:
-    from mogradient_llm.inputs.rewards import length, vader
+    from mogradient_llm.inputs.builtin_rewards import length, vader
 
     assert length().name == "length" and length().hv_reference == 0.5
     assert length(unit="words", low=0.2).fn.low == 0.2

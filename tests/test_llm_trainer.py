@@ -12,7 +12,8 @@ import torch
 from mogradient import get_aggregator, gramian_of
 from mogradient_llm.estimators import MOPPOConfig
 from mogradient_llm.estimators.value_heads import PolicyWithValueHeads
-from mogradient_llm.inputs.rewards import LengthReward, Reward, RewardError, VaderReward
+from mogradient_llm.inputs.builtin_rewards import LengthReward, VaderReward
+from mogradient_llm.inputs.rewards import Reward, RewardError
 from mogradient_llm.loop.checkpoint import STATE_FILE
 from mogradient_llm.loop.trainer import MOTrainer
 from tests.llm_fixtures import load_tiny_lm, make_trainer, tiny_config, tiny_prompts

@@ -13,7 +13,8 @@ import torch
 from transformers import TrainerState
 
 from mogradient_llm.estimators.grpo import GRPOEstimator
-from mogradient_llm.inputs.rewards import LengthReward, Reward
+from mogradient_llm.inputs.builtin_rewards import LengthReward
+from mogradient_llm.inputs.rewards import Reward
 from mogradient_llm.loop.nonfinite import NonFiniteError
 from tests.llm_fixtures import make_trainer
 

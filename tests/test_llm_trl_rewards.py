@@ -11,15 +11,14 @@ import datasets
 import pytest
 import torch
 
+from mogradient_llm.inputs.builtin_rewards import LengthReward, VaderReward
 from mogradient_llm.inputs.prompts import as_prompt_rows, completion_for_reward, reward_columns
 from mogradient_llm.inputs.reward_context import RewardLog
 from mogradient_llm.inputs.rewards import (
-    LengthReward,
     NonFiniteRewardError,
     Reward,
     RewardArgumentError,
     RewardError,
-    VaderReward,
     as_reward,
     score_all,
 )

@@ -8,7 +8,7 @@ import torch
 
 from mogradient import get_aggregator, gramian_of
 from mogradient_llm.estimators.advantages import gae, masked_whiten
-from mogradient_llm.inputs.rewards import LengthReward, VaderReward
+from mogradient_llm.inputs.builtin_rewards import LengthReward, VaderReward
 from mogradient_llm.loop.trainer import MOTrainer
 from mogradient_llm.objectives.advantages import noon_clip
 from tests.llm_fixtures import make_trainer, untied_lm_dir

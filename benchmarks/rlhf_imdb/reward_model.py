@@ -1,6 +1,6 @@
 """Sentiment reward-model stage: a small ModernBERT sequence classifier (config only, the
 shared tokenizer) trained on the IMDb labels and saved with ``save_pretrained``, so the
-benchmark scores through ``mogradient_llm.inputs.rewards.classifier`` exactly as with a hub
+benchmark scores through ``mogradient_llm.inputs.builtin_rewards.classifier`` exactly as with a hub
 classifier.
 
 ModernBERT is chosen for its ``classifier_pooling="mean"``: the logit is read from the mean of

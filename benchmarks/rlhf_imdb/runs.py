@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from mogradient_llm.demo import GENERATION, demo_config
-from mogradient_llm.inputs.rewards import Reward, as_reward, classifier, distinct, length, vader
+from mogradient_llm.inputs.builtin_rewards import classifier, distinct, length, vader
+from mogradient_llm.inputs.rewards import Reward, as_reward
 from mogradient_llm.pareto.evaluate import evaluate_policy
 
 #: Part of every RL stage's cache key: bump it when the trainer's results change, so cached runs

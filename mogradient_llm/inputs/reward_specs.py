@@ -16,16 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, cast
 
-from mogradient_llm.inputs.rewards import (
-    LengthUnit,
-    Reward,
-    as_reward,
-    callable_name,
-    classifier,
-    distinct,
-    length,
-    vader,
-)
+from mogradient_llm.inputs.builtin_rewards import LengthUnit, classifier, distinct, length, vader
+from mogradient_llm.inputs.rewards import Reward, as_reward, callable_name
 
 BUILT_INS = ("length", "vader", "distinct", "classifier")
 #: The kind of a spec naming a Python function by its import path.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from mogradient_llm.estimators import Estimate
+from mogradient_llm.objectives.advantages import Advantages
+from mogradient_llm.policy.rollout import Rollout
 
 
 @dataclass
@@ -36,6 +39,40 @@ class RolloutBatch:
     #: ``[B, T]`` the update's own log-probs, detached, filled as it runs, when no forward ran
     #: before it (``old_logprobs`` is ``None``): what the step's KL and entropy are logged from
     live_logprobs: torch.Tensor | None = None
+
+    @classmethod
+    def of(
+        cls,
+        rollout: Rollout,
+        scores: torch.Tensor,
+        losses: torch.Tensor,
+        estimate: Estimate,
+        clipped: Advantages,
+        combined: Advantages,
+        logprobs: torch.Tensor | None,
+        ref_logprobs: torch.Tensor | None,
+        stats: dict[str, float],
+    ) -> RolloutBatch:
+        """The batch of ``rollout``: its ``scores``, the objectives' loss values, the estimate,
+        the advantages after the Noon clip and after the combine, the forwards' log-probs."""
+        mask = rollout.response_mask.float()
+        return cls(
+            input_ids=rollout.input_ids,
+            attention_mask=rollout.attention_mask,
+            query_length=rollout.query_ids.shape[1],
+            mask=mask,
+            scores=scores,
+            objective_losses=losses,
+            estimate=estimate,
+            objective_advantages=clipped.values,
+            advantages=combined.values,
+            advantage_names=combined.names,
+            old_logprobs=logprobs,
+            ref_logprobs=ref_logprobs,
+            kl=estimate.kl,
+            stats=stats,
+            live_logprobs=mask.new_full(mask.shape, math.nan) if logprobs is None else None,
+        )
 
     @property
     def size(self) -> int:

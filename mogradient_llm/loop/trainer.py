@@ -1,5 +1,4 @@
-"""The training loop: one step in six stages, rollout → score → estimate → combine → update →
-log.
+"""Our loop: one step in six stages, rollout → score → estimate → combine → update → log.
 
 One loop for every algorithm; the algorithm is an estimator (:mod:`mogradient_llm.estimators`)
 chosen by the config's class, and the objectives are combined by one
@@ -17,13 +16,11 @@ verl's adapters use). A step flows one way:
    :class:`~mogradient_llm.loop.batch.RolloutBatch`;
 5. **update** — :class:`~mogradient_llm.loop.update.Updater`: minibatch epochs; Gramian methods
    decide their weights from the all-reduced Gramian first; one ``accelerator.backward`` each;
-6. **log** — JSONL/CSV always, accelerate trackers with ``report_to``; atomic checkpoints
-   (:mod:`mogradient_llm.loop.checkpoint`).
+6. **log** — JSONL/CSV, accelerate trackers (``report_to``); checkpoints: ``loop.checkpoint``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -229,12 +226,9 @@ class MOTrainer:
         logprobs, ref_logprobs, values = self.forwards(rollout)
         scores = scores.to(self.accelerator.device)
         losses = objective_losses(scores, self._sum)
-        if self.objective.reads_loss_values and not torch.isfinite(losses).all():
-            i = int((~torch.isfinite(losses)).nonzero()[0])
-            raise NonFiniteError(  # finite scores, overflowing mean
-                f"the mean score of objective {self.names[i]!r} is not finite in float32 "
-                f"({-float(losses[i])}); rescale that reward"
-            )
+        problem = self.objective.nonfinite_losses(losses)  # finite scores, overflowing mean
+        if problem is not None:
+            raise NonFiniteError(problem)
         stats: dict[str, float] = {}
         inputs = EstimatorInputs(
             scores, mask, self.config.num_generations, logprobs, ref_logprobs, values, self._sum
@@ -242,7 +236,7 @@ class MOTrainer:
         scalarize = self.objective.scalarizer(losses, stats, self.estimator.weight_total)
         estimate = self.estimator.estimate(inputs, scalarize)
         problem = estimate.nonfinite()
-        if problem is None and logprobs is not None and not torch.isfinite(logprobs).all():
+        if problem is None and logprobs is not None and not logprobs.isfinite().all():
             problem = "the policy's log-probabilities are not finite"
         if problem is not None:
             raise NonFiniteError(problem)
@@ -251,22 +245,8 @@ class MOTrainer:
         stats.update(estimate.stats)
         stats.update(combine_stats)
         stats.update(self.objective.diagnostics(clipped, mask, scores))
-        return RolloutBatch(
-            input_ids=rollout.input_ids,
-            attention_mask=rollout.attention_mask,
-            query_length=rollout.query_ids.shape[1],
-            mask=mask,
-            scores=scores,
-            objective_losses=losses,
-            estimate=estimate,
-            objective_advantages=clipped.values,
-            advantages=combined.values,
-            advantage_names=combined.names,
-            old_logprobs=logprobs,
-            ref_logprobs=ref_logprobs,
-            kl=estimate.kl,
-            stats=stats,
-            live_logprobs=mask.new_full(mask.shape, math.nan) if logprobs is None else None,
+        return RolloutBatch.of(
+            rollout, scores, losses, estimate, clipped, combined, logprobs, ref_logprobs, stats
         )
 
     # ------------------------------------------------------------------ one step

@@ -138,6 +138,17 @@ class MultiObjectiveLoss:
         """Whether the aggregator decides from the objectives' loss values."""
         return self.kind == "losses" or getattr(self.aggregator, "uses_loss_values", False)
 
+    def nonfinite_losses(self, losses: torch.Tensor) -> str | None:
+        """For methods that read the loss values: which objective's mean score is not finite
+        (finite rewards whose mean overflows in float32), or ``None``."""
+        if not self.reads_loss_values or bool(torch.isfinite(losses).all()):
+            return None
+        i = int((~torch.isfinite(losses)).nonzero()[0])
+        return (
+            f"the mean score of objective {self.names[i]!r} is not finite in float32 "
+            f"({-float(losses[i])}); rescale that reward"
+        )
+
     # ------------------------------------------------------------------ advantage stage
     def _weight_stats(self, weights: torch.Tensor) -> Stats:
         return {f"agg/weight/{n}": float(w) for n, w in zip(self.names, weights)}

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import GenerationConfig
 
+from mogradient.pareto import hypervolume
 from mogradient_llm.inputs.prompts import (
     as_prompt_rows,
     completion_for_reward,
@@ -22,20 +22,6 @@ from mogradient_llm.inputs.reward_context import RewardLog, trainer_state
 from mogradient_llm.inputs.rewards import Reward, RewardFn, as_reward, score_all
 from mogradient_llm.policy.rollout import generate_rollout, lm_response_logprobs
 from mogradient_llm.policy.sampling import as_sampling_config
-
-
-def hypervolume(
-    points: np.ndarray | Sequence[Sequence[float]], ref_point: Sequence[float]
-) -> float:
-    """Hypervolume of maximised reward vectors ``[m, k]`` above ``ref_point`` (pymoo's exact HV
-    on the negated values)."""
-    from pymoo.indicators.hv import HV
-
-    pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
-    ref = np.asarray(ref_point, dtype=np.float64)
-    if pts.shape[1] != ref.shape[0]:
-        raise ValueError(f"points have {pts.shape[1]} objectives, ref_point has {ref.shape[0]}")
-    return float(HV(ref_point=-ref)(-pts))
 
 
 def reference_point(rewards: Sequence[Reward], given: Sequence[float] | None = None) -> list[float]:
@@ -134,7 +120,7 @@ def evaluate_policy(
     result.update({f"eval/scored/{r.name}": int(c) for r, c in zip(wrapped, counts)})
     result["eval/ref_point"] = ref
     scored = all(math.isfinite(m) for m in means)
-    result["eval/hypervolume"] = hypervolume([means], ref) if scored else math.nan
+    result["eval/hypervolume"] = hypervolume([means], ref, maximize=True) if scored else math.nan
     if kls:
         result["eval/kl"] = float(torch.cat(kls).mean())
     result.update({f"eval/{name}": sum(v) / len(v) for name, v in metrics.items()})
