@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+from mogradient_llm.objectives.constraints import Constraint
+
 GRAMIAN_LEVELS = ("parameters", "features")
 PARAMETER_GRAMIANS = ("layers", "jacobian")
 
@@ -67,6 +69,10 @@ class MOConfig:
       GRPO and RLOO rescale a loss weighting's weights to TRL's sum instead, ``Σ reward_weights``
       (k without them), so that ``linear`` weighs the rewards exactly as TRL.
     * ``noon``: clip every objective's advantage at zero before aggregating (Noon PPO).
+    * ``constraints`` (``--constraint 'sentiment>=0.8'``): objectives kept above / below a
+      threshold by a Lagrange multiplier each (Safe RLHF), updated after every step by dual
+      ascent with step ``constraint_lr`` (PID Lagrangian with ``constraint_kp``/``_kd``); the
+      aggregator combines the other objectives.
     * ``gramian_level``: ``"parameters"`` (the policy-loss gradients over all trainable
       parameters) or ``"features"`` (over the last hidden states: MGDA-UB).
     * ``parameter_gramian``: ``"layers"`` (layer by layer in one backward, never holding the k×d
@@ -151,6 +157,19 @@ class MOConfig:
         default_factory=_default_generation_kwargs,
         metadata=_help("sampling settings, a JSON object (max_new_tokens, temperature, top_k…)"),
     )
+    constraints: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "constrained objectives, e.g. 'sentiment>=0.8' 'length<=1.2' (Safe RLHF's "
+            "Lagrangian); the other objectives are maximised",
+            "aliases": ["--constraint"],
+        },
+    )
+    constraint_lr: float = field(
+        default=0.05, metadata=_help("the multipliers' dual ascent step (PID: integral gain)")
+    )
+    constraint_kp: float = field(default=0.0, metadata=_help("PID Lagrangian: proportional gain"))
+    constraint_kd: float = field(default=0.0, metadata=_help("PID Lagrangian: derivative gain"))
     skip_nonfinite: bool = field(
         default=False, metadata=_help("skip steps with NaN/inf rewards or losses, with a warning")
     )
@@ -213,6 +232,11 @@ class MOConfig:
             )
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        for name in ("constraint_lr", "constraint_kp", "constraint_kd"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for text in self.constraints:
+            Constraint.parse(text)  # a malformed constraint fails here, before any model loads
         if self.lora_dropout != 0.0:
             raise ValueError(
                 f"lora_dropout={self.lora_dropout}: dropout makes the policy ratio and the KL to "

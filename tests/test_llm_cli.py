@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from mogradient_llm.cli import main
-from mogradient_llm.pareto.evaluate import hypervolume
 from mogradient_llm.policy.models import synthetic_reviews
 
 FAST = [
@@ -140,6 +139,12 @@ def test_train_on_a_local_dataset_with_a_gramian_aggregator(tmp_path) -> None:
 
 
 def test_hypervolume_uses_pymoo_on_maximised_rewards() -> None:
+    """Evaluation reports the core's hypervolume of maximised rewards."""
+    from functools import partial
+
+    from mogradient.pareto import hypervolume as core
+
+    hypervolume = partial(core, maximize=True)
     assert hypervolume([[2.0, 3.0]], [0.0, 1.0]) == pytest.approx(4.0)
     assert hypervolume([[2.0, 3.0], [1.0, 4.0]], [0.0, 0.0]) == pytest.approx(6.0 + 1.0)
     assert hypervolume([[-1.0, 3.0]], [0.0, 0.0]) == 0.0

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import mogradient_llm.pareto.evaluate as evaluate_module
 import mogradient_llm.run as run_module
+from mogradient.pareto import hypervolume
 from mogradient_llm.cli import main, parse_sweep_args
 from mogradient_llm.pareto.front import (
     PolicyPoint,
@@ -185,7 +186,7 @@ def test_ppo_sweep_writes_the_front_caches_and_resumes(tmp_path, capsys, monkeyp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ref_point"] == [0.0, -1.0]
     scores = [[float(r["score/length"]), float(r["score/vader"])] for r in front]
-    expected = evaluate_module.hypervolume(scores, [0.0, -1.0])
+    expected = hypervolume(scores, [0.0, -1.0], maximize=True)
     assert summary["final"]["hypervolume"] == pytest.approx(expected)
     assert summary["final"]["spacing"] is not None
     tight, loose = summary["kl_budgets"]

@@ -5,7 +5,7 @@ A checkpoint (:func:`save_checkpoint`) holds ``policy/`` (the policy, adapters o
 and its tokenizer, ``save_pretrained``), the value heads (PPO), ``resume/``
 (``accelerator.save_state``: model, optimizer, scheduler and every rank's RNGs; each rank's
 prompt order; the aggregator's state) and, written last, ``trainer_state.json`` (step, the
-estimator's state, the config).
+estimator's state, the multipliers of constraints, the config).
 
 A checkpoint is written into ``.tmp-<name>`` next to its final place, every file is fsynced,
 and the directory is renamed into place (``os.replace``): a crash leaves either the previous
@@ -31,6 +31,7 @@ from mogradient import Aggregator
 from mogradient_llm.config import MOConfig
 from mogradient_llm.estimators import Estimator
 from mogradient_llm.inputs.sampler import PromptSampler
+from mogradient_llm.objectives.loss import MultiObjectiveLoss
 
 if TYPE_CHECKING:
     from transformers.utils import PushToHubMixin
@@ -140,6 +141,7 @@ class Checkpointable(Protocol):
     names: list[str]
     estimator: Estimator
     prompt_sampler: PromptSampler
+    objective: MultiObjectiveLoss
     step_count: int
 
     @property
@@ -177,6 +179,7 @@ def save_checkpoint(
             "objectives": trainer.names,
             "aggregator": repr(trainer.aggregator),
             "estimator": trainer.estimator.state_dict(),
+            "objective": trainer.objective.state_dict(),
             "config": trainer.config.to_dict(),
             **(extra_state or {}),
         }
@@ -212,4 +215,5 @@ def load_checkpoint(trainer: Checkpointable, checkpoint: str | Path) -> Path:
     trainer.aggregator.load_state_dict(aggregator_state)
     trainer.step_count = int(state["step"])
     trainer.estimator.load_state_dict(state["estimator"])
+    trainer.objective.load_state_dict(state.get("objective", {}))
     return path

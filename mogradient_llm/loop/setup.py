@@ -13,6 +13,7 @@ from torch import nn
 from mogradient import Aggregator
 from mogradient_llm.config import MOConfig
 from mogradient_llm.objectives.building import aggregator_from
+from mogradient_llm.objectives.constraints import Lagrangian
 from mogradient_llm.objectives.loss import MultiObjectiveLoss
 from mogradient_llm.policy.lora import apply_lora
 
@@ -21,7 +22,8 @@ def objective_loss(
     config: MOConfig, names: list[str], aggregator: Aggregator | None = None
 ) -> MultiObjectiveLoss:
     """The multi-objective loss of ``names`` with ``aggregator`` (default: the one the config
-    names, ``reward_weights`` as its preference) at the config's level."""
+    names, ``reward_weights`` as its preference) at the config's level, with the config's
+    constraints."""
     if aggregator is None:
         aggregator = aggregator_from(
             config.aggregator,
@@ -29,12 +31,22 @@ def objective_loss(
             config.reward_weights,
             preference_name="reward_weights",
         )
+    constraints = None
+    if config.constraints:
+        constraints = Lagrangian(
+            config.constraints,
+            names,
+            lr=config.constraint_lr,
+            kp=config.constraint_kp,
+            kd=config.constraint_kd,
+        )
     return MultiObjectiveLoss(
         aggregator,
         names,
         level=config.gramian_level,
         normalize_weights=config.normalize_weights,
         noon=config.noon,
+        constraints=constraints,
     )
 
 

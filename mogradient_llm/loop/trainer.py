@@ -189,10 +189,9 @@ class MOTrainer:
             )
 
     def score(self, prompts: Sequence[Any], rollout: Rollout) -> torch.Tensor:
-        """Scores ``[k, B]`` (NaN: a reward returned ``None``) of every reward, called TRL's way
-        (:func:`~mogradient_llm.inputs.scoring.score_groups`), with ``trainer_state`` (see
-        :func:`~mogradient_llm.inputs.reward_context.trainer_state`), ``log_extra`` and
-        ``log_metric`` (what they log is in :attr:`reward_log` until the step reports it)."""
+        """Scores ``[k, B]`` (NaN: no score) of every reward, called TRL's way (``score_groups``)
+        with ``trainer_state``, ``log_extra`` and ``log_metric`` (what they log is in
+        :attr:`reward_log` until the step reports it)."""
         lengths = rollout.response_mask.sum(1)
         ids = [row[: int(n)].tolist() for row, n in zip(rollout.response_ids, lengths)]
         self.reward_log = RewardLog(len(ids))
@@ -274,6 +273,7 @@ class MOTrainer:
         stats.update(self.estimator.stats())
         stats.update(batch.stats)
         stats.update(self.updater.optimize(batch, self.step_count + 1))  # 5. update
+        stats.update(self.objective.update_constraints(batch.objective_losses))
         stats.update(reward_metrics)  # 6. log
         stats.update(policy_stats(batch))
         mean_kl = mean_kl_of(batch, self.accelerator)

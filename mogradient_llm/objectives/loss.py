@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -40,6 +40,7 @@ from mogradient import (
     dispatch,
 )
 from mogradient_llm.objectives.advantages import Advantages, noon_clip
+from mogradient_llm.objectives.constraints import Lagrangian
 from mogradient_llm.objectives.diagnostics import (
     advantage_diagnostics,
     gradient_diagnostics,
@@ -96,6 +97,11 @@ class MultiObjectiveLoss:
             respect to a hidden state the engine passes, MGDA-UB) or ``"parameters"``.
         normalize_weights: rescale the weights to Σw = 1 whatever the method.
         noon: clip every objective's advantage at zero first (Noon PPO).
+        constraints: Lagrange multipliers of constrained objectives
+            (:class:`~mogradient_llm.objectives.constraints.Lagrangian`): the aggregator then
+            combines the unconstrained objectives only, and the constrained ones join at the
+            advantage level, Safe RLHF's way. A Gramian weighting with several unconstrained
+            objectives is refused (constraints are combined at the advantage level).
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class MultiObjectiveLoss:
         level: Level = "parameters",
         normalize_weights: bool = False,
         noon: bool = False,
+        constraints: Lagrangian | None = None,
     ):
         if not isinstance(aggregator, Aggregator):
             raise TypeError(
@@ -127,11 +134,22 @@ class MultiObjectiveLoss:
             advantages=lambda _: "advantages",
             gramian=lambda _: "gramian",
         )
+        self.constraints = constraints
+        #: the objectives the aggregator decides over: the unconstrained ones
+        self.aggregated = self.names if constraints is None else tuple(constraints.primary)
+        if constraints is not None and self.kind == "gramian" and len(self.aggregated) > 1:
+            raise ValueError(
+                f"constraints join the objectives at the advantage level (Safe RLHF); "
+                f"{aggregator!r} decides from gradients, which cannot weigh the "
+                f"{len(self.aggregated)} unconstrained objectives {list(self.aggregated)} there: "
+                "use an advantage- or loss-level aggregator (pama, linear, mean, ...) or keep one "
+                "unconstrained objective"
+            )
 
     @property
     def gradient_level(self) -> bool:
-        """Whether the weights are decided from gradients (a Gramian weighting)."""
-        return self.kind == "gramian"
+        """Whether the weights are decided from gradients (a Gramian weighting, unconstrained)."""
+        return self.kind == "gramian" and self.constraints is None
 
     @property
     def reads_loss_values(self) -> bool:
@@ -151,7 +169,7 @@ class MultiObjectiveLoss:
 
     # ------------------------------------------------------------------ advantage stage
     def _weight_stats(self, weights: torch.Tensor) -> Stats:
-        return {f"agg/weight/{n}": float(w) for n, w in zip(self.names, weights)}
+        return {f"agg/weight/{n}": float(w) for n, w in zip(self.aggregated, weights)}
 
     def _normalized(self, weights: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         """``weights / Σ weights`` with ``normalize_weights`` (and a positive sum)."""
@@ -179,8 +197,8 @@ class MultiObjectiveLoss:
 
         ``total``: with ``normalize_weights``, what the weights sum to instead of 1 (GRPO and
         RLOO weigh the rewards at TRL's scale, ``Σ reward_weights``)."""
-        if self.kind != "losses":
-            return None
+        if self.kind != "losses" or self.constraints is not None:
+            return None  # with constraints, the combine stage weighs the unconstrained rows
         factor = total if self.normalize_weights else 1.0
 
         def scalarize(x: torch.Tensor) -> torch.Tensor:
@@ -238,6 +256,8 @@ class MultiObjectiveLoss:
         """Advantage combiners combine and loss weightings scalarize (with the objectives' loss
         values ``losses [k]``) what is not combined yet; Gramian weightings keep one row per
         objective. ``clipped``: from :meth:`clip`."""
+        if self.constraints is not None and not clipped.is_combined:
+            return self._constrained(clipped, mask, losses, all_reduce_sum)
         if clipped.is_combined or self.kind == "gramian":
             return clipped, {}
         if self.kind == "advantages":
@@ -249,6 +269,49 @@ class MultiObjectiveLoss:
             )
         scalarized, stats = self.scalarize(clipped.values, losses)
         return Advantages.combined(scalarized), stats
+
+    def _constrained(
+        self,
+        clipped: Advantages,
+        mask: torch.Tensor,
+        losses: torch.Tensor | None,
+        all_reduce_sum: AllReduceSum | None,
+    ) -> tuple[Advantages, Stats]:
+        """The unconstrained rows combined by the aggregator (one row: as it is), then the
+        constrained ones joined with their multipliers."""
+        assert self.constraints is not None
+        rows = self.constraints.primary_rows
+        valid = None if clipped.valid is None else clipped.valid[rows]
+        primary = Advantages(clipped.values[rows], self.aggregated, valid)
+        stats: Stats = {}
+        if len(rows) == 1:
+            combined = primary.values[0]
+        elif self.kind == "advantages":
+            joined, stats = self._combine(primary, mask, all_reduce_sum)
+            combined = joined.values[0]
+        else:
+            if losses is None:
+                raise ValueError(f"{self.aggregator!r} reads the loss values: pass losses")
+            scalarized, stats = self.scalarize(primary.values, losses[rows])
+            combined = scalarized[0]
+        merged = self.constraints.merge(combined, clipped.values[self.constraints.rows])
+        return Advantages.combined(merged.unsqueeze(0)), stats
+
+    def update_constraints(self, losses: torch.Tensor) -> Stats:
+        """After a step: the multipliers follow the objectives' measured mean scores
+        (``−losses``, over every process); returns their stats (none without constraints)."""
+        if self.constraints is None:
+            return {}
+        self.constraints.update(-losses.detach().double().cpu())
+        return self.constraints.stats()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps besides the aggregator's own state: the multipliers."""
+        return {} if self.constraints is None else {"constraints": self.constraints.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.constraints is not None and "constraints" in state:
+            self.constraints.load_state_dict(state["constraints"])
 
     def prepare(
         self,
@@ -338,7 +401,7 @@ class MultiObjectiveLoss:
         prepared, stats = self.prepare(advantages, mask, losses, all_reduce_sum)
         row_losses = policy_losses(prepared.values)
         weights = None
-        if self.kind == "gramian":
+        if self.gradient_level:
             if gradient_of is None:
                 raise ValueError(
                     f"{self.aggregator!r} decides from the Gramian at the {self.level} level: "
