@@ -32,8 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, register_adv_est
-from verl.utils.torch_functional import masked_whiten
+
+try:
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, register_adv_est
+    from verl.utils.torch_functional import masked_whiten
+except ImportError as error:  # verl is optional: only this integration needs it
+    raise ImportError(
+        f"mogradient_llm.integrations.verl needs verl (tested with 0.9.1): {error}. Install it "
+        "with `pip install verl==0.9.1`; docs/verl.md gives a light environment for tests"
+    ) from error
 
 from mogradient import get_aggregator
 from mogradient_llm.objectives.advantages import Advantages

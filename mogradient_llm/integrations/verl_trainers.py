@@ -34,10 +34,29 @@ from mogradient_llm.integrations.verl import NAME, objective_rewards, register
 
 logger = logging.getLogger(__name__)
 
+#: The verl versions whose trainer internals (``_compute_advantage``, the TransferQueue's
+#: ``extra_fields``, ``ray_trainer.compute_advantage``) this glue was written against.
+SUPPORTED_VERL = "0.9."
 #: verl 0.9.1's v1 trainer modes (``trainer.v1.trainer_mode``).
 V1_MODES = ("sync", "colocate_async", "separate_async")
 #: The prefix of the per-objective stats in verl's metrics.
 METRIC_PREFIX = "mogradient/"
+
+
+def check_verl_version(version: str) -> None:
+    """Refuse a verl whose trainer internals this glue was not written against."""
+    if not version.startswith(SUPPORTED_VERL):
+        raise RuntimeError(
+            f"mogradient's verl trainer glue supports verl {SUPPORTED_VERL}x (tested with 0.9.1), "
+            f"found {version}; install verl==0.9.1, or pass non_tensor_batch to the 'mogradient' "
+            "estimator yourself (docs/verl.md)"
+        )
+
+
+def _check_installed_verl() -> None:
+    import verl
+
+    check_verl_version(str(getattr(verl, "__version__", "unknown")))
 
 
 def rewards_from_extra_fields(rows: Iterable[Any]) -> dict[str, list[Any]]:
@@ -79,6 +98,7 @@ class RewardExtraInfoMixin:
 def register_trainers() -> dict[str, type]:
     """Register ``mogradient_<mode>`` for each of verl's v1 trainer modes (idempotent); select
     one with ``trainer.v1.trainer_mode=mogradient_sync``. Returns name → class."""
+    _check_installed_verl()
     from verl.trainer.ppo.v1 import get_trainer_cls, register_trainer
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 
@@ -104,6 +124,7 @@ def patch_legacy_trainer() -> Callable[[], None]:
     ``reward_extra_info``) to the ``"mogradient"`` estimator, by wrapping
     ``verl.trainer.ppo.ray_trainer.compute_advantage``; other estimators go through verl's
     function unchanged. Idempotent; returns the function that restores verl's."""
+    _check_installed_verl()
     import verl.trainer.ppo.ray_trainer as ray_trainer
 
     current = ray_trainer.compute_advantage
