@@ -25,6 +25,7 @@ in :mod:`mogradient_llm.integrations.verl_trainers` sets. See ``docs/verl.md``.
 from __future__ import annotations
 
 import contextvars
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -69,7 +70,7 @@ class Settings:
 
     reward_keys: tuple[str, ...] | None = None
     aggregator: str = "linear"
-    aggregator_kwargs: tuple[tuple[str, Any], ...] = ()
+    aggregator_kwargs: str = "{}"  # JSON, so that the settings can key a cache
     preference: tuple[float, ...] | None = None
     noon: bool = False
     whiten: bool = False
@@ -90,15 +91,6 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, Sequence) or hasattr(value, "__iter__"):
         return [_plain(v) for v in value]
-    return value
-
-
-def _freeze(value: Any) -> Any:
-    """Dicts and lists as sorted tuples, so :class:`Settings` can key a cache."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
     return value
 
 
@@ -141,7 +133,7 @@ def settings_from(
     return Settings(
         reward_keys=tuple(keys) if keys is not None else None,
         aggregator=str(raw.get("aggregator", "linear")),
-        aggregator_kwargs=_freeze(kwargs),
+        aggregator_kwargs=json.dumps(kwargs, sort_keys=True),
         preference=tuple(float(p) for p in preference) if preference is not None else None,
         noon=bool(raw.get("noon", False)),
         whiten=bool(raw.get("whiten", False)),
@@ -159,7 +151,7 @@ def multi_objective_loss(settings: Settings) -> MultiObjectiveLoss:
     cached = _LOSSES.get(settings)
     if cached is not None:
         return cached
-    kwargs = {k: _thaw(v) for k, v in settings.aggregator_kwargs}
+    kwargs = json.loads(settings.aggregator_kwargs)
     if settings.preference is not None:
         if "preference" in kwargs:
             raise ValueError(
@@ -179,15 +171,6 @@ def multi_objective_loss(settings: Settings) -> MultiObjectiveLoss:
         )
     _LOSSES[settings] = loss
     return loss
-
-
-def _thaw(value: Any) -> Any:
-    """The inverse of :func:`_freeze` for aggregator keyword values (tuples become lists)."""
-    if isinstance(value, tuple):
-        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
-            return {k: _thaw(v) for k, v in value}
-        return [_thaw(v) for v in value]
-    return value
 
 
 @dataclass

@@ -410,3 +410,34 @@ def test_register_trainers_adds_a_mogradient_trainer_per_v1_mode() -> None:
         assert trainers[f"mogradient_{mode}"] is cls
         assert issubclass(cls, v1.get_trainer_cls(mode))
         assert cls._compute_advantage is vt.RewardExtraInfoMixin._compute_advantage
+
+
+def test_the_docs_worked_configuration_composes_and_selects_the_estimator() -> None:
+    """docs/verl.md's command line, composed with verl's own Hydra config: the settings reach
+    the estimator, the setup hook names a function that registers the trainer mode it selects.
+    (It does not train: that needs GPUs.)"""
+    _full_verl("verl.trainer.ppo.v1")
+    hydra = _full_verl("hydra")
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "verl.md").read_text()
+    block = next(b for b in text.split("```bash")[1:] if "verl.trainer.main_ppo" in b)
+    words = shlex.split(block.split("```")[0].replace("\\\n", " "))
+    overrides = words[words.index("verl.trainer.main_ppo") + 1 :]
+    with hydra.initialize_config_module("verl.trainer.config", version_base=None):
+        config = hydra.compose("ppo_trainer", overrides=overrides)
+    assert config.algorithm.adv_estimator == mv.NAME
+    settings = mv.settings_from(config.algorithm)
+    assert (settings.reward_keys, settings.aggregator, settings.noon) == (
+        ("accuracy", "format"),
+        "pama",
+        True,
+    )
+    hook = config.ray_kwargs.ray_init.runtime_env.worker_process_setup_hook
+    module, _, name = hook.rpartition(".")
+    setup = getattr(importlib.import_module(module), name)
+    setup()
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    assert issubclass(get_trainer_cls(config.trainer.v1.trainer_mode), vt.RewardExtraInfoMixin)
