@@ -126,6 +126,9 @@ def settings_from(
     kwargs = raw.get("aggregator_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise TypeError(f"algorithm.mogradient.aggregator_kwargs must be a mapping, got {kwargs!r}")
+    for flag in ("noon", "whiten"):
+        if not isinstance(raw.get(flag, False), bool):
+            raise TypeError(f"algorithm.mogradient.{flag} must be true or false, got {raw[flag]!r}")
     preference = raw.get("preference")
     epsilon = float(raw.get("epsilon", epsilon))
     if not epsilon > 0:
@@ -135,8 +138,8 @@ def settings_from(
         aggregator=str(raw.get("aggregator", "linear")),
         aggregator_kwargs=json.dumps(kwargs, sort_keys=True),
         preference=tuple(float(p) for p in preference) if preference is not None else None,
-        noon=bool(raw.get("noon", False)),
-        whiten=bool(raw.get("whiten", False)),
+        noon=raw.get("noon", False),
+        whiten=raw.get("whiten", False),
         epsilon=epsilon,
         norm_adv_by_std=norm_adv_by_std,
     )

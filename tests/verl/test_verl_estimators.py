@@ -267,6 +267,8 @@ def test_bad_settings_say_what_to_fix() -> None:
         ValueError, match=r"unknown algorithm.mogradient setting\(s\) \['weights'\]"
     ):
         estimate({"mogradient": {"weights": [1, 2]}}, **common)
+    with pytest.raises(TypeError, match="noon must be true or false"):
+        estimate({"mogradient": {"noon": "false"}}, **common)
     with pytest.raises(ValueError, match="non-empty list"):
         estimate({"mogradient": {"reward_keys": "helpful"}}, **common)
     with pytest.raises(ValueError, match="7 values for a batch of 8"):
