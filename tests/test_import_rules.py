@@ -278,3 +278,17 @@ def test_a_method_never_imports_another_method() -> None:
 
     found = {m: bad for m, bad in _importers("mogradient.aggregators", method).items() if method(m)}
     assert found == {}
+
+
+#: The engines only their integration may import (verl is optional, tested in its own venv).
+VERL = ("verl", "transfer_queue")
+VERL_INTEGRATION = {"mogradient_llm.integrations.verl", "mogradient_llm.integrations.verl_trainers"}
+
+
+def test_only_the_verl_integration_imports_verl() -> None:
+    """``import mogradient_llm`` never needs verl: only the integration's own modules import it,
+    and no other module imports them."""
+    found = {m for p in PACKAGES for m in _importers(p, lambda n: _top(n) in VERL)}
+    assert found == VERL_INTEGRATION
+    importers = {m for p in PACKAGES for m in _importers(p, VERL_INTEGRATION.__contains__)}
+    assert importers <= VERL_INTEGRATION

@@ -1,0 +1,2 @@
+"""mogradient inside other RL engines. Each integration is imported on its own and is the only
+place that imports its engine, so ``import mogradient_llm`` never needs one installed."""
