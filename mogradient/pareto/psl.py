@@ -73,7 +73,7 @@ def pareto_set_learning(
     *,
     steps: int = 1000,
     batch: int = 16,
-    lr: float = 1e-3,
+    lr: float = 1e-2,
     betas: tuple[float, float] = (0.0, 0.9),
     schedule: Literal["cosine", "constant"] = "cosine",
     hidden: int = 64,
