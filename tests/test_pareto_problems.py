@@ -242,7 +242,8 @@ def test_vlmop_values_match_the_formulas_written_out() -> None:
 
 def test_vlmop_values_match_libmoon_on_the_same_points() -> None:
     """LibMOON 0.2.1's own VLMOP1/VLMOP2 classes evaluated these points in float64 (written by
-    ``python -m benchmarks.libmoon_side --dump-vlmop`` in LibMOON's environment); same formulas,
+    ``python -m benchmarks.libmoon_side --dump-vlmop tests/data/libmoon_vlmop.json`` with
+    LibMOON's interpreter); same formulas,
     so equal up to the summation order (relative 1e-13)."""
     data = json.loads(LIBMOON_VLMOP.read_text())
     x = torch.tensor(data["x"], dtype=torch.float64)
