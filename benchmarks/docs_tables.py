@@ -42,6 +42,7 @@ GENERATORS: dict[str, str] = {
     "backward_step": "benchmarks.backward_step",
     "solvers": "benchmarks.solvers",
     "sweep": "benchmarks.pareto_sweep",
+    "psl": "benchmarks.psl_vs_libmoon",
     "grpo_step": "benchmarks.grpo_step",
     "cold_start": "benchmarks.cold_start",
 }

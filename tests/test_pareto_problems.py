@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ from pymoo.problems import get_problem as pymoo_problem
 from mogradient.pareto import hypervolume, igd, is_non_dominated, simplex_lattice
 from mogradient.pareto.problems import (
     DTLZ2,
+    VLMOP1,
+    VLMOP2,
     ZDT1,
     ZDT2,
     ZDT3,
@@ -33,6 +37,9 @@ PROBLEMS = {
     "fonseca_fleming-5var": FonsecaFleming(n_var=5),
     "cagrad_toy": CAGradToy(),
     "cagrad_toy-scaled": CAGradToy(f1_scale=0.1),
+    "vlmop1": VLMOP1(),
+    "vlmop2": VLMOP2(),
+    "vlmop2-3var": VLMOP2(n_var=3),
 }
 ALL = pytest.mark.parametrize("problem", PROBLEMS.values(), ids=PROBLEMS.keys())
 
@@ -168,6 +175,8 @@ def test_registry_and_input_checks() -> None:
         "cagrad_toy",
         "dtlz2",
         "fonseca_fleming",
+        "vlmop1",
+        "vlmop2",
         "zdt1",
         "zdt2",
         "zdt3",
@@ -206,3 +215,51 @@ def test_simplex_lattice_counts_and_rejects_one_objective() -> None:
     assert w.shape == (10, 3) and np.allclose(w.sum(axis=1), 1) and len(np.unique(w, axis=0)) == 10
     with pytest.raises(ValueError, match="n_obj >= 2"):
         simplex_lattice(1, 3)
+
+
+LIBMOON_VLMOP = Path(__file__).parent / "data" / "libmoon_vlmop.json"
+
+
+def test_vlmop_values_match_the_formulas_written_out() -> None:
+    """VLMOP1 is Fonseca & Fleming's two-Gaussian pair (Van Veldhuizen & Lamont's MOP2),
+    VLMOP2 the pair of quadratics ``|x ∓ a|^2 / 4``; written out here term by term in plain
+    floats (rounding of a 10-term sum: relative error far below 1e-13)."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, size=(5, 10))
+    s = 1 / math.sqrt(10)
+    for row, f1, f2 in zip(x, *VLMOP1().evaluate(torch.as_tensor(x)).numpy().T, strict=True):
+        d1 = sum((v - s) ** 2 for v in row)
+        d2 = sum((v + s) ** 2 for v in row)
+        assert f1 == pytest.approx(1 - math.exp(-d1), rel=1e-13)
+        assert f2 == pytest.approx(1 - math.exp(-d2), rel=1e-13)
+    for row, f1, f2 in zip(x, *VLMOP2().evaluate(torch.as_tensor(x)).numpy().T, strict=True):
+        assert f1 == pytest.approx(sum((v - s) ** 2 for v in row) / 4, rel=1e-13)
+        assert f2 == pytest.approx(sum((v + s) ** 2 for v in row) / 4, rel=1e-13)
+    assert VLMOP1().bounds[0].tolist() == [-1.0] * 10 and VLMOP2().bounds[1].tolist() == [1.0] * 10
+    front = VLMOP2().pareto_front(50)  # sqrt(f1) + sqrt(f2) = 1: a convex front
+    np.testing.assert_allclose(np.sqrt(front).sum(axis=1), 1.0, rtol=1e-14)
+
+
+def test_vlmop_values_match_libmoon_on_the_same_points() -> None:
+    """LibMOON 0.2.1's own VLMOP1/VLMOP2 classes evaluated these points in float64 (written by
+    ``python -m benchmarks.libmoon_side --dump-vlmop tests/data/libmoon_vlmop.json`` with
+    LibMOON's interpreter); same formulas,
+    so equal up to the summation order (relative 1e-13)."""
+    data = json.loads(LIBMOON_VLMOP.read_text())
+    x = torch.tensor(data["x"], dtype=torch.float64)
+    for problem in (VLMOP1(), VLMOP2()):
+        theirs = data[type(problem).__name__]
+        assert theirs["n_var"] == problem.n_var
+        assert theirs["lbound"] == problem.lower.tolist()
+        assert theirs["ubound"] == problem.upper.tolist()
+        np.testing.assert_allclose(problem.evaluate(x).numpy(), theirs["F"], rtol=1e-13, atol=0)
+
+
+def test_vlmop_values_match_libmoon_live() -> None:
+    """The same comparison against an installed LibMOON (its environment only)."""
+    vlmop = pytest.importorskip("libmoon.problem.synthetic.vlmop")
+    x = uniform_in_box(VLMOP1(), 50, seed=5)
+    for ours, theirs in ((VLMOP1(), vlmop.VLMOP1()), (VLMOP2(), vlmop.VLMOP2())):
+        np.testing.assert_allclose(
+            ours.evaluate(x).numpy(), theirs.evaluate(x).numpy(), rtol=1e-13, atol=0
+        )

@@ -2,7 +2,8 @@
 
 Metrics wrap pymoo's indicators, which call moocore's exact C code (see :mod:`.metrics`).
 Problems are differentiable torch functions with exact fronts (see :mod:`.problems`).
-:func:`preference_sweep` turns any preference-aware aggregator into a front (see :mod:`.sweep`).
+:func:`preference_sweep` turns any preference-aware aggregator into a front (see :mod:`.sweep`);
+:func:`pareto_set_learning` trains one preference-to-solution model with it (see :mod:`.psl`).
 """
 
 from mogradient.pareto.lattice import simplex_lattice
@@ -15,6 +16,7 @@ from mogradient.pareto.metrics import (
     spacing,
 )
 from mogradient.pareto.problems import Problem, available_problems, get_problem
+from mogradient.pareto.psl import pareto_set_learning
 from mogradient.pareto.sweep import (
     SweepResult,
     default_reference_point,
@@ -33,6 +35,7 @@ __all__ = [
     "igd_plus",
     "is_non_dominated",
     "non_dominated",
+    "pareto_set_learning",
     "preference_sweep",
     "ray_preferences",
     "simplex_lattice",

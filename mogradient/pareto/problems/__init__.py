@@ -12,13 +12,14 @@ from mogradient.pareto.problems.base import Problem
 from mogradient.pareto.problems.cagrad_toy import CAGradToy
 from mogradient.pareto.problems.dtlz2 import DTLZ2
 from mogradient.pareto.problems.fonseca_fleming import FonsecaFleming
+from mogradient.pareto.problems.vlmop import VLMOP1, VLMOP2
 from mogradient.pareto.problems.zdt1 import ZDT1
 from mogradient.pareto.problems.zdt2 import ZDT2
 from mogradient.pareto.problems.zdt3 import ZDT3
 
 # Callable (not type[Problem]): the constructors take different keyword arguments.
 _PROBLEMS: dict[str, Callable[..., Problem]] = {
-    cls.name: cls for cls in (ZDT1, ZDT2, ZDT3, DTLZ2, FonsecaFleming, CAGradToy)
+    cls.name: cls for cls in (ZDT1, ZDT2, ZDT3, DTLZ2, FonsecaFleming, CAGradToy, VLMOP1, VLMOP2)
 }
 
 
@@ -38,6 +39,8 @@ def get_problem(name: str, **kwargs: object) -> Problem:
 
 __all__ = [
     "DTLZ2",
+    "VLMOP1",
+    "VLMOP2",
     "ZDT1",
     "ZDT2",
     "ZDT3",
