@@ -106,8 +106,8 @@ def start_full(g: np.ndarray, b: np.ndarray, s: float, x: np.ndarray, st: FreeSe
         yb[j] = (b[j] - dot(lj, yb, j)) * inv
         st.support[j] = j
     st.size[0] = n
-    free_minimiser(st, s, bool(True))
-    z = st.z
+    z = st.scratch[0]
+    free_minimiser(lower, n, y1, yb, s, bool(True), z, st.scratch[1])
     negative = 0
     for i in range(n):
         if z[i] <= 0.0:
@@ -235,14 +235,20 @@ def active_set(
     n = g.shape[0]
     sigma = 1.0 if simplex else 0.0
     support = st.support
-    z = st.z
-    grad = st.grad
+    lower = st.lower
+    y1 = st.y1
+    yb = st.yb
+    z = st.scratch[0]
+    work = st.scratch[1]
+    grad = st.scratch[2]
+    m = st.size[0]
     bnorm = bnorm * abs(s)
     entered = -1
+    status = OK
+    index = 0
     for _ in range(50 * n + 100):
         # Minor cycle: move towards the minimiser on the free set, dropping blocking points.
-        free_minimiser(st, s, simplex)
-        m = st.size[0]
+        free_minimiser(lower, m, y1, yb, s, simplex, z, work)
         theta = 1.0
         drop = int(-1)
         for k in range(m):
@@ -258,9 +264,9 @@ def active_set(
                 x[i] = max(x[i] + theta * (z[k] - x[i]), 0.0)
             x[support[drop]] = 0.0
             stalled = theta == 0.0 and support[drop] == entered
-            delete(st, drop)
+            m = delete(lower, support, m, drop, y1, yb)
             if stalled:  # the entering point cannot move: optimal to working precision
-                return OK, 0
+                break
             entered = -1
             continue
         for k in range(m):
@@ -288,13 +294,14 @@ def active_set(
                 level += x[i] * grad[i]
                 lin += x[i] * abs(s * b[i])
         if curvature < -n * tol * sq:
-            return NOT_PSD, 0
+            status = NOT_PSD
+            break
         j = int(-1)
         for i in range(n):
             if x[i] == 0.0 and (j < 0 or grad[i] < grad[j]):
                 j = i
         if j < 0:
-            return OK, 0
+            break
         # Tolerance relative to the terms that make up grad[j] and the level, not to the
         # largest gradient: a tiny gradient next to a huge one still gets its exact share.
         nj = math.sqrt(g[j, j])
@@ -302,8 +309,8 @@ def active_set(
         if simplex:
             scale_j += rho * (rho + bnorm) + lin
         if grad[j] >= level - KKT_TOL * scale_j:
-            return OK, 0
-        d2 = new_row(g, sigma, st, j)
+            break
+        d2 = new_row(g, sigma, support, m, lower, j)
         diag = g[j, j] + sigma
         # The complement's rounding grows with ‖row‖² = diag − d2: a nearly singular factor
         # (points almost dependent already) makes it unreliable, not negative.
@@ -312,12 +319,14 @@ def active_set(
             noise *= RELIABLE
         if d2 <= DEPENDENT_TOL * diag + noise:  # j depends on S to working precision
             if check_range and not simplex and grad[j] < level - RANGE_TOL * scale_j:
-                return NOT_IN_RANGE, j
-            return OK, 0
-        accept(st, j, d2, b[j])
+                status = NOT_IN_RANGE
+                index = j
+            break
+        m = accept(lower, support, m, j, d2, b[j], y1, yb)
         x[j] = 0.0
         entered = j
-    return OK, 0
+    st.size[0] = m
+    return status, index
 
 
 @njit(cache=True)

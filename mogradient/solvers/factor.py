@@ -1,5 +1,6 @@
 """The state of an active-set solve (:class:`FreeSet`): the free set S and the Cholesky factor
-of ``M_S = G_SS + σ11ᵀ``, updated in place, never recomputed (numba, float64).
+of ``M_S = G_SS + σ11ᵀ``, updated in place, never recomputed (numba, float64); and the
+primitives that update it.
 
 σ = 1 on the simplex, 0 on the orthant. A point enters with one new row of the factor
 (:func:`new_row`, :func:`accept`, O(|S|²)) and leaves with Givens rotations (:func:`delete`,
@@ -24,13 +25,18 @@ FAST = {"reassoc", "nsz", "contract"}
 
 
 class FreeSet(NamedTuple):
-    """What an active-set solve on n objectives carries between its steps (a tuple of arrays:
-    numba passes it by value and compiles it like the separate arrays it replaces).
+    """The state of an active-set solve on n objectives, allocated by :func:`new_state`.
 
     ``size[0]`` is m, the number of free points; ``support[:m]`` the free set in factor order;
     ``lower[:m, :m]`` the Cholesky factor of ``M_S``; ``y1[:m] = L⁻¹1`` and ``yb[:m] = L⁻¹b_S``
-    its forward solutions; ``z`` (the minimiser on the free set), ``work`` and ``grad``
-    scratch of length n.
+    its forward solutions; ``scratch`` three rows of length n (the minimiser on the free set,
+    work space, the gradient).
+
+    A tuple of arrays, which numba compiles like the separate arrays it replaces: the
+    active-set functions take one, and unpack it once, so that the primitives below, called in
+    their loops, take plain arrays (reading a field of a tuple inside a small kernel costs a
+    reference-count update, which made the solves 15-25 % slower when every primitive took the
+    record).
     """
 
     size: np.ndarray
@@ -38,9 +44,7 @@ class FreeSet(NamedTuple):
     lower: np.ndarray
     y1: np.ndarray
     yb: np.ndarray
-    z: np.ndarray
-    work: np.ndarray
-    grad: np.ndarray
+    scratch: np.ndarray
 
 
 @njit(cache=True)
@@ -52,9 +56,7 @@ def new_state(n: int) -> FreeSet:
         np.empty((n, n)),
         np.empty(n),
         np.empty(n),
-        np.empty(n),
-        np.empty(n),
-        np.empty(n),
+        np.empty((3, n)),
     )
 
 
@@ -79,13 +81,11 @@ def back_substitute(lower: np.ndarray, m: int, rhs: np.ndarray, out: np.ndarray)
 
 
 @njit(cache=True)
-def new_row(g: np.ndarray, sigma: float, st: FreeSet, j: int) -> float:
-    """Write row m of the factor of ``M_{S+j}`` (off-diagonal part); return the squared
-    pivot. :func:`accept` stores the pivot, the forward entries and ``j`` if the caller
-    accepts them."""
-    m = st.size[0]
-    lower = st.lower
-    support = st.support
+def new_row(
+    g: np.ndarray, sigma: float, support: np.ndarray, m: int, lower: np.ndarray, j: int
+) -> float:
+    """Write row ``m`` of the factor of ``M_{S+j}`` (off-diagonal part); return the squared
+    pivot. The caller stores the pivot, the forward entries and ``j`` once it accepts them."""
     row = lower[m]
     gj = g[j]
     for k in range(m):
@@ -94,29 +94,32 @@ def new_row(g: np.ndarray, sigma: float, st: FreeSet, j: int) -> float:
 
 
 @njit(cache=True)
-def accept(st: FreeSet, j: int, d2: float, bj: float) -> None:
-    """Append ``j`` whose row m was written by :func:`new_row`; extend ``L⁻¹1, L⁻¹b``."""
-    m = st.size[0]
-    y1 = st.y1
-    yb = st.yb
-    row = st.lower[m]
+def accept(
+    lower: np.ndarray,
+    support: np.ndarray,
+    m: int,
+    j: int,
+    d2: float,
+    bj: float,
+    y1: np.ndarray,
+    yb: np.ndarray,
+) -> int:
+    """Append ``j`` whose row ``m`` was written by :func:`new_row`; extend ``L⁻¹1, L⁻¹b``."""
+    row = lower[m]
     piv = math.sqrt(d2)
     row[m] = piv
     y1[m] = (1.0 - dot(row, y1, m)) / piv
     yb[m] = (bj - dot(row, yb, m)) / piv
-    st.support[m] = j
-    st.size[0] = m + 1
+    support[m] = j
+    return m + 1
 
 
 @njit(cache=True)
-def delete(st: FreeSet, pos: int) -> None:
+def delete(
+    lower: np.ndarray, support: np.ndarray, m: int, pos: int, y1: np.ndarray, yb: np.ndarray
+) -> int:
     """Remove support position ``pos``: drop its row, restore triangularity with Givens
     rotations of the columns, and rotate the forward solutions alike."""
-    m = st.size[0]
-    lower = st.lower
-    support = st.support
-    y1 = st.y1
-    yb = st.yb
     for r in range(pos, m - 1):
         support[r] = support[r + 1]
         for k in range(r + 2):
@@ -142,21 +145,25 @@ def delete(st: FreeSet, pos: int) -> None:
         y = yb[r + 1]
         yb[r] = cs * x + sn * y
         yb[r + 1] = cs * y - sn * x
-    st.size[0] = m - 1
+    return m - 1
 
 
 @njit(cache=True)
-def free_minimiser(st: FreeSet, s: float, simplex: bool) -> None:
-    """Minimiser of ``½xᵀGx + s·bᵀx`` on the free set (``Σx = 1`` on the simplex) into
-    ``st.z`` (``st.work`` is overwritten).
+def free_minimiser(
+    lower: np.ndarray,
+    m: int,
+    y1: np.ndarray,
+    yb: np.ndarray,
+    s: float,
+    simplex: bool,
+    z: np.ndarray,
+    work: np.ndarray,
+) -> None:
+    """Minimiser of ``½xᵀGx + s·bᵀx`` on the free set (``Σx = 1`` on the simplex) into z.
 
     Simplex: ``z = ((1 + s·1ᵀM⁻¹b)/1ᵀM⁻¹1)·M⁻¹1 − s·M⁻¹b``; orthant: ``z = −s·M⁻¹b``, with
     ``1ᵀM⁻¹1 = ‖L⁻¹1‖²`` and ``1ᵀM⁻¹b = (L⁻¹1)·(L⁻¹b)``: one backward solve.
     """
-    m = st.size[0]
-    y1 = st.y1
-    yb = st.yb
-    work = st.work
     if simplex:
         alpha = (1.0 + s * dot(y1, yb, m)) / dot(y1, y1, m)
         for k in range(m):
@@ -164,4 +171,4 @@ def free_minimiser(st: FreeSet, s: float, simplex: bool) -> None:
     else:
         for k in range(m):
             work[k] = -s * yb[k]
-    back_substitute(st.lower, m, work, st.z)
+    back_substitute(lower, m, work, z)
