@@ -172,7 +172,7 @@ def _method_step(method, model, forward, params, engine) -> None:  # noqa: ANN00
     import mogradient
 
     if method == "mg_layers":  # the Gramian layer by layer, then one weighted backward
-        from mogradient.gramian_engine import GramianRecorder
+        from mogradient.gramian.recorder import GramianRecorder
 
         with GramianRecorder(model, params=params) as recorder:
             losses, _ = forward(model)

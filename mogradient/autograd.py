@@ -61,7 +61,7 @@ from mogradient.gramian.distributed import all_reduce_mean
 from mogradient.gramian.jacobians import jacobian
 
 if TYPE_CHECKING:
-    from mogradient.gramian_engine import GramianRecorder
+    from mogradient.gramian.recorder import GramianRecorder
 
 __all__ = [
     "GramianAccumulator",
@@ -101,7 +101,7 @@ def backward(
             ``wᵀJ`` into ``.grad`` — one more backward, but the update is an ordinary backward
             that DDP averages (every parameter the losses reach gets a gradient, as DDP
             requires), that a loss scaler scales and that accumulates like any other.
-        recorder: a :class:`~mogradient.gramian_engine.GramianRecorder` that recorded the
+        recorder: a :class:`~mogradient.gramian.recorder.GramianRecorder` that recorded the
             forward of ``losses``: Gramian methods then take the parameters' Gramian from it,
             layer by layer, never holding the k×d Jacobian, and run the one backward of
             Σ wᵢ Lᵢ (as ``through_backward=True``). ``params`` default to its parameters.

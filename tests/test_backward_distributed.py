@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 import mogradient
-from mogradient.gramian_engine import GramianRecorder
+from mogradient.gramian.recorder import GramianRecorder
 
 SETTINGS = {
     "mgda-parameters": {"aggregator": "mgda"},

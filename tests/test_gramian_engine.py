@@ -12,7 +12,8 @@ from torch import nn
 
 from mogradient.aggregation.gramian import gramian_of
 from mogradient.autograd import jacobian
-from mogradient.gramian_engine import GramianRecorder, module_gramian
+from mogradient.gramian import recorder
+from mogradient.gramian.recorder import GramianRecorder, module_gramian
 
 torch.set_num_threads(1)
 K = 3
@@ -468,10 +469,10 @@ def test_core_backward_refuses_a_recorder_over_other_parameters() -> None:
 
 
 def test_layernorm_and_rmsnorm_take_the_closed_form(monkeypatch):
-    def refuse(self, use, delta):
+    def refuse(use, delta, context):
         raise AssertionError(f"{type(use.module).__name__} was replayed generically")
 
-    monkeypatch.setattr(GramianRecorder, "_generic", refuse)
+    monkeypatch.setattr(recorder, "replay", refuse)
     torch.manual_seed(2)
     model = nn.Sequential(
         nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.RMSNorm(6), nn.Linear(6, K)
@@ -514,6 +515,6 @@ def test_conv1d_is_recognised_once_transformers_is_loaded() -> None:
     modules (it never imports transformers itself)."""
     from transformers.pytorch_utils import Conv1D
 
-    from mogradient.gramian_engine import _conv1d_type
+    from mogradient.gramian.rules import conv1d_type
 
-    assert _conv1d_type() is Conv1D
+    assert conv1d_type() is Conv1D

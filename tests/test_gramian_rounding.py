@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 import mogradient
-import mogradient.gramian_engine as engine
+import mogradient.gramian.rules as rules
 from mogradient._psd import blocked_gram, project_psd, rounding_gamma, symmetric_error2
-from mogradient.gramian_engine import GramianRecorder
+from mogradient.gramian.recorder import GramianRecorder
 
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -136,7 +136,7 @@ def test_recorder_refuses_a_gramian_indefinite_beyond_its_bound(monkeypatch) -> 
     """A block product that errs far beyond its rounding (corrupted on purpose: 1e-3 of the
     diagonal added to one off-diagonal entry) makes the Gramian indefinite beyond the bound:
     refused, not projected."""
-    real = engine.blocked_gram
+    real = rules.blocked_gram
 
     def corrupted(a: torch.Tensor, b: torch.Tensor | None = None, **kw: int) -> torch.Tensor:
         g = real(a, b, **kw)
@@ -145,7 +145,7 @@ def test_recorder_refuses_a_gramian_indefinite_beyond_its_bound(monkeypatch) -> 
         g[1, 0] += bump
         return g
 
-    monkeypatch.setattr(engine, "blocked_gram", corrupted)
+    monkeypatch.setattr(rules, "blocked_gram", corrupted)
     x, c = _dependent_case(2, 6, 0)
     c[1] = 3 * c[0]  # rank 1: any off-diagonal excess is a negative eigenvalue
     net = _Net(24, 40)

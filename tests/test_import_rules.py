@@ -201,7 +201,7 @@ def test_the_gramian_engine_loads_without_transformers() -> None:
     """It recognises transformers' Conv1D where transformers is already loaded, without
     importing it (it did at import time before)."""
     code = (
-        "import sys, mogradient.gramian_engine, mogradient.autograd; "
+        "import sys, mogradient.gramian.recorder, mogradient.autograd; "
         "assert 'transformers' not in sys.modules, 'transformers was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

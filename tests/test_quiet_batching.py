@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mogradient._vmap import NO_BATCHING_RULE, quiet_batching_fallback
-from mogradient.gramian_engine import module_gramian
+from mogradient.gramian.recorder import module_gramian
 
 transformers = pytest.importorskip("transformers")
 

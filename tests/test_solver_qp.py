@@ -27,7 +27,7 @@ from mogradient.solvers import (
     solve_qp,
     upgrad_weights,
 )
-from mogradient.solvers.qp import CheckedGramian, precision_tolerance
+from mogradient.solvers.validation import CheckedGramian, precision_tolerance
 from tests.bounds import U64, gamma
 from tests.references import discard, nnls_settled, reference_call
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mogradient.solvers.qp import (
+from mogradient.solvers.validation import (
     GRAMIAN_TOL,
     NONFINITE,
     OK,
@@ -114,13 +114,14 @@ def check_gramian(
     """Validate a Gramian and return it as a C-contiguous float64 numpy array.
 
     Checks shape (square, at least 1x1), finiteness (naming the objective), symmetry and
-    positive semi-definiteness, in one compiled pass (:func:`mogradient.solvers.qp.gramian_status`:
-    a full PSD test up to 16 objectives, 2×2 minors above, where the solves report the negative
-    curvature they meet). ``tol`` is relative to the largest diagonal entry; by default it
-    follows the precision the Gramian arrived in: ``1e-8`` for float64, ``8·n·eps`` for float32
-    and lower (a float32 ``J Jᵀ`` of a rank-deficient Jacobian is PSD only to its rounding).
-    The result is a :class:`~mogradient.solvers.qp.CheckedGramian` (an ndarray) carrying that
-    tolerance, so the solvers do not validate it again.
+    positive semi-definiteness, in one compiled pass
+    (:func:`mogradient.solvers.validation.gramian_status`: a full PSD test up to 16 objectives,
+    2×2 minors above, where the solves report the negative curvature they meet). ``tol`` is
+    relative to the largest diagonal entry; by default it follows the precision the Gramian
+    arrived in: ``1e-8`` for float64, ``8·n·eps`` for float32 and lower (a float32 ``J Jᵀ`` of
+    a rank-deficient Jacobian is PSD only to its rounding).
+    The result is a :class:`~mogradient.solvers.validation.CheckedGramian` (an ndarray)
+    carrying that tolerance, so the solvers do not validate it again.
     """
     eps: float | None = None
     if type(gramian) is np.ndarray:

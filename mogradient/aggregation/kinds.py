@@ -37,7 +37,7 @@ from mogradient.aggregation._scale import (
 )
 from mogradient.aggregation.gramian import scaled_gramian
 from mogradient.aggregation.inputs import check_gramian, check_jacobian, check_loss_values
-from mogradient.solvers.qp import CheckedGramian
+from mogradient.solvers.validation import CheckedGramian
 
 #: A property an aggregator may claim; each has a check in ``mogradient.testing``.
 Property = Literal[

@@ -1,8 +1,10 @@
 """Jacobians and Gramians of several losses: the Jacobian (:mod:`~mogradient.gramian.jacobians`),
 the Gramian of the mean loss over micro-batches and ranks with the weights decided from it
-(:mod:`~mogradient.gramian.accumulator`), and the distributed helpers, defined once
-(:mod:`~mogradient.gramian.distributed`). The per-layer Gramian engine is
-:mod:`mogradient.gramian_engine`; ``backward()`` is :mod:`mogradient.autograd`.
+(:mod:`~mogradient.gramian.accumulator`), the distributed helpers, defined once
+(:mod:`~mogradient.gramian.distributed`), and the per-layer Gramian engine: the recorder
+(:mod:`~mogradient.gramian.recorder`), its taps (:mod:`~mogradient.gramian.taps`), its
+closed-form layer rules (:mod:`~mogradient.gramian.rules`) and its generic replay and fallback
+(:mod:`~mogradient.gramian.replay`). ``backward()`` is :mod:`mogradient.autograd`.
 """
 
 from mogradient.gramian.accumulator import GramianAccumulator, feature_weights, parameter_weights

@@ -39,22 +39,11 @@ import math
 import numpy as np
 from numba import njit
 
+from mogradient.solvers.active_set import EPS, KKT_TOL, ROUNDING, active_set, set_vertex
 from mogradient.solvers.dual_cone import dual_cone_normalised
+from mogradient.solvers.factor import FreeSet, back_substitute, dot, new_state
 from mogradient.solvers.min_norm import min_norm_normalised
-from mogradient.solvers.qp import (
-    EPS,
-    KKT_TOL,
-    OK,
-    ROUNDING,
-    _backward,
-    _dot,
-    active_set,
-    new_state,
-    prepare,
-    set_vertex,
-    status_message,
-    validated_normalised,
-)
+from mogradient.solvers.validation import OK, prepare, status_message, validated_normalised
 
 #: ``‖g₀‖²`` below this (normalised Gramian) means the mean gradient is zero: F is flat.
 ZERO_MEAN_TOL = 1e-15
@@ -78,7 +67,7 @@ def _objective(g: np.ndarray, b: np.ndarray, alpha: float, w: np.ndarray) -> tup
     for i in range(n):
         if w[i] != 0.0:
             lin += b[i] * w[i]
-            quad += w[i] * _dot(g[i], w, n)
+            quad += w[i] * dot(g[i], w, n)
     r = math.sqrt(max(quad, 0.0))
     return lin + alpha * r, r
 
@@ -87,25 +76,25 @@ def _objective(g: np.ndarray, b: np.ndarray, alpha: float, w: np.ndarray) -> tup
 def _support_fixed_point(
     g: np.ndarray,
     alpha: float,
-    support: np.ndarray,
-    m: int,
-    lower: np.ndarray,
-    y1: np.ndarray,
-    yb: np.ndarray,
+    st: FreeSet,
     p: np.ndarray,
     q: np.ndarray,
     work: np.ndarray,
 ) -> float:
     """The ``s`` solving ``α²s² = pᵀGp + s²·qᵀGq`` on this support (inf if none); fills p, q
     (``p = M⁻¹1/1ᵀM⁻¹1``, ``q = (1ᵀM⁻¹b/1ᵀM⁻¹1)M⁻¹1 − M⁻¹b``, from the carried ``L⁻¹1, L⁻¹b``)."""
-    a = _dot(y1, y1, m)
-    beta = _dot(y1, yb, m) / a
+    m = st.size[0]
+    support = st.support
+    y1 = st.y1
+    yb = st.yb
+    a = dot(y1, y1, m)
+    beta = dot(y1, yb, m) / a
     for k in range(m):
         work[k] = y1[k] / a
-    _backward(lower, m, work, p)
+    back_substitute(st.lower, m, work, p)
     for k in range(m):
         work[k] = beta * y1[k] - yb[k]
-    _backward(lower, m, work, q)
+    back_substitute(st.lower, m, work, q)
     fp = 0.0
     fq = 0.0
     for k in range(m):
@@ -132,8 +121,7 @@ def _certified(
     s: float,
     p: np.ndarray,
     q: np.ndarray,
-    support: np.ndarray,
-    m: int,
+    st: FreeSet,
     out: np.ndarray,
     grad: np.ndarray,
 ) -> bool:
@@ -141,6 +129,8 @@ def _certified(
 
     Saves one more active-set pass when the support found at the previous s is already right.
     """
+    m = st.size[0]
+    support = st.support
     out[:] = 0.0
     for k in range(m):
         value = p[k] + s * q[k]
@@ -167,7 +157,7 @@ def _inner(
 ) -> tuple[np.ndarray, int]:
     """Simplex weights minimising ``bᵀw + α‖g_w‖`` for a normalised Gramian (n ≥ 2, α > 0)."""
     n = g.shape[0]
-    support, lower, y1, yb, scratch = new_state(n)
+    st = new_state(n)
     p = np.empty(n)
     q = np.empty(n)
     work = np.empty(n)
@@ -182,16 +172,14 @@ def _inner(
     for i in range(1, n):
         if b[i] + alpha * math.sqrt(g[i, i]) < b[best_i] + alpha * math.sqrt(g[best_i, best_i]):
             best_i = i
-    m = set_vertex(g, b, best_i, w, support, lower, y1, yb)
+    set_vertex(g, b, best_i, w, st)
     best = uniform.copy()
     best_f = _objective(g, b, alpha, uniform)[0]
     s = 1.0 / c  # exact when g_w = g₀, i.e. at the uniform weights
     lo = 0.0
     hi = np.inf
     for _ in range(MAX_OUTER):
-        m, status, _ = active_set(
-            g, b, s, bool(True), w, support, m, lower, y1, yb, scratch, bnorm, tol, bool(False)
-        )
+        status, _ = active_set(g, b, s, bool(True), w, st, bnorm, tol, bool(False))
         if status != OK:
             return np.empty(0), status
         f, r = _objective(g, b, alpha, w)
@@ -209,10 +197,10 @@ def _inner(
             lo = s
         else:
             hi = s
-        s_new = _support_fixed_point(g, alpha, support, m, lower, y1, yb, p, q, work)
+        s_new = _support_fixed_point(g, alpha, st, p, q, work)
         if abs(s_new - s) <= S_RTOL * s:
             break
-        if lo < s_new < hi and _certified(g, b, s_new, p, q, support, m, candidate, work):
+        if lo < s_new < hi and _certified(g, b, s_new, p, q, st, candidate, work):
             if _objective(g, b, alpha, candidate)[0] <= best_f:
                 best[:] = candidate
             break
@@ -276,7 +264,7 @@ def _update_kernel(
     for i in range(n):
         if w[i] != 0.0:
             rho += w[i] * math.sqrt(g[i, i])
-            quad += w[i] * _dot(g[i], w, n)
+            quad += w[i] * dot(g[i], w, n)
     r2 = max(quad, 0.0)
     if r2 >= RESOLVE_TOL * RESOLVE_TOL:
         # wᵀGw carries a rounding of about n·eps·ρ²: the step's length uses an upper bound of
@@ -300,7 +288,7 @@ def _update_kernel(
     size = 0.0
     for i in range(n):
         size += abs(diff[i]) * math.sqrt(g[i, i])
-    dist2 = max(_dot(diff, g @ diff, n), 0.0) + ROUNDING * n * EPS * size * size
+    dist2 = max(dot(diff, g @ diff, n), 0.0) + ROUNDING * n * EPS * size * size
     if dist2 > alpha * alpha:
         return uniform + (alpha / math.sqrt(dist2)) * diff, OK, 0, 0
     return v, OK, 0, 0

@@ -23,14 +23,12 @@ import math
 import numpy as np
 from numba import njit
 
-from mogradient.solvers.qp import (
+from mogradient.solvers.active_set import active_set, refine, seed_violators
+from mogradient.solvers.factor import FreeSet, new_state
+from mogradient.solvers.validation import (
     NONFINITE_VECTOR,
     OK,
-    active_set,
-    new_state,
     prepare,
-    refine,
-    seed_violators,
     status_message,
     validated_normalised,
 )
@@ -42,26 +40,21 @@ def project_normalised(
     b: np.ndarray,
     bnorm: float,
     x: np.ndarray,
-    support: np.ndarray,
-    lower: np.ndarray,
-    y1: np.ndarray,
-    yb: np.ndarray,
-    scratch: np.ndarray,
+    st: FreeSet,
     rows: np.ndarray,
     tol: float,
 ) -> int:
     """``x = argmin_{x ≥ 0} ½xᵀGx + bᵀx`` for a normalised Gramian and ``b = Gu``.
 
-    ``bnorm`` bounds ``Σ|uₖ|‖gₖ‖`` (rounding scale of b). Returns the kernel status; v = u + x.
+    ``bnorm`` bounds ``Σ|uₖ|‖gₖ‖`` (rounding scale of b); ``st`` is any free set of n
+    objectives (overwritten), ``rows`` n×n scratch. Returns the kernel status; v = u + x.
     """
     x[:] = 0.0
-    m = seed_violators(g, b, support, lower, y1, yb, rows, bnorm)
-    m, status, _ = active_set(
-        g, b, 1.0, bool(False), x, support, m, lower, y1, yb, scratch, bnorm, tol, bool(False)
-    )
+    seed_violators(g, b, st, rows, bnorm)
+    status, _ = active_set(g, b, 1.0, bool(False), x, st, bnorm, tol, bool(False))
     if status != OK:
         return status
-    refine(g, b, 1.0, bool(False), x, support, m, lower, y1)
+    refine(g, b, 1.0, bool(False), x, st)
     return OK
 
 
@@ -69,7 +62,7 @@ def project_normalised(
 def dual_cone_normalised(g: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float) -> int:
     """``v = argmin_{v ≥ u} vᵀGv`` for a normalised Gramian (v is written)."""
     n = g.shape[0]
-    support, lower, y1, yb, scratch = new_state(n)
+    st = new_state(n)
     b = np.zeros(n)
     bnorm = 0.0
     for k in range(n):
@@ -80,7 +73,7 @@ def dual_cone_normalised(g: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float
                 b[i] += uk * row[i]
             bnorm += abs(uk) * math.sqrt(g[k, k])
     rows = np.empty((n, n))
-    status = project_normalised(g, b, bnorm, v, support, lower, y1, yb, scratch, rows, tol)
+    status = project_normalised(g, b, bnorm, v, st, rows, tol)
     for k in range(n):
         v[k] += u[k]
     return status
@@ -132,16 +125,14 @@ def _upgrad_kernel(
     w = pref.copy()
     if scale == 0.0:
         return w, OK, 0, 0
-    support, lower, y1, yb, scratch = new_state(n)
+    st = new_state(n)
     rows = np.empty((n, n))
     x = np.empty(n)
     for i in range(n):
         if pref[i] == 0.0:
             continue
         # v = eᵢ + x with x = argmin_{x ≥ 0} ½xᵀGx + G[i]ᵀx: b is row i of G, no product
-        status = project_normalised(
-            g, g[i], math.sqrt(g[i, i]), x, support, lower, y1, yb, scratch, rows, tol
-        )
+        status = project_normalised(g, g[i], math.sqrt(g[i, i]), x, st, rows, tol)
         if status != OK:
             return np.empty(0), status, 0, 0
         for k in range(n):

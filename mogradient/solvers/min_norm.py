@@ -17,18 +17,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from mogradient.solvers.qp import (
-    OK,
+from mogradient.solvers.active_set import (
     active_set,
-    new_state,
-    prepare,
     refine,
     seed_support,
     start_full,
     start_vertex,
-    status_message,
-    validated_normalised,
 )
+from mogradient.solvers.factor import new_state
+from mogradient.solvers.validation import OK, prepare, status_message, validated_normalised
 
 WARM_LENGTH = 101
 WARM_INVALID = 102
@@ -75,24 +72,20 @@ def min_norm_normalised(g: np.ndarray, w: np.ndarray, warm: bool, tol: float) ->
     Returns the kernel status. Shared by :func:`min_norm` and the CAGrad solver.
     """
     n = g.shape[0]
-    support, lower, y1, yb, scratch = new_state(n)
+    st = new_state(n)
     zero = np.zeros(n)
     full = True  # a warm start on the full support gains nothing over the full start
     if warm:
         for i in range(n):
             full = full and w[i] > 0.0
     if warm and not full:
-        m = seed_support(g, zero, 1.0, w, support, lower, y1, yb)
-    else:
-        m = start_full(g, zero, 0.0, w, support, lower, y1, yb, scratch)
-        if m == 0:
-            m = start_vertex(g, zero, 0.0, w, support, lower, y1, yb)
-    m, status, _ = active_set(
-        g, zero, 0.0, bool(True), w, support, m, lower, y1, yb, scratch, 0.0, tol, bool(False)
-    )
+        seed_support(g, zero, 1.0, w, st)
+    elif not start_full(g, zero, 0.0, w, st):
+        start_vertex(g, zero, 0.0, w, st)
+    status, _ = active_set(g, zero, 0.0, bool(True), w, st, 0.0, tol, bool(False))
     if status != OK:
         return status
-    refine(g, zero, 0.0, bool(True), w, support, m, lower, y1)
+    refine(g, zero, 0.0, bool(True), w, st)
     w /= w.sum()
     return OK
 
