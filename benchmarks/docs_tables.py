@@ -44,6 +44,7 @@ GENERATORS: dict[str, str] = {
     "sweep": "benchmarks.pareto_sweep",
     "grpo_step": "benchmarks.grpo_step",
     "cold_start": "benchmarks.cold_start",
+    "gpu": "benchmarks.device_check",  # docs/results/gpu/: written by a GPU run, none yet
 }
 
 
