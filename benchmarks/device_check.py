@@ -29,6 +29,7 @@ row. Packages the machine lacks (TRL, TorchJD) are installed from ``--wheels`` (
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -88,6 +89,7 @@ def install_missing(folder: Path) -> list[dict[str, Any]]:
         done = subprocess.run(
             [*command, "--find-links", str(folder), *absent], capture_output=True, text=True
         )
+        importlib.invalidate_caches()
         result = "installed" if done.returncode == 0 else "error"
         note = f"from {folder}" if done.returncode == 0 else done.stderr.strip()[-160:]
         rows += [row("setup", r, result=result, note=note) for r in absent]
@@ -97,7 +99,9 @@ def install_missing(folder: Path) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every asked section within the budget; the rows of the table."""
+    """Every asked section within the budget; the rows of the table, written to ``--out``
+    after each section (a run stopped from outside keeps what it measured). A section that
+    raises is one ``error`` row; the next section still runs."""
     import torch
 
     from benchmarks import grpo_step
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     )
     budget = Budget(args.budget, list(args.sections))
     with tempfile.TemporaryDirectory(prefix="device-check-") as tmp:
-        policy = str(
+        policy = tmp  # the RL policy, built only where a section needs it
+        if {"rl", "correctness"} & set(args.sections):
             grpo_step.build_policy(
                 Path(tmp),
                 sizes.n_layer,
@@ -121,7 +126,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 n_positions=sizes.n_positions,
                 model_vocab=sizes.model_vocab,
             )
-        )
         runners: dict[str, Callable[[float], list[dict[str, Any]]]] = {
             "rl": lambda deadline: rl_rows(policy, sizes, deadline),
             "backward": lambda deadline: backward_rows(sizes, deadline),
@@ -130,9 +134,22 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for section in args.sections:
             started = time.perf_counter()
             print(f"{section} ...", flush=True)
-            rows += runners[section](budget.deadline(section))
+            try:
+                rows += runners[section](budget.deadline(section))
+            except Exception as error:  # noqa: BLE001 - one section failing must not end the run
+                rows.append(row(section, "(error)", result="error", note=repr(error)[:160]))
             print(f"{section}: {time.perf_counter() - started:.0f} s", flush=True)
+            write(rows, Path(args.out))
     return rows
+
+
+def write(rows: list[dict[str, Any]], out: Path) -> str:
+    """``device_check.csv`` and ``device_check.md`` (the table of the CSV) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "device_check.csv", COLUMNS)
+    text = table(read_csv(out / "device_check.csv"))
+    (out / "device_check.md").write_text(text + "\n")
+    return text
 
 
 def _correctness(policy: str, sizes: Any, deadline: float) -> list[dict[str, Any]]:
@@ -191,13 +208,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
         torch.set_num_threads(1)
     rows = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out / "device_check.csv", COLUMNS)
-    text = table(read_csv(out / "device_check.csv"))
-    (out / "device_check.md").write_text(text + "\n")
+    text = write(rows, Path(args.out))
     print(text)
-    print(f"wrote {out}/device_check.csv and .md ({time.perf_counter() - started:.0f} s)")
+    print(f"wrote {args.out}/device_check.csv and .md ({time.perf_counter() - started:.0f} s)")
     return rows
 
 

@@ -73,7 +73,7 @@ def rl_rows(policy: str, sizes: Sizes, deadline: float) -> list[dict[str, Any]]:
 
     cells = list(RL_CELLS)
     rows = []
-    why = missing("trl")
+    why = missing("trl.trainer.grpo_trainer")  # trl itself imports lazily
     if why is None:
         cells.insert(0, "trl")
     else:
@@ -141,7 +141,7 @@ def backward_rows(sizes: Sizes, deadline: float) -> list[dict[str, Any]]:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = device_name()
-    no_torchjd = missing("torchjd")
+    no_torchjd = missing("torchjd.autogram")
     rows: list[dict[str, Any]] = []
     groups = [(model, k) for model in MODELS for k in sizes.ks]
     last = 0.0

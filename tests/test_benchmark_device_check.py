@@ -88,3 +88,37 @@ def test_the_wheel_list_is_pinned_and_its_fetch_script_executable() -> None:
     assert "device_wheels.txt" in script.read_text() and "--no-deps" in script.read_text()
     # everything listed imports here: nothing to install, no rows
     assert device_check.install_missing(Path("no-such-folder")) == []
+
+
+def test_a_section_that_raises_is_an_error_row_and_the_csv_is_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import device_sections
+
+    def broken(sizes: object, deadline: float) -> list:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(device_sections, "backward_rows", broken)
+    device_check.main(["--smoke", "--out", str(tmp_path), "--sections", "backward"])
+    rows = read_csv(tmp_path / "device_check.csv")
+    assert [(r["name"], r["result"]) for r in rows if r["section"] == "backward"] == [
+        ("(error)", "error")
+    ]
+    assert "out of memory" in rows[-1]["note"]
+
+
+def test_a_missing_package_skips_its_cells_with_a_row_naming_the_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import backward_step, device_sections
+
+    monkeypatch.setattr(backward_step, "MODELS", ("mlp",))
+    monkeypatch.setattr(
+        device_sections,
+        "missing",
+        lambda module: "ModuleNotFoundError: torchjd" if module.startswith("torchjd") else None,
+    )
+    rows = backward_rows(SMOKE, deadline=time.perf_counter() + 600)
+    skipped = {r["name"]: r["note"] for r in rows if r["result"] == "skipped"}
+    assert set(skipped) == {"mlp/tjd_autojac", "mlp/tjd_autogram"}
+    assert all("torchjd not importable" in note for note in skipped.values())
