@@ -51,38 +51,70 @@ if TYPE_CHECKING:
     ]
 
 MODELS = ("mlp", "transformer", "gpt2")
+#: Sizes of the models: ``bench`` (this benchmark's), ``tiny`` (the device check's smoke mode)
+#: and ``device`` (the device check on a GPU: GPT-2 at its 124M shape, 12 × 768).
+SIZES: dict[str, dict[str, dict[str, int]]] = {
+    "bench": {
+        "mlp": {"width": 512, "batch": 256},
+        "transformer": {"width": 128, "heads": 4, "ff": 256, "seq": 32, "batch": 32},
+        "gpt2": {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab": 512, "seq": 64, "batch": 8},
+    },
+    "tiny": {
+        "mlp": {"width": 16, "batch": 8},
+        "transformer": {"width": 16, "heads": 2, "ff": 32, "seq": 4, "batch": 4},
+        "gpt2": {"n_layer": 1, "n_embd": 16, "n_head": 2, "vocab": 64, "seq": 8, "batch": 2},
+    },
+    "device": {
+        "mlp": {"width": 512, "batch": 256},
+        "transformer": {"width": 128, "heads": 4, "ff": 256, "seq": 32, "batch": 32},
+        "gpt2": {
+            "n_layer": 12,
+            "n_embd": 768,
+            "n_head": 12,
+            "vocab": 50257,
+            "seq": 128,
+            "batch": 8,
+        },  # fmt: skip
+    },
+}
 METHODS = ("mg_loop", "mg_batched", "mg_layers", "tjd_autojac", "tjd_autogram", "mg_features")
 KS = (2, 4, 8)
 
 
-def _build(model_name: str, k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
-    """The model, its forward and its float64 reference (see :data:`Forward`), seeded."""
+def _build(
+    model_name: str, k: int, *, size: str = "bench", device: str = "cpu"
+) -> tuple[torch.nn.Module, Forward, ToFloat64]:
+    """The model, its forward and its float64 reference (see :data:`Forward`), seeded, of
+    ``SIZES[size]`` and on ``device`` (its inputs drawn on the CPU, then moved)."""
     import torch
 
     torch.manual_seed(0)
-    if model_name == "mlp":
-        return _build_mlp(k)
-    if model_name == "transformer":
-        return _build_transformer(k)
-    return _build_gpt2(k)
+    shape = SIZES[size][model_name]
+    builders = {"mlp": _build_mlp, "transformer": _build_transformer, "gpt2": _build_gpt2}
+    model, forward, to64 = builders[model_name](k, shape, torch.device(device))
+    return model.to(device), forward, to64
 
 
-def _build_mlp(k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
-    """A 512-wide three-layer ReLU trunk and a linear head, k squared-error objectives."""
+def _build_mlp(
+    k: int, shape: dict[str, int], device: torch.device
+) -> tuple[torch.nn.Module, Forward, ToFloat64]:
+    """A three-layer ReLU trunk (512 wide at the bench size) and a linear head, k
+    squared-error objectives."""
     import torch
 
+    w = shape["width"]
     trunk = torch.nn.Sequential(
-        torch.nn.Linear(512, 512),
+        torch.nn.Linear(w, w),
         torch.nn.ReLU(),
-        torch.nn.Linear(512, 512),
+        torch.nn.Linear(w, w),
         torch.nn.ReLU(),
-        torch.nn.Linear(512, 512),
+        torch.nn.Linear(w, w),
         torch.nn.ReLU(),
     )
-    head = torch.nn.Linear(512, k)
+    head = torch.nn.Linear(w, k)
     model = torch.nn.ModuleDict({"trunk": trunk, "head": head})
-    x = torch.randn(256, 512)
-    y = torch.randn(256, k)
+    x = torch.randn(shape["batch"], w).to(device)
+    y = torch.randn(shape["batch"], k).to(device)
 
     def forward(m):  # noqa: ANN001, ANN202
         h = m["trunk"](x)
@@ -99,17 +131,22 @@ def _build_mlp(k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
     return model, forward, to64
 
 
-def _build_transformer(k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
-    """A two-layer transformer encoder (width 128) and a linear head, k squared-error
-    objectives."""
+def _build_transformer(
+    k: int, shape: dict[str, int], device: torch.device
+) -> tuple[torch.nn.Module, Forward, ToFloat64]:
+    """A two-layer transformer encoder (width 128 at the bench size) and a linear head, k
+    squared-error objectives."""
     import torch
 
-    layer = torch.nn.TransformerEncoderLayer(128, 4, 256, dropout=0.0, batch_first=True)
+    w = shape["width"]
+    layer = torch.nn.TransformerEncoderLayer(
+        w, shape["heads"], shape["ff"], dropout=0.0, batch_first=True
+    )
     trunk = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-    head = torch.nn.Linear(128, k)
+    head = torch.nn.Linear(w, k)
     model = torch.nn.ModuleDict({"trunk": trunk, "head": head})
-    x = torch.randn(32, 32, 128)
-    y = torch.randn(32, 32, k)
+    x = torch.randn(shape["batch"], shape["seq"], w).to(device)
+    y = torch.randn(shape["batch"], shape["seq"], k).to(device)
 
     def forward(m):  # noqa: ANN001, ANN202
         h = m["trunk"](x)
@@ -128,26 +165,30 @@ def _build_transformer(k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
     return model, forward, to64
 
 
-def _build_gpt2(k: int) -> tuple[torch.nn.Module, Forward, ToFloat64]:
-    """A two-layer GPT-2 (width 64, eager attention); objective i is the next-token loss at
-    the positions p with p mod k = i."""
+def _build_gpt2(
+    k: int, shape: dict[str, int], device: torch.device
+) -> tuple[torch.nn.Module, Forward, ToFloat64]:
+    """A GPT-2 (two layers of width 64 at the bench size, eager attention); objective i is
+    the next-token loss at the positions p with p mod k = i."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    vocab, seq = shape["vocab"], shape["seq"]
     config = GPT2Config(
-        vocab_size=512,
-        n_positions=64,
-        n_embd=64,
-        n_layer=2,
-        n_head=2,
+        vocab_size=vocab,
+        n_positions=seq,
+        n_embd=shape["n_embd"],
+        n_layer=shape["n_layer"],
+        n_head=shape["n_head"],
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
     model = GPT2LMHeadModel(config)
     model.config._attn_implementation = "eager"
-    ids = torch.randint(0, 512, (8, 64), generator=torch.Generator().manual_seed(1))
-    pos = torch.arange(63)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab, (shape["batch"], seq), generator=gen).to(device)
+    pos = torch.arange(seq - 1, device=device)
 
     def losses_of(m, want_h=False):  # noqa: ANN001, ANN202
         out = m(ids, output_hidden_states=want_h)

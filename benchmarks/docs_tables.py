@@ -45,6 +45,7 @@ GENERATORS: dict[str, str] = {
     "psl": "benchmarks.psl_vs_libmoon",
     "grpo_step": "benchmarks.grpo_step",
     "cold_start": "benchmarks.cold_start",
+    "gpu": "benchmarks.device_check",  # docs/results/gpu/: written by a GPU run, none yet
 }
 
 

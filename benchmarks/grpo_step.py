@@ -53,12 +53,16 @@ from benchmarks.tables import read_csv, write_csv
 
 #: Cells in table order; ``trl`` is the reference.
 CELLS = ("trl", "linear", "single", "pama", "mgda")
-#: cell -> (aggregator, extra MOGRPOConfig fields) for our side.
+#: cell -> (aggregator, extra config fields) for our side; a cell named ``ppo-*`` runs PPO
+#: (one value head per objective) instead of GRPO. ``upgrad`` and ``ppo-linear`` are cells of
+#: the device check (``benchmarks.device_check``), not of this table.
 OURS: dict[str, tuple[str, dict[str, Any]]] = {
     "linear": ("linear", {"reward_weights": [1.0, 0.5]}),
     "single": ("linear", {}),
     "pama": ("pama", {}),
     "mgda": ("mgda", {"gramian_level": "features"}),
+    "upgrad": ("upgrad", {"gramian_level": "parameters", "parameter_gramian": "layers"}),
+    "ppo-linear": ("linear", {"reward_weights": [1.0, 0.5], "num_ppo_epochs": 1}),
 }
 #: cell -> (the cell it is compared with, the largest ratio that meets the target).
 TARGETS: dict[str, tuple[str, float]] = {
@@ -113,6 +117,25 @@ def sentiment_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
     return [float(analyzer.polarity_scores(text)["compound"]) for text in completions]
 
 
+def vowel_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
+    """The share of vowels among the completion's letters, in [0, 1]: a second reward that
+    needs no library (for machines without ``vaderSentiment``)."""
+    out = []
+    for text in completions:
+        letters = [c for c in text.lower() if c.isalpha()]
+        out.append(sum(c in "aeiou" for c in letters) / max(len(letters), 1))
+    return out
+
+
+#: ``settings["second_reward"]`` -> the second reward function (the first is the length).
+SECOND_REWARDS = {"sentiment": sentiment_reward, "vowels": vowel_reward}
+
+
+def reward_functions(settings: dict[str, Any]) -> list[Any]:
+    """The two reward functions of a run: the length and ``settings["second_reward"]``."""
+    return [length_reward, SECOND_REWARDS[settings.get("second_reward", "sentiment")]]
+
+
 def weighted_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
     """The two rewards summed with ``REWARD_WEIGHTS``, as one reward (single-objective GRPO)."""
     a, b = REWARD_WEIGHTS
@@ -124,8 +147,17 @@ def weighted_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
 # ----- the shared setup ----------------------------------------------------------------------
 
 
-def build_policy(path: Path, n_layer: int, n_embd: int, vocab_size: int) -> Path:
-    """Save a randomly initialised tiny GPT-2 whose EOS is never sampled, and its tokenizer, to
+def build_policy(
+    path: Path,
+    n_layer: int,
+    n_embd: int,
+    vocab_size: int,
+    *,
+    n_head: int = 4,
+    n_positions: int = 128,
+    model_vocab: int | None = None,
+) -> Path:
+    """Save a randomly initialised GPT-2 whose EOS is never sampled, and its tokenizer, to
     ``path`` (both sides load it).
 
     Our trainer refuses ``min_new_tokens`` (it changes the sampled distribution), so equal
@@ -133,6 +165,8 @@ def build_policy(path: Path, n_layer: int, n_embd: int, vocab_size: int) -> Path
     for every input. The head is tied to the embeddings, so the EOS row is set to
     ``EOS_LOGIT`` on one coordinate and 0 elsewhere, and the final layer norm outputs -1 on that
     coordinate (gain 0, bias -1); the other tokens' logits only gain a fixed offset each.
+    ``model_vocab``: the embedding padded to that many rows (GPT-2's 50257 for its 124M shape)
+    beyond the tokenizer's, each a copy of the EOS row, so that none is ever sampled either.
     """
     import torch
 
@@ -143,13 +177,16 @@ def build_policy(path: Path, n_layer: int, n_embd: int, vocab_size: int) -> Path
         vocab_size=vocab_size,
         n_layer=n_layer,
         n_embd=n_embd,
-        n_head=4,
-        n_positions=128,
+        n_head=n_head,
+        n_positions=n_positions,
     )
+    if model_vocab is not None and model_vocab > len(tokenizer):
+        model.resize_token_embeddings(model_vocab)
     with torch.no_grad():
         embedding = model.get_input_embeddings().weight
         embedding[tokenizer.eos_token_id] = 0.0
         embedding[tokenizer.eos_token_id, 0] = EOS_LOGIT
+        embedding[len(tokenizer) :] = embedding[tokenizer.eos_token_id]
         model.transformer.ln_f.weight[0] = 0.0
         model.transformer.ln_f.bias[0] = -1.0
     model.save_pretrained(path)
@@ -214,6 +251,7 @@ class TRLCell:
         self.start = 0.0
         self.go = threading.Event()
         self.done = threading.Event()
+        self.closing = False
         self.error: BaseException | None = None
         cell = self
 
@@ -229,6 +267,8 @@ class TRLCell:
                 cell.done.set()
                 cell.go.wait()
                 cell.go.clear()
+                if cell.closing:  # closed before its last step (a time budget ran out)
+                    control.should_training_stop = True
 
         generation = _generation(settings["completion_length"])
         config = GRPOConfig(
@@ -252,14 +292,14 @@ class TRLCell:
             save_strategy="no",
             report_to="none",
             use_cpu=not torch.cuda.is_available(),
-            bf16=False,
+            bf16=settings.get("bf16", False),
             gradient_checkpointing=False,
             disable_dropout=True,
             disable_tqdm=True,
             seed=0,
         )
         # TRL types reward functions as returning list[float | None]; ours return list[float].
-        reward_funcs: list[Any] = [length_reward, sentiment_reward]
+        reward_funcs: list[Any] = reward_functions(settings)
         self.trainer = GRPOTrainer(
             model=AutoModelForCausalLM.from_pretrained(settings["policy"]),
             processing_class=AutoTokenizer.from_pretrained(settings["policy"]),
@@ -293,45 +333,58 @@ class TRLCell:
         return self.times[-1]
 
     def close(self) -> None:
-        """Let ``train()`` finish (logging after the last step) and end its thread."""
+        """Let ``train()`` finish (logging after the last step, or stopping early when fewer
+        steps were asked for) and end its thread."""
         if self.thread.is_alive():
+            self.closing = True
             self.go.set()
             self.thread.join()
 
 
 class OurCell:
     """Our ``MOTrainer`` with the cell's aggregator; :meth:`step` runs one ``trainer.step()``
-    (generation, scoring and the update) and returns its seconds."""
+    (generation, scoring and the update) and returns its seconds. ``settings["bf16"]``: under
+    accelerate's bf16 autocast (float32 weights), as TRL's ``bf16=True``."""
 
     def __init__(self, cell: str, settings: dict[str, Any]):
+        from accelerate import Accelerator
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from mogradient_llm import MOGRPOConfig, MOTrainer
+        from mogradient_llm import MOGRPOConfig, MOPPOConfig, MOTrainer
 
         aggregator, extra = OURS[cell]
-        config = MOGRPOConfig(
-            learning_rate=1e-5,
-            batch_size=settings["batch_size"],
-            mini_batch_size=settings["batch_size"],
-            num_generations=settings["num_generations"],
-            num_iterations=1,
-            beta=0.0,
-            epsilon=0.2,
-            loss_type=LOSS_TYPE,
-            scale_rewards="group",
-            aggregator=aggregator,
-            noon=False,
-            seed=0,
-            generation_kwargs=_generation(settings["completion_length"]),
-            **extra,
-        )
-        rewards = [weighted_reward] if cell == "single" else [length_reward, sentiment_reward]
+        common = {
+            "learning_rate": 1e-5,
+            "batch_size": settings["batch_size"],
+            "mini_batch_size": settings["batch_size"],
+            "aggregator": aggregator,
+            "noon": False,
+            "seed": 0,
+            "generation_kwargs": _generation(settings["completion_length"]),
+        }
+        config: Any
+        if cell.startswith("ppo"):
+            config = MOPPOConfig(**common, **extra)
+        else:
+            config = MOGRPOConfig(
+                **common,
+                num_generations=settings["num_generations"],
+                num_iterations=1,
+                beta=0.0,
+                epsilon=0.2,
+                loss_type=LOSS_TYPE,
+                scale_rewards="group",
+                **extra,
+            )
+        rewards = [weighted_reward] if cell == "single" else reward_functions(settings)
+        precision = "bf16" if settings.get("bf16") else "no"
         self.trainer = MOTrainer(
             config,
             AutoModelForCausalLM.from_pretrained(settings["policy"]),
             AutoTokenizer.from_pretrained(settings["policy"]),
             rewards=rewards,
             prompts=settings["prompts"],
+            accelerator=Accelerator(mixed_precision=precision, cpu=not _cuda()),
         )
 
     def step(self) -> float:
@@ -391,22 +444,43 @@ def memory_cell(cell: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"cell": cell, "peak_mb": peak, "step_extra_mb": peak - before}
 
 
-def time_cells(cells: Sequence[str], settings: dict[str, Any]) -> dict[str, list[float]]:
+def time_cells(
+    cells: Sequence[str],
+    settings: dict[str, Any],
+    deadline: float | None = None,
+    peaks: dict[str, float] | None = None,
+) -> dict[str, list[float]]:
     """Every cell built in this process, then stepped one step at a time in a rotated order
-    per round (warm-up rounds first, dropped): each cell's timed seconds, round by round."""
+    per round (warm-up rounds first, dropped): each cell's timed seconds, round by round.
+
+    ``deadline`` (a ``time.perf_counter()`` value): no round starts that the previous round's
+    length says would end after it (the timed rounds are then fewer). ``peaks``: filled with
+    each cell's largest ``torch.cuda.max_memory_allocated`` over one of its steps, in MB, less
+    what was allocated before that step (CUDA only)."""
     import torch
 
     torch.set_num_threads(settings["threads"])
     times: dict[str, list[float]] = {cell: [] for cell in cells}
+    cuda = _cuda()
     with tempfile.TemporaryDirectory(prefix="grpo-step-") as tmp:
         steppers = {cell: make_cell(cell, {**settings, "tmp": tmp}) for cell in cells}
         try:
             for r in range(settings["warmup"] + settings["steps"]):
+                started = time.perf_counter()
                 order = list(cells[r % len(cells) :]) + list(cells[: r % len(cells)])
                 for cell in order:
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                        before = torch.cuda.memory_allocated()
                     seconds = steppers[cell].step()
+                    if cuda and peaks is not None:
+                        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+                        peaks[cell] = max(peaks.get(cell, 0.0), peak)
                     if r >= settings["warmup"]:
                         times[cell].append(seconds)
+                took = time.perf_counter() - started
+                if deadline is not None and time.perf_counter() + took > deadline:
+                    break
         finally:
             for stepper in steppers.values():
                 stepper.close()

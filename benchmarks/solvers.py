@@ -11,6 +11,9 @@
   ``DualProjWeighting`` (its default quadprog projector), both on the same problem.
 * The public ``weights()`` of the aggregators vs the raw compiled solve: the µs that validation
   and the Python layer add.
+* The public ``weights()`` with torch inputs, hot and cold (interleaved call by call with
+  TorchJD's), against TorchJD 0.18 for every Gramian method both have
+  (:mod:`benchmarks.solvers_public`).
 
 Every call is timed on its own (``perf_counter_ns``), medians are reported. The gap of a method
 on one Gramian is ``(f − f_best) / max(|f_best|, 1e-12·max diag G)``, with ``f_best`` the
@@ -36,6 +39,8 @@ from scipy.optimize import minimize
 
 from benchmarks.solver_plots import plot_sweep, plot_timings
 from benchmarks.solvers_bargaining import bargaining_rows, format_bargaining
+from benchmarks.solvers_public import SIZES as PUBLIC_SIZES
+from benchmarks.solvers_public import format_public, public_rows
 from benchmarks.tables import read_csv, write_csv
 from mogradient.aggregators.cagrad import CAGrad
 from mogradient.aggregators.dualproj import DualProj
@@ -484,6 +489,8 @@ def docs_table(results: Path, name: str) -> str:
         return format_sweep_summary(rows)
     if name == "bargaining":
         return format_bargaining(rows)
+    if name == "public":
+        return format_public(rows)
     return format_table(rows)
 
 
@@ -517,6 +524,7 @@ def main() -> None:
         "dual_cone": dual_cone_rows([n for n in sizes if n <= 50], repeats, rng),
         "overhead": overhead_rows([n for n in sizes if n in (2, 10, 50, 100)], repeats, rng),
         "bargaining": bargaining_rows(args.quick),  # Nash-MTL, FairGrad, EPO vs cvxpy/TorchJD
+        "public": public_rows(PUBLIC_SIZES, min(repeats, 100), rng),  # hot and cold vs TorchJD
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -526,11 +534,13 @@ def main() -> None:
             print(format_sweep_summary(rows))
         elif name == "bargaining":
             print(format_bargaining(rows))
+        elif name == "public":
+            print(format_public(rows))
         else:
             print(format_table(rows))
         print()
     plot_timings(
-        {k: v for k, v in groups.items() if k not in ("min_norm_sweep", "bargaining")},
+        {k: v for k, v in groups.items() if k not in ("min_norm_sweep", "bargaining", "public")},
         out / "timings.png",
     )
     plot_sweep(groups["min_norm_sweep"], out / "sweep.png")

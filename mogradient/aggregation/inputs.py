@@ -134,7 +134,7 @@ def check_gramian(
             elif tdtype.is_complex or tdtype == torch.bool:
                 raise TypeError(f"expected a real-valued Gramian, got dtype {tdtype}")
         t = gramian.detach() if gramian.requires_grad else gramian
-        if tdtype is not torch.float64 or t.device.type != "cpu":
+        if tdtype is not torch.float64 or not t.is_cpu:  # is_cpu: no torch.device object
             t = t.to("cpu", torch.float64)
         g = t.numpy()
     elif isinstance(gramian, np.ndarray):

@@ -23,6 +23,10 @@ DRAWN_PREFERENCE = "<drawn preference>"
 DRAWN_SPARSE_PREFERENCE = "<drawn preference with zeros>"
 
 
+#: n -> the uniform preference 1/n (copied out by :meth:`Preference.resolve`).
+_UNIFORM: dict[int, np.ndarray] = {}
+
+
 class Preference:
     """A validated preference vector; :meth:`resolve` checks its length against ``n``.
 
@@ -62,7 +66,10 @@ class Preference:
     def resolve(self, n_objectives: int) -> np.ndarray:
         """The normalised preference for ``n_objectives`` objectives (a fresh array)."""
         if self.values is None:
-            return np.full(n_objectives, 1.0 / n_objectives)
+            uniform = _UNIFORM.get(n_objectives)
+            if uniform is None:
+                uniform = _UNIFORM[n_objectives] = np.full(n_objectives, 1.0 / n_objectives)
+            return uniform.copy()  # a copy is cheaper than np.full (its Python layer)
         if self.values.shape[0] != n_objectives:
             raise ValueError(
                 f"the preference has {self.values.shape[0]} entries but got {n_objectives} "
