@@ -12,6 +12,8 @@ import json
 import multiprocessing
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -41,13 +43,16 @@ from benchmarks.rlhf_imdb.runs import (
     METHODS,
     NOON,
     evaluate_start,
+    evaluation,
     method_applies,
     method_config,
     reference_point,
-    run_rl,
+    rl_stage,
+    run_config,
+    write_prompts,
 )
-from mogradient_llm.demo import DEFAULT_DATA_DIR
 from mogradient_llm.inputs.prompts import imdb_prompts
+from mogradient_llm.specs import DEFAULT_DATA_DIR
 
 FULL = {
     "sizes": "tiny,1m,4m",
@@ -314,10 +319,9 @@ def write_setup(
 
 
 def run_offline_demo() -> list[dict[str, Any]]:
-    """The README's main job without the IMDb data: ``mogradient-llm demo``; no table."""
-    from mogradient_llm.cli import main as llm_main
-
-    llm_main(["demo"])
+    """The README's main job without the IMDb data: the command ``mogradient-llm demo`` (run
+    as a command: the benchmark uses the RL wing's services, not its command line); no table."""
+    subprocess.run([sys.executable, "-m", "mogradient_llm", "demo"], check=True)
     return []
 
 
@@ -485,19 +489,31 @@ class RunStage:
         # training-split prompts for choosing the best configuration: other reviews' openings
         train_eval = imdb_prompts(train_texts[::-1], tokenizer, 2, 8, min_chars=0, seed=2)
         train_eval = train_eval[: args.train_eval_prompts]
-        evaluation = {
+        evaluation_key = {  # what the evaluations depend on, in every stage's cache key
             **self.common,
             "eval_prompts": args.eval_prompts,
             "train_eval_prompts": args.train_eval_prompts,
         }
+        prompt_dir = self.cache / "prompts"  # files of prompt rows, named by their content
+        files = {
+            name: write_prompts(prompt_dir, rows)
+            for name, rows in (("train", prompts), ("test", held_out), ("train_eval", train_eval))
+        }
+        specs = {
+            k: evaluation(
+                self.sentiment,
+                k,
+                files["test"],
+                files["train_eval"],
+                args.eval_prompts,
+                args.train_eval_prompts,
+            )
+            for k in self.objective_counts()
+        }
         starts = {}
         for k in self.objective_counts():
-            compute = partial(
-                without_directory,
-                evaluate_start,
-                (self.policy, self.sentiment, held_out, train_eval, k),
-            )
-            config = {**evaluation, "objectives": k}
+            compute = partial(without_directory, evaluate_start, (self.policy, specs[k]))
+            config = {**evaluation_key, "objectives": k}
             starts[pool.submit(cached_stage, self.cache, "start", config, compute)] = (
                 k,
                 self.size,
@@ -509,7 +525,7 @@ class RunStage:
             k, method = label["objectives"], label["method"]
             trained = "morlhf" if method == SWEEP else method  # a sweep run is MORLHF
             config = {
-                **evaluation,
+                **evaluation_key,
                 "loop": LOOP_REVISION,
                 "algorithm": label["algorithm"],
                 "method": method_config(trained, k),
@@ -521,25 +537,24 @@ class RunStage:
                 **({"preference": label["preference"]} if label["preference"] else {}),
                 "noon": method in NOON and not args.no_noon,
             }
+            run = run_config(
+                label["algorithm"],
+                trained,
+                label["seed"],
+                args.steps,
+                args.batch_size,
+                k,
+                config["noon"],
+                label["preference"],
+            )
             compute = partial(
-                without_directory,
-                run_rl,
-                (
-                    self.policy,
-                    self.sentiment,
-                    label["algorithm"],
-                    trained,
-                    label["seed"],
-                    args.steps,
-                    args.eval_every,
-                    args.batch_size,
-                    prompts,
-                    held_out,
-                    train_eval,
-                    k,
-                    config["noon"],
-                    label["preference"],
-                ),
+                rl_stage,
+                self.policy,
+                self.sentiment,
+                files["train"],
+                run,
+                args.eval_every,
+                specs[k],
             )
             future = pool.submit(cached_stage, self.cache, "rl", config, compute)
             future.add_done_callback(partial(progress.report, label))
