@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from benchmarks.rlhf_imdb.cli import QUICK, parse_args, sweep_weights
+from benchmarks.rlhf_imdb.cli import QUICK, parse_args
 from benchmarks.rlhf_imdb.runs import (
     EVAL_SEED,
     NOON,
@@ -17,6 +17,7 @@ from benchmarks.rlhf_imdb.runs import (
     run_config,
     write_prompts,
 )
+from benchmarks.rlhf_imdb.stages import sweep_weights
 from mogradient_llm.estimators.grpo import MOGRPOConfig
 from mogradient_llm.estimators.ppo import MOPPOConfig
 from mogradient_llm.inputs.rewards import DistinctReward, LengthReward

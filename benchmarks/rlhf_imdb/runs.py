@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.rlhf_imdb.cache import stage_key
 from mogradient_llm.config import DEMO_GENERATION, MOConfig
 from mogradient_llm.estimators import estimator_class
 from mogradient_llm.inputs.rewards import Reward
@@ -117,8 +118,6 @@ def run_config(
 def write_prompts(directory: Path, prompts: list[str]) -> Path:
     """``prompts`` as a file of prompt rows (``{"prompt": ...}`` per line) in ``directory``,
     named by their content (written once, atomically), for a ``DataSpec`` to read."""
-    from benchmarks.rlhf_imdb.cache import stage_key
-
     path = directory / f"{stage_key({'prompts': prompts})}.jsonl"
     if not path.is_file():
         directory.mkdir(parents=True, exist_ok=True)
