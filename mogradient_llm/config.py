@@ -47,6 +47,13 @@ def generation_kwargs(
     return values
 
 
+#: The offline demo's sampling (``mogradient-llm demo``, also the IMDb benchmark's): the default
+#: settings with longer completions.
+DEMO_GENERATION: dict[str, Any] = generation_kwargs(max_new_tokens=48)
+#: The demo's settings that every algorithm shares; each config's ``demo_preset`` adds its own.
+DEMO_SETTINGS: dict[str, Any] = {"learning_rate": 3e-4, "batch_size": 32, "mini_batch_size": 16}
+
+
 def _default_generation_kwargs() -> dict[str, Any]:
     return dict(DEFAULT_GENERATION)
 
@@ -84,7 +91,7 @@ class MOConfig:
     #: Old field names that are refused, each with what replaced it (no silent aliases).
     renamed: ClassVar[dict[str, str]] = {}
     #: This algorithm's part of the offline demo's settings (``mogradient-llm demo``, also the
-    #: IMDb benchmark's): :func:`mogradient_llm.demo.demo_config` adds it to the shared ones.
+    #: IMDb benchmark's): :meth:`demo` adds it to the shared :data:`DEMO_SETTINGS`.
     demo_preset: ClassVar[dict[str, Any]] = {}
     #: Its part of the smallest settings that train in a few seconds (tests, quick checks).
     tiny_preset: ClassVar[dict[str, Any]] = {}
@@ -260,6 +267,22 @@ class MOConfig:
                 f"need warmup_steps >= 0 and 0 <= warmup_ratio < 1, got {self.warmup_steps}, "
                 f"{self.warmup_ratio}"
             )
+
+    @classmethod
+    def demo(
+        cls: type[Config], aggregator: str = "pama", seed: int = 0, **overrides: Any
+    ) -> Config:
+        """The offline demo's settings (also the IMDb benchmark's): :data:`DEMO_SETTINGS` (32
+        completions per step in minibatches of 16, learning rate 3e-4), :data:`DEMO_GENERATION`,
+        then this algorithm's :attr:`demo_preset` (GRPO/RLOO: 8 prompts × 4 completions,
+        β = 0.05), then ``overrides``."""
+        values: dict[str, Any] = {
+            **DEMO_SETTINGS,
+            "aggregator": aggregator,
+            "seed": seed,
+            "generation_kwargs": dict(DEMO_GENERATION),
+        }
+        return cls(**{**values, **cls.demo_preset, **overrides})
 
     @property
     def epochs(self) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mogradient_llm.config import MOConfig, generation_kwargs
+from mogradient_llm.config import DEMO_GENERATION, MOConfig
 from mogradient_llm.estimators import estimator_class
 from mogradient_llm.inputs.builtin_rewards import length, vader
 from mogradient_llm.inputs.prompts import imdb_prompts, load_text_dataset
@@ -24,10 +24,10 @@ from mogradient_llm.loop.metrics import MetricsWriter
 from mogradient_llm.loop.trainer import MOTrainer
 from mogradient_llm.pareto.evaluate import evaluate_policy
 from mogradient_llm.policy.models import build_tiny_policy, synthetic_reviews
+from mogradient_llm.specs import DEFAULT_DATA_DIR
 
-DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "imdb"
 #: The demo's sampling: the default settings with longer completions.
-GENERATION = generation_kwargs(max_new_tokens=48)
+GENERATION = DEMO_GENERATION
 
 
 def demo_texts(data_dir: str | Path | None) -> tuple[list[str], list[str], str]:
@@ -62,19 +62,8 @@ def demo_rewards() -> list[Reward]:
 
 
 def demo_config(aggregator: str, seed: int, algorithm: str = "ppo", **overrides: Any) -> MOConfig:
-    """The settings of the demo (also those of ``benchmarks.rlhf_imdb``): 32 completions per
-    step, then the algorithm's own ``demo_preset`` (GRPO/RLOO: 8 prompts × 4 completions,
-    β = 0.05, Noon on, so PAMA's Theorem 1 picks each sequence's smallest positive advantage)."""
-    values: dict[str, Any] = {
-        "learning_rate": 3e-4,
-        "batch_size": 32,
-        "mini_batch_size": 16,
-        "aggregator": aggregator,
-        "seed": seed,
-        "generation_kwargs": GENERATION,
-    }
-    config_class = estimator_class(algorithm).config_class
-    return config_class(**{**values, **config_class.demo_preset, **overrides})
+    """The demo's config of ``algorithm``: its config class's :meth:`~MOConfig.demo` preset."""
+    return estimator_class(algorithm).config_class.demo(aggregator, seed, **overrides)
 
 
 def plot_history(history: list[dict[str, float]], names: list[str], path: Path) -> None:

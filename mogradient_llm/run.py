@@ -5,15 +5,21 @@ once, ``train`` and ``evaluate``; the command line (:mod:`mogradient_llm.cli`) a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mogradient import Aggregator
 from mogradient_llm.config import MOConfig
 from mogradient_llm.inputs.rewards import Reward
 from mogradient_llm.specs import TINY, DataSpec, EvalSpec, ModelSpec, RunSpec
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from mogradient_llm.loop.trainer import MOTrainer
 
 
 def load_lm(name_or_path: str) -> tuple[Any, Any]:
@@ -85,6 +91,43 @@ def save_tiny_policy(model: ModelSpec, data: DataSpec, path: str | Path, seed: i
     tokenizer.save_pretrained(str(path))
 
 
+def build_trainer(
+    run: RunSpec,
+    config: MOConfig,
+    aggregator: Aggregator | None = None,
+    accelerator: Accelerator | None = None,
+) -> MOTrainer:
+    """The trainer of ``run``: its policy (a name or path, not :data:`TINY`), reference, rewards
+    and prompts loaded, ready to step. :func:`train` runs it to the end with checkpoints; a
+    caller that evaluates between steps (the IMDb benchmark) steps it itself.
+
+    ``aggregator`` and ``accelerator``: as :class:`~mogradient_llm.loop.trainer.MOTrainer`
+    takes them (default: the config's aggregator, built by the trainer; a default accelerator).
+    """
+    from mogradient_llm.loop.trainer import MOTrainer
+
+    if run.model.policy == TINY:
+        raise ValueError(
+            "build_trainer loads a saved policy; build the tiny one first (save_tiny_policy) and "
+            "pass its directory as ModelSpec.policy, or call train, which does"
+        )
+    model, tokenizer = load_lm(run.model.policy)
+    ref_policy = run.model.ref_policy
+    ref_model = load_lm(ref_policy)[0] if ref_policy else None
+    rewards = build_rewards(run.rewards, tokenizer)
+    prompts = load_prompt_rows(run.data, tokenizer, config.seed, run.data.max_prompts)
+    return MOTrainer(
+        config,
+        model,
+        tokenizer,
+        rewards,
+        prompts,
+        ref_model=ref_model,
+        accelerator=accelerator,
+        aggregator=aggregator,
+    )
+
+
 def train(run: RunSpec, config: MOConfig, aggregator: Aggregator | None = None) -> Path:
     """Train a policy as ``run`` and ``config`` say and return its final checkpoint directory.
 
@@ -96,7 +139,6 @@ def train(run: RunSpec, config: MOConfig, aggregator: Aggregator | None = None) 
     from mogradient_llm.inputs.reward_specs import check_reward_specs
     from mogradient_llm.loop.checkpoint import resolve_resume
     from mogradient_llm.loop.setup import gradient_accumulation
-    from mogradient_llm.loop.trainer import MOTrainer
 
     output_dir = Path(run.output_dir)
     if aggregator is None:
@@ -117,21 +159,11 @@ def train(run: RunSpec, config: MOConfig, aggregator: Aggregator | None = None) 
         if accelerator.is_main_process and (resume is None or not Path(policy_path).is_dir()):
             save_tiny_policy(run.model, run.data, policy_path, config.seed)
         accelerator.wait_for_everyone()
-    model, tokenizer = load_lm(policy_path)
-    ref_policy = run.model.ref_policy
-    ref_model = load_lm(ref_policy)[0] if ref_policy else None
-    rewards = build_rewards(run.rewards, tokenizer)
-    prompts = load_prompt_rows(run.data, tokenizer, config.seed, run.data.max_prompts)
-    trainer = MOTrainer(
-        config,
-        model,
-        tokenizer,
-        rewards,
-        prompts,
-        ref_model=ref_model,
-        accelerator=accelerator,
-        aggregator=aggregator,
+    model_spec = dataclasses.replace(run.model, policy=policy_path)
+    trainer = build_trainer(
+        dataclasses.replace(run, model=model_spec), config, aggregator, accelerator
     )
+    ref_policy = run.model.ref_policy
     if resume is not None and accelerator.is_main_process:
         print(f"resuming from {resume}")
     trainer.train(

@@ -13,6 +13,9 @@ from typing import Any
 
 from mogradient_llm.config import generation_kwargs
 
+#: Where the IMDb subset is looked for by default (the offline demo, the IMDb benchmark):
+#: ``../shared/data/imdb``, beside the repository on this project's machines.
+DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "imdb"
 #: ``ModelSpec.policy`` that builds the tiny offline GPT-2 instead of loading one.
 TINY = "tiny"
 

@@ -138,7 +138,6 @@ def test_default_data_and_the_offline_demo_fallback(data_dir, tmp_path, monkeypa
     """Without ``--data`` the subset beside the repository is used; where it is missing,
     ``--quick`` runs the offline demo and a full run stops with an error naming the path."""
     import benchmarks.rlhf_imdb.cli as cli
-    import mogradient_llm.cli
 
     monkeypatch.setattr(cli, "DEFAULT_DATA_DIR", data_dir)
     argv = [
@@ -153,9 +152,10 @@ def test_default_data_and_the_offline_demo_fallback(data_dir, tmp_path, monkeypa
     missing = tmp_path / "no-such-dir"
     monkeypatch.setattr(cli, "DEFAULT_DATA_DIR", missing)
     calls = []
-    monkeypatch.setattr(mogradient_llm.cli, "main", calls.append)
+    monkeypatch.setattr(cli.subprocess, "run", lambda argv, **kwargs: calls.append(argv[1:]))
     assert main(["--quick"]) == []
-    assert calls == [["demo"]] and "running the offline demo" in capsys.readouterr().out
+    assert calls == [["-m", "mogradient_llm", "demo"]]
+    assert "running the offline demo" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(argv)
     assert str(missing) in capsys.readouterr().err

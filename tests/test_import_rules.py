@@ -10,10 +10,6 @@ level, inside a function, or under ``if TYPE_CHECKING:`` (all count: a circle th
 import is still a circle in the design). ``from p import x`` is an edge to ``p.x`` when that is
 a module of the project, else to ``p``. Parent packages are not edges of their own (importing
 ``p.q`` runs ``p/__init__``, but a module importing a sibling is no cycle through ``p``).
-
-Rules that do not hold yet are ``xfail(strict=True)`` with the reason: they fail the suite as
-soon as they hold, so the mark is removed with the fix. Beside each, an active test pins the
-known offenders, so no new one can slip in meanwhile.
 """
 
 from __future__ import annotations
@@ -23,8 +19,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mogradient", "mogradient_llm", "benchmarks")
@@ -209,8 +203,6 @@ def test_the_gramian_engine_loads_without_transformers() -> None:
 
 #: Modules outside the CLI that may import it: the ``python -m mogradient_llm`` entry point.
 CLI_ENTRY_POINTS = {"mogradient_llm.__main__"}
-#: Those that import it today although they should not.
-KNOWN_CLI_IMPORTERS = {"benchmarks.rlhf_imdb.cli"}
 
 
 def _cli_importers() -> set[str]:
@@ -218,15 +210,6 @@ def _cli_importers() -> set[str]:
     return {m for m in found if not _is_cli(m)} - CLI_ENTRY_POINTS
 
 
-def test_no_new_module_imports_the_cli() -> None:
-    assert _cli_importers() <= KNOWN_CLI_IMPORTERS
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the IMDb benchmark's CLI calls mogradient_llm's main; it moves to the service "
-    "layer (mogradient_llm.run) in a later step of the RL restructuring",
-)
 def test_only_the_cli_imports_the_cli() -> None:
     assert _cli_importers() == set()
 
@@ -239,19 +222,6 @@ def _bench_offenders() -> set[str]:
     return set(_importers("benchmarks", lambda n: _is_cli(n) or n == "mogradient_llm.demo"))
 
 
-#: Benchmark modules that import the CLI or the demo today.
-KNOWN_BENCH_OFFENDERS = {"benchmarks.rlhf_imdb.cli", "benchmarks.rlhf_imdb.runs"}
-
-
-def test_no_new_benchmark_imports_the_cli_or_the_demo() -> None:
-    assert _bench_offenders() <= KNOWN_BENCH_OFFENDERS
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the IMDb benchmark takes its settings from mogradient_llm.demo and runs "
-    "mogradient_llm's CLI; the settings move to the configs' presets in the RL restructuring",
-)
 def test_benchmarks_never_import_the_cli_or_the_demo() -> None:
     assert _bench_offenders() == set()
 

@@ -1,5 +1,7 @@
-"""Headline benchmark: IMDb sentiment vs length across GPT-2 sizes and aggregators.
+"""Headline benchmark: IMDb sentiment vs length across GPT-2 sizes, algorithms and methods.
 
 Stages (each cached under ``--cache-dir``): tokenizer, pre-trained policies, sentiment reward
-model, one PPO run per size x aggregator x seed; then a report (table, CSVs, plots).
+model, the start evaluation, one PPO or GRPO run per size x method x seed (described by the RL
+wing's typed records and trained through its services, :mod:`benchmarks.rlhf_imdb.runs`); then
+a report (tables, CSVs, plots).
 """
