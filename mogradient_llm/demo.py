@@ -22,7 +22,7 @@ from mogradient_llm.inputs.prompts import imdb_prompts, load_text_dataset
 from mogradient_llm.inputs.rewards import Reward
 from mogradient_llm.loop.metrics import MetricsWriter
 from mogradient_llm.loop.trainer import MOTrainer
-from mogradient_llm.pareto.evaluate import evaluate_policy
+from mogradient_llm.policy.evaluation import evaluate_policy
 from mogradient_llm.policy.models import build_tiny_policy, synthetic_reviews
 from mogradient_llm.specs import DEFAULT_DATA_DIR
 

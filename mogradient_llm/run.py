@@ -187,7 +187,7 @@ def evaluate(spec: EvalSpec) -> dict[str, Any]:
     import torch
 
     from mogradient_llm.loop.checkpoint import STATE_FILE
-    from mogradient_llm.pareto.evaluate import evaluate_policy
+    from mogradient_llm.policy.evaluation import evaluate_policy
 
     state: dict[str, Any] = {}
     if spec.checkpoint:

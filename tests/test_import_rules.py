@@ -262,3 +262,44 @@ def test_only_the_verl_integration_imports_verl() -> None:
     assert found == VERL_INTEGRATION
     importers = {m for p in PACKAGES for m in _importers(p, VERL_INTEGRATION.__contains__)}
     assert importers <= VERL_INTEGRATION
+
+
+#: ``mogradient_llm``'s packages and top modules from the bottom up: each imports only those
+#: before it (CONTRIBUTING.md, "The RL wing's layers").
+LAYERS = (
+    "objectives",
+    "config",
+    "specs",
+    "estimators",
+    "inputs",
+    "policy",
+    "loop",
+    "run",
+    "pareto",
+    "demo",
+    "integrations",
+    "cli",
+    "__main__",
+)
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "mogradient_llm" or len(parts) == 1:
+        return None
+    return parts[1]
+
+
+def test_every_part_of_the_rl_wing_has_a_layer() -> None:
+    assert {_layer(m) for m in GRAPH} - {None} == set(LAYERS)
+
+
+def test_the_rl_wing_imports_one_way_down_its_layers() -> None:
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = sorted(
+        (module, name)
+        for module, imported in GRAPH.items()
+        for name in imported
+        if (a := _layer(module)) in rank and (b := _layer(name)) in rank and rank[b] > rank[a]
+    )
+    assert upward == []

@@ -155,7 +155,7 @@ def test_hypervolume_uses_pymoo_on_maximised_rewards() -> None:
 def test_reference_point_defaults_to_each_rewards_worst_value() -> None:
     from mogradient_llm.inputs.builtin_rewards import length, vader
     from mogradient_llm.inputs.rewards import Reward
-    from mogradient_llm.pareto.evaluate import reference_point
+    from mogradient_llm.policy.evaluation import reference_point
 
     assert reference_point([length(), vader()]) == [0.5, -1.0]
     assert reference_point([length(), vader()], [1.0, 0.0]) == [1.0, 0.0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mogradient_llm.inputs.builtin_rewards import LengthReward
-from mogradient_llm.pareto.evaluate import evaluate_policy
+from mogradient_llm.policy.evaluation import evaluate_policy
 from tests.llm_fixtures import load_tiny_lm
 
 GENERATION = {"max_new_tokens": 6, "do_sample": True, "top_k": 0, "top_p": 1.0}

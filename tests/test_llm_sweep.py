@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import mogradient_llm.pareto.evaluate as evaluate_module
+import mogradient_llm.policy.evaluation as evaluate_module
 import mogradient_llm.run as run_module
 from mogradient.pareto import hypervolume
 from mogradient_llm.cli import main, parse_sweep_args

@@ -27,7 +27,7 @@ from benchmarks.rlhf_imdb.cache import stage_key
 from mogradient_llm.config import DEMO_GENERATION, MOConfig
 from mogradient_llm.estimators import estimator_class
 from mogradient_llm.inputs.rewards import Reward
-from mogradient_llm.pareto.evaluate import evaluate_policy
+from mogradient_llm.policy.evaluation import evaluate_policy
 from mogradient_llm.run import build_trainer, evaluate, load_lm, load_prompt_rows
 from mogradient_llm.specs import DataSpec, EvalSpec, ModelSpec, RunSpec
 

@@ -255,7 +255,7 @@ class _Evaluator:
     each result cached in a JSON file keyed by the policy's files and the evaluation settings."""
 
     def __init__(self, run: RunSpec, config: MOConfig, options: SweepOptions):
-        from mogradient_llm.pareto.evaluate import reference_point
+        from mogradient_llm.policy.evaluation import reference_point
         from mogradient_llm.run import build_rewards, load_lm, load_prompt_rows
 
         policy = run.model.policy
@@ -279,7 +279,7 @@ class _Evaluator:
 
     def __call__(self, policy_dir: Path, cache: Path) -> dict[str, Any]:
         """``{"scores": [...], "kl": ...}`` of the policy in ``policy_dir``, cached in ``cache``."""
-        from mogradient_llm.pareto.evaluate import evaluate_checkpoint
+        from mogradient_llm.policy.evaluation import evaluate_checkpoint
 
         key = {"policy": str(policy_dir), "mtime_ns": _stamp(policy_dir), **self.settings}
         if cache.is_file():
