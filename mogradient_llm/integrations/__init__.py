@@ -1,0 +1,1 @@
+"""mogradient's aggregators inside other engines' trainers (TRL: :mod:`.trl`)."""
