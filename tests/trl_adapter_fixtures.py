@@ -12,6 +12,11 @@ import torch
 from tests.llm_fixtures import load_tiny_lm, tiny_lm_dir
 
 G = 4
+#: A minimal chat template for conversational prompts (the tiny tokenizer has none).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
 PROMPTS = ["the movie was", "the actors", "it was a", "a film that", "i think", "the plot"]
 
 
@@ -70,6 +75,7 @@ def trainer(
 ) -> Any:
     """``trainer_class`` on the saved tiny policy (TRL builds the reference from the path)."""
     _, tokenizer = load_tiny_lm()
+    tokenizer.chat_template = CHAT_TEMPLATE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return trainer_class(
