@@ -78,7 +78,9 @@ PROMPTS = 2
 TOKENS = PROMPTS * G * 6
 
 
-def _adapter_step(algorithm: str, aggregator: str, level: str) -> tuple[Any, dict[str, Any]]:
+def _adapter_step(
+    algorithm: str, aggregator: str, level: str, **args: Any
+) -> tuple[Any, dict[str, Any]]:
     """The adapter on the fixed batch of :mod:`tests.trl_reference` (π_old kept, then the
     policy moves): the trainer after one ``_compute_loss`` + backward, and the batch."""
     t = trl_trainer(
@@ -88,6 +90,7 @@ def _adapter_step(algorithm: str, aggregator: str, level: str) -> tuple[Any, dic
         num_iterations=2,
         aggregator=aggregator,
         gramian_level=level,
+        **args,
     )
     batch = t._generate_and_score_completions([{"prompt": "x"}] * (PROMPTS * G))
     perturb(t.model, NEW_SEED)
@@ -184,4 +187,24 @@ def test_gramian_weightings_decide_as_our_loop(algorithm: str, aggregator: str, 
 
     (weights.float() @ losses).backward()
     reference = {n: p.grad.clone() for n, p in t.model.named_parameters()}
+    assert_grads_close(adapter_grads, reference, TOKENS)
+
+
+def test_the_kl_term_is_added_once_outside_the_weights() -> None:
+    """GRPO with β > 0: the adapter steps on ``Σ wᵢ Lᵢ`` of the policy losses (β = 0) plus TRL's
+    KL term once — TRL's loss with zero advantages is exactly that term (its policy part is
+    ``−min(c₁·0, c₂·0) = 0``) — not on ``Σ wᵢ (Lᵢ + β KL)`` (``assert_grads_close``)."""
+    t, batch = _adapter_step("grpo", "upgrad", "features", beta=0.04)
+    adapter_grads = {n: p.grad.clone() for n, p in t.model.named_parameters()}
+    weights = _weights(t._metrics["train"]).float()
+    base = type(t).__mro__[2]
+    t.model.zero_grad()
+    t.beta = 0.0
+    policy = [base._compute_loss(t, t.model, {**batch, "advantages": a})
+              for a in batch["objective_advantages"].T]  # fmt: skip
+    t.beta = 0.04
+    kl = base._compute_loss(t, t.model, {**batch, "advantages": torch.zeros(PROMPTS * G)})
+    (weights @ torch.stack(policy) + kl).backward()
+    reference = {n: p.grad.clone() for n, p in t.model.named_parameters()}
+    assert float(kl) > 0
     assert_grads_close(adapter_grads, reference, TOKENS)

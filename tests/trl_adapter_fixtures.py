@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -71,15 +72,18 @@ def trainer(
     args: Any,
     reward_funcs: list[Any] | None = None,
     train_dataset: Any = None,
+    lm_dir: Path | None = None,
     **kwargs: Any,
 ) -> Any:
-    """``trainer_class`` on the saved tiny policy (TRL builds the reference from the path)."""
-    _, tokenizer = load_tiny_lm()
+    """``trainer_class`` on the saved tiny policy (``lm_dir``: saved by another process; TRL
+    builds the reference from the path)."""
+    lm_dir = lm_dir or tiny_lm_dir()
+    _, tokenizer = load_tiny_lm(lm_dir)
     tokenizer.chat_template = CHAT_TEMPLATE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return trainer_class(
-            model=str(tiny_lm_dir()),
+            model=str(lm_dir),
             processing_class=tokenizer,
             reward_funcs=reward_funcs or [length_reward, vowel_reward],
             args=args,
