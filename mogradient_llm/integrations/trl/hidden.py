@@ -19,8 +19,9 @@ from torch import nn
 def backbone(model: nn.Module) -> nn.Module:
     """The transformer under the LM head of ``model`` (unwrapped: no DDP), through a PEFT
     wrapper: GPT-2's ``transformer``, Llama's ``model``."""
-    if hasattr(model, "get_base_model"):  # peft's PeftModel: its own base_model is the tuner
-        model = model.get_base_model()
+    get_base_model = getattr(model, "get_base_model", None)
+    if callable(get_base_model):  # peft's PeftModel: its own base_model is the tuner
+        model = get_base_model()
     inner = getattr(model, "base_model", None)
     if not isinstance(inner, nn.Module) or inner is model:
         raise TypeError(
@@ -40,7 +41,8 @@ def last_hidden_state(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         hidden = getattr(output, "last_hidden_state", None)
         if hidden is None and isinstance(output, tuple):
             hidden = output[0]
-        captured["hidden"] = hidden
+        if isinstance(hidden, torch.Tensor):
+            captured["hidden"] = hidden
 
     handle = backbone(model).register_forward_hook(hook)
     try:

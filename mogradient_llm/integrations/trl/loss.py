@@ -89,6 +89,11 @@ def gramian_loss(
         with regulariser_off(trainer), metrics_discarded(trainer._metrics):
             losses = torch.stack([compute_loss(model, {**inputs, "advantages": a}) for a in rows])
         if features:
+            if "hidden" not in hidden:
+                raise RuntimeError(
+                    "the backbone's forward hook did not fire during TRL's forward (a model "
+                    "whose forward bypasses base_model); use gramian_level='parameters'"
+                )
             gradient_of: Any = hidden["hidden"]
         else:
             gradient_of = [p for p in model.parameters() if p.requires_grad]
