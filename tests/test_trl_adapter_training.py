@@ -129,6 +129,21 @@ def test_trl_reward_functions_on_a_conversational_dataset_run_unchanged() -> Non
     assert math.isfinite(t.state.log_history[0]["loss"])
 
 
+def test_an_aggregator_instance_is_used_as_it_is_and_evaluation_runs_without_grad() -> None:
+    """An instance in the config is the aggregator; TRL's evaluation (``prediction_step``,
+    under ``no_grad``) of a Gramian method gives TRL's own loss instead of failing."""
+    from mogradient import get_aggregator
+
+    a = _adapter()
+    instance = get_aggregator("cagrad")
+    args = trl_args(a.MOGRPOConfig, aggregator=instance, eval_strategy="no", max_steps=1)
+    t = trainer(a.MOGRPOTrainer, args, eval_dataset=dataset())
+    assert t.mo_objective.aggregator is instance
+    metrics = t.evaluate()
+    assert math.isfinite(metrics["eval_loss"])
+    assert "eval_mo/weight_sum" not in metrics  # no Gramian without grad
+
+
 def test_bad_settings_are_refused_by_name() -> None:
     from trl import GRPOConfig
 

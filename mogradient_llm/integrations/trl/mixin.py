@@ -89,8 +89,9 @@ class MultiObjectiveMixin:
         return output
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        """TRL's loss; Gramian weightings: ``Σ wᵢ Lᵢ`` (+ the shared regulariser once)."""
+        """TRL's loss; Gramian weightings: ``Σ wᵢ Lᵢ`` (+ the shared regulariser once). Without
+        grad (TRL's evaluation, ``prediction_step``) no Gramian exists: TRL's own loss."""
         compute_loss = super()._compute_loss  # type: ignore[misc]
-        if not self.mo_objective.gradient_level:
+        if not self.mo_objective.gradient_level or not torch.is_grad_enabled():
             return compute_loss(model, inputs)
         return gramian_loss(self, model, inputs, compute_loss)
