@@ -165,3 +165,18 @@ def test_another_trl_version_is_refused_naming_the_supported_ones() -> None:
     for version in ("1.17.0", "0.16.1", "2.0"):
         with pytest.raises(ImportError, match=r">=1\.16,<1\.17"):
             check_trl_version(version)
+
+
+def test_the_configs_parse_from_trls_command_line() -> None:
+    """TRL's scripts build their configs with ``TrlParser`` (an ``HfArgumentParser``): every
+    added field parses, ``aggregator_kwargs`` as a JSON object."""
+    from trl import TrlParser
+
+    a = _adapter()
+    argv = ["--output_dir", "unused", "--use_cpu", "--bf16", "False", "--aggregator", "upgrad",
+            "--aggregator_kwargs", '{"norm_eps": 0.001}', "--gramian_level", "parameters",
+            "--preference", "0.3", "0.7"]  # fmt: skip
+    for config_class in (a.MOGRPOConfig, a.MORLOOConfig):
+        (args,) = TrlParser(config_class).parse_args_and_config(argv)
+        assert (args.aggregator, args.gramian_level) == ("upgrad", "parameters")
+        assert args.aggregator_kwargs == {"norm_eps": 0.001} and args.preference == [0.3, 0.7]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,12 +33,14 @@ class MultiObjectiveFields:
       advantage combiners (PAMA), off otherwise.
     """
 
-    aggregator: Any = field(
+    # Annotated ``str`` for TRL's command-line parser (``TrlParser``); an instance is taken too.
+    aggregator: str = field(
         default="linear",
         metadata={"help": "mogradient aggregator name (linear, pama, mgda, upgrad, …) or instance"},
     )
-    aggregator_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "the aggregator's hyper-parameters"}
+    aggregator_kwargs: dict[str, Any] | str | None = field(
+        default_factory=dict,
+        metadata={"help": "the aggregator's hyper-parameters (a dict, or a JSON object's text)"},
     )
     gramian_level: Literal["features", "parameters"] = field(
         default="features",
@@ -53,6 +56,10 @@ class MultiObjectiveFields:
     )
 
     def _check_multi_objective(self) -> None:
+        if isinstance(self.aggregator_kwargs, str):  # from the command line
+            self.aggregator_kwargs = json.loads(self.aggregator_kwargs)
+        if self.aggregator_kwargs is None:
+            self.aggregator_kwargs = {}
         if self.gramian_level not in LEVELS:
             raise ValueError(f"gramian_level must be one of {LEVELS}, got {self.gramian_level!r}")
         if not isinstance(self.aggregator, str | Aggregator):
@@ -95,9 +102,9 @@ def objective_loss_of(args: MultiObjectiveFields, names: Sequence[str]) -> Multi
     if preference is None and weights is not None and not isinstance(args.aggregator, Aggregator):
         preference = list(weights)
     name = "preference" if args.preference is not None else "reward_weights"
-    aggregator = aggregator_from(
-        args.aggregator, args.aggregator_kwargs, preference, preference_name=name
-    )
+    kwargs = args.aggregator_kwargs
+    assert isinstance(kwargs, dict)  # parsed in __post_init__
+    aggregator = aggregator_from(args.aggregator, kwargs, preference, preference_name=name)
     noon = args.noon
     if noon is None:
         noon = isinstance(aggregator, AdvantageCombiner)
