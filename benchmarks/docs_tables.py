@@ -44,6 +44,7 @@ GENERATORS: dict[str, str] = {
     "sweep": "benchmarks.pareto_sweep",
     "grpo_step": "benchmarks.grpo_step",
     "cold_start": "benchmarks.cold_start",
+    "trl_adapter_step": "benchmarks.trl_adapter_step",
 }
 
 
