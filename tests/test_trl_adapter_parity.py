@@ -133,6 +133,29 @@ def _trl_losses(t: Any, batch: dict[str, Any], level: str) -> tuple[torch.Tensor
     return losses, hidden if level == "features" else [params, params]
 
 
+def _expected_weights(
+    aggregator: str, losses: torch.Tensor, inputs: list[Any]
+) -> tuple[torch.Tensor, float, float]:
+    """``aggregator.weights`` (normalised) of the float64 Gramian of the ``losses``' gradients
+    with respect to ``inputs``, the bound of the adapter's float32 Gramian's effect on them (see
+    the test below) and the gradients' spread ``max‖gᵢ‖² / ‖g₁ − g₂‖²``."""
+    from mogradient import get_aggregator
+
+    rows = []
+    for loss, wrt in zip(losses, inputs):
+        wrt = wrt if isinstance(wrt, list) else [wrt]
+        grads = torch.autograd.grad(loss, wrt, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([g.flatten() for g in grads if g is not None]).double())
+    jacobian = torch.stack(rows)
+    gramian = jacobian @ jacobian.T
+    expected = get_aggregator(aggregator).weights(gramian, None)
+    u = 2.0**-24
+    spread = float(gramian.diagonal().max() / (gramian[0, 0] + gramian[1, 1] - 2 * gramian[0, 1]))
+    bound = 8 * (1024 * u / (1 - 1024 * u)) * spread
+    assert bound < 1e-2  # a test that can fail: the objectives' gradients differ
+    return expected / expected.sum(), bound, spread
+
+
 @pytest.mark.parametrize(
     "algorithm,aggregator,level",
     [
@@ -159,7 +182,6 @@ def test_gramian_weightings_decide_as_our_loop(algorithm: str, aggregator: str, 
       side's, ``assert_grads_close``), counted the same way;
     * the update is one backward of ``Σ wᵢ Lᵢ`` of TRL's losses (``assert_grads_close``).
     """
-    from mogradient import get_aggregator
 
     t, batch = _adapter_step(algorithm, aggregator, level)
     weights = _weights(t._metrics["train"]).double()
@@ -168,19 +190,8 @@ def test_gramian_weightings_decide_as_our_loop(algorithm: str, aggregator: str, 
 
     t.model.zero_grad()
     losses, inputs = _trl_losses(t, batch, level)
-    rows = []
-    for loss, wrt in zip(losses, inputs):
-        wrt = wrt if isinstance(wrt, list) else [wrt]
-        grads = torch.autograd.grad(loss, wrt, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([g.flatten() for g in grads if g is not None]).double())
-    jacobian = torch.stack(rows)
-    gramian = jacobian @ jacobian.T
-    expected = get_aggregator(aggregator).weights(gramian, None)
-    u = 2.0**-24
-    spread = float(gramian.diagonal().max() / (gramian[0, 0] + gramian[1, 1] - 2 * gramian[0, 1]))
-    bound = 8 * (1024 * u / (1 - 1024 * u)) * spread
-    assert bound < 1e-2  # a test that can fail: the objectives' gradients differ
-    torch.testing.assert_close(weights, expected / expected.sum(), rtol=0, atol=bound)
+    expected, bound, spread = _expected_weights(aggregator, losses, inputs)
+    torch.testing.assert_close(weights, expected, rtol=0, atol=bound)
 
     ours = _our_weights(algorithm, aggregator, level)
     torch.testing.assert_close(weights, ours, rtol=0, atol=bound + 8 * TOKENS * 16 * EPS * spread)
@@ -191,20 +202,24 @@ def test_gramian_weightings_decide_as_our_loop(algorithm: str, aggregator: str, 
 
 
 def test_the_kl_term_is_added_once_outside_the_weights() -> None:
-    """GRPO with β > 0: the adapter steps on ``Σ wᵢ Lᵢ`` of the policy losses (β = 0) plus TRL's
-    KL term once — TRL's loss with zero advantages is exactly that term (its policy part is
-    ``−min(c₁·0, c₂·0) = 0``) — not on ``Σ wᵢ (Lᵢ + β KL)`` (``assert_grads_close``)."""
+    """GRPO with β > 0: the weights are those of the Gramian of the policy losses alone (β = 0;
+    with the KL term in every loss they differ by more than the bound), and the adapter steps
+    on ``Σ wᵢ Lᵢ`` of those plus TRL's KL term once — TRL's loss with zero advantages is exactly
+    that term (its policy part is ``−min(c₁·0, c₂·0) = 0``) — (``assert_grads_close``)."""
     t, batch = _adapter_step("grpo", "upgrad", "features", beta=0.04)
     adapter_grads = {n: p.grad.clone() for n, p in t.model.named_parameters()}
-    weights = _weights(t._metrics["train"]).float()
+    weights = _weights(t._metrics["train"])
+    t.beta = 0.0
+    policy, inputs = _trl_losses(t, batch, "features")
+    expected, bound, _ = _expected_weights("upgrad", policy, inputs)
+    torch.testing.assert_close(weights, expected, rtol=0, atol=bound)
+    t.beta = 0.04
+    with_kl, _, _ = _expected_weights("upgrad", *_trl_losses(t, batch, "features"))
+    assert float((with_kl - weights).abs().max()) > bound
     base = type(t).__mro__[2]
     t.model.zero_grad()
-    t.beta = 0.0
-    policy = [base._compute_loss(t, t.model, {**batch, "advantages": a})
-              for a in batch["objective_advantages"].T]  # fmt: skip
-    t.beta = 0.04
     kl = base._compute_loss(t, t.model, {**batch, "advantages": torch.zeros(PROMPTS * G)})
-    (weights @ torch.stack(policy) + kl).backward()
+    (weights.float() @ policy + kl).backward()
     reference = {n: p.grad.clone() for n, p in t.model.named_parameters()}
     assert float(kl) > 0
     assert_grads_close(adapter_grads, reference, TOKENS)
