@@ -223,3 +223,39 @@ def test_the_kl_term_is_added_once_outside_the_weights() -> None:
     reference = {n: p.grad.clone() for n, p in t.model.named_parameters()}
     assert float(kl) > 0
     assert_grads_close(adapter_grads, reference, TOKENS)
+
+
+def test_group_statistics_and_weighted_sums_round_as_trls() -> None:
+    """Our GRPO statistics run TRL's float32 operations in TRL's order (``nanstd``: the biased
+    variance times ``n/(n−1)``; the weighted sum: products, then one sum per completion), so
+    they are bit-equal to TRL's on the same inputs — what lets ``linear`` and GDPO train
+    exactly as TRL (Adam's step amplifies a one-ulp difference in a near-zero gradient). The
+    inputs are ones where the former orders (a sum of squares over ``n − 1``; a dot product)
+    differ from TRL's by one ulp."""
+    from trl.trainer.utils import nanstd
+
+    from mogradient import get_aggregator
+    from mogradient_llm.estimators.grpo import GRPOEstimator, MOGRPOConfig, batch_normalized
+    from mogradient_llm.objectives.loss import MultiObjectiveLoss
+
+    rewards = (
+        torch.tensor([1.4, 1.8, 1.4, 1.3, 0.7, 1.2, 0.7, 1.6]) * 0.7
+        + torch.tensor([4.0, 7.0, 3.0, 3.0, 1.0, 3.0, 0.0, 3.0]) * 0.3
+    )
+    config = MOGRPOConfig(num_generations=G, batch_size=G, mini_batch_size=G)
+    estimator = GRPOEstimator(config, ["r"])
+    valid = torch.ones(1, 8, dtype=torch.bool)
+    theirs = nanstd(rewards.view(-1, G), dim=1).repeat_interleave(G)
+    assert torch.equal(estimator._group_std(rewards[None], valid)[0], theirs)
+    theirs = (rewards - torch.nanmean(rewards)) / (nanstd(rewards) + 1e-4)
+    assert torch.equal(batch_normalized(rewards[None], valid, None)[0], theirs)
+
+    torch.manual_seed(0)
+    scores = (torch.rand(8, 2) * 5).round(decimals=1)
+    grouped = scores.view(-1, G, 2)
+    mean, std = torch.nanmean(grouped, 1, keepdim=True), nanstd(grouped, 1, keepdim=True)
+    normalized = ((grouped - mean) / (std + 1e-4)).view(-1, 2)
+    weights = torch.tensor(WEIGHTS)
+    loss = MultiObjectiveLoss(get_aggregator("linear", preference=WEIGHTS), ["a", "b"])
+    ours, _ = loss.scalarize(normalized.T.contiguous(), torch.zeros(2))
+    assert torch.equal(ours[0], (normalized * weights).nansum(1))
