@@ -46,6 +46,7 @@ GENERATORS: dict[str, str] = {
     "grpo_step": "benchmarks.grpo_step",
     "cold_start": "benchmarks.cold_start",
     "gpu": "benchmarks.device_check",  # docs/results/gpu/: written by a GPU run, none yet
+    "trl_adapter_step": "benchmarks.trl_adapter_step",
 }
 
 

@@ -69,16 +69,22 @@ def fixed_reward(index: int, values: torch.Tensor, start: int = 0):
     return reward
 
 
-def trl_trainer(algorithm: str, prompts: int, **args: Any) -> Any:
-    """TRL's ``GRPOTrainer``/``RLOOTrainer`` on the tiny policy (perturbed by ``OLD_SEED``) whose
-    generation returns the fixed completions of ``prompts`` prompts."""
+def trl_trainer(
+    algorithm: str, prompts: int, classes: tuple[type, type] | None = None, **args: Any
+) -> Any:
+    """TRL's ``GRPOTrainer``/``RLOOTrainer`` (or ``classes``: a config and a trainer class
+    built on them) on the tiny policy (perturbed by ``OLD_SEED``) whose generation returns the
+    fixed completions of ``prompts`` prompts."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    config_class, trainer_class = {
-        "grpo": (GRPOConfig, GRPOTrainer),
-        "rloo": (RLOOConfig, RLOOTrainer),
-    }[algorithm]
+    config_class, trainer_class = (
+        classes
+        or {
+            "grpo": (GRPOConfig, GRPOTrainer),
+            "rloo": (RLOOConfig, RLOOTrainer),
+        }[algorithm]
+    )
     values = rewards(prompts)
     config = config_class(
         **{

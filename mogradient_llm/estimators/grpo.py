@@ -158,13 +158,27 @@ def moments(
     return mean.to(x.dtype), var.sqrt()
 
 
+def last_moments(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased std over the valid entries of the last dimension (kept, size 1), in
+    the order of TRL's ``nanmean``/``nanstd`` (the biased variance times ``n / (n − 1)``): the
+    same float32 rounding, so TRL's trainers and ours take bit-identical steps."""
+    x = torch.where(valid, x, torch.zeros_like(x))
+    n = valid.sum(-1, keepdim=True).to(x.dtype)
+    mean = x.sum(-1, keepdim=True) / n.clamp(min=1)
+    biased = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / n.clamp(min=1)
+    return mean, (biased * (n / (n - 1).clamp(min=1))).sqrt()
+
+
 def batch_normalized(
     x: torch.Tensor, valid: torch.Tensor, all_reduce_sum: AllReduceSum | None
 ) -> torch.Tensor:
     """``(x − mean) / (std + 10⁻⁴)`` of each row ``[k, B]`` over its valid entries of every
-    process (0 where not valid)."""
-    mean, std = moments(x, valid, all_reduce_sum)
-    out = (x - mean[:, None].to(x)) / (std[:, None].to(x) + STD_EPS)
+    process (0 where not valid); in one process in TRL's float32 order (:func:`last_moments`)."""
+    if all_reduce_sum is None:
+        mean, std = last_moments(x, valid)
+    else:
+        mean, std = (m[:, None].to(x) for m in moments(x, valid, all_reduce_sum))
+    out = (x - mean) / (std + STD_EPS)
     return torch.where(valid, out, torch.zeros_like(out))
 
 
@@ -227,10 +241,8 @@ class GRPOEstimator(GroupEstimator[MOGRPOConfig]):
     def _group_std(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The unbiased std of each completion's group ``[k, B]`` over its valid entries."""
         r, v = grouped(rewards, valid, self.config.num_generations)
-        n = v.sum(-1, keepdim=True)
-        mean = r.sum(-1, keepdim=True) / n.clamp(min=1)
-        var = (((r - mean) * v) ** 2).sum(-1, keepdim=True) / (n - 1).clamp(min=1)
-        return var.sqrt().expand_as(r).reshape(rewards.shape)
+        _, std = last_moments(r, v.bool())
+        return std.expand_as(r).reshape(rewards.shape)
 
     def normalized(
         self,

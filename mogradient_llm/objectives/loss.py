@@ -187,7 +187,10 @@ class MultiObjectiveLoss:
         weights, stats = self._normalized(raw)
         weights = weights.to(values)
         stats.update(self._weight_stats(weights))
-        return torch.tensordot(weights, values, dims=1).unsqueeze(0), stats
+        # products then one sum per entry (not a dot product's fused kernel): TRL's float32
+        # rounding of its weighted sum of rewards, so ``linear`` steps bit for bit as TRL
+        weights = weights.reshape(-1, *[1] * (values.ndim - 1))
+        return (weights * values).sum(0, keepdim=True), stats
 
     def scalarizer(
         self, losses: torch.Tensor, stats: Stats, total: float = 1.0

@@ -1,0 +1,113 @@
+"""``MOGRPOConfig`` and ``MORLOOConfig``: TRL's configs plus the multi-objective fields, and the
+:class:`~mogradient_llm.objectives.loss.MultiObjectiveLoss` they describe."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from trl import GRPOConfig, RLOOConfig
+
+from mogradient import AdvantageCombiner, Aggregator
+from mogradient_llm.objectives.building import aggregator_from
+from mogradient_llm.objectives.loss import MultiObjectiveLoss
+
+LEVELS = ("features", "parameters")
+
+
+@dataclass
+class MultiObjectiveFields:
+    """The fields both configs add to TRL's.
+
+    * ``aggregator``: a name of the ``mogradient`` registry (``linear``, ``pama``, ``mgda``,
+      ``upgrad``, …) or an :class:`~mogradient.Aggregator` instance.
+    * ``aggregator_kwargs``: the named aggregator's hyper-parameters.
+    * ``gramian_level``: where Gramian weightings take the Gramian of the objectives' policy-loss
+      gradients: ``"features"`` (the backbone's last hidden state, MGDA-UB: one backward per
+      objective through the LM head only) or ``"parameters"`` (every trainable parameter).
+    * ``preference``: the preference of a preference-aware aggregator; by default TRL's
+      ``reward_weights`` (so ``linear`` weighs the rewards as TRL does).
+    * ``noon``: clip every objective's advantage at zero first (Noon); ``None``: on for
+      advantage combiners (PAMA), off otherwise.
+    """
+
+    # Annotated ``str`` for TRL's command-line parser (``TrlParser``); an instance is taken too.
+    aggregator: str = field(
+        default="linear",
+        metadata={"help": "mogradient aggregator name (linear, pama, mgda, upgrad, …) or instance"},
+    )
+    aggregator_kwargs: dict[str, Any] | str | None = field(
+        default_factory=dict,
+        metadata={"help": "the aggregator's hyper-parameters (a dict, or a JSON object's text)"},
+    )
+    gramian_level: Literal["features", "parameters"] = field(
+        default="features",
+        metadata={"help": "Gramian methods: last hidden state ('features') or 'parameters'"},
+    )
+    preference: list[float] | None = field(
+        default=None,
+        metadata={"help": "preference of a preference-aware aggregator (default: reward_weights)"},
+    )
+    noon: bool | None = field(
+        default=None,
+        metadata={"help": "clip advantages at 0 (Noon); default: on for PAMA, off otherwise"},
+    )
+
+    def _check_multi_objective(self) -> None:
+        if isinstance(self.aggregator_kwargs, str):  # from the command line
+            self.aggregator_kwargs = json.loads(self.aggregator_kwargs)
+        if self.aggregator_kwargs is None:
+            self.aggregator_kwargs = {}
+        if self.gramian_level not in LEVELS:
+            raise ValueError(f"gramian_level must be one of {LEVELS}, got {self.gramian_level!r}")
+        if not isinstance(self.aggregator, str | Aggregator):
+            raise TypeError(
+                f"aggregator must be a registered name or a mogradient Aggregator instance, got "
+                f"{self.aggregator!r}"
+            )
+
+
+@dataclass
+class MOGRPOConfig(MultiObjectiveFields, GRPOConfig):
+    """TRL's ``GRPOConfig`` with :class:`MultiObjectiveFields`."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_multi_objective()
+
+
+@dataclass
+class MORLOOConfig(MultiObjectiveFields, RLOOConfig):
+    """TRL's ``RLOOConfig`` with :class:`MultiObjectiveFields`."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_multi_objective()
+        if self.reward_clip_range is not None:
+            raise ValueError(
+                "reward_clip_range clips TRL's weighted sum of rewards, which the multi-objective "
+                "adapter does not form; clip inside each reward function instead"
+            )
+
+
+def objective_loss_of(args: MultiObjectiveFields, names: Sequence[str]) -> MultiObjectiveLoss:
+    """The multi-objective loss the config describes over the objectives ``names``.
+
+    The weights sum to 1 (``normalize_weights``); GRPO and RLOO scale a loss weighting's back to
+    ``Σ reward_weights`` where they scalarise, so ``linear`` is TRL's weighted sum."""
+    preference = args.preference
+    weights = getattr(args, "reward_weights", None)
+    if preference is None and weights is not None and not isinstance(args.aggregator, Aggregator):
+        preference = list(weights)
+    name = "preference" if args.preference is not None else "reward_weights"
+    kwargs = args.aggregator_kwargs
+    assert isinstance(kwargs, dict)  # parsed in __post_init__
+    aggregator = aggregator_from(args.aggregator, kwargs, preference, preference_name=name)
+    noon = args.noon
+    if noon is None:
+        noon = isinstance(aggregator, AdvantageCombiner)
+    return MultiObjectiveLoss(
+        aggregator, names, level=args.gramian_level, normalize_weights=True, noon=noon
+    )
