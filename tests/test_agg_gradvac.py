@@ -77,10 +77,18 @@ def _torchjd_step(reference: object, gram: torch.Tensor, orders: np.ndarray) -> 
 
 
 def _steps_on_gramians(
-    grams: list[torch.Tensor], orders: list[np.ndarray], beta: float
+    grams: list[torch.Tensor],
+    orders: list[np.ndarray],
+    beta: float,
+    eps: torch.Tensor | None = None,
+    seen: list[float] | None = None,
 ) -> torch.Tensor:
     """The steps' weights and targets (concatenated) as a differentiable function of the
-    steps' Gramians, Algorithm 1 written on G (used only for its derivative)."""
+    steps' Gramians, Algorithm 1 written on G (used only for its derivative), with TorchJD's
+    ``eps`` added to the cosine's and the correction's denominators where ``eps`` is given.
+    ``seen`` collects each comparison's |φ − φ̂| and each denominator, relative to eps's
+    scale (to check that eps neither flips a comparison nor is large next to a denominator)."""
+    shift = torch.zeros((), dtype=torch.float64) if eps is None else eps
     n = grams[0].shape[0]
     phi_hat = torch.zeros((n, n), dtype=torch.float64)
     out = []
@@ -93,11 +101,16 @@ def _steps_on_gramians(
                 if g[j, j] == 0 or norm_i2 <= 0:
                     continue
                 norm_i, norm_j = norm_i2.sqrt(), g[j, j].sqrt()
-                phi = (coef @ g[:, j]) / norm_i / norm_j
+                phi = (coef @ g[:, j]) / (norm_i * norm_j + shift)
                 target = phi_hat[i, j]
+                if seen is not None:
+                    seen += [abs(float(phi - target)), float(norm_i * norm_j)]
                 if phi < target and abs(float(target.detach())) < 1:
                     sin_t = (1 - target**2).sqrt()
-                    w = norm_i * (target * (1 - phi**2).sqrt() - phi * sin_t) / (norm_j * sin_t)
+                    denom = norm_j * sin_t + shift
+                    if seen is not None:
+                        seen.append(float(norm_j * sin_t))
+                    w = norm_i * (target * (1 - phi**2).sqrt() - phi * sin_t) / denom
                     coef = coef + w * torch.eye(n, dtype=torch.float64)[j]
                 phi_hat = phi_hat.index_put(
                     (torch.tensor(i), torch.tensor(j)), (1 - beta) * target + beta * phi
@@ -108,9 +121,10 @@ def _steps_on_gramians(
 
 
 def _first_order_bound(
-    jacs: list[torch.Tensor], orders: list[np.ndarray], beta: float
+    jacs: list[torch.Tensor], orders: list[np.ndarray], beta: float, eps: float = 0.0
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Bounds on |Δw| and |Δφ̂| at each step between two float64 evaluations of GradVac.
+    """Bounds on |Δw| and |Δφ̂| at each step between two float64 evaluations of GradVac, one
+    of them with TorchJD's ``eps`` in its denominators.
 
     Each evaluation is, to first order, exact for Gramians G + ΔG with
     |ΔGₖₗ| ≤ γ_K‖gₖ‖‖gₗ‖, K = 4(d + n) + 64: the length-d dot products of the Gramian or of
@@ -118,18 +132,37 @@ def _first_order_bound(
     and the scalar work of each correction (a cosine, two square roots, a quotient: a
     relative error of a few u in φ is such a ΔG), with a margin. So they differ by at most
     2γ_K Σₖₗ |∂out/∂Gₖₗ|‖gₖ‖‖gₗ‖, the derivative taken by autograd through every step so far
-    (the targets carry over)."""
+    (the targets carry over).
+
+    ``eps`` shifts two denominators, each at least 10⁴·eps here (checked by
+    ``_eps_is_a_perturbation``): out(eps) − out(0) = eps·∂out/∂eps + O(eps²·∂²out), and the
+    second-order term is at most (eps / smallest denominator) ≤ 10⁻⁴ of the first times the
+    number of steps a target carries it, so 2·eps·|∂out/∂eps| bounds the difference."""
     n, d = jacs[0].shape
     grams = [(j @ j.T).detach() for j in jacs]
     sizes = torch.cat([torch.outer(g.diagonal(), g.diagonal()).sqrt().reshape(-1) for g in grams])
-    flat = torch.cat([g.reshape(-1) for g in grams])
+    flat = torch.cat([g.reshape(-1) for g in grams] + [torch.zeros(1, dtype=torch.float64)])
 
     def f(x: torch.Tensor) -> torch.Tensor:
-        return _steps_on_gramians(list(x.reshape(len(grams), n, n)), orders, beta)
+        stacked = x[:-1].reshape(len(grams), n, n)
+        return _steps_on_gramians(list(stacked), orders, beta, eps=x[-1])
 
     jac_out = torch.autograd.functional.jacobian(f, flat, vectorize=True)
-    bound = (2 * gamma(4 * (d + n) + 64, U64) * (jac_out.abs() @ sizes)).split(n + n * n)
+    rounding = 2 * gamma(4 * (d + n) + 64, U64) * (jac_out[:, :-1].abs() @ sizes)
+    bound = (rounding + 2 * eps * jac_out[:, -1].abs()).split(n + n * n)
     return [(b[:n], b[n:].reshape(n, n)) for b in bound]
+
+
+def _eps_is_a_perturbation(
+    jacs: list[torch.Tensor], orders: list[np.ndarray], beta: float, eps: float
+) -> None:
+    """The premises of the eps term in ``_first_order_bound``: every denominator is at least
+    10⁴·eps, and no comparison φ < φ̂ is within 10⁴·eps of flipping (eps moves φ by at most
+    eps/denominator ≤ 10⁻⁴, far less)."""
+    seen: list[float] = []
+    with torch.no_grad():
+        _steps_on_gramians([(j @ j.T) for j in jacs], orders, beta, seen=seen)
+    assert min(seen) >= 1e4 * eps, min(seen)
 
 
 class _Steps:
@@ -138,8 +171,9 @@ class _Steps:
     (2·matvec_bound, 2n roundings a term for the reference's n corrections), targets to
     |Δφ̂| plus the EMA's rounding (4u·max(1, |φ̂|))."""
 
-    def __init__(self, beta: float) -> None:
+    def __init__(self, beta: float, eps: float = 0.0) -> None:
         self.beta = beta
+        self.eps = eps
         self.jacs: list[torch.Tensor] = []
         self.orders: list[np.ndarray] = []
         self.pairs: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
@@ -160,7 +194,9 @@ class _Steps:
         )
 
     def check(self, weights_of: list[torch.Tensor]) -> None:
-        bounds = _first_order_bound(self.jacs, self.orders, self.beta)
+        if self.eps:
+            _eps_is_a_perturbation(self.jacs, self.orders, self.beta, self.eps)
+        bounds = _first_order_bound(self.jacs, self.orders, self.beta, self.eps)
         for jac, w, (dw, dphi), (ours, expected, phi_ours, phi_expected) in zip(
             self.jacs, weights_of, bounds, self.pairs, strict=True
         ):
@@ -274,15 +310,20 @@ def test_matches_torchjd_with_eps_zero(beta: float, monkeypatch: pytest.MonkeyPa
 
 
 def test_close_to_torchjd_default_eps_at_unit_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    # TorchJD's default eps = 1e-8 shifts two denominators; at unit scale they are ≥ 10⁴·eps,
+    # so ours (eps = 0) and TorchJD's differ by the first-order effect of eps plus both
+    # evaluations' rounding (_first_order_bound with eps), over a sequence of steps.
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(3)
     agg = get_aggregator("gradvac")
     reference = torchjd_aggregation.GradVacWeighting()
+    steps = _Steps(0.5, eps=reference.eps)
     for _ in range(10):
         jac = torch.tensor(rng.standard_normal((4, 8)))
         ours = agg(jac)
         expected = _torchjd_step(reference, gramian_of(jac), spy.orders[-1]) @ jac
-        torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
+        steps.add(jac, spy.orders[-1], ours, expected, agg._phi_hat, reference._phi_t.numpy())
+    steps.check(spy.weights)
 
 
 # -- state ----------------------------------------------------------------------------------
