@@ -7,6 +7,7 @@ on one machine: a dot product of length n in precision u is off by at most γₙ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -130,3 +131,81 @@ def min_norm_tolerance(g: np.ndarray) -> float:
     simplex). Two such solves' objectives differ by at most 2τ."""
     n = g.shape[0]
     return 4 * gamma(16 * n, U64) * float(np.max(np.diag(g)))
+
+
+def cagrad_certificate(
+    jac: np.ndarray, c: float, d: np.ndarray, duals: list[np.ndarray]
+) -> tuple[float, float, float, float]:
+    """``(ε, L, δ, η)`` for a direction ``d`` offered as CAGrad's optimum d* (max minᵢ gᵢ·d on
+    the ball ‖d − g₀‖ ≤ α = c‖g₀‖), certified by simplex points ``duals``: d is ε-optimal
+    once moved back into the ball by δ, and L ≤ ‖v*‖ for the dual optimum v* (0: none); ε
+    and δ include their rounding allowance, 3η and η/M.
+
+    Weak duality: minᵢ gᵢ·x ≤ F(w) = g₀·v + α‖v‖ (v = Jᵀw) for every x in the ball and w on
+    the simplex, so ε = min F(duals) − minᵢ gᵢ·d + δ·max‖gᵢ‖. ‖v*‖ is bounded below by
+    F* ≥ minᵢ gᵢ·d and F* ≤ (1 + c)‖g₀‖‖v*‖, by F* ≥ (c − 1)‖g₀‖‖v*‖ where some F(w) < 0, and
+    by the hull's min-norm, ‖v*‖² ≥ pᵀp − (its Frank–Wolfe gap) − τ. Every quantity is
+    evaluated in float64: a few sums of at most d + n products of terms below
+    M(‖d‖ + (1 + c)M), M = max‖gᵢ‖, each off by γ_{d+n+4} of that (4 of them in ε)."""
+    from mogradient.solvers import min_norm
+
+    j = np.asarray(jac, dtype=np.float64)
+    n, dim = j.shape
+    top = float(np.linalg.norm(j, axis=1).max())
+    g0 = j.mean(axis=0)
+    g0_norm = float(np.linalg.norm(g0))
+    alpha = c * g0_norm
+    eta = 4 * gamma(dim + n + 4, U64) * top * (float(np.linalg.norm(d)) + (1 + c) * top)
+
+    def f(w: np.ndarray) -> float:
+        v = w @ j
+        return float(g0 @ v + alpha * np.linalg.norm(v))
+
+    worst = float((j @ d).min())
+    delta = max(0.0, float(np.linalg.norm(d - g0)) - alpha) + eta / max(top, 1e-300)
+    best = min(f(w) for w in duals)
+    eps = best - worst + top * delta + 2 * eta
+    gram = j @ j.T
+    w_min = min_norm(gram)
+    hull2 = float(w_min @ gram @ w_min) - min_norm_gap(gram, w_min) - min_norm_tolerance(gram)
+    hull2 -= 2 * gamma(dim, U64) * top**2  # the Gramian's own rounding
+    by_value = (worst - top * delta - eta) / ((1 + c) * g0_norm + 1e-300)
+    by_negative = -(best + eta) / ((1 - c) * g0_norm + 1e-300) if c < 1 else 0.0
+    lower = max(max(by_value, by_negative) * (1 - 4 * n * U64), float(np.sqrt(max(hull2, 0.0))))
+    return eps, max(lower, 0.0), delta, eta
+
+
+def cagrad_accuracy(
+    jac: np.ndarray, c: float, w: np.ndarray, omega: np.ndarray, lower: float
+) -> float:
+    """A priori bound on the ε of ``cagrad_certificate`` for CAGrad's update ``ω @ J`` and its
+    inner weights ``w`` (v = Jᵀw), for a dual optimum ‖v*‖ ≥ ``lower`` > 0.
+
+    A backward-stable solve is exact for Ĝ = G + ΔG, |ΔG| ≤ γ_K·M², K = 16n + d (the Gramian's
+    product and the solve, as in ``min_norm_tolerance``). That moves F by at most
+    γ_K·M²·(1 + α/‖v‖) (the linear term, and ‖v‖ = √(wᵀGw) by ΔG/(2‖v‖) twice), at w and at
+    the optimum, and the primal point gᵢ·d = bᵢ + α(Gw)ᵢ/‖v‖ by γ_K·M²·(1 + α/‖v‖ + αM/‖v‖²)
+    (the last from 1/‖v‖); the update's step uses an upper bound of ‖v‖ (16n·2u·M² more under
+    the root: 16n·u·αM³/‖v‖² ≤ γ_K·αM³/‖v‖²), and ω @ J rounds by ``matvec_bound``. Each
+    of ε's primal and dual parts is at most the sum, times a margin 2: 4γ_K·M²·(2 + 2α/L +
+    2αM/‖v‖²) plus M·‖matvec_bound(ω, J)‖."""
+    j = np.asarray(jac, dtype=np.float64)
+    n, dim = j.shape
+    top = float(np.linalg.norm(j, axis=1).max())
+    alpha = c * float(np.linalg.norm(j.mean(axis=0)))
+    r = float(np.linalg.norm(w @ j))
+    if r == 0.0 or lower <= 0.0:
+        return math.inf
+    solve = 4 * gamma(16 * n + dim, U64) * top**2 * (2 + 2 * alpha / lower + 2 * alpha * top / r**2)
+    product = matvec_bound(torch.as_tensor(omega), torch.as_tensor(j))
+    return solve + top * float(torch.linalg.norm(product))
+
+
+def cagrad_radius(jac: np.ndarray, c: float, eps: float, lower: float, delta: float) -> float:
+    """‖d − d*‖ ≤ δ + ε/L + √(2αε/L) for an ε-optimal d of CAGrad's primal (once moved back
+    into the ball by δ) and L ≤ ‖v*‖: at the optimum minᵢ gᵢ·x ≤ v*·x, so an ε-optimal x has
+    v̂*·(x − g₀) ≥ α − ε/‖v*‖, and d* = g₀ + α·v̂*."""
+    alpha = c * float(np.linalg.norm(np.asarray(jac, dtype=np.float64).mean(axis=0)))
+    if lower <= 0.0:
+        return math.inf
+    return delta + eps / lower + math.sqrt(2 * alpha * max(eps, 0.0) / lower)
