@@ -137,7 +137,7 @@ def _assert_cagrad_permuted(j: np.ndarray, d: np.ndarray, d_perm: np.ndarray, pe
         gram = j[rows] @ j[rows].T
         back = np.argsort(rows)
         w = cagrad_weights(gram, c)[back]
-        omega = get_aggregator("cagrad", c=c).weights(torch.as_tensor(gram)).numpy()[back]
+        omega = CAGrad(c=c).weights(torch.as_tensor(gram)).numpy()[back]
         runs.append((x, w, omega))
     duals = [w for _, w, _ in runs]
     certified = [cagrad_certificate(j, c, x, duals) for x, _, _ in runs]
