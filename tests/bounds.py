@@ -188,17 +188,25 @@ def cagrad_accuracy(
     (the last from 1/‖v‖); the update's step uses an upper bound of ‖v‖ (16n·2u·M² more under
     the root: 16n·u·αM³/‖v‖² ≤ γ_K·αM³/‖v‖²), and ω @ J rounds by ``matvec_bound``. Each
     of ε's primal and dual parts is at most the sum, times a margin 2: 4γ_K·M²·(2 + 2α/L +
-    2αM/‖v‖²) plus M·‖matvec_bound(ω, J)‖."""
+    2αM/‖v‖²) plus M·‖matvec_bound(ω, J)‖.
+
+    Below ‖v‖ = RESOLVE_TOL·M (with a factor 2 for v's own accuracy) the solver answers as
+    if v = 0 and states its accuracy there as (1 + c)·RESOLVE_TOL·M·‖g₀‖
+    (mogradient/solvers/cagrad.py), which is then added."""
+    from mogradient.solvers.cagrad import RESOLVE_TOL
+
     j = np.asarray(jac, dtype=np.float64)
     n, dim = j.shape
     top = float(np.linalg.norm(j, axis=1).max())
-    alpha = c * float(np.linalg.norm(j.mean(axis=0)))
+    g0_norm = float(np.linalg.norm(j.mean(axis=0)))
+    alpha = c * g0_norm
     r = float(np.linalg.norm(w @ j))
     if r == 0.0 or lower <= 0.0:
         return math.inf
     solve = 4 * gamma(16 * n + dim, U64) * top**2 * (2 + 2 * alpha / lower + 2 * alpha * top / r**2)
     product = matvec_bound(torch.as_tensor(omega), torch.as_tensor(j))
-    return solve + top * float(torch.linalg.norm(product))
+    resolution = (1 + c) * RESOLVE_TOL * top * g0_norm if r < 2 * RESOLVE_TOL * top else 0.0
+    return solve + top * float(torch.linalg.norm(product)) + resolution
 
 
 def cagrad_radius(jac: np.ndarray, c: float, eps: float, lower: float, delta: float) -> float:

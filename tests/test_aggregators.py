@@ -130,7 +130,8 @@ def _assert_cagrad_permuted(j: np.ndarray, d: np.ndarray, d_perm: np.ndarray, pe
     ``cagrad_radius`` of d* for that accuracy. Where no positive lower bound on ‖v*‖ can be
     certified (0 in or at the hull, F* = 0 to rounding) the optimal set is a face of the ball
     and no distance follows: there both directions must be in the ball and optimal to the
-    solver's stated resolution, (1 + c)·RESOLVE_TOL·max‖gᵢ‖·‖g₀‖ (solvers/cagrad.py)."""
+    solver's stated resolution, (1 + c)·RESOLVE_TOL·max‖gᵢ‖·‖g₀‖ (solvers/cagrad.py), plus
+    the certificate's and the product's rounding."""
     c = 0.4
     runs = []
     for rows, x in ((list(range(len(perm))), d), (perm, d_perm)):
@@ -153,8 +154,12 @@ def _assert_cagrad_permuted(j: np.ndarray, d: np.ndarray, d_perm: np.ndarray, pe
     top = float(np.linalg.norm(j, axis=1).max())
     g0_norm = float(np.linalg.norm(j.mean(axis=0)))
     resolution = (1 + c) * RESOLVE_TOL * top * g0_norm
-    for eps, _, delta, eta in certified:
-        assert delta * top <= resolution + eta and eps <= resolution + 3 * eta, (eps, resolution)
+    tj = torch.as_tensor(j)
+    for (eps, _, delta, eta), (_, _, omega) in zip(certified, runs, strict=True):
+        # ω @ J's rounding moves d out of the ball and the worst gᵢ·d by at most M·‖Δd‖ each
+        product = top * float(torch.linalg.norm(matvec_bound(torch.as_tensor(omega), tj)))
+        assert delta * top <= resolution + eta + product, (delta, resolution)
+        assert eps <= resolution + 3 * eta + 2 * product, (eps, resolution)
 
 
 @settings(max_examples=60, deadline=None)
