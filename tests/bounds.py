@@ -217,3 +217,33 @@ def cagrad_radius(jac: np.ndarray, c: float, eps: float, lower: float, delta: fl
     if lower <= 0.0:
         return math.inf
     return delta + eps / lower + math.sqrt(2 * alpha * max(eps, 0.0) / lower)
+
+
+#: Unit roundoff of bfloat16 (8-bit significand).
+U_BF16 = 2.0**-8
+
+
+def log_softmax_bounds(
+    scaled: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on the difference of two float32 evaluations of ``x_t − logsumexp(x)`` over the
+    last axis (V entries) and of its gradient ``δᵢₜ − pᵢ``, in any order of summation.
+
+    Each forms S = Σ exp(xᵢ − m) (m = max x, exact; each exp within 4u: S within γ_{V+4}
+    relatively) and rounds log S, m + log S or x_t − m, and the result once each: off by at
+    most E = γ_{V+4} + u(|m| + |log S| + |x_t − m| + |r|). Each pᵢ = exp(xᵢ − lse) is then
+    within pᵢ(E + u|xᵢ − lse| + 4u), and δ − pᵢ rounds once more. Two evaluations differ by
+    twice each (the first element of the pair: ``[..., T]``, the second: ``[..., V]``)."""
+    x = scaled.double()
+    v = x.shape[-1]
+    m = x.amax(-1, keepdim=True)
+    log_s = torch.log(torch.exp(x - m).sum(-1, keepdim=True))
+    lse = m + log_s
+    picked = x.gather(-1, targets.unsqueeze(-1))
+    r = picked - lse
+    base = gamma(v + 4, U32) + U32 * (m.abs() + log_s.abs())
+    value = 2 * (base + U32 * ((picked - m).abs() + r.abs())).squeeze(-1)
+    p = torch.exp(x - lse)
+    delta = torch.zeros_like(x).scatter(-1, targets.unsqueeze(-1), 1.0)
+    grad = 2 * (p * (base + U32 * (x - lse).abs() + 4 * U32) + U32 * (delta - p).abs())
+    return value, grad
