@@ -247,3 +247,80 @@ def log_softmax_bounds(
     delta = torch.zeros_like(x).scatter(-1, targets.unsqueeze(-1), 1.0)
     grad = 2 * (p * (base + U32 * (x - lse).abs() + 4 * U32) + U32 * (delta - p).abs())
     return value, grad
+
+
+def cagrad_checked(
+    jac: np.ndarray, c: float, w: np.ndarray, omega: np.ndarray, duals: list[np.ndarray]
+) -> tuple[float, float, float, float]:
+    """``(ε, accuracy, L, δ)`` for CAGrad's update ``d = ω @ J`` with inner weights ``w``:
+    its certified suboptimality ε (``cagrad_certificate``, against ``duals`` and ``w``), the a
+    priori accuracy ε must meet, a lower bound L on ‖v*‖ and d's distance δ outside the ball.
+
+    The accuracy is ``cagrad_accuracy`` where L > 0 (plus the certificate's rounding, 3η);
+    where it is not (0 in or at the hull) it
+    is the solver's stated resolution (1 + c)·RESOLVE_TOL·M·‖g₀‖ plus the certificate's
+    rounding (3η) and the product's (M·‖matvec_bound(ω, J)‖, once in δ and once in the worst
+    gᵢ·d)."""
+    from mogradient.solvers.cagrad import RESOLVE_TOL
+
+    j = np.asarray(jac, dtype=np.float64)
+    d = omega @ j
+    eps, lower, delta, eta = cagrad_certificate(j, c, d, [w, *duals])
+    if lower > 0.0:  # plus the certificate's own rounding allowance, 3η
+        return eps, cagrad_accuracy(j, c, w, omega, lower) + 3 * eta, lower, delta
+    top = float(np.linalg.norm(j, axis=1).max())
+    product = top * float(
+        torch.linalg.norm(matvec_bound(torch.as_tensor(omega), torch.as_tensor(j)))
+    )
+    resolution = (1 + c) * RESOLVE_TOL * top * float(np.linalg.norm(j.mean(axis=0)))
+    return eps, resolution + 3 * eta + 2 * product, 0.0, delta
+
+
+def assert_cagrad_permuted(
+    jac: np.ndarray,
+    c: float,
+    perm: list[int],
+    d: np.ndarray | None = None,
+    d_perm: np.ndarray | None = None,
+) -> float:
+    """CAGrad's update for J (direction ``d``, default ω @ J) and for J's rows in the order
+    ``perm`` (``d_perm``, default ω' @ J with ω' put back in J's order) are the same
+    direction; returns the distance allowed between them (inf where none is).
+
+    d* is unique where the dual optimum v* ≠ 0: each direction is certified ε-optimal by both
+    solves' inner weights (``cagrad_certificate``), ε within a backward-stable solve's accuracy
+    (``cagrad_accuracy``), so each lies within ``cagrad_radius`` of d* at that accuracy. Where
+    no positive lower bound on ‖v*‖ can be certified (0 in or at the hull, F* = 0 to rounding)
+    the optimal set is a face of the ball and no distance follows: there both must be in the
+    ball and optimal to the solver's stated resolution (``cagrad_checked`` without L)."""
+    from mogradient.solvers import cagrad_update, cagrad_weights
+
+    j = np.asarray(jac, dtype=np.float64)
+    back = np.argsort(perm)
+    gram, gram_perm = j @ j.T, j[perm] @ j[perm].T
+    w, w_perm = cagrad_weights(gram, c), cagrad_weights(gram_perm, c)[back]
+    omega, omega_perm = cagrad_update(gram, c), cagrad_update(gram_perm, c)[back]
+    runs = [
+        (w, omega, omega @ j if d is None else d),
+        (w_perm, omega_perm, omega_perm @ j if d_perm is None else d_perm),
+    ]
+    checked = []
+    for inner, weights, x in runs:
+        eps, lower, delta, eta = cagrad_certificate(j, c, x, [w, w_perm])
+        _, accuracy, lower_own, _ = cagrad_checked(j, c, inner, weights, [w, w_perm])
+        checked.append((eps, max(lower, lower_own), delta, accuracy, eta))
+    lower = max(item[1] for item in checked)
+    distance = float(np.linalg.norm(runs[1][2] - runs[0][2]))
+    if lower > 0.0:
+        radius = 0.0
+        for (eps, _, delta, _, eta), (inner, weights, _) in zip(checked, runs, strict=True):
+            accuracy = cagrad_accuracy(j, c, inner, weights, lower) + 3 * eta
+            assert eps <= accuracy, (eps, accuracy)
+            radius += cagrad_radius(j, c, accuracy, lower, delta)
+        assert distance <= radius, (distance, radius)
+        return radius
+    top = float(np.linalg.norm(j, axis=1).max())
+    for eps, _, delta, accuracy, _ in checked:
+        assert delta * top <= accuracy, (delta, accuracy)
+        assert eps <= accuracy, (eps, accuracy)
+    return math.inf

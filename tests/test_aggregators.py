@@ -12,13 +12,10 @@ from hypothesis import strategies as st
 
 from mogradient import CAGrad, PCGrad, get_aggregator
 from mogradient.aggregators import GramianWeighting, LossWeighting, gramian_of, registered
-from mogradient.solvers import cagrad_weights, pcgrad_weights
-from mogradient.solvers.cagrad import RESOLVE_TOL
+from mogradient.solvers import pcgrad_weights
 from mogradient.testing import random_jacobian
 from tests.bounds import (
-    cagrad_accuracy,
-    cagrad_certificate,
-    cagrad_radius,
+    assert_cagrad_permuted,
     matvec_bound,
     min_norm_gap,
     min_norm_tolerance,
@@ -120,46 +117,7 @@ def test_permutation_invariance(name: str, jac: torch.Tensor, data) -> None:
     elif name == "pama":  # each coordinate is clamp(0, minᵢ Jᵢⱼ, maxᵢ Jᵢⱼ): exact operations
         assert torch.equal(d_perm, d)
     else:  # cagrad
-        _assert_cagrad_permuted(jac.numpy(), d.numpy(), d_perm.numpy(), list(perm))
-
-
-def _assert_cagrad_permuted(j: np.ndarray, d: np.ndarray, d_perm: np.ndarray, perm: list) -> None:
-    """CAGrad's d* is unique where its dual optimum v* ≠ 0. Each direction is certified
-    ε-optimal by both solves' dual weights (``cagrad_certificate``), ε within the a priori
-    accuracy of a backward-stable solve (``cagrad_accuracy``), so each lies within
-    ``cagrad_radius`` of d* for that accuracy. Where no positive lower bound on ‖v*‖ can be
-    certified (0 in or at the hull, F* = 0 to rounding) the optimal set is a face of the ball
-    and no distance follows: there both directions must be in the ball and optimal to the
-    solver's stated resolution, (1 + c)·RESOLVE_TOL·max‖gᵢ‖·‖g₀‖ (solvers/cagrad.py), plus
-    the certificate's and the product's rounding."""
-    c = 0.4
-    runs = []
-    for rows, x in ((list(range(len(perm))), d), (perm, d_perm)):
-        gram = j[rows] @ j[rows].T
-        back = np.argsort(rows)
-        w = cagrad_weights(gram, c)[back]
-        omega = CAGrad(c=c).weights(torch.as_tensor(gram)).numpy()[back]
-        runs.append((x, w, omega))
-    duals = [w for _, w, _ in runs]
-    certified = [cagrad_certificate(j, c, x, duals) for x, _, _ in runs]
-    lower = max(cert[1] for cert in certified)
-    if lower > 0.0:
-        radius = 0.0
-        for (eps, _, delta, _), (_, w, omega) in zip(certified, runs, strict=True):
-            accuracy = cagrad_accuracy(j, c, w, omega, lower)
-            assert eps <= accuracy, (eps, accuracy)
-            radius += cagrad_radius(j, c, accuracy, lower, delta)
-        assert float(np.linalg.norm(d_perm - d)) <= radius
-        return
-    top = float(np.linalg.norm(j, axis=1).max())
-    g0_norm = float(np.linalg.norm(j.mean(axis=0)))
-    resolution = (1 + c) * RESOLVE_TOL * top * g0_norm
-    tj = torch.as_tensor(j)
-    for (eps, _, delta, eta), (_, _, omega) in zip(certified, runs, strict=True):
-        # ω @ J's rounding moves d out of the ball and the worst gᵢ·d by at most M·‖Δd‖ each
-        product = top * float(torch.linalg.norm(matvec_bound(torch.as_tensor(omega), tj)))
-        assert delta * top <= resolution + eta + product, (delta, resolution)
-        assert eps <= resolution + 3 * eta + 2 * product, (eps, resolution)
+        assert_cagrad_permuted(jac.numpy(), 0.4, list(perm), d.numpy(), d_perm.numpy())
 
 
 @settings(max_examples=60, deadline=None)
