@@ -324,3 +324,35 @@ def assert_cagrad_permuted(
         assert delta * top <= accuracy, (delta, accuracy)
         assert eps <= accuracy, (eps, accuracy)
     return math.inf
+
+
+def assert_cagrad_ball_and_lift(jac: np.ndarray, c: float, direction: np.ndarray) -> None:
+    """CAGrad's update ``direction`` (ω @ J for ω = ``cagrad_update``) is in the ball
+    ‖d − g₀‖ ≤ c‖g₀‖ and lifts the worst objective as far as g₀ does (g₀ is in the ball), and
+    above 0 for c ≥ 1 (then F ≥ 0).
+
+    In the ball up to the rounding of ω @ J and of g₀ (``matvec_bound``), of α from the Gramian
+    (a square root of γ_{d+n+2}·M² in its square: c√(2γ)·M) and of the norms (γ_{d+4}); the
+    lift up to the solve's accuracy (``cagrad_checked``, its certified ε checked against it) and
+    M times that slack."""
+    from mogradient.solvers import cagrad_update, cagrad_weights
+
+    j = np.asarray(jac, dtype=np.float64)
+    n, dim = j.shape
+    gram = j @ j.T
+    omega = cagrad_update(gram, c)
+    g0 = j.mean(axis=0)
+    top = float(np.max(np.linalg.norm(j, axis=1)))
+    tj = torch.as_tensor(j)
+    products = float(torch.linalg.norm(matvec_bound(torch.as_tensor(omega), tj)))
+    products += float(torch.linalg.norm(matvec_bound(torch.full((n,), 1.0 / n), tj)))
+    alpha_err = c * math.sqrt(2 * gamma(dim + n + 2, U64)) * top
+    norms = gamma(dim + 4, U64) * 2 * float(np.linalg.norm(direction) + np.linalg.norm(g0))
+    slack = products + alpha_err + norms
+    assert np.linalg.norm(direction - g0) <= c * np.linalg.norm(g0) + slack
+    eps, accuracy, _, _ = cagrad_checked(j, c, cagrad_weights(gram, c), omega, [])
+    assert eps <= accuracy, (eps, accuracy)
+    lifted = float(np.min(j @ direction)) + accuracy + top * slack
+    assert lifted >= float(np.min(j @ g0))
+    if c >= 1.0:
+        assert lifted >= 0.0

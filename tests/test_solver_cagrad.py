@@ -15,6 +15,7 @@ from mogradient.solvers import cagrad_update, cagrad_weights
 from mogradient.solvers.cagrad import RESOLVE_TOL
 from tests.bounds import (
     U64,
+    assert_cagrad_ball_and_lift,
     assert_cagrad_permuted,
     cagrad_certificate,
     cagrad_checked,
@@ -279,27 +280,7 @@ def test_update_when_g_w_is_zero_projects_the_mean():
 @settings(deadline=None, max_examples=60)
 @given(SEEDS, st.integers(2, 20), st.integers(1, 25), st.sampled_from([0.0, 2.0]), RADII)
 def test_update_stays_in_the_ball_and_lifts_the_worst_objective(seed, n, d, shared, c):
-    """In the ball up to the rounding of ω @ J, of g₀ and of α from the Gramian (a square root:
-    c√(γ_{d+n})·M, ``_gram_evaluation``'s argument); the worst objective lifted as far as g₀
-    lifts it (g₀ is in the ball), and not below 0 for c ≥ 1 (then F ≥ 0), each up to the
-    certified ε ≤ the solve's accuracy (``cagrad_checked``) and the evaluation's rounding."""
     j = jacobian(seed, n, d, shared)
-    g = j @ j.T
-    omega = cagrad_update(g, c)
+    omega = cagrad_update(j @ j.T, c)
     assert np.all(omega >= 0.0)
-    direction = omega @ j
-    g0 = j.mean(axis=0)
-    top = float(np.max(np.linalg.norm(j, axis=1)))
-    tj = torch.as_tensor(j)
-    products = float(torch.linalg.norm(matvec_bound(torch.as_tensor(omega), tj)))
-    products += float(torch.linalg.norm(matvec_bound(torch.full((n,), 1.0 / n), tj)))
-    alpha_err = c * math.sqrt(2 * gamma(d + n + 2, U64)) * top
-    evaluation = gamma(d + 4, U64) * 2 * (np.linalg.norm(direction) + np.linalg.norm(g0))
-    slack = products + alpha_err + evaluation
-    assert np.linalg.norm(direction - g0) <= c * np.linalg.norm(g0) + slack
-    eps, accuracy, _, _ = cagrad_checked(j, c, cagrad_weights(g, c), omega, [])
-    assert eps <= accuracy, (eps, accuracy)
-    lifted = np.min(j @ direction) + accuracy + top * slack
-    assert lifted >= np.min(j @ g0)
-    if c >= 1.0:
-        assert lifted >= 0.0
+    assert_cagrad_ball_and_lift(j, c, omega @ j)
