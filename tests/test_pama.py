@@ -29,9 +29,11 @@ def test_weights_on_simplex_and_reach_s_star(a: np.ndarray) -> None:
     # hi/span + (−lo)/span or k shares of 1/k: a few roundings, then n − 1 in the sum
     assert bool((w.sum(0) - 1).abs().le(gamma(a.shape[0] + 3, U64)).all())
     # s* is an entry of a (or 0), exactly; each weight is one or two roundings of a quotient
-    # (span = max − min rounded once), and Σ wᵢaᵢ rounds n more times: γ_{n+3}·Σ|wᵢ||aᵢ|
+    # (span = max − min rounded once), and Σ wᵢaᵢ rounds n more times: γ_{n+3}·Σ|wᵢ||aᵢ|,
+    # plus (n + 3) times the smallest subnormal where products underflow (Higham §2.1)
     at = torch.tensor(a)
-    bound = gamma(a.shape[0] + 3, U64) * (w.abs() * at.abs()).sum(0)
+    n = a.shape[0]
+    bound = gamma(n + 3, U64) * (w.abs() * at.abs()).sum(0) + (n + 3) * 2.0**-1074
     assert bool(((w * at).sum(0) - s).abs().le(bound).all())
 
 
