@@ -13,6 +13,7 @@ import mogradient.aggregators.gradvac as gradvac_module
 from mogradient import get_aggregator
 from mogradient.aggregators import gramian_of
 from tests.bounds import U64, assert_float32_direction, gamma, matvec_bound
+from tests.gradvac_bounds import Steps, first_order_bound
 
 torchjd_aggregation = pytest.importorskip("torchjd.aggregation")
 
@@ -73,142 +74,6 @@ def _torchjd_step(reference: object, gram: torch.Tensor, orders: np.ndarray) -> 
         torch.randperm = original
 
 
-# -- error bound for two float64 evaluations of the same steps -------------------------------
-
-
-def _steps_on_gramians(
-    grams: list[torch.Tensor],
-    orders: list[np.ndarray],
-    beta: float,
-    eps: torch.Tensor | None = None,
-    seen: list[float] | None = None,
-) -> torch.Tensor:
-    """The steps' weights and targets (concatenated) as a differentiable function of the
-    steps' Gramians, Algorithm 1 written on G (used only for its derivative), with TorchJD's
-    ``eps`` added to the cosine's and the correction's denominators where ``eps`` is given.
-    ``seen`` collects each comparison's |φ − φ̂| and each denominator, relative to eps's
-    scale (to check that eps neither flips a comparison nor is large next to a denominator)."""
-    shift = torch.zeros((), dtype=torch.float64) if eps is None else eps
-    n = grams[0].shape[0]
-    phi_hat = torch.zeros((n, n), dtype=torch.float64)
-    out = []
-    for g, order in zip(grams, orders, strict=True):
-        total = torch.zeros(n, dtype=torch.float64)
-        for i in range(n):
-            coef = torch.eye(n, dtype=torch.float64)[i]
-            for j in (int(j) for j in order[i] if j != i):
-                norm_i2 = coef @ g @ coef
-                if g[j, j] == 0 or norm_i2 <= 0:
-                    continue
-                norm_i, norm_j = norm_i2.sqrt(), g[j, j].sqrt()
-                phi = (coef @ g[:, j]) / (norm_i * norm_j + shift)
-                target = phi_hat[i, j]
-                if seen is not None:
-                    seen += [abs(float(phi - target)), float(norm_i * norm_j)]
-                if phi < target and abs(float(target.detach())) < 1:
-                    sin_t = (1 - target**2).sqrt()
-                    denom = norm_j * sin_t + shift
-                    if seen is not None:
-                        seen.append(float(norm_j * sin_t))
-                    w = norm_i * (target * (1 - phi**2).sqrt() - phi * sin_t) / denom
-                    coef = coef + w * torch.eye(n, dtype=torch.float64)[j]
-                phi_hat = phi_hat.index_put(
-                    (torch.tensor(i), torch.tensor(j)), (1 - beta) * target + beta * phi
-                )
-            total = total + coef
-        out += [total, phi_hat.reshape(-1)]
-    return torch.cat(out)
-
-
-def _first_order_bound(
-    jacs: list[torch.Tensor], orders: list[np.ndarray], beta: float, eps: float = 0.0
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Bounds on |Δw| and |Δφ̂| at each step between two float64 evaluations of GradVac, one
-    of them with TorchJD's ``eps`` in its denominators.
-
-    Each evaluation is, to first order, exact for Gramians G + ΔG with
-    |ΔGₖₗ| ≤ γ_K‖gₖ‖‖gₗ‖, K = 4(d + n) + 64: the length-d dot products of the Gramian or of
-    the explicit vectors, the length-n sums C G Cᵀ and (C G)ᵢⱼ accumulated over n corrections,
-    and the scalar work of each correction (a cosine, two square roots, a quotient: a
-    relative error of a few u in φ is such a ΔG), with a margin. So they differ by at most
-    2γ_K Σₖₗ |∂out/∂Gₖₗ|‖gₖ‖‖gₗ‖, the derivative taken by autograd through every step so far
-    (the targets carry over).
-
-    ``eps`` shifts two denominators, each at least 10⁴·eps here (checked by
-    ``_eps_is_a_perturbation``): out(eps) − out(0) = eps·∂out/∂eps + O(eps²·∂²out), and the
-    second-order term is at most (eps / smallest denominator) ≤ 10⁻⁴ of the first times the
-    number of steps a target carries it, so 2·eps·|∂out/∂eps| bounds the difference."""
-    n, d = jacs[0].shape
-    grams = [(j @ j.T).detach() for j in jacs]
-    sizes = torch.cat([torch.outer(g.diagonal(), g.diagonal()).sqrt().reshape(-1) for g in grams])
-    flat = torch.cat([g.reshape(-1) for g in grams] + [torch.zeros(1, dtype=torch.float64)])
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        stacked = x[:-1].reshape(len(grams), n, n)
-        return _steps_on_gramians(list(stacked), orders, beta, eps=x[-1])
-
-    jac_out = torch.autograd.functional.jacobian(f, flat, vectorize=True)
-    rounding = 2 * gamma(4 * (d + n) + 64, U64) * (jac_out[:, :-1].abs() @ sizes)
-    bound = (rounding + 2 * eps * jac_out[:, -1].abs()).split(n + n * n)
-    return [(b[:n], b[n:].reshape(n, n)) for b in bound]
-
-
-def _eps_is_a_perturbation(
-    jacs: list[torch.Tensor], orders: list[np.ndarray], beta: float, eps: float
-) -> None:
-    """The premises of the eps term in ``_first_order_bound``: every denominator is at least
-    10⁴·eps, and no comparison φ < φ̂ is within 10⁴·eps of flipping (eps moves φ by at most
-    eps/denominator ≤ 10⁻⁴, far less)."""
-    seen: list[float] = []
-    with torch.no_grad():
-        _steps_on_gramians([(j @ j.T) for j in jacs], orders, beta, seen=seen)
-    assert min(seen) >= 1e4 * eps, min(seen)
-
-
-class _Steps:
-    """The steps of one aggregator next to a reference's, checked together against the bounds
-    of _first_order_bound: directions to |Δw|ᵀ|J| plus both products' rounding
-    (2·matvec_bound, 2n roundings a term for the reference's n corrections), targets to
-    |Δφ̂| plus the EMA's rounding (4u·max(1, |φ̂|))."""
-
-    def __init__(self, beta: float, eps: float = 0.0) -> None:
-        self.beta = beta
-        self.eps = eps
-        self.jacs: list[torch.Tensor] = []
-        self.orders: list[np.ndarray] = []
-        self.pairs: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
-
-    def add(
-        self,
-        jac: torch.Tensor,
-        order: np.ndarray,
-        ours: object,
-        expected: object,
-        phi_ours: np.ndarray,
-        phi_expected: np.ndarray,
-    ) -> None:
-        self.jacs.append(jac)
-        self.orders.append(order)
-        self.pairs.append(
-            (torch.as_tensor(ours), torch.as_tensor(expected), phi_ours.copy(), phi_expected.copy())
-        )
-
-    def check(self, weights_of: list[torch.Tensor]) -> None:
-        if self.eps:
-            _eps_is_a_perturbation(self.jacs, self.orders, self.beta, self.eps)
-        bounds = _first_order_bound(self.jacs, self.orders, self.beta, self.eps)
-        for jac, w, (dw, dphi), (ours, expected, phi_ours, phi_expected) in zip(
-            self.jacs, weights_of, bounds, self.pairs, strict=True
-        ):
-            rounding = 2 * matvec_bound(w, jac, roundings=2 * jac.shape[0])
-            dir_bound = dw @ jac.abs() + rounding
-            err = (ours - expected).abs()
-            assert bool((err <= dir_bound).all()), float((err / dir_bound).max())
-            phi_bound = dphi.numpy() + 4 * U64 * np.maximum(1.0, np.abs(phi_expected))
-            phi_err = np.abs(phi_ours - phi_expected)
-            assert bool((phi_err <= phi_bound).all()), float((phi_err / phi_bound).max())
-
-
 # -- the paper's algorithm and pinned values ------------------------------------------------
 
 
@@ -252,13 +117,13 @@ def test_corrected_gradient_reaches_the_target() -> None:
 def test_matches_algorithm1_on_explicit_vectors(
     beta: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Agreement to the first-order bound of two float64 evaluations (_first_order_bound).
+    # Agreement to the first-order bound of two float64 evaluations (first_order_bound).
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(0)
     agg = get_aggregator("gradvac", beta=beta, seed=3)
     n, d = 5, 7
     phi_hat = np.zeros((n, n))
-    steps = _Steps(beta)
+    steps = Steps(beta)
     for _ in range(12):
         j = rng.standard_normal((n, d)) + 0.3 * rng.standard_normal(d)
         if rng.random() < 0.3:
@@ -278,7 +143,7 @@ def test_beta_zero_is_pcgrad() -> None:
     from mogradient.solvers.gradvac import gradvac_weights
 
     w = gradvac_weights(j @ j.T, orders, np.zeros((4, 4)), 0.0)
-    ((dw, _),) = _first_order_bound([torch.tensor(j)], [orders], 0.0)
+    ((dw, _),) = first_order_bound([torch.tensor(j)], [orders], 0.0)
     wt, jt = torch.as_tensor(w), torch.tensor(j)
     bound = (dw @ jt.abs() + 2 * matvec_bound(wt, jt, roundings=2 * 4)).numpy()
     total = np.zeros(6)
@@ -288,8 +153,8 @@ def test_beta_zero_is_pcgrad() -> None:
             if k != i and gi @ j[k] < 0:
                 gi -= (gi @ j[k]) / (j[k] @ j[k]) * j[k]
         total += gi
-    # two float64 evaluations of the same projections: _first_order_bound (β = 0: targets 0,
-    # the correction −gᵢ·gⱼ/‖gⱼ‖², PCGrad's) plus both products' rounding, as in _Steps
+    # two float64 evaluations of the same projections: first_order_bound (β = 0: targets 0,
+    # the correction −gᵢ·gⱼ/‖gⱼ‖², PCGrad's) plus both products' rounding, as in Steps
     assert np.all(np.abs(w @ j - total) <= bound)
 
 
@@ -300,7 +165,7 @@ def test_beta_zero_is_pcgrad() -> None:
 def test_matches_torchjd_with_eps_zero(beta: float, monkeypatch: pytest.MonkeyPatch) -> None:
     # TorchJD adds eps (default 1e-8) to two denominators; with eps = 0 and the same visiting
     # orders the two agree over a sequence of steps (targets included) to the first-order
-    # bound of two float64 evaluations (_first_order_bound).
+    # bound of two float64 evaluations (first_order_bound).
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(2)
     for trial in range(15):
@@ -308,7 +173,7 @@ def test_matches_torchjd_with_eps_zero(beta: float, monkeypatch: pytest.MonkeyPa
         d = int(rng.integers(n, 10))
         agg = get_aggregator("gradvac", beta=beta, seed=trial)
         reference = torchjd_aggregation.GradVacWeighting(beta=beta, eps=0.0)
-        steps = _Steps(beta)
+        steps = Steps(beta)
         first = len(spy.weights)
         for _ in range(6):
             jac = torch.tensor(rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-3, 3))
@@ -322,12 +187,12 @@ def test_matches_torchjd_with_eps_zero(beta: float, monkeypatch: pytest.MonkeyPa
 def test_close_to_torchjd_default_eps_at_unit_scale(monkeypatch: pytest.MonkeyPatch) -> None:
     # TorchJD's default eps = 1e-8 shifts two denominators; at unit scale they are ≥ 10⁴·eps,
     # so ours (eps = 0) and TorchJD's differ by the first-order effect of eps plus both
-    # evaluations' rounding (_first_order_bound with eps), over a sequence of steps.
+    # evaluations' rounding (first_order_bound with eps), over a sequence of steps.
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(3)
     agg = get_aggregator("gradvac")
     reference = torchjd_aggregation.GradVacWeighting()
-    steps = _Steps(0.5, eps=reference.eps)
+    steps = Steps(0.5, eps=reference.eps)
     for _ in range(10):
         jac = torch.tensor(rng.standard_normal((4, 8)))
         ours = agg(jac)
