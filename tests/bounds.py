@@ -7,6 +7,7 @@ on one machine: a dot product of length n in precision u is off by at most γₙ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -130,3 +131,228 @@ def min_norm_tolerance(g: np.ndarray) -> float:
     simplex). Two such solves' objectives differ by at most 2τ."""
     n = g.shape[0]
     return 4 * gamma(16 * n, U64) * float(np.max(np.diag(g)))
+
+
+def cagrad_certificate(
+    jac: np.ndarray, c: float, d: np.ndarray, duals: list[np.ndarray]
+) -> tuple[float, float, float, float]:
+    """``(ε, L, δ, η)`` for a direction ``d`` offered as CAGrad's optimum d* (max minᵢ gᵢ·d on
+    the ball ‖d − g₀‖ ≤ α = c‖g₀‖), certified by simplex points ``duals``: d is ε-optimal
+    once moved back into the ball by δ, and L ≤ ‖v*‖ for the dual optimum v* (0: none); ε
+    and δ include their rounding allowance, 3η and η/M.
+
+    Weak duality: minᵢ gᵢ·x ≤ F(w) = g₀·v + α‖v‖ (v = Jᵀw) for every x in the ball and w on
+    the simplex, so ε = min F(duals) − minᵢ gᵢ·d + δ·max‖gᵢ‖. ‖v*‖ is bounded below by
+    F* ≥ minᵢ gᵢ·d and F* ≤ (1 + c)‖g₀‖‖v*‖, by F* ≥ (c − 1)‖g₀‖‖v*‖ where some F(w) < 0, and
+    by the hull's min-norm, ‖v*‖² ≥ pᵀp − (its Frank–Wolfe gap) − τ. Every quantity is
+    evaluated in float64: a few sums of at most d + n products of terms below
+    M(‖d‖ + (1 + c)M), M = max‖gᵢ‖, each off by γ_{d+n+4} of that (4 of them in ε)."""
+    from mogradient.solvers import min_norm
+
+    j = np.asarray(jac, dtype=np.float64)
+    n, dim = j.shape
+    top = float(np.linalg.norm(j, axis=1).max())
+    g0 = j.mean(axis=0)
+    g0_norm = float(np.linalg.norm(g0))
+    alpha = c * g0_norm
+    eta = 4 * gamma(dim + n + 4, U64) * top * (float(np.linalg.norm(d)) + (1 + c) * top)
+
+    def f(w: np.ndarray) -> float:
+        v = w @ j
+        return float(g0 @ v + alpha * np.linalg.norm(v))
+
+    worst = float((j @ d).min())
+    delta = max(0.0, float(np.linalg.norm(d - g0)) - alpha) + eta / max(top, 1e-300)
+    best = min(f(w) for w in duals)
+    eps = best - worst + top * delta + 2 * eta
+    gram = j @ j.T
+    w_min = min_norm(gram)
+    hull2 = float(w_min @ gram @ w_min) - min_norm_gap(gram, w_min) - min_norm_tolerance(gram)
+    hull2 -= 2 * gamma(dim, U64) * top**2  # the Gramian's own rounding
+    by_value = (worst - top * delta - eta) / ((1 + c) * g0_norm + 1e-300)
+    by_negative = -(best + eta) / ((1 - c) * g0_norm + 1e-300) if c < 1 else 0.0
+    lower = max(max(by_value, by_negative) * (1 - 4 * n * U64), float(np.sqrt(max(hull2, 0.0))))
+    return eps, max(lower, 0.0), delta, eta
+
+
+def cagrad_accuracy(
+    jac: np.ndarray, c: float, w: np.ndarray, omega: np.ndarray, lower: float
+) -> float:
+    """A priori bound on the ε of ``cagrad_certificate`` for CAGrad's update ``ω @ J`` and its
+    inner weights ``w`` (v = Jᵀw), for a dual optimum ‖v*‖ ≥ ``lower`` > 0.
+
+    A backward-stable solve is exact for Ĝ = G + ΔG, |ΔG| ≤ γ_K·M², K = 16n + d (the Gramian's
+    product and the solve, as in ``min_norm_tolerance``). That moves F by at most
+    γ_K·M²·(1 + α/‖v‖) (the linear term, and ‖v‖ = √(wᵀGw) by ΔG/(2‖v‖) twice), at w and at
+    the optimum, and the primal point gᵢ·d = bᵢ + α(Gw)ᵢ/‖v‖ by γ_K·M²·(1 + α/‖v‖ + αM/‖v‖²)
+    (the last from 1/‖v‖); the update's step uses an upper bound of ‖v‖ (16n·2u·M² more under
+    the root: 16n·u·αM³/‖v‖² ≤ γ_K·αM³/‖v‖²), and ω @ J rounds by ``matvec_bound``. Each
+    of ε's primal and dual parts is at most the sum, times a margin 2: 4γ_K·M²·(2 + 2α/L +
+    2αM/‖v‖²) plus M·‖matvec_bound(ω, J)‖.
+
+    Below ‖v‖ = RESOLVE_TOL·M (with a factor 2 for v's own accuracy) the solver answers as
+    if v = 0 and states its accuracy there as (1 + c)·RESOLVE_TOL·M·‖g₀‖
+    (mogradient/solvers/cagrad.py), which is then added."""
+    from mogradient.solvers.cagrad import RESOLVE_TOL
+
+    j = np.asarray(jac, dtype=np.float64)
+    n, dim = j.shape
+    top = float(np.linalg.norm(j, axis=1).max())
+    g0_norm = float(np.linalg.norm(j.mean(axis=0)))
+    alpha = c * g0_norm
+    r = float(np.linalg.norm(w @ j))
+    if r == 0.0 or lower <= 0.0:
+        return math.inf
+    solve = 4 * gamma(16 * n + dim, U64) * top**2 * (2 + 2 * alpha / lower + 2 * alpha * top / r**2)
+    product = matvec_bound(torch.as_tensor(omega), torch.as_tensor(j))
+    resolution = (1 + c) * RESOLVE_TOL * top * g0_norm if r < 2 * RESOLVE_TOL * top else 0.0
+    return solve + top * float(torch.linalg.norm(product)) + resolution
+
+
+def cagrad_radius(jac: np.ndarray, c: float, eps: float, lower: float, delta: float) -> float:
+    """‖d − d*‖ ≤ δ + ε/L + √(2αε/L) for an ε-optimal d of CAGrad's primal (once moved back
+    into the ball by δ) and L ≤ ‖v*‖: at the optimum minᵢ gᵢ·x ≤ v*·x, so an ε-optimal x has
+    v̂*·(x − g₀) ≥ α − ε/‖v*‖, and d* = g₀ + α·v̂*."""
+    alpha = c * float(np.linalg.norm(np.asarray(jac, dtype=np.float64).mean(axis=0)))
+    if lower <= 0.0:
+        return math.inf
+    return delta + eps / lower + math.sqrt(2 * alpha * max(eps, 0.0) / lower)
+
+
+#: Unit roundoff of bfloat16 (8-bit significand).
+U_BF16 = 2.0**-8
+
+
+def log_softmax_bounds(
+    scaled: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on the difference of two float32 evaluations of ``x_t − logsumexp(x)`` over the
+    last axis (V entries) and of its gradient ``δᵢₜ − pᵢ``, in any order of summation.
+
+    Each forms S = Σ exp(xᵢ − m) (m = max x, exact; each exp within 4u: S within γ_{V+4}
+    relatively) and rounds log S, m + log S or x_t − m, and the result once each: off by at
+    most E = γ_{V+4} + u(|m| + |log S| + |x_t − m| + |r|). Each pᵢ = exp(xᵢ − lse) is then
+    within pᵢ(E + u|xᵢ − lse| + 4u), and δ − pᵢ rounds once more. Two evaluations differ by
+    twice each (the first element of the pair: ``[..., T]``, the second: ``[..., V]``)."""
+    x = scaled.double()
+    v = x.shape[-1]
+    m = x.amax(-1, keepdim=True)
+    log_s = torch.log(torch.exp(x - m).sum(-1, keepdim=True))
+    lse = m + log_s
+    picked = x.gather(-1, targets.unsqueeze(-1))
+    r = picked - lse
+    base = gamma(v + 4, U32) + U32 * (m.abs() + log_s.abs())
+    value = 2 * (base + U32 * ((picked - m).abs() + r.abs())).squeeze(-1)
+    p = torch.exp(x - lse)
+    delta = torch.zeros_like(x).scatter(-1, targets.unsqueeze(-1), 1.0)
+    grad = 2 * (p * (base + U32 * (x - lse).abs() + 4 * U32) + U32 * (delta - p).abs())
+    return value, grad
+
+
+def cagrad_checked(
+    jac: np.ndarray, c: float, w: np.ndarray, omega: np.ndarray, duals: list[np.ndarray]
+) -> tuple[float, float, float, float]:
+    """``(ε, accuracy, L, δ)`` for CAGrad's update ``d = ω @ J`` with inner weights ``w``:
+    its certified suboptimality ε (``cagrad_certificate``, against ``duals`` and ``w``), the a
+    priori accuracy ε must meet, a lower bound L on ‖v*‖ and d's distance δ outside the ball.
+
+    The accuracy is ``cagrad_accuracy`` where L > 0 (plus the certificate's rounding, 3η);
+    where it is not (0 in or at the hull) it
+    is the solver's stated resolution (1 + c)·RESOLVE_TOL·M·‖g₀‖ plus the certificate's
+    rounding (3η) and the product's (M·‖matvec_bound(ω, J)‖, once in δ and once in the worst
+    gᵢ·d)."""
+    from mogradient.solvers.cagrad import RESOLVE_TOL
+
+    j = np.asarray(jac, dtype=np.float64)
+    d = omega @ j
+    eps, lower, delta, eta = cagrad_certificate(j, c, d, [w, *duals])
+    if lower > 0.0:  # plus the certificate's own rounding allowance, 3η
+        return eps, cagrad_accuracy(j, c, w, omega, lower) + 3 * eta, lower, delta
+    top = float(np.linalg.norm(j, axis=1).max())
+    product = top * float(
+        torch.linalg.norm(matvec_bound(torch.as_tensor(omega), torch.as_tensor(j)))
+    )
+    resolution = (1 + c) * RESOLVE_TOL * top * float(np.linalg.norm(j.mean(axis=0)))
+    return eps, resolution + 3 * eta + 2 * product, 0.0, delta
+
+
+def assert_cagrad_permuted(
+    jac: np.ndarray,
+    c: float,
+    perm: list[int],
+    d: np.ndarray | None = None,
+    d_perm: np.ndarray | None = None,
+) -> float:
+    """CAGrad's update for J (direction ``d``, default ω @ J) and for J's rows in the order
+    ``perm`` (``d_perm``, default ω' @ J with ω' put back in J's order) are the same
+    direction; returns the distance allowed between them (inf where none is).
+
+    d* is unique where the dual optimum v* ≠ 0: each direction is certified ε-optimal by both
+    solves' inner weights (``cagrad_certificate``), ε within a backward-stable solve's accuracy
+    (``cagrad_accuracy``), so each lies within ``cagrad_radius`` of d* at that accuracy. Where
+    no positive lower bound on ‖v*‖ can be certified (0 in or at the hull, F* = 0 to rounding)
+    the optimal set is a face of the ball and no distance follows: there both must be in the
+    ball and optimal to the solver's stated resolution (``cagrad_checked`` without L)."""
+    from mogradient.solvers import cagrad_update, cagrad_weights
+
+    j = np.asarray(jac, dtype=np.float64)
+    back = np.argsort(perm)
+    gram, gram_perm = j @ j.T, j[perm] @ j[perm].T
+    w, w_perm = cagrad_weights(gram, c), cagrad_weights(gram_perm, c)[back]
+    omega, omega_perm = cagrad_update(gram, c), cagrad_update(gram_perm, c)[back]
+    runs = [
+        (w, omega, omega @ j if d is None else d),
+        (w_perm, omega_perm, omega_perm @ j if d_perm is None else d_perm),
+    ]
+    checked = []
+    for inner, weights, x in runs:
+        eps, lower, delta, eta = cagrad_certificate(j, c, x, [w, w_perm])
+        _, accuracy, lower_own, _ = cagrad_checked(j, c, inner, weights, [w, w_perm])
+        checked.append((eps, max(lower, lower_own), delta, accuracy, eta))
+    lower = max(item[1] for item in checked)
+    distance = float(np.linalg.norm(runs[1][2] - runs[0][2]))
+    if lower > 0.0:
+        radius = 0.0
+        for (eps, _, delta, _, eta), (inner, weights, _) in zip(checked, runs, strict=True):
+            accuracy = cagrad_accuracy(j, c, inner, weights, lower) + 3 * eta
+            assert eps <= accuracy, (eps, accuracy)
+            radius += cagrad_radius(j, c, accuracy, lower, delta)
+        assert distance <= radius, (distance, radius)
+        return radius
+    top = float(np.linalg.norm(j, axis=1).max())
+    for eps, _, delta, accuracy, _ in checked:
+        assert delta * top <= accuracy, (delta, accuracy)
+        assert eps <= accuracy, (eps, accuracy)
+    return math.inf
+
+
+def assert_cagrad_ball_and_lift(jac: np.ndarray, c: float, direction: np.ndarray) -> None:
+    """CAGrad's update ``direction`` (ω @ J for ω = ``cagrad_update``) is in the ball
+    ‖d − g₀‖ ≤ c‖g₀‖ and lifts the worst objective as far as g₀ does (g₀ is in the ball), and
+    above 0 for c ≥ 1 (then F ≥ 0).
+
+    In the ball up to the rounding of ω @ J and of g₀ (``matvec_bound``), of α from the Gramian
+    (a square root of γ_{d+n+2}·M² in its square: c√(2γ)·M) and of the norms (γ_{d+4}); the
+    lift up to the solve's accuracy (``cagrad_checked``, its certified ε checked against it) and
+    M times that slack."""
+    from mogradient.solvers import cagrad_update, cagrad_weights
+
+    j = np.asarray(jac, dtype=np.float64)
+    n, dim = j.shape
+    gram = j @ j.T
+    omega = cagrad_update(gram, c)
+    g0 = j.mean(axis=0)
+    top = float(np.max(np.linalg.norm(j, axis=1)))
+    tj = torch.as_tensor(j)
+    products = float(torch.linalg.norm(matvec_bound(torch.as_tensor(omega), tj)))
+    products += float(torch.linalg.norm(matvec_bound(torch.full((n,), 1.0 / n), tj)))
+    alpha_err = c * math.sqrt(2 * gamma(dim + n + 2, U64)) * top
+    norms = gamma(dim + 4, U64) * 2 * float(np.linalg.norm(direction) + np.linalg.norm(g0))
+    slack = products + alpha_err + norms
+    assert np.linalg.norm(direction - g0) <= c * np.linalg.norm(g0) + slack
+    eps, accuracy, _, _ = cagrad_checked(j, c, cagrad_weights(gram, c), omega, [])
+    assert eps <= accuracy, (eps, accuracy)
+    lifted = float(np.min(j @ direction)) + accuracy + top * slack
+    assert lifted >= float(np.min(j @ g0))
+    if c >= 1.0:
+        assert lifted >= 0.0

@@ -13,6 +13,7 @@ import mogradient.aggregators.gradvac as gradvac_module
 from mogradient import get_aggregator
 from mogradient.aggregators import gramian_of
 from tests.bounds import U64, assert_float32_direction, gamma, matvec_bound
+from tests.gradvac_bounds import Steps, first_order_bound
 
 torchjd_aggregation = pytest.importorskip("torchjd.aggregation")
 
@@ -73,106 +74,6 @@ def _torchjd_step(reference: object, gram: torch.Tensor, orders: np.ndarray) -> 
         torch.randperm = original
 
 
-# -- error bound for two float64 evaluations of the same steps -------------------------------
-
-
-def _steps_on_gramians(
-    grams: list[torch.Tensor], orders: list[np.ndarray], beta: float
-) -> torch.Tensor:
-    """The steps' weights and targets (concatenated) as a differentiable function of the
-    steps' Gramians, Algorithm 1 written on G (used only for its derivative)."""
-    n = grams[0].shape[0]
-    phi_hat = torch.zeros((n, n), dtype=torch.float64)
-    out = []
-    for g, order in zip(grams, orders, strict=True):
-        total = torch.zeros(n, dtype=torch.float64)
-        for i in range(n):
-            coef = torch.eye(n, dtype=torch.float64)[i]
-            for j in (int(j) for j in order[i] if j != i):
-                norm_i2 = coef @ g @ coef
-                if g[j, j] == 0 or norm_i2 <= 0:
-                    continue
-                norm_i, norm_j = norm_i2.sqrt(), g[j, j].sqrt()
-                phi = (coef @ g[:, j]) / norm_i / norm_j
-                target = phi_hat[i, j]
-                if phi < target and abs(float(target.detach())) < 1:
-                    sin_t = (1 - target**2).sqrt()
-                    w = norm_i * (target * (1 - phi**2).sqrt() - phi * sin_t) / (norm_j * sin_t)
-                    coef = coef + w * torch.eye(n, dtype=torch.float64)[j]
-                phi_hat = phi_hat.index_put(
-                    (torch.tensor(i), torch.tensor(j)), (1 - beta) * target + beta * phi
-                )
-            total = total + coef
-        out += [total, phi_hat.reshape(-1)]
-    return torch.cat(out)
-
-
-def _first_order_bound(
-    jacs: list[torch.Tensor], orders: list[np.ndarray], beta: float
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Bounds on |Δw| and |Δφ̂| at each step between two float64 evaluations of GradVac.
-
-    Each evaluation is, to first order, exact for Gramians G + ΔG with
-    |ΔGₖₗ| ≤ γ_K‖gₖ‖‖gₗ‖, K = 4(d + n) + 64: the length-d dot products of the Gramian or of
-    the explicit vectors, the length-n sums C G Cᵀ and (C G)ᵢⱼ accumulated over n corrections,
-    and the scalar work of each correction (a cosine, two square roots, a quotient: a
-    relative error of a few u in φ is such a ΔG), with a margin. So they differ by at most
-    2γ_K Σₖₗ |∂out/∂Gₖₗ|‖gₖ‖‖gₗ‖, the derivative taken by autograd through every step so far
-    (the targets carry over)."""
-    n, d = jacs[0].shape
-    grams = [(j @ j.T).detach() for j in jacs]
-    sizes = torch.cat([torch.outer(g.diagonal(), g.diagonal()).sqrt().reshape(-1) for g in grams])
-    flat = torch.cat([g.reshape(-1) for g in grams])
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        return _steps_on_gramians(list(x.reshape(len(grams), n, n)), orders, beta)
-
-    jac_out = torch.autograd.functional.jacobian(f, flat, vectorize=True)
-    bound = (2 * gamma(4 * (d + n) + 64, U64) * (jac_out.abs() @ sizes)).split(n + n * n)
-    return [(b[:n], b[n:].reshape(n, n)) for b in bound]
-
-
-class _Steps:
-    """The steps of one aggregator next to a reference's, checked together against the bounds
-    of _first_order_bound: directions to |Δw|ᵀ|J| plus both products' rounding
-    (2·matvec_bound, 2n roundings a term for the reference's n corrections), targets to
-    |Δφ̂| plus the EMA's rounding (4u·max(1, |φ̂|))."""
-
-    def __init__(self, beta: float) -> None:
-        self.beta = beta
-        self.jacs: list[torch.Tensor] = []
-        self.orders: list[np.ndarray] = []
-        self.pairs: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
-
-    def add(
-        self,
-        jac: torch.Tensor,
-        order: np.ndarray,
-        ours: object,
-        expected: object,
-        phi_ours: np.ndarray,
-        phi_expected: np.ndarray,
-    ) -> None:
-        self.jacs.append(jac)
-        self.orders.append(order)
-        self.pairs.append(
-            (torch.as_tensor(ours), torch.as_tensor(expected), phi_ours.copy(), phi_expected.copy())
-        )
-
-    def check(self, weights_of: list[torch.Tensor]) -> None:
-        bounds = _first_order_bound(self.jacs, self.orders, self.beta)
-        for jac, w, (dw, dphi), (ours, expected, phi_ours, phi_expected) in zip(
-            self.jacs, weights_of, bounds, self.pairs, strict=True
-        ):
-            rounding = 2 * matvec_bound(w, jac, roundings=2 * jac.shape[0])
-            dir_bound = dw @ jac.abs() + rounding
-            err = (ours - expected).abs()
-            assert bool((err <= dir_bound).all()), float((err / dir_bound).max())
-            phi_bound = dphi.numpy() + 4 * U64 * np.maximum(1.0, np.abs(phi_expected))
-            phi_err = np.abs(phi_ours - phi_expected)
-            assert bool((phi_err <= phi_bound).all()), float((phi_err / phi_bound).max())
-
-
 # -- the paper's algorithm and pinned values ------------------------------------------------
 
 
@@ -183,13 +84,18 @@ def test_pinned_first_two_steps() -> None:
     jac = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
     agg = get_aggregator("gradvac", beta=0.5)
     gram = gramian_of(jac).numpy()
-    np.testing.assert_allclose(agg.weights(gram), [2.0, 1.5], rtol=1e-14)
+    # a cosine, two square roots, a product and a quotient, a sum: at most 16 roundings
+    np.testing.assert_allclose(agg.weights(gram), [2.0, 1.5], rtol=gamma(16, U64))
     phi, target = -1 / math.sqrt(2), -1 / (2 * math.sqrt(2))
     core = (target * math.sqrt(1 - phi**2) - phi * math.sqrt(1 - target**2)) / math.sqrt(
         1 - target**2
     )
     w12, w21 = core / math.sqrt(2), core * math.sqrt(2)
-    np.testing.assert_allclose(agg.weights(gram), [1 + w21, 1 + w12], rtol=1e-13)
+    # both sides: ≤ 16 roundings of each term of core, whose difference cancels by the ratio
+    # (|a| + |b|)/|a − b|, then a product and a sum: 2·γ₁₆ of that, relatively
+    terms = abs(target * math.sqrt(1 - phi**2)) + abs(phi * math.sqrt(1 - target**2))
+    rtol = 2 * gamma(16, U64) * terms / abs(core * math.sqrt(1 - target**2))
+    np.testing.assert_allclose(agg.weights(gram), [1 + w21, 1 + w12], rtol=rtol)
 
 
 def test_corrected_gradient_reaches_the_target() -> None:
@@ -211,13 +117,13 @@ def test_corrected_gradient_reaches_the_target() -> None:
 def test_matches_algorithm1_on_explicit_vectors(
     beta: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Agreement to the first-order bound of two float64 evaluations (_first_order_bound).
+    # Agreement to the first-order bound of two float64 evaluations (first_order_bound).
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(0)
     agg = get_aggregator("gradvac", beta=beta, seed=3)
     n, d = 5, 7
     phi_hat = np.zeros((n, n))
-    steps = _Steps(beta)
+    steps = Steps(beta)
     for _ in range(12):
         j = rng.standard_normal((n, d)) + 0.3 * rng.standard_normal(d)
         if rng.random() < 0.3:
@@ -237,6 +143,9 @@ def test_beta_zero_is_pcgrad() -> None:
     from mogradient.solvers.gradvac import gradvac_weights
 
     w = gradvac_weights(j @ j.T, orders, np.zeros((4, 4)), 0.0)
+    ((dw, _),) = first_order_bound([torch.tensor(j)], [orders], 0.0)
+    wt, jt = torch.as_tensor(w), torch.tensor(j)
+    bound = (dw @ jt.abs() + 2 * matvec_bound(wt, jt, roundings=2 * 4)).numpy()
     total = np.zeros(6)
     for i in range(4):
         gi = j[i].copy()
@@ -244,7 +153,9 @@ def test_beta_zero_is_pcgrad() -> None:
             if k != i and gi @ j[k] < 0:
                 gi -= (gi @ j[k]) / (j[k] @ j[k]) * j[k]
         total += gi
-    np.testing.assert_allclose(w @ j, total, rtol=1e-12, atol=1e-12)
+    # two float64 evaluations of the same projections: first_order_bound (β = 0: targets 0,
+    # the correction −gᵢ·gⱼ/‖gⱼ‖², PCGrad's) plus both products' rounding, as in Steps
+    assert np.all(np.abs(w @ j - total) <= bound)
 
 
 # -- TorchJD 0.18 ---------------------------------------------------------------------------
@@ -254,7 +165,7 @@ def test_beta_zero_is_pcgrad() -> None:
 def test_matches_torchjd_with_eps_zero(beta: float, monkeypatch: pytest.MonkeyPatch) -> None:
     # TorchJD adds eps (default 1e-8) to two denominators; with eps = 0 and the same visiting
     # orders the two agree over a sequence of steps (targets included) to the first-order
-    # bound of two float64 evaluations (_first_order_bound).
+    # bound of two float64 evaluations (first_order_bound).
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(2)
     for trial in range(15):
@@ -262,7 +173,7 @@ def test_matches_torchjd_with_eps_zero(beta: float, monkeypatch: pytest.MonkeyPa
         d = int(rng.integers(n, 10))
         agg = get_aggregator("gradvac", beta=beta, seed=trial)
         reference = torchjd_aggregation.GradVacWeighting(beta=beta, eps=0.0)
-        steps = _Steps(beta)
+        steps = Steps(beta)
         first = len(spy.weights)
         for _ in range(6):
             jac = torch.tensor(rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-3, 3))
@@ -274,15 +185,20 @@ def test_matches_torchjd_with_eps_zero(beta: float, monkeypatch: pytest.MonkeyPa
 
 
 def test_close_to_torchjd_default_eps_at_unit_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    # TorchJD's default eps = 1e-8 shifts two denominators; at unit scale they are ≥ 10⁴·eps,
+    # so ours (eps = 0) and TorchJD's differ by the first-order effect of eps plus both
+    # evaluations' rounding (first_order_bound with eps), over a sequence of steps.
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(3)
     agg = get_aggregator("gradvac")
     reference = torchjd_aggregation.GradVacWeighting()
+    steps = Steps(0.5, eps=reference.eps)
     for _ in range(10):
         jac = torch.tensor(rng.standard_normal((4, 8)))
         ours = agg(jac)
         expected = _torchjd_step(reference, gramian_of(jac), spy.orders[-1]) @ jac
-        torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
+        steps.add(jac, spy.orders[-1], ours, expected, agg._phi_hat, reference._phi_t.numpy())
+    steps.check(spy.weights)
 
 
 # -- state ----------------------------------------------------------------------------------
@@ -382,14 +298,16 @@ def test_identical_gradients_are_summed() -> None:
     jac = torch.tensor([[1.0, 2.0, 3.0]] * 2, dtype=torch.float64)
     agg = get_aggregator("gradvac", beta=0.5)
     torch.testing.assert_close(agg(jac), 2 * jac[0])
-    np.testing.assert_allclose(agg._phi_hat, [[0.0, 0.5], [0.5, 0.0]], rtol=1e-15)
+    # the cosine of identical gradients is snapped to exactly 1: the targets are exactly ½
+    np.testing.assert_array_equal(agg._phi_hat, [[0.0, 0.5], [0.5, 0.0]])
 
 
 def test_opposite_gradients_cancel() -> None:
     # φ = -1 < 0: each gradient gets the other added in full, both become 0, weights (2, 2).
     jac = torch.tensor([[1.0, -1.0, 0.5], [-1.0, 1.0, -0.5]], dtype=torch.float64)
     agg = get_aggregator("gradvac")
-    np.testing.assert_allclose(agg.weights(gramian_of(jac)).numpy(), [2.0, 2.0], rtol=1e-15)
+    # φ snapped to exactly −1 and equal norms: each multiple is ‖gᵢ‖/‖gⱼ‖ = 1 exactly
+    np.testing.assert_array_equal(agg.weights(gramian_of(jac)).numpy(), [2.0, 2.0])
     agg.reset()
     torch.testing.assert_close(agg(jac), torch.zeros(3, dtype=torch.float64))
 
@@ -404,14 +322,16 @@ def test_unreachable_target_is_left_uncorrected() -> None:
     np.testing.assert_array_equal(agg.weights(gramian_of(jac)).numpy(), [1.0, 1.0])
 
 
-@pytest.mark.parametrize("scale", [1e-10, 1e-5, 1.0, 1e5, 1e10, 1e15])
+@pytest.mark.parametrize("scale", [2.0**-33, 2.0**-17, 1.0, 2.0**17, 2.0**33, 2.0**50])
 def test_scales(scale: float) -> None:
+    """Exact: a power of two (about 1e-10 to 1e15) scales J, the Gramian (by its square) and
+    every rounding with them, so the cosines, targets and weights are the same bits."""
     jacs = _jacs(8)
     a, b = get_aggregator("gradvac"), get_aggregator("gradvac")
     for jac in jacs:
         ds = b(jac * scale)
         assert torch.isfinite(ds).all()
-        torch.testing.assert_close(ds, a(jac) * scale, rtol=1e-10, atol=1e-12 * scale)
+        assert torch.equal(ds, a(jac) * scale)
 
 
 def test_float32_jacobian() -> None:
@@ -439,16 +359,15 @@ def test_claimed_properties_hold_on_random_jacobians() -> None:
         jacs = [
             torch.tensor(rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-8, 8)) for _ in range(3)
         ]
-        a = float(10.0 ** rng.uniform(-3, 3))
+        a = float(2.0 ** rng.integers(-10, 11))  # a power of two: scales exactly
         agg, scaled = get_aggregator("gradvac", seed=trial), get_aggregator("gradvac", seed=trial)
         outs = []
         for jac in jacs:
             w = agg.weights(gramian_of(jac))
             assert bool((w >= 1.0).all())  # every correction adds a non-negative multiple
             w_scaled = scaled.weights(gramian_of(jac * a))
-            # Cosines within a few ulps of ±1 are snapped to ±1, so even collinear gradients
-            # (d = 1) give weights reproducible far below √ε ≈ 1e-8.
-            np.testing.assert_allclose(w_scaled.numpy(), w.numpy(), rtol=1e-9)
+            # G·a² is exact and so is every step after it: the same weights, bit for bit
+            assert torch.equal(w_scaled, w)
             outs.append(w)
         agg.reset()
         for jac, w in zip(jacs, outs, strict=True):

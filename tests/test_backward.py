@@ -30,8 +30,8 @@ def _data() -> torch.Tensor:
     return torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
 
 
-def _jacobian(model: torch.nn.Module) -> torch.Tensor:
-    losses, _ = model(_data())
+def _jacobian(model: torch.nn.Module, x: torch.Tensor | None = None) -> torch.Tensor:
+    losses, _ = model(_data() if x is None else x)
     params = list(model.parameters())
     rows = []
     for loss in losses:
@@ -58,8 +58,10 @@ def test_parameter_mode_writes_aggregated_direction(name: str) -> None:
     expected = get_aggregator(name)(jac)
     losses, _ = model(_data())
     weights = mogradient.backward(losses, model.parameters(), aggregator=name)
-    if weights is None:  # PAMA returns no weights to bound the chain rule's rounding with
-        torch.testing.assert_close(_grad_vector(model), expected, rtol=1e-5, atol=1e-7)
+    if weights is None:
+        # PAMA: the same per-objective autograd.grad calls (batched=False) give the same
+        # Jacobian, and its coordinate-wise clamp(0, min, max) is exact: equal, not close.
+        assert torch.equal(_grad_vector(model), expected)
     else:  # two float32 evaluations of Σ wᵢ∇Lᵢ: 2·γ_{k+32}·|w|ᵀ|J| (assert_weighted_gradient)
         assert_weighted_gradient(_grad_vector(model), expected, weights, jac)
 
@@ -198,21 +200,45 @@ def test_bad_arguments() -> None:
         mogradient.backward(losses, aggregator="nash")
 
 
+class DyadicHeads(TwoHeads):
+    """TwoHeads with ReLU for tanh, weights and inputs in {−½, 0, ½}: every value its forward
+    and backward form is a multiple of 2⁻⁸ below 2⁸ in size, every product of two of them and
+    every sum of 40 such products fits in float32's 24-bit significand, so all of it is
+    exact and any order of summation gives the same bits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randint(-1, 2, p.shape, generator=g) / 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        h = torch.relu(self.trunk(x))
+        losses = [self.heads[0](h).pow(2).mean(), (self.heads[1](h) - 1).abs().mean()]
+        return losses, h
+
+
 @pytest.mark.parametrize("level", ["parameters", "features"])
 def test_gramian_accumulator_over_micro_batches_is_the_full_batch_gramian(level) -> None:
     """Two half-batches whose losses are each half the full batch's mean loss (so their mean
-    is the full loss) give the Gramian of the full batch."""
-    model = TwoHeads()
+    is the full loss) give the Gramian of the full batch: exactly, on a model whose arithmetic
+    is exact (DyadicHeads), so the only difference left would be the accumulator's algebra
+    (the mean Jacobian's Gramian, the block sum of the features' Gramians over (M·R)²)."""
+    model = DyadicHeads()
     params = list(model.parameters())
-    x = _data()
+    x = torch.randint(-1, 2, (8, 4), generator=torch.Generator().manual_seed(1)) / 2
     if level == "features":
         losses, h = model(x)
         rows = [torch.autograd.grad(loss, h, retain_graph=True)[0].reshape(-1) for loss in losses]
         expected = gramian_of(torch.stack(rows))
     else:
-        expected = gramian_of(_jacobian(model))
+        expected = gramian_of(_jacobian(model, x))
+    exact = gramian_of(torch.stack(rows).double()) if level == "features" else None
     accumulator = mogradient.GramianAccumulator(level, n_micro_batches=2)
     for half in x.chunk(2):
         half_losses, half_h = model(half)  # means over 4 rows: the full mean is their mean
         accumulator.add(half_losses, [half_h] if level == "features" else params)
-    torch.testing.assert_close(accumulator.gramian(), expected, rtol=1e-5, atol=1e-8)
+    assert torch.equal(accumulator.gramian(), expected)
+    if exact is not None:  # the premise: float32 blocks gave the float64 Gramian's bits
+        assert torch.equal(expected, exact)
