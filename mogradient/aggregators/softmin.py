@@ -47,8 +47,9 @@ def softmin(
     log_p = torch.where(part, torch.log(p / torch.where(taking, total, 1.0)), -inf)
     logits = torch.where(part, log_p - (advantages - m) / tau, -inf)  # ≤ log p̃ᵢ ≤ 0
     safe = torch.where(taking, logits, torch.zeros_like(logits))  # no all -inf column
-    s = torch.where(taking, m - tau * torch.logsumexp(safe, dim=0), 0.0)
-    w = torch.where(taking, torch.softmax(safe, dim=0), 0.0)
+    lse = torch.logsumexp(safe, dim=0)
+    s = torch.where(taking, m - tau * lse, 0.0)
+    w = torch.where(taking, torch.exp(safe - lse), 0.0)  # the softmax, from the same sum
     return s, w
 
 
