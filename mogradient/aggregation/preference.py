@@ -1,9 +1,10 @@
 """The preference vector: one validated hyper-parameter for every preference-aware method.
 
 The methods whose class sets ``preference_aware`` (``linear``, ``tchebycheff``, ``stch``,
-``epo``, ``upgrad``, ``dualproj``, ``config``, ``aligned-mtl``) take ``preference=`` — one
-non-negative entry per objective, not all zero — and use it normalised to sum to 1, so a sweep
-can hand any of them the same point of the simplex. ``None`` means the uniform preference 1/n.
+``epo``, ``upgrad``, ``dualproj``, ``config``, ``aligned-mtl``, ``softmin``, ``pbi``,
+``cosmos``) take ``preference=`` — one non-negative entry per objective, not all zero — and use
+it normalised to sum to 1, so a sweep can hand any of them the same point of the simplex.
+``None`` means the uniform preference 1/n.
 """
 
 from __future__ import annotations
