@@ -433,6 +433,7 @@ def memory_cell(cell: str, settings: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(settings["threads"])
+    COMPLETION_TOKENS.clear()  # what earlier runs in this process scored is not this run's
     with tempfile.TemporaryDirectory(prefix="grpo-step-") as tmp:
         stepper = make_cell(cell, {**settings, "tmp": tmp})
         before = _peak_memory_mb()
@@ -462,6 +463,7 @@ def time_cells(
     torch.set_num_threads(settings["threads"])
     times: dict[str, list[float]] = {cell: [] for cell in cells}
     cuda = _cuda()
+    COMPLETION_TOKENS.clear()  # what earlier runs in this process scored is not this run's
     with tempfile.TemporaryDirectory(prefix="grpo-step-") as tmp:
         steppers = {cell: make_cell(cell, {**settings, "tmp": tmp}) for cell in cells}
         try:

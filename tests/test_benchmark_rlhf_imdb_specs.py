@@ -20,7 +20,7 @@ from benchmarks.rlhf_imdb.runs import (
 from benchmarks.rlhf_imdb.stages import sweep_weights
 from mogradient_llm.estimators.grpo import MOGRPOConfig
 from mogradient_llm.estimators.ppo import MOPPOConfig
-from mogradient_llm.inputs.rewards import DistinctReward, LengthReward
+from mogradient_llm.inputs.builtin_rewards import DistinctReward, LengthReward
 from mogradient_llm.run import build_rewards, build_trainer, load_prompt_rows
 from mogradient_llm.specs import DataSpec, RunSpec
 
@@ -58,6 +58,10 @@ QUICK_GRPO_PAMA = {
     "reward_weights": None,
     "scale_rewards": "group",
     "seed": 0,
+    "constraints": [],
+    "constraint_lr": 0.05,
+    "constraint_kp": 0.0,
+    "constraint_kd": 0.0,
     "skip_nonfinite": False,
     "use_bias_correction_kl": True,
     "warmup_ratio": 0.0,
