@@ -22,7 +22,7 @@ from tests.bounds import (
     pcd_kkt_tolerance,
     pcd_weight_tolerance,
 )
-from tests.references import reference_call
+from tests.references import linprog_settled, reference_call
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -73,6 +73,14 @@ def assert_kkt(j: np.ndarray, w: np.ndarray, s: np.ndarray, taus: np.ndarray) ->
     np.testing.assert_allclose(np.linalg.norm(w @ j), np.linalg.norm(j[0]), rtol=0, atol=atol)
 
 
+def kkt_holds(j: np.ndarray, w: np.ndarray, s: np.ndarray, taus: np.ndarray) -> bool:
+    try:
+        assert_kkt(j, w, s, taus)
+    except AssertionError:
+        return False
+    return True
+
+
 def test_pinned_two_objectives():
     """g₁ = (1, 0), g₂ = (−1, 1), eps = 0, first call: g̃₁ = e₁, g̃₂ = (−1, 1)/√2, and the one
     constraint g̃₂·d ≥ τ binds: μ = τ + 1/√2; the direction is d̃ = e₁ + μg̃₂ at norm 1."""
@@ -119,12 +127,23 @@ def test_kkt_on_dependent_secondaries(seed, m, rank, tau):
     if (w == 0).all():  # d̃ is zero to rounding: TorchJD's test of that is ours
         np.testing.assert_array_equal(r, w)
         return
-    if (w[1:] == 0).all() and np.array_equal(r, w):
-        return  # both: g₁ itself (infeasible, or nothing binds)
-    assert_kkt(j, w, s, np.full(m - 1, tau))
+    taus = np.full(m - 1, tau)
+    if (w[1:] == 0).all() and not kkt_holds(j, w, s, taus):
+        # the constraints were dropped: they must be infeasible (an LP says so), as for TorchJD
+        gt = j * s[:, None]
+        lp = linprog_settled(
+            np.zeros(j.shape[1]),
+            A_ub=-gt[1:],
+            b_ub=-taus * (gt[1:] ** 2).sum(axis=1),
+            bounds=(None, None),
+        )
+        assert lp.status == 2
+        np.testing.assert_allclose(r, w, rtol=4 * U64, atol=0)
+        return
+    assert_kkt(j, w, s, taus)
     # the minimiser is unique: TorchJD's direction, if its own KKT conditions hold, is ours
     try:
-        assert_kkt(j, r, s, np.full(m - 1, tau))
+        assert_kkt(j, r, s, taus)
     except AssertionError:
         return  # TorchJD's solver stopped early or dropped feasible constraints: no reference
     gt = j * s[:, None]
@@ -154,7 +173,8 @@ def test_per_secondary_taus_and_wrong_length():
     j = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)
     taus = (0.1, 0.6)
     w = PCD(tau=taus, eps=0.0).weights(gramian_of(j)).numpy()
-    ref = torchjd_weighting(torch.tensor(taus, dtype=torch.float64), 0.999, 0.0)(gramian_of(j)).numpy()
+    ref_weighting = torchjd_weighting(torch.tensor(taus, dtype=torch.float64), 0.999, 0.0)
+    ref = ref_weighting(gramian_of(j)).numpy()
     np.testing.assert_allclose(w, ref, rtol=1e-12)
     with pytest.raises(ValueError, match="tau has 2 entries but there are 3 secondary"):
         PCD(tau=taus)(torch.randn(4, 3, dtype=torch.float64))

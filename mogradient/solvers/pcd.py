@@ -57,6 +57,10 @@ def pcd_dual(gramian: np.ndarray, taus: np.ndarray, tol: float) -> np.ndarray:
     gs = np.ascontiguousarray(gramian[1:, 1:])
     c = gramian[1:, 0] - taus * np.diagonal(gs)
     mu, status, i, j = _qp_kernel(gs, c, np.zeros(m - 1), bool(False), tol, bool(False))
+    # the kernel accepts a dependent secondary's violation below its range tolerance (1e-7): a
+    # constraint violated beyond TorchJD's 1e-9 is decided in the lifted form too
+    if status == OK and float((gs @ mu + c).min()) < -FEASIBLE_TOL:
+        status = NOT_IN_RANGE
     if status == NOT_IN_RANGE:  # unbounded, or a degenerate exchange: decide in the lifted form
         lifted = _lifted(gramian, c + taus * np.diagonal(gs), taus * np.diagonal(gs), tol)
         if lifted is None:  # the constraints are infeasible
@@ -68,6 +72,9 @@ def pcd_dual(gramian: np.ndarray, taus: np.ndarray, tol: float) -> np.ndarray:
     return w
 
 
+#: A constraint counts as satisfied when violated by at most this (relative to the largest
+#: squared norm): TorchJD's tolerance.
+FEASIBLE_TOL = 1e-9
 #: The lifted cone counts as lying in ``{s ≤ 0}`` (infeasible constraints) below this ``sₑ``:
 #: TorchJD's threshold for a gradient dependent on the active ones (relative to its own norm).
 INFEASIBLE_TOL = 1e-9
@@ -85,28 +92,36 @@ def _lifted_solve(
 
 
 def _lifted(gramian: np.ndarray, cross: np.ndarray, q: np.ndarray, tol: float) -> np.ndarray | None:
-    """PCD's dual solution μ from the lifted projection (module docstring); None if infeasible."""
-    gs = gramian[1:, 1:]
-    gl = np.ascontiguousarray(gs + np.outer(q, q))
-    _, s_e = _lifted_solve(gl, np.zeros_like(q), q, 1.0, tol)
+    """PCD's dual solution μ from the lifted projection (module docstring); None if infeasible.
+
+    The lifted coordinate is ``−qⱼ/q_max`` (so that it is not lost to rounding next to the
+    gradients when τ is small) and the root sought is ``s(t) = q_max``: the constraints
+    ``gⱼ·x ≥ (qⱼ/q_max)·s`` are PCD's there."""
+    top = float(q.max())
+    if top <= 0.0:  # τ = 0: d = 0 is feasible, and the linear term is in range
+        mu, _ = _lifted_solve(np.ascontiguousarray(gramian[1:, 1:]), cross, q, 0.0, tol)
+        return mu
+    qh = q / top
+    gl = np.ascontiguousarray(gramian[1:, 1:] + np.outer(qh, qh))
+    _, s_e = _lifted_solve(gl, np.zeros_like(qh), qh, 1.0, tol)
     if s_e <= INFEASIBLE_TOL:
         return None
-    lo, hi = 1.0, (1.0 + float(np.sqrt(max(gramian[0, 0], 0.0)))) / s_e
+    lo, hi = top, (top + float(np.sqrt(max(gramian[0, 0], 0.0)))) / s_e
     t = lo
-    mu, s = _lifted_solve(gl, cross, q, t, tol)
+    mu, s = _lifted_solve(gl, cross, qh, t, tol)
     for _ in range(200):
-        if abs(s - 1.0) <= 64 * np.finfo(float).eps * max(1.0, t):
+        if abs(s - top) <= 64 * np.finfo(float).eps * (t + abs(t - s)):
             return mu
-        if s < 1.0:
+        if s < top:
             lo = t
         else:
             hi = t
         free = mu > 0.0
         slope = 1.0
-        if free.any():  # on this piece μ_S = −Ĝ_SS⁻¹(cross_S − t·q_S): s' = 1 − q_Sᵀ Ĝ_SS⁻¹ q_S
-            qs = q[free]
+        if free.any():  # on this piece μ_S = −Ĝ_SS⁻¹(cross_S − t·q̂_S): s' = 1 − q̂_Sᵀ Ĝ_SS⁻¹ q̂_S
+            qs = qh[free]
             slope -= float(qs @ np.linalg.lstsq(gl[np.ix_(free, free)], qs, rcond=None)[0])
-        step = t + (1.0 - s) / slope if slope > 0.0 else np.inf
+        step = t + (top - s) / slope if slope > 0.0 else np.inf
         t = step if lo < step < hi else 0.5 * (lo + hi)
-        mu, s = _lifted_solve(gl, cross, q, t, tol)
+        mu, s = _lifted_solve(gl, cross, qh, t, tol)
     return mu
