@@ -10,12 +10,8 @@ import numpy as np
 
 from mogradient.aggregation.kinds import GramianWeighting, Property
 from mogradient.aggregation.registry import register
-from mogradient.solvers.pcd import pcd_dual
+from mogradient.solvers.pcd import pcd_weights
 from mogradient.solvers.validation import GRAMIAN_TOL
-
-#: The direction counts as zero when its squared norm is below this many float64 ulps of the
-#: squared sum of its terms' norms (TorchJD's ``10·eps`` of the Gramian's precision).
-ZERO_DIRECTION_ULPS = 10.0
 
 
 def _unit_interval(name: str, value: object, upper_open: bool = False) -> float:
@@ -117,31 +113,13 @@ class PCD(GramianWeighting):
             return np.array(self.tau)
         return np.full(m - 1, self.tau)
 
-    def _scales(self, sq_norms: np.ndarray) -> np.ndarray:
-        """Advance the EMA with the squared norms; the normalising scale of each gradient."""
-        if self._sq_norm_ema is None or self._sq_norm_ema.shape[0] != sq_norms.shape[0]:
-            self._sq_norm_ema = np.zeros(sq_norms.shape[0])
-            self._n_steps = 0
-        self._n_steps += 1
-        self._sq_norm_ema = self.beta * self._sq_norm_ema + (1.0 - self.beta) * sq_norms
-        den = np.sqrt(self._sq_norm_ema / (1.0 - self.beta**self._n_steps) + self.eps)
-        # a zero EMA: the gradient has always been zero, its scale does not matter
-        return np.divide(1.0, den, out=np.zeros_like(den), where=den > 0.0)
-
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         m = gramian.shape[0]
         taus = self._taus(m)
-        g = np.asarray(gramian)
-        sq_norms = np.diagonal(g).copy()
-        scales = self._scales(sq_norms)
-        weights = np.zeros(m)
-        if sq_norms[0] <= 0.0:
-            return weights
-        normalised = g * np.outer(scales, scales)
+        if self._sq_norm_ema is None or self._sq_norm_ema.shape[0] != m:
+            self._sq_norm_ema = np.zeros(m)
+            self._n_steps = 0
+        self._n_steps += 1
         tol = getattr(gramian, "tol", None) or GRAMIAN_TOL
-        w = pcd_dual(normalised, taus, tol)
-        sq = float(w @ normalised @ w)
-        magnitude = float(np.abs(w) @ np.sqrt(np.diagonal(normalised))) ** 2
-        if sq > ZERO_DIRECTION_ULPS * np.finfo(np.float64).eps * magnitude:
-            weights = w * scales * math.sqrt(sq_norms[0] / sq)
-        return weights
+        g = gramian.view(np.ndarray)
+        return pcd_weights(g, self._sq_norm_ema, self._n_steps, self.beta, self.eps, taus, tol)

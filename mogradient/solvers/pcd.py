@@ -36,41 +36,10 @@ right piece), safeguarded by bisection.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from mogradient.solvers.qp import _qp_kernel
 from mogradient.solvers.validation import NOT_IN_RANGE, OK, status_message
-
-
-def pcd_dual(gramian: np.ndarray, taus: np.ndarray, tol: float) -> np.ndarray:
-    """The weights ``[1, μ₂, …, μₘ]`` of PCD's minimiser ``d = Σ wᵢgᵢ`` for a validated,
-    normalised-or-not PSD Gramian (row 0: the primary objective) and ``taus`` (m − 1 entries
-    in [0, 1]); ``e₁`` when the constraints are infeasible."""
-    m = gramian.shape[0]
-    w = np.zeros(m)
-    w[0] = 1.0
-    if m == 1:
-        return w
-    top = float(np.max(np.diagonal(gramian)))
-    if top <= 0.0:
-        return w
-    gramian = gramian / top  # μ is invariant under G → κG (d and q scale as √κ and κ)
-    gs = np.ascontiguousarray(gramian[1:, 1:])
-    c = gramian[1:, 0] - taus * np.diagonal(gs)
-    mu, status, i, j = _qp_kernel(gs, c, np.zeros(m - 1), bool(False), tol, bool(False))
-    # the kernel accepts a dependent secondary's violation below its range tolerance (1e-7): a
-    # constraint violated beyond TorchJD's 1e-9 is decided in the lifted form too
-    if status == OK and float((gs @ mu + c).min()) < -FEASIBLE_TOL:
-        status = NOT_IN_RANGE
-    if status == NOT_IN_RANGE:  # unbounded, or a degenerate exchange: decide in the lifted form
-        lifted = _lifted(gramian, c + taus * np.diagonal(gs), taus * np.diagonal(gs), tol)
-        if lifted is None:  # the constraints are infeasible
-            return w
-        mu = lifted
-    elif status != OK:
-        raise ValueError(status_message(status, i + 1, j + 1, gramian))
-    w[1:] = mu
-    return w
-
 
 #: A constraint counts as satisfied when violated by at most this (relative to the largest
 #: squared norm): TorchJD's tolerance.
@@ -78,6 +47,57 @@ FEASIBLE_TOL = 1e-9
 #: The lifted cone counts as lying in ``{s ≤ 0}`` (infeasible constraints) below this ``sₑ``:
 #: TorchJD's threshold for a gradient dependent on the active ones (relative to its own norm).
 INFEASIBLE_TOL = 1e-9
+
+
+@njit(cache=True)
+def _dual_kernel(gramian: np.ndarray, taus: np.ndarray, tol: float) -> tuple[np.ndarray, int]:
+    """``([1, μ], status)`` from the orthant dual: OK, NOT_IN_RANGE (decide in the lifted
+    form), or ``100·status + i`` for another kernel status at secondary i."""
+    m = gramian.shape[0]
+    w = np.zeros(m)
+    w[0] = 1.0
+    top = 0.0
+    for i in range(m):
+        top = max(top, gramian[i, i])
+    if m == 1 or top <= 0.0:
+        return w, OK
+    gs = np.empty((m - 1, m - 1))
+    c = np.empty(m - 1)
+    for i in range(m - 1):
+        for k in range(m - 1):
+            gs[i, k] = gramian[i + 1, k + 1] / top  # μ is invariant under G → κG
+        c[i] = (gramian[i + 1, 0] - taus[i] * gramian[i + 1, i + 1]) / top
+    mu, status, i, _ = _qp_kernel(gs, c, np.zeros(m - 1), bool(False), tol, bool(False))
+    if status != OK:
+        return w, status if status == NOT_IN_RANGE else status * 100 + i
+    # the kernel accepts a dependent secondary's violation below its range tolerance (1e-7): a
+    # constraint violated beyond TorchJD's 1e-9 is decided in the lifted form too
+    for i in range(m - 1):
+        slack = c[i]
+        for k in range(m - 1):
+            slack += gs[i, k] * mu[k]
+        if slack < -FEASIBLE_TOL:
+            return w, NOT_IN_RANGE
+    w[1:] = mu
+    return w, OK
+
+
+def pcd_dual(gramian: np.ndarray, taus: np.ndarray, tol: float) -> np.ndarray:
+    """The weights ``[1, μ₂, …, μₘ]`` of PCD's minimiser ``d = Σ wᵢgᵢ`` for a validated PSD
+    Gramian (row 0: the primary objective) and ``taus`` (m − 1 entries in [0, 1]); ``e₁`` when
+    the constraints are infeasible."""
+    w, status = _dual_kernel(gramian, taus, tol)
+    if status == OK:
+        return w
+    if status != NOT_IN_RANGE:
+        i = status % 100
+        raise ValueError(status_message(status // 100, i + 1, i + 1, gramian))
+    g = gramian / float(np.max(np.diagonal(gramian)))
+    q = taus * np.diagonal(g)[1:]
+    mu = _lifted(g, np.ascontiguousarray(g[1:, 0]), q, tol)
+    if mu is not None:  # None: the constraints are infeasible, the weights stay e₁
+        w[1:] = mu
+    return w
 
 
 def _lifted_solve(
@@ -125,3 +145,67 @@ def _lifted(gramian: np.ndarray, cross: np.ndarray, q: np.ndarray, tol: float) -
         t = step if lo < step < hi else 0.5 * (lo + hi)
         mu, s = _lifted_solve(gl, cross, qh, t, tol)
     return mu
+
+
+#: The direction counts as zero when its squared norm is below this many float64 ulps of the
+#: squared sum of its terms' norms (TorchJD's ``10·eps`` of the Gramian's precision).
+ZERO_DIRECTION_ULPS = 10.0
+
+
+@njit(cache=True)
+def _normalise(
+    gramian: np.ndarray, ema: np.ndarray, n_steps: int, beta: float, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Advance the EMA of the squared norms (in place, ``n_steps`` counting this call); the
+    normalised Gramian ``sᵢsⱼGᵢⱼ`` and the scales ``s = 1/√(v̂ + eps)`` (0 for a zero v̂)."""
+    m = gramian.shape[0]
+    scales = np.zeros(m)
+    debias = 1.0 - beta**n_steps
+    for i in range(m):
+        ema[i] = beta * ema[i] + (1.0 - beta) * gramian[i, i]
+        den = np.sqrt(ema[i] / debias + eps)
+        if den > 0.0:
+            scales[i] = 1.0 / den
+    out = np.empty((m, m))
+    for i in range(m):
+        for k in range(m):
+            out[i, k] = gramian[i, k] * scales[i] * scales[k]
+    return out, scales
+
+
+@njit(cache=True)
+def _rescale(w: np.ndarray, g: np.ndarray, scales: np.ndarray, g00: float) -> np.ndarray:
+    """``w·s·√(G₁₁/‖d̃‖²)``, or 0 where ‖d̃‖² is rounding noise of its terms."""
+    m = w.shape[0]
+    sq = 0.0
+    magnitude = 0.0
+    for i in range(m):
+        acc = 0.0
+        for k in range(m):
+            acc += g[i, k] * w[k]
+        sq += w[i] * acc
+        magnitude += abs(w[i]) * np.sqrt(max(g[i, i], 0.0))
+    out = np.zeros(m)
+    if sq > ZERO_DIRECTION_ULPS * np.finfo(np.float64).eps * magnitude * magnitude:
+        factor = np.sqrt(g00 / sq)
+        for i in range(m):
+            out[i] = w[i] * scales[i] * factor
+    return out
+
+
+def pcd_weights(
+    gramian: np.ndarray,
+    ema: np.ndarray,
+    n_steps: int,
+    beta: float,
+    eps: float,
+    taus: np.ndarray,
+    tol: float,
+) -> np.ndarray:
+    """PCD's loss weights for a validated Gramian (row 0: the primary), advancing the EMA
+    ``ema`` of the squared norms in place (``n_steps`` counts this call): as TorchJD's
+    ``PCDWeighting``, ``[1, μ]·s·‖g₁‖/‖d̃‖``, 0 for a zero g₁ or a d̃ that is zero to rounding."""
+    g, scales = _normalise(gramian, ema, n_steps, beta, eps)
+    if not gramian[0, 0] > 0.0:
+        return np.zeros(gramian.shape[0])
+    return _rescale(pcd_dual(g, taus, tol), g, scales, float(gramian[0, 0]))
