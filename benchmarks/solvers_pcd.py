@@ -53,6 +53,7 @@ def pcd_rows(sizes: list[int], repeats: int, rng: np.random.Generator) -> list[d
     """One row per (family, n, method) in the format of ``benchmarks.solvers``' tables."""
     from torchjd.aggregation import PCDWeighting
 
+    warm_up()
     rows = []
     for kind in ("gaussian", "low-rank"):
         for n in sizes:
@@ -73,7 +74,7 @@ def pcd_rows(sizes: list[int], repeats: int, rng: np.random.Generator) -> list[d
                         outs[name].append(w)
             gaps = {
                 name: [
-                    float(np.linalg.norm((w - r) @ j) / max(np.linalg.norm(r @ j), 1e-300))
+                    float(np.linalg.norm((w - r) @ j)) / max(float(np.linalg.norm(r @ j)), 1e-300)
                     for w, r, j in zip(outs[name], outs["torchjd"], js, strict=True)
                 ]
                 for name in solvers
@@ -115,7 +116,6 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/solvers/pcd.csv")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    warm_up()
     rows = pcd_rows(
         [2, 3, 5, 10, 20], 20 if args.quick else args.repeats, np.random.default_rng(args.seed)
     )
