@@ -28,6 +28,8 @@ CHUNK = 10
 D = 2000
 TAU = 0.2
 BETA = 0.9
+#: TorchJD's default (ours defaults to 0): both solve the same problem
+EPS = 1e-8
 
 
 def jacobians(kind: str, n: int, count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -59,7 +61,8 @@ def pcd_rows(sizes: list[int], repeats: int, rng: np.random.Generator) -> list[d
         for n in sizes:
             js = jacobians(kind, n, repeats, rng)
             gs = [j @ j.T for j in js]
-            ours, theirs = PCD(tau=TAU, beta=BETA), PCDWeighting(tau=TAU, beta=BETA)
+            ours = PCD(tau=TAU, beta=BETA, eps=EPS)
+            theirs = PCDWeighting(tau=TAU, beta=BETA, eps=EPS)
             solvers = {
                 "ours": lambda g, f=ours: f.weights(g),
                 "torchjd": lambda g, f=theirs: f(torch.as_tensor(g)).numpy(),

@@ -96,11 +96,11 @@ def test_pinned_two_objectives():
 @settings(deadline=None, max_examples=60)
 @given(SEEDS, st.integers(1, 8), st.floats(0.0, 1.0), st.sampled_from([0.0, 0.5, 0.999]))
 def test_matches_torchjd_over_calls(seed, m, tau, beta):
-    """Four calls on independent Jacobians (m ≤ d: independent secondaries, a unique dual):
+    """Four calls on independent Jacobians, with TorchJD's default eps = 1e-8 (m ≤ d: independent secondaries, a unique dual):
     the weights agree with TorchJD's to ``pcd_weight_tolerance`` at every call, and the
     moving average and step count equal TorchJD's (both are the same float64 recurrence)."""
     rng = np.random.default_rng(seed)
-    ours, ref = PCD(tau=tau, beta=beta), torchjd_weighting(tau, beta, 1e-8)
+    ours, ref = PCD(tau=tau, beta=beta, eps=1e-8), torchjd_weighting(tau, beta, 1e-8)
     for step in range(4):
         j = jacobian(int(rng.integers(2**32)), m, m + 2)
         g = j @ j.T
@@ -167,7 +167,7 @@ def test_secondaries_keep_their_share(seed, m, tau, steps):
         d = agg(torch.tensor(j)).numpy()
     w = before.weights(j @ j.T)  # the same state: the weights of d
     np.testing.assert_allclose(d, w @ j, rtol=0, atol=1e-12 * np.abs(w) @ np.abs(j).max(axis=1))
-    assert_kkt(j, w, scales_by_formula(seen, beta, 1e-8), np.full(m - 1, tau))
+    assert_kkt(j, w, scales_by_formula(seen, beta, 0.0), np.full(m - 1, tau))
 
 
 def test_per_secondary_taus_and_wrong_length():

@@ -54,16 +54,17 @@ class PCD(GramianWeighting):
         tau: the fraction τ in [0, 1] of normalised progress guaranteed to each secondary:
             one number for all, or one per secondary objective (m − 1 entries).
         beta: decay of the EMA of the squared gradient norms, in [0, 1).
-        eps: non-negative number added to the EMA before its inverse square root.
+        eps: non-negative number added to the EMA before its inverse square root. 0 (the
+            default) keeps the method scale-equivariant; TorchJD's default is 1e-8.
     """
 
     properties = frozenset(
         {"non_negative_weights", "deterministic", "reset_restores", "non_differentiable"}
-    )  # plus "scale_equivariant" with eps = 0: see claims()
-    example_settings = ({"eps": 0.0}, {"tau": 0.5, "beta": 0.5}, {"tau": 1.0, "beta": 0.0})
+    )  # plus "scale_equivariant" with eps = 0 (the default): see claims()
+    example_settings = ({"eps": 1e-8}, {"tau": 0.5, "beta": 0.5}, {"tau": 1.0, "beta": 0.0})
 
     def __init__(
-        self, tau: float | Sequence[float] = 0.02, beta: float = 0.999, eps: float = 1e-8
+        self, tau: float | Sequence[float] = 0.02, beta: float = 0.999, eps: float = 0.0
     ) -> None:
         if isinstance(tau, numbers.Real) and not isinstance(tau, bool):
             self.tau: float | tuple[float, ...] = _unit_interval("tau", tau)
