@@ -96,9 +96,10 @@ def test_pinned_two_objectives():
 @settings(deadline=None, max_examples=60)
 @given(SEEDS, st.integers(1, 8), st.floats(0.0, 1.0), st.sampled_from([0.0, 0.5, 0.999]))
 def test_matches_torchjd_over_calls(seed, m, tau, beta):
-    """Four calls on independent Jacobians, with TorchJD's default eps = 1e-8 (m ≤ d: independent secondaries, a unique dual):
-    the weights agree with TorchJD's to ``pcd_weight_tolerance`` at every call, and the
-    moving average and step count equal TorchJD's (both are the same float64 recurrence)."""
+    """Four calls on independent Jacobians (m ≤ d: independent secondaries, a unique dual),
+    with TorchJD's default eps = 1e-8: the weights agree with TorchJD's to
+    ``pcd_weight_tolerance`` at every call, and the moving average and step count equal
+    TorchJD's (both are the same float64 recurrence)."""
     rng = np.random.default_rng(seed)
     ours, ref = PCD(tau=tau, beta=beta, eps=1e-8), torchjd_weighting(tau, beta, 1e-8)
     for step in range(4):
