@@ -19,18 +19,22 @@ unbounded exactly when the constraints are infeasible (Farkas: some ``μ ≥ 0``
 weights are ``e₁``.
 
 The kernel needs the linear term in range(G_s) to tell "unbounded" from "a dependent
-secondary that still lowers the objective" (it does no degenerate exchange). Where it reports
-the latter, the problem is solved in a lifted form whose linear term always lies in range:
-with ``ĝⱼ = (gⱼ, −qⱼ)`` and ``ŷ(t) = (g₁, t)``, project ŷ(t) onto the cone
-``C = {x̂ : ĝⱼ·x̂ ≥ 0}``, i.e. ``min_{μ ≥ 0} ½μᵀ(G_s + qqᵀ)μ + (G_{s1} − t·q)ᵀμ`` (linear term
-``Ĵ_s ŷ`` ∈ range), giving ``x̂ = (g₁ + Σμⱼgⱼ, s(t))`` with ``s(t) = t − qᵀμ``. Where
-``s(t) = 1`` the KKT conditions of the lifted problem are those of the dual above (the term
-``q·qᵀμ − t·q = −q·s``), so μ is PCD's. ``s`` is continuous, non-decreasing (a projection
-is monotone) and piecewise linear in t, with ``s(1) ≤ 1``; and ``|s(t) − t·sₑ| ≤ ‖g₁‖`` for
-``sₑ``, the last coordinate of the projection of ``(0, 1)`` (projections onto a cone are
-homogeneous and 1-Lipschitz). So ``sₑ = 0`` means infeasible, and otherwise the root lies in
-``[1, (1 + ‖g₁‖)/sₑ]``: found by Newton steps on the current linear piece (exact once on the
-right piece), safeguarded by bisection.
+secondary that still lowers the objective" (it does no degenerate exchange), and it accepts a
+dependent secondary's violation below its range tolerance. Where it reports the former, or its
+answer violates a constraint by more than TorchJD's ``1e-9`` (of the largest squared norm), the
+problem is solved in a lifted form whose linear term always lies in range. With
+``q̂ = q / max q`` (so that the lifted coordinate is not lost to rounding when τ is small),
+``ĝⱼ = (gⱼ, −q̂ⱼ)`` and ``ŷ(t) = (g₁, t)``, project ŷ(t) onto the cone
+``C = {x̂ : ĝⱼ·x̂ ≥ 0}``: ``min_{μ ≥ 0} ½μᵀ(G_s + q̂q̂ᵀ)μ + (G_{s1} − t·q̂)ᵀμ`` (linear term
+``Ĵ_s ŷ`` ∈ range), giving ``x̂ = (g₁ + Σμⱼgⱼ, s(t))`` with ``s(t) = t − q̂ᵀμ``. Where
+``s(t) = max q`` the constraints of C are PCD's and the KKT conditions of the lifted problem
+are those of the dual above (the term ``q̂·q̂ᵀμ − t·q̂ = −q̂·s = −q``), so μ is PCD's. ``s`` is
+continuous, non-decreasing (a projection is monotone) and piecewise linear in t, with
+``s(t) ≤ t``; and ``|s(t) − t·sₑ| ≤ ‖g₁‖`` for ``sₑ``, the last coordinate of the projection
+of ``(0, 1)`` (projections onto a cone are homogeneous and 1-Lipschitz). So ``sₑ = 0`` (below
+``1e-9``) means infeasible, and otherwise the root lies in ``[max q, (max q + ‖g₁‖)/sₑ]``:
+found by Newton steps on the current linear piece (exact once on the right piece), safeguarded
+by bisection. With ``q = 0`` (τ = 0) the linear term is in range and d = 0 is feasible.
 """
 
 from __future__ import annotations
