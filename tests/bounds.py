@@ -152,3 +152,16 @@ def pcd_kkt_tolerance(gt: np.ndarray, mu: np.ndarray) -> float:
     m, d = gt.shape
     top = float((gt**2).sum(axis=1).max())
     return 4 * (gamma(16 * m, U64) + gamma(m + d, U64)) * (1 + float(np.abs(mu).sum())) * top
+
+
+def pcd_direction_tolerance(j: np.ndarray, w: np.ndarray, mu: np.ndarray) -> float:
+    """Bound on ‖d − d'‖ for two backward-stable PCD solves with final weights ``w`` on the
+    Jacobian ``j`` (``mu``: the normalised multipliers). d = ‖g₁‖·d̃/‖d̃‖; each solve's ‖d̃‖²
+    is off by the KKT residual's γ·(1 + Σμ)·(Σ|w̃ᵢ|‖g̃ᵢ‖)² (:func:`pcd_kkt_tolerance`), a
+    relative error γ·(1 + Σμ)·M²/‖g₁‖² with M = Σ|wᵢ|‖gᵢ‖ (the same ratio in either frame);
+    forming Σwᵢgᵢ adds γ·M. Both solves together: twice the sum."""
+    m, d = j.shape
+    g = gamma(16 * m, U64) + gamma(m + d, U64)
+    big_m = float(np.abs(w) @ np.linalg.norm(j, axis=1))
+    norm = float(np.linalg.norm(j[0]))
+    return 8 * g * (1 + float(np.abs(mu).sum())) * big_m * (1 + big_m / norm)
