@@ -9,6 +9,7 @@
   code's formulation.
 * UPGrad and DualProj weights: ours vs TorchJD 0.18's ``UPGradWeighting`` /
   ``DualProjWeighting`` (its default quadprog projector), both on the same problem.
+* PCD weights: ours vs TorchJD 0.18's ``PCDWeighting`` (:mod:`benchmarks.solvers_pcd`).
 * The public ``weights()`` of the aggregators vs the raw compiled solve: the µs that validation
   and the Python layer add.
 * The public ``weights()`` with torch inputs, hot and cold (interleaved call by call with
@@ -39,6 +40,7 @@ from scipy.optimize import minimize
 
 from benchmarks.solver_plots import plot_sweep, plot_timings
 from benchmarks.solvers_bargaining import bargaining_rows, format_bargaining
+from benchmarks.solvers_pcd import pcd_rows
 from benchmarks.solvers_public import SIZES as PUBLIC_SIZES
 from benchmarks.solvers_public import format_public, public_rows
 from benchmarks.tables import read_csv, write_csv
@@ -523,6 +525,7 @@ def main() -> None:
         "cagrad": cagrad_rows([n for n in sizes if n <= 30], min(repeats, 50), rng),
         "dual_cone": dual_cone_rows([n for n in sizes if n <= 50], repeats, rng),
         "overhead": overhead_rows([n for n in sizes if n in (2, 10, 50, 100)], repeats, rng),
+        "pcd": pcd_rows([n for n in sizes if n <= 20], repeats, rng),  # vs TorchJD's PCD
         "bargaining": bargaining_rows(args.quick),  # Nash-MTL, FairGrad, EPO vs cvxpy/TorchJD
         "public": public_rows(PUBLIC_SIZES, min(repeats, 100), rng),  # hot and cold vs TorchJD
     }

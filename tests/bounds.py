@@ -356,3 +356,38 @@ def assert_cagrad_ball_and_lift(jac: np.ndarray, c: float, direction: np.ndarray
     assert lifted >= float(np.min(j @ g0))
     if c >= 1.0:
         assert lifted >= 0.0
+
+
+def pcd_weight_tolerance(g: np.ndarray, w: np.ndarray) -> float:
+    """Bound on max|w − w'| / max(1, max|w|) for PCD's weights from two solvers on the same
+    normalised Gramian ``g`` (``w``: the multipliers ``[1, μ]`` of one of them): the dual is a
+    strictly convex QP on the secondaries' block (independent secondaries), so
+    :func:`qp_weight_tolerance` bounds μ; the rescaling by ‖g₁‖/‖d̃‖ (a quotient of two
+    quadratic forms in w, each within 2·(1 + Σμ)·max|Δμ| relative) at most triples it."""
+    if g.shape[0] == 1:
+        return 4 * U64
+    return 3 * (1 + float(np.abs(w[1:]).sum())) * qp_weight_tolerance(g[1:, 1:])
+
+
+def pcd_kkt_tolerance(gt: np.ndarray, mu: np.ndarray) -> float:
+    """Residual of PCD's KKT conditions that a backward-stable solve leaves, checked on the
+    normalised Jacobian ``gt`` [m, d] with the multipliers ``mu``: an exact solve for a Gramian
+    perturbed by γ_{16m}·max Gᵢᵢ (as in :func:`min_norm_tolerance`) moves each constraint value
+    g̃ⱼ·d̃ by at most that times (1 + Σμ), and forming d̃ and the products in float64 adds
+    γ_{m+d} of the same terms."""
+    m, d = gt.shape
+    top = float((gt**2).sum(axis=1).max())
+    return 4 * (gamma(16 * m, U64) + gamma(m + d, U64)) * (1 + float(np.abs(mu).sum())) * top
+
+
+def pcd_direction_tolerance(j: np.ndarray, w: np.ndarray, mu: np.ndarray) -> float:
+    """Bound on ‖d − d'‖ for two backward-stable PCD solves with final weights ``w`` on the
+    Jacobian ``j`` (``mu``: the normalised multipliers). d = ‖g₁‖·d̃/‖d̃‖; each solve's ‖d̃‖²
+    is off by the KKT residual's γ·(1 + Σμ)·(Σ|w̃ᵢ|‖g̃ᵢ‖)² (:func:`pcd_kkt_tolerance`), a
+    relative error γ·(1 + Σμ)·M²/‖g₁‖² with M = Σ|wᵢ|‖gᵢ‖ (the same ratio in either frame);
+    forming Σwᵢgᵢ adds γ·M. Both solves together: twice the sum."""
+    m, d = j.shape
+    g = gamma(16 * m, U64) + gamma(m + d, U64)
+    big_m = float(np.abs(w) @ np.linalg.norm(j, axis=1))
+    norm = float(np.linalg.norm(j[0]))
+    return 8 * g * (1 + float(np.abs(mu).sum())) * big_m * (1 + big_m / norm)

@@ -8,6 +8,7 @@ All quadratic problems run on one exact active-set kernel (:mod:`mogradient.solv
   the dual cone of the gradients (UPGrad, DualProj).
 * :func:`solve_qp` — the kernel itself: ``min ½xᵀGx + bᵀx`` over ``x ≥ l`` (and ``Σx = 1``).
 * :func:`pcgrad_weights` — PCGrad's projections expressed as loss weights.
+* :func:`mogradient.solvers.pcd.pcd_weights` — PCD's QP, as its dual on the orthant.
 """
 
 from mogradient.solvers.cagrad import cagrad_update, cagrad_weights
