@@ -48,3 +48,16 @@ def implicit_step(s: np.ndarray, losses: np.ndarray, lr: float) -> np.ndarray:
         small = (u <= 1.0) & (half <= 1.0)
         out[positive] = np.where(small, s[positive] - half + u, log_l - (y - math.log(half)))
     return np.clip(out, -S_MAX, S_MAX)
+
+
+def checked_init(init: object, exponential: str) -> float:
+    """``init``, a finite number within ``[-S_MAX, S_MAX]`` (``exponential``: what of it must
+    stay finite, named in the error)."""
+    if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
+        raise ValueError(f"init must be a finite number, got {init!r}")
+    if abs(init) > S_MAX:
+        raise ValueError(
+            f"init must lie in [-{S_MAX:g}, {S_MAX:g}] ({exponential} must stay finite), "
+            f"got {init!r}"
+        )
+    return float(init)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from mogradient.aggregation.checks import (
@@ -13,7 +11,7 @@ from mogradient.aggregation.checks import (
 )
 from mogradient.aggregation.kinds import LossWeighting
 from mogradient.aggregation.registry import register
-from mogradient.aggregators._log_scale import S_MAX, implicit_step
+from mogradient.aggregators._log_scale import checked_init, implicit_step
 
 
 @register("imtl-l", "imtll")
@@ -55,14 +53,7 @@ class IMTLL(LossWeighting):
         self.lr = positive_or_hint(
             "lr", lr, "for fixed weights use get_aggregator('linear', preference=...)"
         )
-        if isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init):
-            raise ValueError(f"init must be a finite number, got {init!r}")
-        if abs(init) > S_MAX:
-            raise ValueError(
-                f"init must lie in [-{S_MAX:g}, {S_MAX:g}] (exp(init) must stay finite), "
-                f"got {init!r}"
-            )
-        self.init = float(init)
+        self.init = checked_init(init, "exp(init)")
         self.log_scales: np.ndarray | None = None
 
     def _hyperparameters(self) -> dict[str, object]:

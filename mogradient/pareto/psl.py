@@ -29,7 +29,6 @@ from mogradient.aggregation.kinds import Aggregator
 from mogradient.pareto.metrics import hypervolume, igd_plus, is_non_dominated, spacing
 from mogradient.pareto.problems.base import Problem
 from mogradient.pareto.sweep import (
-    FRONT_POINTS,
     IDEAL_FLOOR,
     IDEAL_MARGIN,
     AggregatorFactory,
@@ -37,7 +36,7 @@ from mogradient.pareto.sweep import (
     _check_positive_int,
     _ideal_vector,
     _preference_matrix,
-    default_reference_point,
+    front_and_reference,
     values_and_jacobians,
 )
 
@@ -137,18 +136,7 @@ def pareto_set_learning(
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     fixed_ideal = _ideal_vector(ideal, problem.n_obj)
-    front = problem.pareto_front(FRONT_POINTS) if front is None else np.asarray(front, float)
-    if front.ndim != 2 or front.shape[1] != problem.n_obj:
-        raise ValueError(
-            f"front must have shape [n, {problem.n_obj}] (a sample of the exact front), "
-            f"got {front.shape}"
-        )
-    ref = default_reference_point(problem) if ref_point is None else np.asarray(ref_point, float)
-    if ref.shape != (problem.n_obj,) or not np.isfinite(ref).all():
-        raise ValueError(
-            f"ref_point must be {problem.n_obj} finite numbers (one per objective), "
-            f"got {ref_point!r}"
-        )
+    front, ref = front_and_reference(problem, front, ref_point)
     _build_checked(aggregator, prefs[0] / prefs[0].sum())
 
     rng = np.random.default_rng(seed)

@@ -214,18 +214,7 @@ def preference_sweep(
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     fixed_ideal = _ideal_vector(ideal, problem.n_obj)
-    front = problem.pareto_front(FRONT_POINTS) if front is None else np.asarray(front, float)
-    if front.ndim != 2 or front.shape[1] != problem.n_obj:
-        raise ValueError(
-            f"front must have shape [n, {problem.n_obj}] (a sample of the exact front), "
-            f"got {front.shape}"
-        )
-    ref = default_reference_point(problem) if ref_point is None else np.asarray(ref_point, float)
-    if ref.shape != (problem.n_obj,) or not np.isfinite(ref).all():
-        raise ValueError(
-            f"ref_point must be {problem.n_obj} finite numbers (one per objective), "
-            f"got {ref_point!r}"
-        )
+    front, ref = front_and_reference(problem, front, ref_point)
     x0 = _starting_points(problem, starts, n_points, seed)
     aggregators = _build_aggregators(aggregator, prefs)
 
@@ -390,6 +379,26 @@ def _preference_matrix(preferences: object, n_obj: int | None) -> np.ndarray:
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def front_and_reference(
+    problem: Problem, front: object, ref_point: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact-front sample IGD+ is measured against and the hypervolume reference point:
+    the given ones, checked, or the problem's (``FRONT_POINTS`` points, the default point)."""
+    front = problem.pareto_front(FRONT_POINTS) if front is None else np.asarray(front, float)
+    if front.ndim != 2 or front.shape[1] != problem.n_obj:
+        raise ValueError(
+            f"front must have shape [n, {problem.n_obj}] (a sample of the exact front), "
+            f"got {front.shape}"
+        )
+    ref = default_reference_point(problem) if ref_point is None else np.asarray(ref_point, float)
+    if ref.shape != (problem.n_obj,) or not np.isfinite(ref).all():
+        raise ValueError(
+            f"ref_point must be {problem.n_obj} finite numbers (one per objective), "
+            f"got {ref_point!r}"
+        )
+    return front, ref
 
 
 def _ideal_vector(
