@@ -52,3 +52,11 @@ def check_objective_count(owner: str, held: int, what: str, n: int) -> None:
             f"{owner} holds {held} {what} but got {n} loss values; call reset() before "
             "changing the number of objectives"
         )
+
+
+def stream_seed(seed: object) -> int:
+    """The seed of a seeded method's random stream: ``seed`` (a non-negative int), or with
+    ``None`` fresh entropy drawn once, so that ``reset()`` restores the same stream."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None (fresh entropy), got {seed!r}")
+    return seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mogradient.aggregation.checks import stream_seed
 from mogradient.aggregation.kinds import AdvantageCombiner, AllReduceSum, Combination, Property
 from mogradient.aggregation.registry import register
 from mogradient.aggregators._coordinatewise import checked
@@ -59,14 +60,8 @@ class GradDrop(AdvantageCombiner):
             self.leak: np.ndarray | None = values
         else:
             self.leak = None
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(
-                f"seed must be a non-negative int or None (fresh entropy), got {seed!r}"
-            )
+        self._stream_seed = stream_seed(seed)
         self.seed = seed
-        self._stream_seed = (
-            seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
-        )
         self._rng = np.random.default_rng(self._stream_seed)
 
     def claims(self) -> frozenset[Property]:

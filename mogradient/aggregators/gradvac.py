@@ -7,6 +7,7 @@ import numbers
 
 import numpy as np
 
+from mogradient.aggregation.checks import stream_seed
 from mogradient.aggregation.kinds import GramianWeighting, Property
 from mogradient.aggregation.registry import register
 from mogradient.solvers.gradvac import gradvac_weights
@@ -55,13 +56,9 @@ class GradVac(GramianWeighting):
             or not 0.0 <= beta <= 1.0
         ):
             raise ValueError(f"beta must be a number in [0, 1] (the EMA rate), got {beta!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        self._stream_seed: int = stream_seed(seed)
         self.beta: float = float(beta)
         self.seed: int | None = seed
-        self._stream_seed: int = (
-            seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
-        )
         self._rng: np.random.Generator = np.random.default_rng(self._stream_seed)
         self._phi_hat: np.ndarray | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mogradient.aggregation.checks import stream_seed
 from mogradient.aggregation.kinds import LossWeighting, Property
 from mogradient.aggregation.registry import register
 
@@ -42,14 +43,8 @@ class RLW(LossWeighting):
     example_settings = ({"seed": None},)
 
     def __init__(self, seed: int | None = 0) -> None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(
-                f"seed must be a non-negative int or None (fresh entropy), got {seed!r}"
-            )
+        self._stream_seed = stream_seed(seed)
         self.seed = seed
-        self._stream_seed = (
-            seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
-        )
         self._rng = np.random.default_rng(self._stream_seed)
 
     def claims(self) -> frozenset[Property]:

@@ -36,6 +36,8 @@ from mogradient.pareto.sweep import (
     _check_positive_int,
     _ideal_vector,
     _preference_matrix,
+    check_betas,
+    check_positive_number,
     front_and_reference,
     values_and_jacobians,
 )
@@ -120,19 +122,9 @@ def pareto_set_learning(
     prefs = _preference_matrix(preferences, problem.n_obj)
     for name, value in (("steps", steps), ("batch", batch), ("hidden", hidden)):
         _check_positive_int(name, value)
-    for name, number in (("lr", lr), ("concentration", concentration)):
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, (int, float))
-            or not (math.isfinite(number) and number > 0)
-        ):
-            raise ValueError(f"{name} must be a finite number > 0, got {number!r}")
-    if (
-        not isinstance(betas, tuple)
-        or len(betas) != 2
-        or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
-    ):
-        raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+    check_positive_number("lr", lr)
+    check_positive_number("concentration", concentration)
+    check_betas(betas)
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     fixed_ideal = _ideal_vector(ideal, problem.n_obj)

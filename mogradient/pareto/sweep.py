@@ -195,18 +195,8 @@ def preference_sweep(
     prefs = _preference_matrix(preferences, problem.n_obj)
     n_points = len(prefs)
     _check_positive_int("steps", steps)
-    if (
-        isinstance(lr, bool)
-        or not isinstance(lr, (int, float))
-        or not (math.isfinite(lr) and lr > 0)
-    ):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if (
-        not isinstance(betas, tuple)
-        or len(betas) != 2
-        or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
-    ):
-        raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+    check_positive_number("lr", lr)
+    check_betas(betas)
     if optimizer not in ("adam", "armijo"):
         raise ValueError(f"optimizer must be 'adam' or 'armijo', got {optimizer!r}")
     if bounds not in ("interior", "clip"):
@@ -374,6 +364,26 @@ def _preference_matrix(preferences: object, n_obj: int | None) -> np.ndarray:
     if len(zero):
         raise ValueError(f"preference row {int(zero[0])} is all zero; give some objective weight")
     return p
+
+
+def check_positive_number(name: str, value: object) -> None:
+    """``value`` must be a finite number > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_betas(betas: object) -> None:
+    """Adam's ``betas``: a pair of numbers in ``[0, 1)``."""
+    if (
+        not isinstance(betas, tuple)
+        or len(betas) != 2
+        or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
+    ):
+        raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
 
 
 def _check_positive_int(name: str, value: object) -> None:
