@@ -14,6 +14,10 @@ Three paths, one per kind of method (:func:`mogradient.aggregators.dispatch`):
   of Σ wᵢ Lᵢ.
 * advantage combiners (pama): the Jacobian over the parameters, combined coordinate-wise.
 
+Methods that decide from two independent batches (``needs_two_batches``: MoDo, SDMGrad) take
+the second batch's losses as ``second_losses=`` (:mod:`mogradient.gramian.two_batch`): weights
+from ``J₁ J₂ᵀ``, update of the mean of both batches' losses; without them they are refused.
+
 Under ``torch.distributed`` (data parallelism, the model wrapped in DDP or accelerate's
 ``prepare``) every rank ends with the same update, that of the mean of the ranks' losses:
 
@@ -59,6 +63,7 @@ from mogradient.gramian.accumulator import (
 )
 from mogradient.gramian.distributed import all_reduce_mean
 from mogradient.gramian.jacobians import jacobian
+from mogradient.gramian.two_batch import check_two_batches, two_batch_backward
 
 if TYPE_CHECKING:
     from mogradient.gramian.recorder import GramianRecorder
@@ -84,6 +89,7 @@ def backward(
     recorder: GramianRecorder | None = None,
     batched: bool = False,
     gramian_precision: Literal["float64", "input"] = "input",
+    second_losses: Sequence[torch.Tensor] | torch.Tensor | None = None,
     **kwargs: object,
 ) -> torch.Tensor | None:
     """Fill ``.grad`` of ``params`` with the aggregated direction of ``losses`` (accumulating).
@@ -111,6 +117,11 @@ def backward(
             block of 1024 columns summed in float64 (no float64 copy of J; error at most
             ~6e-5·‖gᵢ‖‖gⱼ‖ per entry, typically ~1e-8, :func:`gramian_of`); ``"float64"``
             copies J to float64 chunk by chunk.
+        second_losses: for methods that decide from two independent mini-batches
+            (``needs_two_batches``: MoDo, SDMGrad), and required by them: the same objectives'
+            losses on a second batch. The weights come from ``J₁ J₂ᵀ`` and the update is that
+            of ``Σ wᵢ (Lᵢ + L'ᵢ)/2``, the mean of both batches (parameter mode;
+            ``through_backward=True`` runs it as one backward).
         **kwargs: hyper-parameters for ``get_aggregator`` when ``aggregator`` is a name.
 
     Returns:
@@ -136,6 +147,10 @@ def backward(
             "the same params (or none) as GramianRecorder(model, params)"
         )
 
+    check_two_batches(agg, second_losses, features=features, recorder=recorder)
+    second_list = None if second_losses is None else _as_list(second_losses)
+    if second_list is not None:
+        check_losses(torch.stack([loss.detach() for loss in second_list]))
     loss_values = torch.stack([loss.detach() for loss in loss_list])
 
     def by_losses(agg: LossWeighting) -> torch.Tensor:
@@ -145,6 +160,17 @@ def backward(
         return w
 
     def by_gramian(agg: GramianWeighting) -> torch.Tensor:
+        if second_list is not None:
+            _check_unsharded(params)
+            return two_batch_backward(
+                loss_list,
+                second_list,
+                params,
+                agg,
+                retain_graph=retain_graph,
+                through_backward=through_backward,
+                batched=batched,
+            )
         if features is not None:
             w = feature_weights(
                 loss_list,

@@ -7,6 +7,7 @@ The methods themselves live in :mod:`mogradient.aggregators`, one module each; t
 never imports them (the registry finds them on :func:`discover`).
 """
 
+from mogradient.aggregation.cross_gramian import CrossGramianWeighting
 from mogradient.aggregation.dispatch import dispatch
 from mogradient.aggregation.gramian import gramian_of, scaled_gramian
 from mogradient.aggregation.kinds import (
@@ -33,6 +34,7 @@ __all__ = [
     "Aggregator",
     "AllReduceSum",
     "Combination",
+    "CrossGramianWeighting",
     "GramianWeighting",
     "LossWeighting",
     "Preference",

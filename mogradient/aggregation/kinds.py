@@ -72,6 +72,10 @@ class Aggregator(ABC):
     #: Whether the method refuses negative loss values (it takes their logarithm or ratio, or
     #: its objective is unbounded below for them): shift such losses by a known lower bound.
     needs_positive_losses: ClassVar[bool] = False
+    #: Whether the method decides from ``J₁ J₂ᵀ`` of two independent mini-batches (MoDo,
+    #: SDMGrad: :class:`~mogradient.aggregation.cross_gramian.CrossGramianWeighting`):
+    #: ``mogradient.backward`` then needs ``second_losses=``, and the RL loss refuses it.
+    needs_two_batches: ClassVar[bool] = False
     #: Non-default hyper-parameter settings the contract test checks besides the defaults (the
     #: drawn preference and another seed are added from the facts above). A value
     #: ``DRAWN_PREFERENCE`` / ``DRAWN_SPARSE_PREFERENCE`` (``mogradient.aggregation.preference``)

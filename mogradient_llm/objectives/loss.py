@@ -121,6 +121,13 @@ class MultiObjectiveLoss:
             )
         if level not in ("features", "parameters"):
             raise ValueError(f"level must be 'features' or 'parameters', got {level!r}")
+        if aggregator.needs_two_batches:
+            raise ValueError(
+                f"{aggregator!r} decides from the product J₁J₂ᵀ of two independent batches' "
+                "Jacobians (needs_two_batches), which the RL update does not form (one "
+                "minibatch per step); pick a one-batch Gramian method such as mgda or upgrad, "
+                "or train it with mogradient.backward(losses, second_losses=...)"
+            )
         self.aggregator = aggregator
         self.names = tuple(names)
         if not self.names or len(set(self.names)) != len(self.names):
