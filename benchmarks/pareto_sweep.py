@@ -59,7 +59,7 @@ PROBLEMS: dict[str, Callable[[], Problem]] = {
 POINTS = {2: 100, 3: 300}
 #: Preference-aware methods (they take ``preference=``), every one registered.
 PREFERENCE_METHODS = ["linear", "tchebycheff", "stch", "epo", "upgrad", "aligned-mtl", "config",
-                      "dualproj", "softmin", "pbi", "cosmos"]  # fmt: skip
+                      "dualproj", "softmin", "pbi", "cosmos", "sdmgrad"]  # fmt: skip
 #: Methods whose point lands where ``p_i (f_i - z_i)`` is equal: aimed with ray_preferences.
 RAY_METHODS = {"tchebycheff", "stch", "epo"}
 #: Methods without a preference input, run once for reference (as in benchmarks/synthetic.py).

@@ -31,8 +31,13 @@ def _negative_rewards() -> list[Reward]:
     return [Reward(short, name="short"), Reward(wordy, name="wordy")]
 
 
+#: The methods that decide from two independent batches (``needs_two_batches``): refused by
+#: the RL loss, which has one minibatch per step.
+NEEDS_TWO_BATCHES = {n for n, c in mogradient.registered().items() if c.needs_two_batches}
+
+
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo", "rloo"])
-@pytest.mark.parametrize("name", sorted(mogradient.registered()))
+@pytest.mark.parametrize("name", sorted(set(mogradient.registered()) - NEEDS_TWO_BATCHES))
 def test_one_step_with_every_method(name: str, algorithm: str) -> None:
     trainer = make_trainer(_negative_rewards(), aggregator=name, algorithm=algorithm)
     stats = trainer.step()
@@ -49,3 +54,9 @@ def test_methods_needing_positive_losses_refuse_positive_rewards(name: str) -> N
     trainer = make_trainer(rewards, aggregator=name)
     with pytest.raises(ValueError, match="objective"):
         trainer.step()
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_TWO_BATCHES))
+def test_methods_needing_two_batches_are_refused_with_the_fix(name: str) -> None:
+    with pytest.raises(ValueError, match="needs_two_batches.*second_losses="):
+        make_trainer(_negative_rewards(), aggregator=name)

@@ -1,7 +1,8 @@
 """The facts a method's class states about itself agree with its constructor and behaviour, and
 the hand-written lists of methods (README, benchmarks) agree with the registry.
 
-The facts (``preference_aware``, ``seeded``, ``needs_positive_losses``, ``example_settings``)
+The facts (``preference_aware``, ``seeded``, ``needs_positive_losses``, ``needs_two_batches``,
+``example_settings``)
 are what the RL wing, the sweeps, the benchmarks and the contract test read instead of
 inspecting signatures; these tests keep them from drifting.
 """
@@ -103,6 +104,29 @@ def test_needs_positive_losses_iff_negative_losses_are_refused(name: str) -> Non
         assert not cls.needs_positive_losses  # it never reads loss values
         return
     assert cls.needs_positive_losses == _refuses_negative_losses(cls())
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_needs_two_batches_iff_refused_without_the_second_batch(name: str) -> None:
+    """``needs_two_batches`` holds exactly for the cross-Gramian weightings, which
+    ``mogradient.backward`` refuses without ``second_losses=`` and accepts with them."""
+    import torch
+
+    import mogradient
+    from mogradient.aggregation.cross_gramian import CrossGramianWeighting
+
+    cls = METHODS[name]
+    assert cls.needs_two_batches == issubclass(cls, CrossGramianWeighting)
+    if not cls.needs_two_batches:
+        return
+    x = torch.ones(3, requires_grad=True)
+    with pytest.raises(ValueError, match="second_losses="):
+        mogradient.backward([x.sum(), x.pow(2).sum()], [x], aggregator=name)
+    second = [(2 * x).sum(), x.pow(3).sum()]
+    assert (
+        mogradient.backward([x.sum(), x.pow(2).sum()], [x], aggregator=name, second_losses=second)
+        is not None
+    )
 
 
 def _readme_table() -> dict[str, set[str]]:

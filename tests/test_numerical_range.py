@@ -16,13 +16,22 @@ import pytest
 import torch
 
 import mogradient
+from mogradient.aggregation.cross_gramian import CrossGramianWeighting
 from mogradient.aggregation.inputs import check_gramian
 from mogradient.aggregators import GramianWeighting, gramian_of, registered
 from mogradient.aggregators.fairgrad import FairGrad
 from mogradient.aggregators.mgda import MGDA
 
+#: Cross-Gramian methods (MoDo, SDMGrad) decide at the matrix's own scale, with no
+#: homogeneity to rescale by (``mogradient.aggregation.cross_gramian``); their range is tested
+#: in ``test_cross_gramian_methods_decide_at_the_matrix_own_scale``.
 GRAMIAN_METHODS = sorted(
-    name for name, cls in registered().items() if issubclass(cls, GramianWeighting)
+    name
+    for name, cls in registered().items()
+    if issubclass(cls, GramianWeighting) and not issubclass(cls, CrossGramianWeighting)
+)
+CROSS_GRAMIAN_METHODS = sorted(
+    name for name, cls in registered().items() if issubclass(cls, CrossGramianWeighting)
 )
 
 
@@ -208,3 +217,20 @@ def test_weights_beyond_float64_are_refused() -> None:
     ws = w * 2.0**-530  # ‖Σ wᵢgᵢ‖² = wsᵀ(2^1060 G)ws, every factor in range (exact scalings)
     norm2 = float(ws @ (gram * 2.0**530 * 2.0**530) @ ws)
     assert abs(norm2 - 1.0) <= 1e-12
+
+
+@pytest.mark.parametrize("name", CROSS_GRAMIAN_METHODS)
+def test_cross_gramian_methods_decide_at_the_matrix_own_scale(name: str) -> None:
+    """No rescaling: gradients of 2^-600 give a matrix that underflows to 0, whose weights are
+    those of the zero matrix (uniform here: the exact weights differ from them by γ·‖A‖ ~
+    2^-1200, below float64); gradients of 2^600 give no float64 matrix, and the error says so
+    (naming the fix) instead of returning weights decided on a rescaled one. Bound of the
+    direction: :func:`_expected_bound`."""
+    cls = registered()[name]
+    jac = _jacobian(torch.float64)
+    small = jac * 2.0**-600
+    w = cls().weights(np.zeros((3, 3)))
+    err = np.abs(cls()(small).numpy() - w @ small.numpy())
+    assert (err <= _expected_bound(w, small)).all()
+    with pytest.raises(ValueError, match="non-finite entry.*scale them down"):
+        cls()(jac * 2.0**600)
