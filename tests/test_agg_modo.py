@@ -24,12 +24,11 @@ EPS = float(np.finfo(np.float64).eps)
 
 def _bound(mats: list[np.ndarray], gamma: float, rho: float) -> float:
     n = mats[0].shape[0]
-    total, grow = 0.0, 1.0
+    total = 0.0
     for a in mats:
-        lip = 1 + gamma * (np.linalg.norm(a, 2) + rho)
-        e = np.sqrt(n) * (n + 4) * EPS * (1 + gamma * (np.abs(a).sum(1).max() + rho))
+        lip = 1 + gamma * (float(np.linalg.norm(a, 2)) + rho)
+        e = float(np.sqrt(n)) * (n + 4) * EPS * (1 + gamma * (float(np.abs(a).sum(1).max()) + rho))
         total = total * lip + e
-        grow *= lip
     return 2 * total
 
 

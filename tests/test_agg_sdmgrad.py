@@ -29,10 +29,10 @@ def _bound(mats: list[np.ndarray], lr: float, momentum: float, n_iter: int, lam:
     n = mats[0].shape[0]
     total = 0.0
     for a in mats:
-        s = np.sqrt(np.maximum(np.diagonal(a), 0)).mean()
+        s = float(np.sqrt(np.maximum(np.diagonal(a), 0)).mean())
         at = a / (s * s + 1e-8)
-        lip = 1 + (1 + lr) * max(momentum, np.linalg.norm(at, 2))
-        b = np.abs(at).sum(1).max() * (1 + lam) / (1 - momentum)
+        lip = 1 + (1 + lr) * max(momentum, float(np.linalg.norm(at, 2)))
+        b = float(np.abs(at).sum(1).max()) * (1 + lam) / (1 - momentum)
         e0 = 4 * (n + 4) * EPS * (1 + lr) * (1 + b)
         for _ in range(n_iter):
             total = total * lip + e0

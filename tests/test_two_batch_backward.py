@@ -10,7 +10,7 @@ steps, where its bound is meaningful).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -47,7 +47,7 @@ def _batch(seed: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _flat_jacobian(losses: list[torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
+def _flat_jacobian(losses: list[torch.Tensor], params: Sequence[torch.Tensor]) -> torch.Tensor:
     rows = [torch.autograd.grad(loss, params, retain_graph=True) for loss in losses]
     return torch.stack([torch.cat([g.flatten() for g in row]) for row in rows])
 
