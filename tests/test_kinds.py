@@ -40,7 +40,7 @@ def test_dispatch_refuses_an_aggregator_of_no_kind() -> None:
         def __call__(self, jacobian, losses=None):
             return jacobian.sum(0)
 
-    with pytest.raises(TypeError, match="subclass one of the three kinds"):
+    with pytest.raises(TypeError, match="subclass one of the four kinds"):
         dispatch(Homemade(), gramian=print, losses=print, advantages=print)
 
 

@@ -1,4 +1,4 @@
-"""The aggregation framework: the three kinds of method (base classes, ``kinds``), the
+"""The aggregation framework: the four kinds of method (base classes, ``kinds``), the
 ``registry``, the one ``dispatch`` on kind, the ``preference`` vector, the ``gramian``, the
 checks of inputs (Jacobians, Gramians, loss values: ``inputs``) and of hyper-parameters
 (``checks``) that the methods share.
@@ -15,6 +15,7 @@ from mogradient.aggregation.kinds import (
     AllReduceSum,
     Combination,
     GramianWeighting,
+    JacobianWeighting,
     LossWeighting,
     Property,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "AllReduceSum",
     "Combination",
     "GramianWeighting",
+    "JacobianWeighting",
     "LossWeighting",
     "Preference",
     "PreferenceAware",
