@@ -21,7 +21,7 @@ from mogradient.aggregators import (  # imports the methods (registers them)
     registered,
 )
 from mogradient.aggregators.pama import pama_weights
-from mogradient.autograd import backward
+from mogradient.autograd import along, backward
 from mogradient.gramian import (
     GramianAccumulator,
     feature_weights,
@@ -48,6 +48,7 @@ __all__ = [
     "JacobianWeighting",
     "LossWeighting",
     "Preference",
+    "along",
     "available_aggregators",
     "backward",
     "dispatch",

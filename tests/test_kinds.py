@@ -1,4 +1,4 @@
-"""The three kinds as types: the dispatcher, the preference vector, loss-value validation,
+"""The four kinds as types: the dispatcher, the preference vector, loss-value validation,
 and the package's import hygiene."""
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ import pytest
 import torch
 
 import mogradient
-from mogradient import AdvantageCombiner, GramianWeighting, LossWeighting, Preference, dispatch
+from mogradient import (
+    AdvantageCombiner,
+    GramianWeighting,
+    JacobianWeighting,
+    LossWeighting,
+    Preference,
+    dispatch,
+)
 
 
 def _kind(name: str) -> str:
@@ -20,6 +27,7 @@ def _kind(name: str) -> str:
         gramian=lambda a: "gramian",
         losses=lambda a: "losses",
         advantages=lambda a: "advantages",
+        jacobian=lambda a: "jacobian",
     )
 
 
@@ -27,10 +35,16 @@ def test_dispatch_calls_the_handler_of_the_kind() -> None:
     assert _kind("mgda") == "gramian"
     assert _kind("linear") == "losses"
     assert _kind("pama") == "advantages"
+    assert _kind("excess-mtl") == "jacobian"
+
+
+def test_dispatch_without_a_jacobian_handler_refuses_a_jacobian_weighting() -> None:
+    with pytest.raises(ValueError, match="k×d Jacobian over the parameters"):
+        dispatch(mogradient.get_aggregator("moco"), gramian=print, losses=print, advantages=print)
 
 
 def test_every_registered_method_is_exactly_one_kind() -> None:
-    kinds = (GramianWeighting, LossWeighting, AdvantageCombiner)
+    kinds = (GramianWeighting, LossWeighting, AdvantageCombiner, JacobianWeighting)
     for name, cls in mogradient.registered().items():
         assert sum(issubclass(cls, k) for k in kinds) == 1, name
 
@@ -75,7 +89,7 @@ def test_scalarize_has_the_gradient_of_the_weighted_sum() -> None:
     torch.testing.assert_close(x.grad, torch.tensor([0.75 * 2.0, 0.25 * 3.0]))
 
 
-@pytest.mark.parametrize("name", ["mgda", "linear", "pama"])
+@pytest.mark.parametrize("name", ["mgda", "linear", "pama", "excess-mtl"])
 def test_directions_carry_no_graph(name: str) -> None:
     jac = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     assert not mogradient.get_aggregator(name)(jac).requires_grad

@@ -35,7 +35,7 @@ class DBMTL(JacobianWeighting):
     State: ĝ (the Jacobian's size, its dtype and device) and the call count. Cost: O(nd) per
     call beyond the Jacobian. See ``docs/aggregators/db-mtl.md``.
 
-    Reference: Lin, Ye, Xu, Shi, Zhang, Kwok, *Dual-Balancing for Multi-Task Learning*,
+    Reference: Lin, Jiang, Ye, Zhang, Chen, Chen, Liu, Kwok, *Dual-Balancing for Multi-Task Learning*,
     arXiv:2308.12029, 2023 (LibMTL's ``DB_MTL``).
 
     Args:

@@ -33,7 +33,7 @@ class ExcessMTL(JacobianWeighting):
     State: S (the Jacobian's size), the weights, the baselines; in the Jacobian's dtype and on
     its device. Cost: O(nd) per call beyond the Jacobian. See ``docs/aggregators/excess-mtl.md``.
 
-    Reference: He, Liu, Yang, Wang, Fox, *Robust Multi-Task Learning with Excess Risks*, ICML
+    Reference: He et al., *Robust Multi-Task Learning with Excess Risks*, ICML
     2024 (PMLR 235).
 
     Args:
