@@ -35,8 +35,8 @@ class DBMTL(JacobianWeighting):
     State: ĝ (the Jacobian's size, its dtype and device) and the call count. Cost: O(nd) per
     call beyond the Jacobian. See ``docs/aggregators/db-mtl.md``.
 
-    Reference: Lin, Jiang, Ye, Zhang, Chen, Chen, Liu, Kwok, *Dual-Balancing for Multi-Task Learning*,
-    arXiv:2308.12029, 2023 (LibMTL's ``DB_MTL``).
+    Reference: Lin, Jiang, Ye, Zhang, Chen, Chen, Liu, Kwok, *Dual-Balancing for Multi-Task
+    Learning*, arXiv:2308.12029, 2023 (LibMTL's ``DB_MTL``).
 
     Args:
         beta: the EMA's weight on the past, in [0, 1] (0: this call's gradients only).
