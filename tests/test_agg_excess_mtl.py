@@ -65,7 +65,7 @@ def test_agrees_with_torchjd_over_several_calls(
         weights = their_weights(jac)
         assert ours.task_weights is not None and ours.task_weights.dtype == dtype
         torch.testing.assert_close(ours.task_weights, weights, rtol=w_rtol, atol=0.0)
-        spread = float((weights.double().abs() @ jac.double().norm(dim=1)))
+        spread = float(weights.double().abs() @ jac.double().norm(dim=1))
         atol = (w_rtol + gamma(n + 2, u)) * spread
         torch.testing.assert_close(direction, expected, rtol=0.0, atol=atol, msg=f"call {t}")
 
