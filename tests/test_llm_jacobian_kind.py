@@ -17,6 +17,7 @@ from mogradient_llm.objectives.advantages import Advantages
 from mogradient_llm.objectives.loss import MultiObjectiveLoss
 from mogradient_llm.objectives.surrogate import clipped_surrogate
 from tests.llm_fixtures import make_trainer
+from tests.trl_adapter_fixtures import trl_args
 
 NAMES = ("helpful", "short")
 
@@ -109,3 +110,11 @@ def test_the_loop_trains_with_the_jacobian(name: str, micro_batches: int) -> Non
     assert math.isfinite(stats["agg/direction_norm"]) and stats["agg/direction_norm"] > 0
     moved = any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
     assert moved
+
+
+def test_trl_trainers_refuse_a_jacobian_weighting_naming_where_it_trains(tmp_path) -> None:
+    from mogradient_llm.integrations.trl.configs import MOGRPOConfig, objective_loss_of
+
+    args = trl_args(MOGRPOConfig, output_dir=str(tmp_path), aggregator="db-mtl")
+    with pytest.raises(ValueError, match="parameter_gramian='jacobian'"):
+        objective_loss_of(args, ["short", "wordy"])
