@@ -118,3 +118,18 @@ def test_trl_trainers_refuse_a_jacobian_weighting_naming_where_it_trains(tmp_pat
     args = trl_args(MOGRPOConfig, output_dir=str(tmp_path), aggregator="db-mtl")
     with pytest.raises(ValueError, match="parameter_gramian='jacobian'"):
         objective_loss_of(args, ["short", "wordy"])
+
+
+def test_the_tracked_gradients_are_checkpointed(tmp_path) -> None:
+    """MoCo's k×d tracked gradients and λ come back on resume."""
+    trainer = make_trainer(_rewards(), aggregator="moco", parameter_gramian="jacobian")
+    trainer.step()
+    trainer.save(tmp_path / "checkpoint-1")
+    tracked = trainer.aggregator._tracked.clone()
+    weights = trainer.aggregator.task_weights.copy()
+    del trainer
+    resumed = make_trainer(_rewards(), aggregator="moco", parameter_gramian="jacobian")
+    assert resumed.aggregator._tracked is None
+    resumed.load_checkpoint(tmp_path / "checkpoint-1")
+    assert torch.equal(resumed.aggregator._tracked, tracked)
+    assert (resumed.aggregator.task_weights == weights).all()
