@@ -103,3 +103,21 @@ def test_importing_the_core_does_not_import_transformers_or_testing_tools() -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_jacobian_weightings_check_their_loss_values() -> None:
+    with pytest.raises(ValueError, match="one loss value per objective"):
+        mogradient.get_aggregator("moco")(torch.ones(2, 3), losses=torch.ones(3))
+    with pytest.raises(ValueError, match="objective 1 is not finite"):
+        mogradient.get_aggregator("excess-mtl")(torch.ones(2, 3), torch.tensor([1.0, np.inf]))
+    with pytest.raises(ValueError, match="agg\\(jacobian, losses=...\\)"):
+        mogradient.get_aggregator("db-mtl")(torch.ones(2, 3))
+
+
+def test_weight_claims_on_a_jacobian_weighting_are_refused_by_the_checks() -> None:
+    from mogradient.testing import check_claims
+
+    with pytest.raises(TypeError, match="a Jacobian weighting gives only its direction"):
+        check_claims(
+            mogradient.get_aggregator("excess-mtl"), torch.eye(2), claims={"simplex_weights"}
+        )
