@@ -11,6 +11,7 @@ from mogradient.aggregators import (  # imports the methods (registers them)
     AdvantageCombiner,
     Aggregator,
     GramianWeighting,
+    JacobianWeighting,
     LossWeighting,
     Preference,
     available_aggregators,
@@ -20,7 +21,7 @@ from mogradient.aggregators import (  # imports the methods (registers them)
     registered,
 )
 from mogradient.aggregators.pama import pama_weights
-from mogradient.autograd import backward
+from mogradient.autograd import along, backward
 from mogradient.gramian import (
     GramianAccumulator,
     feature_weights,
@@ -44,8 +45,10 @@ __all__ = [
     "Aggregator",
     "GramianAccumulator",
     "GramianWeighting",
+    "JacobianWeighting",
     "LossWeighting",
     "Preference",
+    "along",
     "available_aggregators",
     "backward",
     "dispatch",

@@ -13,6 +13,11 @@ Three paths, one per kind of method (:func:`mogradient.aggregators.dispatch`):
   gradients are taken w.r.t. ``h`` instead: cheaper (h is small) and followed by one backward
   of Σ wᵢ Lᵢ.
 * advantage combiners (pama): the Jacobian over the parameters, combined coordinate-wise.
+* Jacobian weightings (excess-mtl, db-mtl, moco): the Jacobian over the parameters, from which
+  the method decides a direction with its state across steps; ``.grad = d``, or with
+  ``through_backward=True`` one backward of the linear surrogate ``Σ_p ⟨d_p, p⟩`` (whose
+  gradient is ``d``). ``features=`` and ``recorder=`` are refused: the state follows the
+  parameters' coordinates from step to step, which a batch's representation does not have.
 
 Methods that decide from two independent batches (``needs_two_batches``: MoDo, SDMGrad) take
 the second batch's losses as ``second_losses=`` (:mod:`mogradient.gramian.two_batch`): weights
@@ -51,6 +56,7 @@ from mogradient.aggregation.kinds import (
     AdvantageCombiner,
     Aggregator,
     GramianWeighting,
+    JacobianWeighting,
     LossWeighting,
 )
 from mogradient.aggregation.registry import get_aggregator
@@ -71,6 +77,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GramianAccumulator",
     "all_reduce_mean",
+    "along",
     "backward",
     "feature_weights",
     "jacobian",
@@ -126,7 +133,8 @@ def backward(
 
     Returns:
         The float64 loss weights ``[n]`` used, or ``None`` for PAMA, whose combination is
-        coordinate-wise and so has no single weight vector.
+        coordinate-wise, and for Jacobian weightings, whose direction may mix in past
+        gradients: neither has a single weight vector.
 
     Under ``torch.distributed`` every rank gets the update of the mean of the ranks' losses
     (module docstring); the loss and ``features=`` paths rely on the model being wrapped in DDP
@@ -219,7 +227,41 @@ def backward(
         _accumulate(params, _split(agg(jac), params))
         return None
 
-    return dispatch(agg, losses=by_losses, gramian=by_gramian, advantages=by_advantages)
+    def by_jacobian(agg: JacobianWeighting) -> None:
+        if features is not None or recorder is not None:
+            raise ValueError(
+                f"{agg!r} decides from the k×d Jacobian over the parameters and keeps state in "
+                "their coordinates across steps; features= and recorder= give no such Jacobian: "
+                "call backward without them (parameter mode)"
+            )
+        _check_unsharded(params)
+        jac = all_reduce_mean(
+            jacobian(loss_list, params, retain_graph=retain_graph, batched=batched)
+        )
+        values = _global_values(agg, loss_list, loss_values)
+        direction = agg(jac, values)
+        if through_backward:
+            torch.autograd.backward(
+                along(direction, params), inputs=params, retain_graph=retain_graph
+            )
+        else:
+            _accumulate(params, _split(direction, params))
+        return None
+
+    return dispatch(
+        agg,
+        losses=by_losses,
+        gramian=by_gramian,
+        advantages=by_advantages,
+        jacobian=by_jacobian,
+    )
+
+
+def along(direction: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``Σ_p ⟨d_p, p⟩``: a scalar whose gradient with respect to ``params`` is ``direction``
+    (``[d]``, split in their order), so that a direction goes through an ordinary backward."""
+    parts = _split(direction.detach(), list(params))
+    return cast(torch.Tensor, sum((d.to(p.dtype) * p).sum() for d, p in zip(parts, params)))
 
 
 def _as_list(losses: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:

@@ -24,6 +24,9 @@ SETTINGS = {
     "cagrad-features": {"aggregator": "cagrad", "features": True},
     "pama": {"aggregator": "pama"},
     "linear": {"aggregator": "linear"},
+    "moco-parameters": {"aggregator": "moco"},
+    "excess-mtl-parameters": {"aggregator": "excess-mtl"},
+    "db-mtl-through-backward": {"aggregator": "db-mtl", "through_backward": True},
 }
 WORLD = 2
 

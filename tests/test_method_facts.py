@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from mogradient.aggregation.preference import DRAWN_PREFERENCE, DRAWN_SPARSE_PREFERENCE
 from mogradient.aggregators import (
     AdvantageCombiner,
     Aggregator,
     GramianWeighting,
+    JacobianWeighting,
     LossWeighting,
     Preference,
     registered,
@@ -32,6 +34,7 @@ KINDS = {
     "GramianWeighting": GramianWeighting,
     "LossWeighting": LossWeighting,
     "AdvantageCombiner": AdvantageCombiner,
+    "JacobianWeighting": JacobianWeighting,
 }
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +86,8 @@ def _refuses_negative_losses(agg: Aggregator) -> bool:
     def weigh(losses: np.ndarray) -> object:
         if isinstance(agg, LossWeighting):
             return agg.weights(losses)
+        if isinstance(agg, JacobianWeighting):
+            return agg(torch.eye(2, dtype=torch.float64), losses=torch.from_numpy(losses))
         assert isinstance(agg, GramianWeighting)
         return agg.weights(gramian, losses=losses)
 
@@ -99,7 +104,7 @@ def _refuses_negative_losses(agg: Aggregator) -> bool:
 def test_needs_positive_losses_iff_negative_losses_are_refused(name: str) -> None:
     cls = METHODS[name]
     if issubclass(cls, AdvantageCombiner) or (
-        issubclass(cls, GramianWeighting) and not cls.uses_loss_values
+        issubclass(cls, (GramianWeighting, JacobianWeighting)) and not cls.uses_loss_values
     ):
         assert not cls.needs_positive_losses  # it never reads loss values
         return
@@ -143,7 +148,7 @@ def test_the_readme_table_lists_every_registered_method_under_its_kind() -> None
     from mogradient.aggregation.registry import aliases_of
 
     rows = _readme_table()
-    assert set(rows) == {"GramianWeighting", "LossWeighting", "AdvantageCombiner"}
+    assert set(rows) == set(KINDS)
     for kind, listed in rows.items():
         expected = {name for name, cls in METHODS.items() if issubclass(cls, KINDS[kind])}
         canonical = {name for name in listed if name in METHODS}

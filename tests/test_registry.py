@@ -98,3 +98,12 @@ def test_registered_classes_are_attributes_of_the_package() -> None:
         assert getattr(mogradient.aggregators, cls.__name__) is cls
     with pytest.raises(AttributeError, match="NotAMethod"):
         _ = mogradient.NotAMethod
+
+
+def test_the_jacobian_weightings_are_registered() -> None:
+    """ExcessMTL, DB-MTL and MoCo: the fourth kind's methods, by their names and aliases."""
+    for name, alias in [("excess-mtl", "excessmtl"), ("db-mtl", "dbmtl"), ("moco", None)]:
+        cls = mogradient.registered()[name]
+        assert issubclass(cls, mogradient.JacobianWeighting)
+        if alias is not None:
+            assert type(get_aggregator(alias)) is cls

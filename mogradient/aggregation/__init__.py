@@ -1,4 +1,4 @@
-"""The aggregation framework: the three kinds of method (base classes, ``kinds``), the
+"""The aggregation framework: the four kinds of method (base classes, ``kinds``), the
 ``registry``, the one ``dispatch`` on kind, the ``preference`` vector, the ``gramian``, the
 checks of inputs (Jacobians, Gramians, loss values: ``inputs``) and of hyper-parameters
 (``checks``) that the methods share.
@@ -16,6 +16,7 @@ from mogradient.aggregation.kinds import (
     AllReduceSum,
     Combination,
     GramianWeighting,
+    JacobianWeighting,
     LossWeighting,
     Property,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "Combination",
     "CrossGramianWeighting",
     "GramianWeighting",
+    "JacobianWeighting",
     "LossWeighting",
     "Preference",
     "PreferenceAware",

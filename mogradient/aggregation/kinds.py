@@ -1,4 +1,4 @@
-"""The three kinds of aggregation method, as base classes, by the data each decides from.
+"""The four kinds of aggregation method, as base classes, by the data each decides from.
 
 * :class:`GramianWeighting` — loss weights from the k×k Gramian ``G = J Jᵀ`` of the objectives'
   gradients (MGDA, PCGrad, CAGrad, UPGrad, ...). Stateful methods (GradVac's EMA, a warm start)
@@ -8,6 +8,8 @@
   backward of ``Σ wᵢ Lᵢ``.
 * :class:`AdvantageCombiner` — one combined coefficient per sample from per-sample, per-objective
   coefficients under a mask (PAMA on RL advantages).
+* :class:`JacobianWeighting` — a direction from the k×d Jacobian itself, with state kept in the
+  gradients' space across steps (ExcessMTL, DB-MTL, MoCo).
 
 Weighting (statistics → weights) is kept apart from combining (weights → direction or
 ``Σ wᵢ Lᵢ``): a Gramian method never needs more than the k×k Gramian to decide. Deciding is
@@ -59,7 +61,7 @@ class Aggregator(ABC):
     """What every method shares: validated hyper-parameters, a readable ``repr``, state that
     :meth:`reset` clears, declared properties, and ``agg(jacobian) → direction``.
 
-    Subclass one of the three kinds below, not this class.
+    Subclass one of the four kinds below, not this class.
     """
 
     #: The properties this method claims; the contract test checks every claim.
@@ -342,3 +344,57 @@ class AdvantageCombiner(Aggregator):
         jacobian = check_jacobian(jacobian)
         with torch.no_grad():
             return self.combine(jacobian).combined
+
+
+class JacobianWeighting(Aggregator):
+    """A direction decided from the k×d Jacobian itself (and, for the methods that read them,
+    the loss values), with state kept in the gradients' space across steps: an EMA of each
+    objective's gradient, an AdaGrad accumulator of squared gradients (ExcessMTL, DB-MTL, MoCo).
+
+    What the other kinds cannot express: a k×k Gramian forgets which coordinates its gradients
+    had, so a running statistic of the gradient vectors needs the Jacobian; and the direction may
+    mix in past gradients, so it need not be ``Σ wᵢ gᵢ`` of this step's gradients. Training
+    therefore needs the Jacobian over the parameters (``mogradient.backward``'s parameter mode;
+    in the RL loop ``gramian_level="parameters"`` with ``parameter_gramian="jacobian"``), and
+    the state costs memory of the Jacobian's size. The state lives in the Jacobian's dtype and
+    on its device; a Jacobian of another shape is refused until :meth:`reset`.
+
+    Subclasses implement :meth:`_direction`; methods that read the loss values set
+    ``uses_loss_values = True``.
+    """
+
+    #: Whether :meth:`_direction` reads the loss values (then ``agg(J, losses)`` needs them).
+    uses_loss_values: ClassVar[bool] = False
+
+    @abstractmethod
+    def _direction(self, jacobian: torch.Tensor, losses: np.ndarray | None) -> torch.Tensor:
+        """The direction ``[d]`` in the Jacobian's dtype for a validated, detached Jacobian
+        ``[n, d]`` and, for methods with ``uses_loss_values``, validated float64 loss values
+        ``[n]``; advances the method's state."""
+
+    def _check_state(self, held: torch.Tensor | None, jacobian: torch.Tensor) -> None:
+        """Refuse a Jacobian whose shape differs from the state's ``held`` (``None``: no state)."""
+        if held is not None and held.shape != jacobian.shape:
+            raise ValueError(
+                f"{self!r} holds state for a {held.shape[0]}x{held.shape[1]} Jacobian and got "
+                f"a {jacobian.shape[0]}x{jacobian.shape[1]} one; call reset() before changing "
+                "the number of objectives or parameters"
+            )
+
+    def __call__(self, jacobian: torch.Tensor, losses: torch.Tensor | None = None) -> torch.Tensor:
+        jacobian = check_jacobian(jacobian)
+        values = None
+        if losses is None and self.uses_loss_values:
+            raise ValueError(
+                f"{self!r} decides from the Jacobian and the loss values; call it as "
+                "agg(jacobian, losses=...) with one loss value per row of the Jacobian"
+            )
+        if losses is not None:
+            values = check_loss_values(losses)
+            if values.shape[0] != jacobian.shape[0]:
+                raise ValueError(
+                    f"got {values.shape[0]} loss values for a Jacobian with "
+                    f"{jacobian.shape[0]} rows; pass one loss value per objective"
+                )
+        with torch.no_grad():
+            return self._direction(jacobian.detach(), values if self.uses_loss_values else None)

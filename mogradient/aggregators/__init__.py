@@ -1,6 +1,6 @@
 """One small module per aggregation method, found by the registry without further edits.
 
-The three kinds are base classes (:mod:`mogradient.aggregation.kinds`); every registered class is
+The four kinds are base classes (:mod:`mogradient.aggregation.kinds`); every registered class is
 also reachable as an attribute, ``mogradient.aggregators.MGDA`` (and ``mogradient.MGDA``).
 """
 
@@ -9,6 +9,7 @@ from mogradient.aggregation import (
     Aggregator,
     Combination,
     GramianWeighting,
+    JacobianWeighting,
     LossWeighting,
     Preference,
     Property,
@@ -38,6 +39,7 @@ __all__ = [
     "Aggregator",
     "Combination",
     "GramianWeighting",
+    "JacobianWeighting",
     "LossWeighting",
     "Preference",
     "Property",

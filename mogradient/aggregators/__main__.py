@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import inspect
 
-from mogradient.aggregation.kinds import AdvantageCombiner, GramianWeighting, LossWeighting
+from mogradient.aggregation.kinds import (
+    AdvantageCombiner,
+    GramianWeighting,
+    JacobianWeighting,
+    LossWeighting,
+)
 from mogradient.aggregation.registry import aliases_of, registered
 
 KINDS = {
     GramianWeighting: "Gramian weighting",
     LossWeighting: "loss weighting",
     AdvantageCombiner: "advantage combiner",
+    JacobianWeighting: "Jacobian weighting",
 }
 
 

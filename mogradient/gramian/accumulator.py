@@ -13,6 +13,7 @@ from mogradient.aggregation.gramian import gramian_of
 from mogradient.aggregation.kinds import (
     Aggregator,
     GramianWeighting,
+    JacobianWeighting,
     LossWeighting,
 )
 from mogradient.aggregation.registry import get_aggregator
@@ -59,6 +60,18 @@ class GramianAccumulator:
         jac = jacobian(list(losses), list(inputs), retain_graph=retain_graph, batched=self.batched)
         part = gramian_of(jac, precision=self.precision) if self.level == "features" else jac
         self._total = part if self._total is None else self._total + part
+
+    def jacobian(self) -> torch.Tensor:
+        """The global k×d Jacobian of the mean loss, identical on every rank (parameters level
+        only: at the features level each micro-batch and rank has its own coordinates)."""
+        if self.level != "parameters":
+            raise ValueError(
+                "the Jacobian is kept at the parameters level only; build the accumulator with "
+                "level='parameters'"
+            )
+        if self._total is None:
+            raise RuntimeError("no micro-batch was added")
+        return all_reduce_mean(self._total) / self.n_micro_batches
 
     def gramian(self) -> torch.Tensor:
         """The global k×k Gramian (float64), identical on every rank."""
@@ -115,7 +128,7 @@ def parameter_weights(
 
 
 def _global_values(
-    agg: GramianWeighting | LossWeighting,
+    agg: GramianWeighting | LossWeighting | JacobianWeighting,
     losses: Sequence[torch.Tensor],
     values: torch.Tensor | None,
 ) -> torch.Tensor | None:
@@ -138,5 +151,9 @@ def _gramian_aggregator(aggregator: str | Aggregator, mode: str) -> GramianWeigh
         )
 
     return dispatch(
-        get_aggregator(aggregator), gramian=lambda agg: agg, losses=refuse, advantages=refuse
+        get_aggregator(aggregator),
+        gramian=lambda agg: agg,
+        losses=refuse,
+        advantages=refuse,
+        jacobian=refuse,
     )

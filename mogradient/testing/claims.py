@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mogradient.aggregation.kinds import GramianWeighting
+from mogradient.aggregation.kinds import GramianWeighting, JacobianWeighting
 from mogradient.testing._function import DirectionFunction
 from mogradient.testing.harness import (
     DEFAULT_TOLERANCE,
@@ -72,6 +72,8 @@ def check_claims(
             + (
                 " (a plain function gives only its direction)"
                 if isinstance(agg, DirectionFunction)
+                else " (a Jacobian weighting gives only its direction)"
+                if isinstance(agg, JacobianWeighting)
                 else ""
             )
             + "; drop them from claims=, or subclass GramianWeighting or LossWeighting"

@@ -247,8 +247,8 @@ def weights_of(
             w = agg.combine(jacobian.detach()).weights
     else:
         raise TypeError(
-            f"{agg!r} exposes no weights: subclass GramianWeighting, LossWeighting or "
-            "AdvantageCombiner"
+            f"{agg!r} exposes no weights (a JacobianWeighting gives only its direction): "
+            "subclass GramianWeighting, LossWeighting or AdvantageCombiner"
         )
     return np.asarray(torch.as_tensor(w).detach().to("cpu", torch.float64).numpy())
 

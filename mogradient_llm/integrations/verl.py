@@ -165,7 +165,7 @@ def multi_objective_loss(settings: Settings) -> MultiObjectiveLoss:
     loss = MultiObjectiveLoss(
         get_aggregator(settings.aggregator, **kwargs), settings.names, noon=settings.noon
     )
-    if loss.kind == "gramian":
+    if loss.kind in ("gramian", "jacobian"):
         raise ValueError(
             f"aggregator {settings.aggregator!r} decides its weights from the objectives' "
             "gradients, which a verl advantage estimator never sees; use an advantage combiner "

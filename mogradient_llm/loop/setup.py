@@ -40,7 +40,7 @@ def objective_loss(
             kp=config.constraint_kp,
             kd=config.constraint_kd,
         )
-    return MultiObjectiveLoss(
+    objective = MultiObjectiveLoss(
         aggregator,
         names,
         level=config.gramian_level,
@@ -48,6 +48,13 @@ def objective_loss(
         noon=config.noon,
         constraints=constraints,
     )
+    if objective.decides_direction and config.parameter_gramian != "jacobian":
+        raise ValueError(
+            f"{objective.aggregator!r} decides from the k×d Jacobian over the parameters, which "
+            f"parameter_gramian={config.parameter_gramian!r} never forms: set "
+            "parameter_gramian='jacobian' (--parameter-gramian jacobian)"
+        )
+    return objective
 
 
 def check_sharding(objective: MultiObjectiveLoss, accelerator: Accelerator) -> None:

@@ -7,7 +7,8 @@ processes), then every micro-batch runs one ``accelerator.backward`` of
 ``Σ wᵢ Lᵢ + extra loss`` inside ``accelerator.accumulate``, so DDP, loss scaling and
 accumulation see a single kind of backward. With one micro-batch its graph serves both; with
 several, Gramian methods run each micro-batch's forward twice (the weights must be known before
-the first backward).
+the first backward). Jacobian weightings decide a direction d from the minibatch's global k×d
+Jacobian the same way, and each micro-batch backwards ``Σ_p ⟨d_p, p⟩ + extra loss`` instead.
 """
 
 from __future__ import annotations
@@ -172,13 +173,19 @@ class Updater:
         scale = LossScale.of(batch, index, len(micro), tokens)
         held: Losses | None = None
         weights: torch.Tensor | None = None
+        direction: torch.Tensor | None = None
         stats: dict[str, float] = {}
         if self.objective.gradient_level:
             decided = self._policy_gramian(batch, micro, scale, step)
             if decided is None:
                 return {}
-            gramian, held = decided
-            weights, stats = self.objective.decide(gramian, batch.objective_losses)
+            statistic, held = decided
+            if self.objective.decides_direction:
+                direction, stats = self.objective.decide_direction(
+                    statistic, batch.objective_losses
+                )
+            else:
+                weights, stats = self.objective.decide(statistic, batch.objective_losses)
         totals: dict[str, float] = {}
         skipped = False
         for idx in micro:
@@ -189,7 +196,11 @@ class Updater:
                 if held is None and self._skip_nonfinite(batch, p_losses, extra, step):
                     skipped = True
                     continue
-                acc.backward(self.objective.reduce(p_losses, weights) + extra)
+                if direction is None:
+                    policy_loss = self.objective.reduce(p_losses, weights)
+                else:
+                    policy_loss = self.objective.along(direction, self._trainable())
+                acc.backward(policy_loss + extra)
                 if acc.sync_gradients and cfg.max_grad_norm is not None:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
@@ -211,9 +222,10 @@ class Updater:
         scale: LossScale,
         step: int,
     ) -> tuple[torch.Tensor, Losses | None] | None:
-        """The global Gramian of the minibatch's per-objective policy losses, and the outputs of
-        its forward when there is one micro-batch (its graph then serves the update too);
-        ``None`` when a loss is not finite and the minibatch is skipped.
+        """The global Gramian of the minibatch's per-objective policy losses (their global k×d
+        Jacobian for a Jacobian weighting), and the outputs of its forward when there is one
+        micro-batch (its graph then serves the update too); ``None`` when a loss is not finite
+        and the minibatch is skipped.
 
         Parameters level with one micro-batch and ``parameter_gramian="layers"``: accumulated
         layer by layer during one backward (:class:`mogradient.gramian_engine.GramianRecorder`),
@@ -223,8 +235,9 @@ class Updater:
         """
         cfg = self.config
         policy = self.policy()
-        params = [p for p in policy.parameters() if p.requires_grad]
-        if cfg.gramian_level == "parameters" and len(micro) == 1:
+        params = self._trainable()
+        jacobian = self.objective.decides_direction
+        if cfg.gramian_level == "parameters" and len(micro) == 1 and not jacobian:
             if cfg.parameter_gramian == "layers":
                 with GramianRecorder(policy, params=params) as recorder:
                     out = self.minibatch_losses(batch, micro[0], scale)
@@ -241,7 +254,11 @@ class Updater:
             inputs = [out[2]] if cfg.gramian_level == "features" else params
             accumulator.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
             held = out if len(micro) == 1 else None
-        return accumulator.gramian(), held
+        return (accumulator.jacobian() if jacobian else accumulator.gramian()), held
+
+    def _trainable(self) -> list[torch.Tensor]:
+        """The policy's trainable parameters, in the order of the Jacobian's columns."""
+        return [p for p in self.policy().parameters() if p.requires_grad]
 
     def _skip_nonfinite(
         self, batch: RolloutBatch, p_losses: torch.Tensor, extra: torch.Tensor, step: int

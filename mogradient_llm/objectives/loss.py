@@ -17,6 +17,10 @@ verl's actor call the same code. By kind (:func:`mogradient.dispatch`, the only 
   the weights decided without grad from the Gramian of their gradients at the ``features``
   level (a hidden state the engine hands over: MGDA-UB) or the ``parameters`` level, then
   ``Σ wᵢ Lᵢ``.
+* Jacobian weightings (``excess-mtl``, ``db-mtl``, ``moco``): one loss per objective, the
+  direction decided without grad from the k×d Jacobian of their gradients over the parameters
+  (the ``parameters`` level only: the method's state follows the parameters' coordinates from
+  step to step), then the linear surrogate ``Σ_p ⟨d_p, p⟩`` whose gradient is that direction.
 
 Engines that accumulate the Gramian over micro-batches or record it layer by layer (our loop)
 call the stages themselves: :meth:`~MultiObjectiveLoss.prepare`, :meth:`~MultiObjectiveLoss.decide`
@@ -36,8 +40,11 @@ from mogradient import (
     Aggregator,
     GramianAccumulator,
     GramianWeighting,
+    JacobianWeighting,
     LossWeighting,
+    along,
     dispatch,
+    gramian_of,
 )
 from mogradient_llm.objectives.advantages import Advantages, noon_clip
 from mogradient_llm.objectives.constraints import Lagrangian
@@ -55,7 +62,7 @@ PolicyLosses = Callable[[torch.Tensor], torch.Tensor]
 Scalarize = Callable[[torch.Tensor], torch.Tensor]
 Level = Literal["features", "parameters"]
 Stats = dict[str, float]
-Kind = Literal["advantages", "losses", "gramian"]
+Kind = Literal["advantages", "losses", "gramian", "jacobian"]
 
 
 @dataclass
@@ -140,11 +147,20 @@ class MultiObjectiveLoss:
             losses=lambda _: "losses",
             advantages=lambda _: "advantages",
             gramian=lambda _: "gramian",
+            jacobian=lambda _: "jacobian",
         )
+        if self.kind == "jacobian" and level != "parameters":
+            raise ValueError(
+                f"{aggregator!r} decides from the k×d Jacobian over the parameters and keeps "
+                "state in their coordinates across steps, which a hidden state (level="
+                f"{level!r}) does not have: use gramian_level='parameters' (in our loop with "
+                "parameter_gramian='jacobian')"
+            )
         self.constraints = constraints
         #: the objectives the aggregator decides over: the unconstrained ones
         self.aggregated = self.names if constraints is None else tuple(constraints.primary)
-        if constraints is not None and self.kind == "gramian" and len(self.aggregated) > 1:
+        gradients = self.kind in ("gramian", "jacobian")
+        if constraints is not None and gradients and len(self.aggregated) > 1:
             raise ValueError(
                 f"constraints join the objectives at the advantage level (Safe RLHF); "
                 f"{aggregator!r} decides from gradients, which cannot weigh the "
@@ -155,8 +171,15 @@ class MultiObjectiveLoss:
 
     @property
     def gradient_level(self) -> bool:
-        """Whether the weights are decided from gradients (a Gramian weighting, unconstrained)."""
-        return self.kind == "gramian" and self.constraints is None
+        """Whether the update is decided from gradients (a Gramian or Jacobian weighting,
+        unconstrained)."""
+        return self.kind in ("gramian", "jacobian") and self.constraints is None
+
+    @property
+    def decides_direction(self) -> bool:
+        """Whether the update is a direction decided from the k×d Jacobian (a Jacobian
+        weighting, unconstrained): :meth:`decide_direction` then :meth:`along`."""
+        return self.kind == "jacobian" and self.constraints is None
 
     @property
     def reads_loss_values(self) -> bool:
@@ -268,7 +291,7 @@ class MultiObjectiveLoss:
         objective. ``clipped``: from :meth:`clip`."""
         if self.constraints is not None and not clipped.is_combined:
             return self._constrained(clipped, mask, losses, all_reduce_sum)
-        if clipped.is_combined or self.kind == "gramian":
+        if clipped.is_combined or self.kind in ("gramian", "jacobian"):
             return clipped, {}
         if self.kind == "advantages":
             return self._combine(clipped, mask, all_reduce_sum)
@@ -340,7 +363,7 @@ class MultiObjectiveLoss:
         response tokens, or of the ``scores`` ``[k, B]`` once a loss weighting summed the
         advantages. Gramian weightings log gradient cosines (:meth:`decide`); one objective:
         nothing."""
-        if self.kind == "gramian" or len(self.names) < 2:
+        if self.kind in ("gramian", "jacobian") or len(self.names) < 2:
             return {}
         if clipped.is_combined:
             return score_diagnostics(scores, self.names)
@@ -369,6 +392,30 @@ class MultiObjectiveLoss:
         if len(self.names) > 1:
             stats.update(gradient_diagnostics(gramian, self.names))
         return weights, stats
+
+    def decide_direction(
+        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Stats]:
+        """Jacobian weightings: the direction ``[d]`` for a global ``jacobian`` (k×d, the same
+        on every rank; advances the method's state) and, for methods that read them, the
+        objectives' loss values; the stats include every pair's gradient cosine."""
+        if not isinstance(self.aggregator, JacobianWeighting):
+            raise TypeError("only Jacobian weightings decide a direction from the Jacobian")
+        values = None
+        if self.aggregator.uses_loss_values:
+            if losses is None:
+                raise ValueError(f"{self.aggregator!r} reads the loss values: pass losses")
+            values = losses.to(torch.float64)
+        direction = self.aggregator(jacobian.detach(), values)
+        stats: Stats = {"agg/direction_norm": float(direction.double().norm())}
+        if len(self.names) > 1:
+            stats.update(gradient_diagnostics(gramian_of(jacobian.detach()), self.names))
+        return direction, stats
+
+    @staticmethod
+    def along(direction: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``Σ_p ⟨d_p, p⟩``: the scalar whose gradient over ``params`` is ``direction``."""
+        return along(direction, params)
 
     @staticmethod
     def reduce(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -418,6 +465,14 @@ class MultiObjectiveLoss:
                     "pass gradient_of (the hidden state for 'features', the trainable parameters "
                     "for 'parameters')"
                 )
+            if self.decides_direction:
+                params = [gradient_of] if isinstance(gradient_of, torch.Tensor) else gradient_of
+                accumulator = GramianAccumulator("parameters")
+                accumulator.add(row_losses.unbind(), list(params), retain_graph=True)
+                direction, decided = self.decide_direction(accumulator.jacobian(), losses)
+                stats.update(decided)
+                loss = self.along(direction, params)
+                return LossOutput(loss, row_losses.detach(), None, stats)
             weights, decided = self.decide(self.gramian(row_losses, gradient_of), losses)
             stats.update(decided)
             weights = weights.to(row_losses)

@@ -263,6 +263,8 @@ def test_bad_settings_say_what_to_fix() -> None:
         estimate({"mogradient": keys}, non_tensor_batch={"helpful": [1.0] * 8}, **common)
     with pytest.raises(ValueError, match="never sees"):
         estimate({"mogradient": {**keys, "aggregator": "upgrad"}}, non_tensor_batch=HAND, **common)
+    with pytest.raises(ValueError, match="never sees"):  # a Jacobian weighting too
+        estimate({"mogradient": {**keys, "aggregator": "moco"}}, non_tensor_batch=HAND, **common)
     with pytest.raises(
         ValueError, match=r"unknown algorithm.mogradient setting\(s\) \['weights'\]"
     ):

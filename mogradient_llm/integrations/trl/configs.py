@@ -108,6 +108,14 @@ def objective_loss_of(args: MultiObjectiveFields, names: Sequence[str]) -> Multi
     noon = args.noon
     if noon is None:
         noon = isinstance(aggregator, AdvantageCombiner)
-    return MultiObjectiveLoss(
+    loss = MultiObjectiveLoss(
         aggregator, names, level=args.gramian_level, normalize_weights=True, noon=noon
     )
+    if loss.decides_direction:
+        raise ValueError(
+            f"{aggregator!r} decides a direction from the k×d Jacobian over the parameters, "
+            "which TRL's trainers do not form; train it with mogradient's own loop "
+            "(mogradient_llm.run.train, gramian_level='parameters', parameter_gramian='jacobian') "
+            "or mogradient.backward"
+        )
+    return loss
