@@ -230,7 +230,7 @@ class GramianWeighting(Aggregator):
         ):
             a = gramian.numpy()
             shape = a.shape
-            if len(shape) == 2 and shape[0] == shape[1] != 0 and a.flags.c_contiguous:
+            if len(shape) == 2 and shape[0] == shape[1] != 0 and gramian.is_contiguous():
                 fast = self._checked_weights(a)
                 if fast is not None:
                     return torch.from_numpy(fast)

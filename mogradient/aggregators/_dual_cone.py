@@ -36,5 +36,5 @@ class DualConeWeighting(PreferenceAware, GramianWeighting):
         return type(self)._weights_of(gramian, self.preference.resolve(gramian.shape[0]))
 
     def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
-        w, status = type(self)._checked_of(gramian, self.preference.resolve(gramian.shape[0]))
+        w, status = type(self)._checked_of(gramian, self.preference.shared(gramian.shape[0]))
         return w if status == OK else None

@@ -67,7 +67,7 @@ class AlignedMTL(GramianWeighting):
         return {"preference": self.preference, "scale_mode": self.scale_mode}
 
     def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
-        p = self.preference.resolve(gramian.shape[0])
+        p = self.preference.shared(gramian.shape[0])
         w, status = aligned_mtl_checked(gramian, p, SCALE_MODES[self.scale_mode])
         return w if status == OK else None
 
