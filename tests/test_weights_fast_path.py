@@ -18,6 +18,7 @@ import torch
 
 import mogradient.aggregation.kinds as kinds
 from mogradient.aggregation._scale import GRAMIAN_WINDOW, even_exponent_into_range
+from mogradient.aggregation.kinds import GramianWeighting
 from mogradient.aggregation.registry import get_aggregator
 from mogradient.solvers.checked import RESCALE, WINDOW, checked_status, outside_window
 from mogradient.solvers.validation import OK
@@ -37,6 +38,12 @@ CASES = [
     ("pcgrad", {}),
     ("gradvac", {"beta": 0.5}),
 ]
+
+
+def _weighting(name: str, **settings: object) -> GramianWeighting:
+    agg = get_aggregator(name, **settings)
+    assert isinstance(agg, GramianWeighting)
+    return agg
 
 
 def _gramians(n: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -74,7 +81,7 @@ def test_torch_weights_equal_the_general_path_bit_for_bit(
     warm start) on torch and on numpy Gramians gives identical weights."""
     rng = np.random.default_rng(n)
     kw = _settings(name, settings, n)
-    fast, general = get_aggregator(name, **kw), get_aggregator(name, **kw)
+    fast, general = _weighting(name, **kw), _weighting(name, **kw)
     for g in _gramians(n, rng):
         w = fast.weights(torch.from_numpy(g.copy()))
         assert isinstance(w, torch.Tensor) and w.dtype == torch.float64
@@ -87,9 +94,9 @@ def test_in_range_float64_tensor_skips_the_python_checks(
 ) -> None:
     """An in-range float64 CPU tensor is validated in the compiled call, not by
     ``check_gramian`` (except with MGDA's warm start, which keeps the general path)."""
-    agg = get_aggregator(name, **_settings(name, settings, 4))
+    agg = _weighting(name, **_settings(name, settings, 4))
     g = np.random.default_rng(0).normal(size=(4, 30))
-    expected = get_aggregator(name, **_settings(name, settings, 4)).weights(g @ g.T)
+    expected = _weighting(name, **_settings(name, settings, 4)).weights(g @ g.T)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("check_gramian ran")
@@ -123,9 +130,9 @@ def test_bad_gramians_raise_the_general_paths_error(name: str, settings: dict, i
     g = _bad_gramians()[index]
     kw = _settings(name, settings, g.shape[0])
     with pytest.raises(ValueError) as general:
-        get_aggregator(name, **kw).weights(g.copy())
+        _weighting(name, **kw).weights(g.copy())
     with pytest.raises(ValueError) as fast:
-        get_aggregator(name, **kw).weights(torch.from_numpy(g.copy()))
+        _weighting(name, **kw).weights(torch.from_numpy(g.copy()))
     assert str(fast.value) == str(general.value)
 
 
@@ -136,7 +143,7 @@ def test_a_refused_gramian_leaves_the_random_stream_alone(name: str) -> None:
     bad = torch.from_numpy(_bad_gramians()[2])
     j = np.random.default_rng(3).normal(size=(3, 20))
     good = torch.from_numpy(j @ j.T)
-    agg, fresh = get_aggregator(name), get_aggregator(name)
+    agg, fresh = _weighting(name), _weighting(name)
     with pytest.raises(ValueError):
         agg.weights(bad)
     np.testing.assert_array_equal(agg.weights(good).numpy(), fresh.weights(good).numpy())
@@ -146,7 +153,7 @@ def test_tensors_outside_the_fast_path_still_work() -> None:
     """float32, non-contiguous, requires_grad and with losses: the general path, as before."""
     j = torch.randn(3, 20, dtype=torch.float64)
     g = j @ j.T
-    agg = get_aggregator("upgrad")
+    agg = _weighting("upgrad")
     expected = agg.weights(g.numpy())
     np.testing.assert_array_equal(agg.weights(g.T.contiguous().T).numpy(), expected)
     np.testing.assert_array_equal(agg.weights(g.clone().requires_grad_()).numpy(), expected)
