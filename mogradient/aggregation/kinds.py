@@ -142,6 +142,13 @@ class GramianWeighting(Aggregator):
         ``uses_loss_values`` override this; the others ignore the losses)."""
         return self._solve(gramian)
 
+    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
+        """Weights for a square C-contiguous float64 Gramian, validated and solved in one
+        compiled call (:mod:`mogradient.solvers.checked`), equal to the general path's; or
+        ``None`` where the general path must decide (a failed check, a Gramian to rescale, a
+        method or setting without such a call, the default)."""
+        return None
+
     def weight_exponent(self) -> float:
         """``p`` with ``w(κG) = κ^p · w(G)`` for every ``κ > 0`` (before the norm cap): under
         ``J → aJ`` the direction scales as ``a^(2p+1)``. 0 (the default): the weights depend on
@@ -216,8 +223,23 @@ class GramianWeighting(Aggregator):
         """Float64 weights ``[n]`` for a Gramian ``[n, n]`` (numpy in → numpy out, torch in →
         torch out on the Gramian's device); ``losses`` (``[n]``) where the method reads them
         (the others accept one finite value per objective and ignore them)."""
-        # Every call runs between a forward and a backward ("cold"): the common path touches
-        # as little as it can (no errstate when nothing is rescaled, no torch.device object).
+        # Every call runs between a forward and a backward ("cold"): the common case (a float64
+        # CPU tensor in range) goes straight to one compiled validate-and-solve call; the
+        # general path touches as little as it can (no errstate when nothing is rescaled, no
+        # torch.device object).
+        if (
+            losses is None
+            and type(gramian) is torch.Tensor
+            and gramian.dtype is torch.float64
+            and gramian.is_cpu
+            and not gramian.requires_grad
+        ):
+            a = gramian.numpy()
+            shape = a.shape
+            if len(shape) == 2 and shape[0] == shape[1] != 0 and gramian.is_contiguous():
+                fast = self._checked_weights(a)
+                if fast is not None:
+                    return torch.from_numpy(fast)
         g = check_gramian(gramian)
         values = None
         if losses is not None or self.uses_loss_values:

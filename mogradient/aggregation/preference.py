@@ -24,7 +24,8 @@ DRAWN_PREFERENCE = "<drawn preference>"
 DRAWN_SPARSE_PREFERENCE = "<drawn preference with zeros>"
 
 
-#: n -> the uniform preference 1/n (copied out by :meth:`Preference.resolve`).
+#: n -> the uniform preference 1/n (copied out by :meth:`Preference.resolve`, shared by
+#: :meth:`Preference.shared`).
 _UNIFORM: dict[int, np.ndarray] = {}
 
 
@@ -66,17 +67,22 @@ class Preference:
 
     def resolve(self, n_objectives: int) -> np.ndarray:
         """The normalised preference for ``n_objectives`` objectives (a fresh array)."""
+        return self.shared(n_objectives).copy()  # a copy is cheaper than np.full's Python layer
+
+    def shared(self, n_objectives: int) -> np.ndarray:
+        """:meth:`resolve` without the copy, for callers that only read it (the compiled
+        solves of a method's fast path): the array is this object's, never to be written."""
         if self.values is None:
             uniform = _UNIFORM.get(n_objectives)
             if uniform is None:
                 uniform = _UNIFORM[n_objectives] = np.full(n_objectives, 1.0 / n_objectives)
-            return uniform.copy()  # a copy is cheaper than np.full (its Python layer)
+            return uniform
         if self.values.shape[0] != n_objectives:
             raise ValueError(
                 f"the preference has {self.values.shape[0]} entries but got {n_objectives} "
                 "objectives; pass one entry per objective"
             )
-        return self.values.copy()
+        return self.values
 
     def with_permutation_invariance(self, claims: frozenset[Property]) -> frozenset[Property]:
         """``claims`` plus ``permutation_invariant`` when the preference is uniform (``None``):

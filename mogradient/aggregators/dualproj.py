@@ -5,6 +5,7 @@ from __future__ import annotations
 from mogradient.aggregation.registry import register
 from mogradient.aggregators._dual_cone import DualConeWeighting
 from mogradient.solvers import dualproj_weights
+from mogradient.solvers.checked import dualproj_checked
 
 
 @register("dualproj")
@@ -27,3 +28,4 @@ class DualProj(DualConeWeighting):
     """
 
     _weights_of = staticmethod(dualproj_weights)
+    _checked_of = staticmethod(dualproj_checked)

@@ -10,7 +10,9 @@ import numpy as np
 from mogradient.aggregation.checks import stream_seed
 from mogradient.aggregation.kinds import GramianWeighting, Property
 from mogradient.aggregation.registry import register
-from mogradient.solvers.gradvac import gradvac_weights
+from mogradient.solvers.checked import checked_status
+from mogradient.solvers.gradvac import _gradvac_kernel, gradvac_weights
+from mogradient.solvers.validation import OK
 
 
 @register("gradvac", "gradient-vaccine")
@@ -74,9 +76,18 @@ class GradVac(GramianWeighting):
         self._rng = np.random.default_rng(self._stream_seed)
         self._phi_hat = None
 
-    def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        n = gramian.shape[0]
+    def _step_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """This step's visiting orders and the targets φ̂ (restarted for a new n)."""
         if self._phi_hat is None or self._phi_hat.shape[0] != n:
             self._phi_hat = np.zeros((n, n))
-        orders = np.argsort(self._rng.random((n, n)), axis=1)
-        return gradvac_weights(gramian, orders, self._phi_hat, self.beta)
+        return np.argsort(self._rng.random((n, n)), axis=1), self._phi_hat
+
+    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
+        if checked_status(gramian) != OK:  # validated before the state moves
+            return None
+        orders, phi_hat = self._step_state(gramian.shape[0])
+        return _gradvac_kernel(gramian, orders, phi_hat, self.beta)
+
+    def _solve(self, gramian: np.ndarray) -> np.ndarray:
+        orders, phi_hat = self._step_state(gramian.shape[0])
+        return gradvac_weights(gramian, orders, phi_hat, self.beta)

@@ -6,7 +6,9 @@ import numpy as np
 
 from mogradient.aggregation.kinds import GramianWeighting
 from mogradient.aggregation.registry import register
+from mogradient.solvers.checked import imtl_g_checked
 from mogradient.solvers.imtl_g import imtl_g_weights
+from mogradient.solvers.validation import OK
 
 
 @register("imtl-g", "imtlg")
@@ -37,6 +39,10 @@ class IMTLG(GramianWeighting):
             "non_differentiable",
         }
     )
+
+    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
+        w, status = imtl_g_checked(gramian)
+        return w if status == OK else None
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         return imtl_g_weights(gramian)

@@ -7,6 +7,9 @@ import numpy as np
 from mogradient.aggregation.kinds import GramianWeighting, Property
 from mogradient.aggregation.registry import register
 from mogradient.solvers import pcgrad_weights
+from mogradient.solvers.checked import checked_status
+from mogradient.solvers.pcgrad import _pcgrad_kernel
+from mogradient.solvers.validation import OK
 
 
 @register("pcgrad")
@@ -45,10 +48,16 @@ class PCGrad(GramianWeighting):
     def _hyperparameters(self) -> dict[str, object]:
         return {"seed": self.seed}
 
+    def _orders(self, n: int) -> np.ndarray:
+        return np.array([self._rng.permutation(n) for _ in range(n)])
+
+    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
+        if checked_status(gramian) != OK:  # validated before the orders are drawn
+            return None
+        return _pcgrad_kernel(gramian, self._orders(gramian.shape[0]))
+
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
-        n = gramian.shape[0]
-        orders = np.array([self._rng.permutation(n) for _ in range(n)])
-        return pcgrad_weights(gramian, orders)
+        return pcgrad_weights(gramian, self._orders(gramian.shape[0]))
 
     def reset(self) -> None:
         self._rng = np.random.default_rng(self._entropy)

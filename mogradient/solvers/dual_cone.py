@@ -48,8 +48,15 @@ def project_normalised(
 
     ``bnorm`` bounds ``Σ|uₖ|‖gₖ‖`` (rounding scale of b); ``st`` is any free set of n
     objectives (overwritten), ``rows`` n×n scratch. Returns the kernel status; v = u + x.
+    When no ``bⱼ`` is negative (``Jᵀu`` conflicts with no gradient) x = 0 is optimal and the
+    active set would stop at once without moving it: that case returns before it, the same x.
     """
     x[:] = 0.0
+    conflict = False
+    for j in range(b.shape[0]):
+        conflict |= not b[j] >= 0.0  # NaN counts as a conflict: the kernel decides
+    if not conflict:
+        return OK
     seed_violators(g, b, st, rows, bnorm)
     status, _ = active_set(g, b, 1.0, bool(False), x, st, bnorm, tol, bool(False))
     if status != OK:

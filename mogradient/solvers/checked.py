@@ -1,0 +1,102 @@
+"""Validate and solve in one compiled call: the fast path of a Gramian method's ``weights()``.
+
+A method's public ``weights()`` on a float64 CPU Gramian is called once per training step, after
+a forward and a backward have evicted its code from the caches, so each Python-level step of
+the general path (``check_gramian``, the power-of-two window, the solver's wrapper, the
+conversions) costs several µs. The kernels here run the same validation as
+:func:`~mogradient.solvers.validation.gramian_status` at :data:`GRAMIAN_TOL`, check that the
+largest diagonal entry lies inside the window the general path leaves unscaled
+(:data:`~mogradient.aggregation._scale.GRAMIAN_WINDOW`), then run the method's solver on the
+Gramian as it is: the weights are those of the general path, bit for bit. Anything else (a
+failed check, a Gramian to rescale, a solver status) comes back as a status other than ``OK``
+and the caller falls back to the general path, which raises the same error as before.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from mogradient.solvers.aligned_mtl import _aligned_mtl_kernel
+from mogradient.solvers.dual_cone import _dualproj_kernel, _upgrad_kernel
+from mogradient.solvers.imtl_g import _imtl_g_kernel
+from mogradient.solvers.min_norm import _min_norm_kernel
+from mogradient.solvers.validation import GRAMIAN_TOL, OK, gramian_status
+
+#: Status of :func:`checked_status`: the Gramian is valid as far as this pass knows, but its
+#: largest diagonal entry lies outside the window (the general path rescales it first).
+RESCALE = -1
+#: Largest diagonal entry left unscaled: 2^±256, as ``GRAMIAN_WINDOW`` in
+#: :mod:`mogradient.aggregation._scale` (a test checks that the two agree).
+WINDOW = 256
+
+
+@njit(cache=True)
+def outside_window(g: np.ndarray) -> bool:
+    """Whether the largest diagonal entry is finite, positive and outside [2^-256, 2^256)
+    (``even_exponent_into_range(max diag, 256) != 0``; NaN entries are ignored here and
+    caught by the validation)."""
+    top = 0.0
+    for i in range(g.shape[0]):
+        if g[i, i] > top:
+            top = g[i, i]
+    if not (top > 0.0 and top < np.inf):
+        return False
+    ex = math.frexp(top)[1]
+    return not (-WINDOW < ex <= WINDOW)
+
+
+@njit(cache=True)
+def checked_status(g: np.ndarray) -> int:
+    """``OK`` when a square float64 Gramian passes validation at :data:`GRAMIAN_TOL` and needs
+    no rescaling; otherwise a non-OK status (the general path then decides)."""
+    if outside_window(g):
+        return RESCALE
+    return gramian_status(g, GRAMIAN_TOL)[0]
+
+
+@njit(cache=True)
+def upgrad_checked(g: np.ndarray, pref: np.ndarray) -> tuple[np.ndarray, int]:
+    """UPGrad's weights and ``OK``, or a non-OK status (see :func:`checked_status`)."""
+    if outside_window(g):
+        return np.empty(0), RESCALE
+    w, status, _, _ = _upgrad_kernel(g, pref, GRAMIAN_TOL, True)
+    return w, status
+
+
+@njit(cache=True)
+def dualproj_checked(g: np.ndarray, pref: np.ndarray) -> tuple[np.ndarray, int]:
+    """DualProj's weights and ``OK``, or a non-OK status (see :func:`checked_status`)."""
+    if outside_window(g):
+        return np.empty(0), RESCALE
+    w, status, _, _ = _dualproj_kernel(g, pref, GRAMIAN_TOL, True)
+    return w, status
+
+
+@njit(cache=True)
+def min_norm_checked(g: np.ndarray) -> tuple[np.ndarray, int]:
+    """MGDA's weights (no warm start) and ``OK``, or a non-OK status."""
+    if outside_window(g):
+        return np.empty(0), RESCALE
+    w, status, _, _ = _min_norm_kernel(g, np.empty(0), False, GRAMIAN_TOL, True)
+    return w, status
+
+
+@njit(cache=True)
+def imtl_g_checked(g: np.ndarray) -> tuple[np.ndarray, int]:
+    """IMTL-G's weights and ``OK``, or a non-OK status."""
+    status = checked_status(g)
+    if status != OK:
+        return np.empty(0), status
+    return _imtl_g_kernel(g), OK
+
+
+@njit(cache=True)
+def aligned_mtl_checked(g: np.ndarray, pref: np.ndarray, mode: int) -> tuple[np.ndarray, int]:
+    """Aligned-MTL's weights and ``OK``, or a non-OK status."""
+    status = checked_status(g)
+    if status != OK:
+        return np.empty(0), status
+    return _aligned_mtl_kernel(g, pref, mode), OK
