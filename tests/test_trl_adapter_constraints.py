@@ -143,3 +143,26 @@ def test_a_gramian_weighting_with_one_unconstrained_objective() -> None:
     t = train(trainer(a.MOGRPOTrainer, args))
     assert not t.mo_objective.gradient_level
     assert t.state.log_history[0]["constraint/vowel_reward/multiplier"] > 0
+
+
+def test_a_checkpoint_with_other_constraints_is_refused(tmp_path: Any) -> None:
+    """The multipliers saved for one constraint do not load into a config with two."""
+    from mogradient import get_aggregator
+    from mogradient_llm.integrations.trl.constraints import load_state, save_state
+    from mogradient_llm.objectives.constraints import Lagrangian
+    from mogradient_llm.objectives.loss import MultiObjectiveLoss
+
+    names = ["a", "b", "c"]
+
+    def loss(*constraints: str) -> MultiObjectiveLoss:
+        lagrangian = Lagrangian(constraints, names, lr=ETA)
+        return MultiObjectiveLoss(get_aggregator("linear"), names, constraints=lagrangian)
+
+    one = loss("b>=1")
+    one.constraints.multipliers = [0.5]
+    save_state(one, str(tmp_path))
+    restored = loss("b>=1")
+    load_state(restored, str(tmp_path))
+    assert restored.constraints.multipliers == [0.5]
+    with pytest.raises(ValueError, match="1 constraint multipliers and the config has 2"):
+        load_state(loss("b>=1", "c<=2"), str(tmp_path))
