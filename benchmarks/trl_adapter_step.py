@@ -1,10 +1,12 @@
 """Seconds per step of the TRL adapter (``MOGRPOTrainer``) against TRL's own ``GRPOTrainer`` in
 the same process, on two tiny GPT-2 sizes.
 
-Cells: ``trl`` (``GRPOTrainer`` with ``reward_weights``), ``linear`` (the adapter at the
-advantage level: the same step), ``upgrad-features`` and ``upgrad-parameters`` (the Gramian
-methods' two levels). Every trainer gets the same fixed completions (its ``_generate`` returns
-them: generation is TRL's in every cell and would only add noise), so a step is
+Cells: ``trl`` (``GRPOTrainer`` with ``reward_weights``), ``trl-control`` (a second, identical
+``GRPOTrainer``: how far from 1 a ratio of two equal steps lands on this machine), ``linear``
+(the adapter at the advantage level: the same step), ``upgrad-features`` and
+``upgrad-parameters`` (the Gramian methods' two levels). Every trainer gets the same fixed
+completions (its ``_generate`` returns them: generation is TRL's in every cell and would only
+add noise), so a step is
 ``_generate_and_score_completions`` (rewards, advantages) plus ``_compute_loss`` and its
 backward. The cells run interleaved, one step each per round; a ratio is the median over rounds
 of the cell's step over ``trl``'s step of the same round. Memory: on CUDA the peak allocated
@@ -28,6 +30,7 @@ from benchmarks.tables import read_csv, write_csv
 
 CELLS: dict[str, dict[str, Any]] = {
     "trl": {},
+    "trl-control": {},  # a second GRPOTrainer: the noise floor of a ratio on this machine
     "linear": {"aggregator": "linear"},
     "upgrad-features": {"aggregator": "upgrad", "gramian_level": "features"},
     "upgrad-parameters": {"aggregator": "upgrad", "gramian_level": "parameters"},
@@ -68,7 +71,7 @@ def make_trainer(cell: str, policy: Path) -> Any:
     from mogradient_llm.integrations.trl import MOGRPOConfig, MOGRPOTrainer
 
     config_class, trainer_class = (
-        (GRPOConfig, GRPOTrainer) if cell == "trl" else (MOGRPOConfig, MOGRPOTrainer)
+        (GRPOConfig, GRPOTrainer) if cell.startswith("trl") else (MOGRPOConfig, MOGRPOTrainer)
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args = config_class(

@@ -23,7 +23,6 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from mogradient import GramianAccumulator
 from mogradient.gramian_engine import GramianRecorder
 from mogradient_llm.config import MOConfig
 from mogradient_llm.estimators import Estimator, Minibatch
@@ -229,9 +228,10 @@ class Updater:
 
         Parameters level with one micro-batch and ``parameter_gramian="layers"``: accumulated
         layer by layer during one backward (:class:`mogradient.gramian_engine.GramianRecorder`),
-        never holding the k×d Jacobian. With several micro-batches the Gramian is that of the
+        never holding the k×d Jacobian (block products in float32, summed in float64 with their
+        rounding bound). With several micro-batches the Gramian is that of the
         summed gradients, which needs every layer's k gradients at once: the Jacobian path
-        (:class:`mogradient.GramianAccumulator`), as at the features level.
+        (:meth:`MultiObjectiveLoss.accumulator`, float64 products), as at the features level.
         """
         cfg = self.config
         policy = self.policy()
@@ -244,7 +244,7 @@ class Updater:
                 if self._skip_nonfinite(batch, out[0], out[1], step):
                     return None
                 return recorder.gramian(list(out[0].unbind())), out
-        accumulator = GramianAccumulator(cfg.gramian_level, len(micro))
+        accumulator = self.objective.accumulator(len(micro))
         held = None
         for idx in micro:
             with self.accelerator.no_sync(self.model) if len(micro) > 1 else nullcontext():

@@ -27,10 +27,11 @@ from mogradient_llm.objectives.loss import MultiObjectiveLoss, Stats, objective_
 class ObjectiveAdvantages:
     """What the advantage stage gives for the global batch.
 
-    ``combined`` ``[B]``: one advantage per completion (advantage combiners and loss weightings;
-    ``None`` for Gramian weightings, which keep ``per_objective`` ``[B, k]``, batch-first so that
-    TRL's shuffle and split keep it aligned). ``losses`` ``[k]``: the objectives' loss values
-    (−mean score), for methods that decide from them."""
+    ``combined`` ``[B]``: one advantage per completion (advantage combiners, loss weightings and
+    constrained objectives; ``None`` for unconstrained Gramian weightings, which keep
+    ``per_objective`` ``[B, k]``, batch-first so that TRL's shuffle and split keep it aligned).
+    ``losses`` ``[k]``: the objectives' loss values (−mean score), for methods that decide from
+    them and for the constraints' measured values."""
 
     combined: torch.Tensor | None
     per_objective: torch.Tensor
@@ -92,5 +93,5 @@ def objective_advantages(
     stats.update(combine_stats)
     stats.update(objective.diagnostics(clipped, mask, scores))
     per_objective = clipped.values[..., 0].T.contiguous()
-    single = None if objective.kind == "gramian" else combined.values[0, :, 0]
+    single = None if objective.gradient_level else combined.values[0, :, 0]
     return ObjectiveAdvantages(single, per_objective, losses, stats)

@@ -12,6 +12,7 @@ from trl import GRPOConfig, RLOOConfig
 
 from mogradient import AdvantageCombiner, Aggregator
 from mogradient_llm.objectives.building import aggregator_from
+from mogradient_llm.objectives.constraints import Constraint, Lagrangian
 from mogradient_llm.objectives.loss import MultiObjectiveLoss
 
 LEVELS = ("features", "parameters")
@@ -31,6 +32,12 @@ class MultiObjectiveFields:
       ``reward_weights`` (so ``linear`` weighs the rewards as TRL does).
     * ``noon``: clip every objective's advantage at zero first (Noon); ``None``: on for
       advantage combiners (PAMA), off otherwise.
+    * ``constraints``: constrained objectives, as the command line's ``--constraint`` writes
+      them (``"sentiment>=0.8"``, ``"length<=1.2"``) or as
+      :class:`~mogradient_llm.objectives.constraints.Constraint`; each gets a Lagrange
+      multiplier (Safe RLHF's Lagrangian at the advantage level) moved by projected dual ascent
+      with step ``constraint_lr`` (PID Lagrangian with ``constraint_kp``/``constraint_kd``);
+      the other objectives are maximised by the aggregator.
     """
 
     # Annotated ``str`` for TRL's command-line parser (``TrlParser``); an instance is taken too.
@@ -55,6 +62,23 @@ class MultiObjectiveFields:
         metadata={"help": "clip advantages at 0 (Noon); default: on for PAMA, off otherwise"},
     )
 
+    constraints: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "constrained objectives, e.g. 'sentiment>=0.8' 'length<=1.2' (Safe RLHF's "
+            "Lagrangian); the other objectives are maximised",
+            "aliases": ["--constraint"],
+        },
+    )
+    constraint_lr: float = field(
+        default=0.05,
+        metadata={"help": "the multipliers' dual ascent step (PID: integral gain)"},
+    )
+    constraint_kp: float = field(
+        default=0.0, metadata={"help": "PID Lagrangian: proportional gain"}
+    )
+    constraint_kd: float = field(default=0.0, metadata={"help": "PID Lagrangian: derivative gain"})
+
     def _check_multi_objective(self) -> None:
         if isinstance(self.aggregator_kwargs, str):  # from the command line
             self.aggregator_kwargs = json.loads(self.aggregator_kwargs)
@@ -62,6 +86,14 @@ class MultiObjectiveFields:
             self.aggregator_kwargs = {}
         if self.gramian_level not in LEVELS:
             raise ValueError(f"gramian_level must be one of {LEVELS}, got {self.gramian_level!r}")
+        for name in ("constraint_lr", "constraint_kp", "constraint_kd"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if isinstance(self.constraints, str | Constraint):
+            self.constraints = [self.constraints]  # type: ignore[list-item]
+        for constraint in self.constraints:
+            if not isinstance(constraint, Constraint):  # a malformed one fails before the model
+                Constraint.parse(constraint)
         if not isinstance(self.aggregator, str | Aggregator):
             raise TypeError(
                 f"aggregator must be a registered name or a mogradient Aggregator instance, got "
@@ -108,8 +140,22 @@ def objective_loss_of(args: MultiObjectiveFields, names: Sequence[str]) -> Multi
     noon = args.noon
     if noon is None:
         noon = isinstance(aggregator, AdvantageCombiner)
+    constraints = None
+    if args.constraints:
+        constraints = Lagrangian(
+            args.constraints,
+            names,
+            lr=args.constraint_lr,
+            kp=args.constraint_kp,
+            kd=args.constraint_kd,
+        )
     loss = MultiObjectiveLoss(
-        aggregator, names, level=args.gramian_level, normalize_weights=True, noon=noon
+        aggregator,
+        names,
+        level=args.gramian_level,
+        normalize_weights=True,
+        noon=noon,
+        constraints=constraints,
     )
     if loss.decides_direction:
         raise ValueError(

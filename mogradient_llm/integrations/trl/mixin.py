@@ -1,16 +1,19 @@
-"""What both trainers add to TRL's: the per-objective advantages of every generation batch and
-the Gramian weightings' loss, both through one
-:class:`~mogradient_llm.objectives.loss.MultiObjectiveLoss`."""
+"""What both trainers add to TRL's: the per-objective advantages of every generation batch,
+the Gramian weightings' loss and the constraints' multipliers (updated, logged, checkpointed),
+all through one :class:`~mogradient_llm.objectives.loss.MultiObjectiveLoss`."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mogradient_llm.estimators.grpo import GroupEstimator
 from mogradient_llm.integrations.trl.advantages import group_estimator, objective_advantages
 from mogradient_llm.integrations.trl.configs import MultiObjectiveFields, objective_loss_of
+from mogradient_llm.integrations.trl.constraints import ConstraintCallback, load_state, save_state
 from mogradient_llm.integrations.trl.loss import KEY, gramian_loss
 from mogradient_llm.integrations.trl.metrics import log_stats
 from mogradient_llm.loop.setup import check_sharding
@@ -41,6 +44,10 @@ class MultiObjectiveMixin:
         self._mo_estimators: dict[int, GroupEstimator[Any]] = {}
         self._mo_losses: dict[str, torch.Tensor] = {}
         self._mo_rewards: torch.Tensor | None = None
+        self._mo_constraints: ConstraintCallback | None = None
+        if self.mo_objective.constraints is not None:
+            self._mo_constraints = ConstraintCallback(self)
+            self.add_callback(self._mo_constraints)  # type: ignore[attr-defined]
 
     def _estimator(self, num_generations: int) -> GroupEstimator[Any]:
         if num_generations not in self._mo_estimators:
@@ -85,8 +92,24 @@ class MultiObjectiveMixin:
         if result.combined is not None:
             output["advantages"] = result.combined[local].to(old)
         self._mo_losses[mode] = result.losses
+        if self._mo_constraints is not None and mode == "train":
+            self._mo_constraints.measured(result.losses)
         log_stats(self._metrics[mode], result.stats)
         return output
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """TRL's checkpoint, plus the constraints' multipliers (:mod:`.constraints`)."""
+        super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        if self._mo_constraints is not None and self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # type: ignore[attr-defined]
+            output_dir = os.path.join(self._get_output_dir(trial=trial), folder)  # type: ignore[attr-defined]
+            save_state(self.mo_objective, output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """TRL's resume, plus the multipliers saved with the checkpoint."""
+        super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
+        if checkpoint is not None:
+            load_state(self.mo_objective, checkpoint)
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         """TRL's loss; Gramian weightings: ``Σ wᵢ Lᵢ`` (+ the shared regulariser once). Without
