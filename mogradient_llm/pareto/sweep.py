@@ -382,6 +382,8 @@ def run_sweep(run: RunSpec, config: MOConfig, options: SweepOptions) -> dict[str
 
     if run.resume is not None:
         raise ValueError("sweep resumes interrupted runs by itself; drop --resume")
+    if config.conditioned:
+        raise ValueError("a conditioned policy is one run: use run_conditioned_sweep")
     check_preference_aware(config.aggregator)
     k = len(run.rewards)
     preferences = list(options.preferences)
