@@ -143,6 +143,10 @@ def train(run: RunSpec, config: MOConfig, aggregator: Aggregator | None = None) 
     output_dir = Path(run.output_dir)
     if aggregator is None:
         aggregator = build_aggregator(config)
+    if config.conditioned:  # before any model loads
+        from mogradient_llm.objectives.conditioned import check_conditionable
+
+        check_conditionable(aggregator, bool(config.constraints))
     check_reward_specs(list(run.rewards))
     resume = None
     if run.resume:

@@ -32,6 +32,7 @@ import numpy as np
 
 from mogradient_llm.config import MOConfig
 from mogradient_llm.inputs.preferences import PreferenceInjection, TextPrefix
+from mogradient_llm.objectives.conditioned import check_conditionable
 from mogradient_llm.pareto.front import (
     PolicyPoint,
     format_tables,
@@ -172,6 +173,7 @@ def run_conditioned_sweep(run: RunSpec, config: MOConfig, options: SweepOptions)
         raise ValueError(f"--ref-point has {len(options.ref_point)} values for {k} rewards")
     check_reward_specs(list(run.rewards))
     aggregator = build_aggregator(config)
+    check_conditionable(aggregator, bool(config.constraints))
     out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = dataclasses.replace(run.model, policy=_initial_policy(run, config, out))
