@@ -92,3 +92,40 @@ def test_sweep_conditioned_refuses_what_it_cannot_do(tmp_path: Path, capsys, ext
         main([*argv, "--output-dir", str(tmp_path / "out")])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_two_processes_with_lora_train_and_resume_conditioned(tmp_path: Path) -> None:
+    """``accelerate launch`` with two CPU processes, LoRA adapters, GRPO: each rank keeps its
+    own preference stream in the checkpoint (different draws), and a resumed run continues."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.llm_fixtures import tiny_lm_dir
+    from tests.test_llm_distributed import _free_port
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "mogradient_llm", "--threads", "1",
+        "train", "--cpu", "--conditioned", "--policy", str(tiny_lm_dir()),
+        "--reward", "length", "--reward", "vader", "--aggregator", "linear",
+        "--algorithm", "grpo", "--lora-r", "4", "--batch-size", "4", "--mini-batch-size", "2",
+        "--num-generations", "2", "--max-new-tokens", "6", "--no-progress", "--save-steps", "1",
+        "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    first = subprocess.run([*command, "--steps", "1"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = subprocess.run(
+        [*command, "--steps", "2", "--resume"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = tmp_path / "final" / "resume"
+    streams = [json.loads((state / f"preference_sampler_{r}.json").read_text()) for r in (0, 1)]
+    assert streams[0] != streams[1]  # each rank its own stream
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    assert (tmp_path / "final" / "policy" / "adapter_config.json").is_file()
