@@ -249,3 +249,32 @@ def test_the_conditioned_flags_parse(tmp_path: Path) -> None:
     )
     assert config.conditioned
     assert options.preferences == ((0.0, 1.0), (0.5, 0.5), (1.0, 0.0))
+
+
+PER_SAMPLE_METHODS = ["linear", "tchebycheff", "stch", "pbi", "cosmos", "softmin"]
+
+
+@pytest.mark.parametrize("method", PER_SAMPLE_METHODS)
+def test_one_shared_preference_is_the_plain_loss_with_that_preference(method: str) -> None:
+    """For every loss- and advantage-level preference-aware method: a conditioned batch whose
+    samples all read ``p`` is combined exactly as the plain loss built with ``preference=p``."""
+    import warnings
+
+    p = [0.7, 0.3]
+
+    def factory(preference):
+        return get_aggregator(method, preference=preference)
+
+    conditioned = MultiObjectiveLoss(get_aggregator(method), ["a", "b"], per_preference=factory)
+    plain = MultiObjectiveLoss(factory(p), ["a", "b"])
+    torch.manual_seed(1)
+    values = torch.randn(2, 4, 3)
+    mask = torch.ones(4, 3)
+    losses = torch.tensor([0.4, 1.3])  # positive: every method's ideal point lies below
+    prefs = torch.tensor([p] * 4)
+    advantages = Advantages.of(values, ["a", "b"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # methods that warn about the losses warn alike
+        expected, _ = plain.combine(advantages, mask, losses, None)
+        got, _ = conditioned.combine(advantages, mask, losses, None, prefs)
+    torch.testing.assert_close(got.values, expected.values)
