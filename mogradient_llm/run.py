@@ -207,6 +207,12 @@ def evaluate(spec: EvalSpec) -> dict[str, Any]:
     ref_model = load_lm(ref_path)[0] if ref_path else None
     rewards = build_rewards(specs, tokenizer)
     rows = load_prompt_rows(spec.data, tokenizer, spec.seed)[: spec.num_prompts]
+    condition = None
+    if spec.preference is not None:
+        from mogradient_llm.inputs.preferences import conditioning
+        from mogradient_llm.pareto.sweep import normalize_preference
+
+        condition = conditioning(normalize_preference(spec.preference, len(rewards)))
     torch.manual_seed(spec.seed)
     result = evaluate_policy(
         model.eval(),
@@ -217,6 +223,7 @@ def evaluate(spec: EvalSpec) -> dict[str, Any]:
         ref_model=ref_model.eval() if ref_model is not None else None,
         ref_point=list(spec.ref_point) if spec.ref_point is not None else None,
         batch_size=spec.batch_size,
+        condition=condition,
     )
     result["eval/policy"] = policy
     result["eval/ref_policy"] = ref_path

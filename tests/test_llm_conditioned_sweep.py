@@ -77,6 +77,16 @@ def test_sweep_conditioned_trains_one_policy_and_evaluates_the_lattice(tmp_path,
     assert set(summary["controllability"]) == {"length", "vader", "mean"}
     assert (out / "front.png").stat().st_size > 0
     assert "controllability of vader" in capsys.readouterr().out
+    # the trained checkpoint, evaluated at one preference: the policy reads it before the prompt
+    result = tmp_path / "eval.json"
+    final = str(out / "conditioned" / "final")
+    evaluate = ["evaluate", "--checkpoint", final, "--ref-point", "0,-1"]
+    main([*evaluate, "--preference", "3,7", "--num-prompts", "4", "--output", str(result)])
+    samples = json.loads(result.read_text())["samples"]
+    assert len(samples) == 4 and all(s["prompt"].startswith("<0.30|0.70> ") for s in samples)
+    with pytest.raises(SystemExit):
+        main([*evaluate, "--preference", "1,2,3", "--num-prompts", "4"])
+    assert "one entry per --reward" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

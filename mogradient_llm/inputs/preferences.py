@@ -12,7 +12,7 @@ each still sums to 1): the text the policy reads is then exactly the preference 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -102,3 +102,17 @@ class TextPrefix:
         if len(texts) != len(preferences):
             raise ValueError(f"{len(texts)} texts and {len(preferences)} preferences")
         return [self.prefix(p) + text for text, p in zip(texts, preferences)]
+
+
+def conditioning(
+    preference: Sequence[float], injection: PreferenceInjection | None = None
+) -> Callable[[list[str]], list[str]]:
+    """``texts -> texts`` as a conditioned policy reads them under one ``preference`` (for
+    evaluation: :func:`~mogradient_llm.policy.evaluation.evaluate_policy`'s ``condition``)."""
+    injection = injection or TextPrefix()
+    p = np.asarray(preference, dtype=np.float64)
+
+    def condition(texts: list[str]) -> list[str]:
+        return injection.apply(texts, np.tile(p, (len(texts), 1)))
+
+    return condition

@@ -4,8 +4,9 @@ complete one.
 A checkpoint (:func:`save_checkpoint`) holds ``policy/`` (the policy, adapters only with LoRA,
 and its tokenizer, ``save_pretrained``), the value heads (PPO), ``resume/``
 (``accelerator.save_state``: model, optimizer, scheduler and every rank's RNGs; each rank's
-prompt order and, for a conditioned policy, its preference stream; the aggregator's state) and, written last, ``trainer_state.json`` (step, the
-estimator's state, the multipliers of constraints, the config).
+prompt order and, for a conditioned policy, its preference stream; the aggregator's state)
+and, written last, ``trainer_state.json`` (step, the estimator's state, the multipliers of
+constraints, the config).
 
 A checkpoint is written into ``.tmp-<name>`` next to its final place, every file is fsynced,
 and the directory is renamed into place (``os.replace``): a crash leaves either the previous

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mogradient_llm.config import MOConfig
-from mogradient_llm.inputs.preferences import PreferenceInjection, TextPrefix
+from mogradient_llm.inputs.preferences import PreferenceInjection, conditioning
 from mogradient_llm.objectives.conditioned import check_conditionable
 from mogradient_llm.pareto.front import (
     PolicyPoint,
@@ -42,9 +42,9 @@ from mogradient_llm.pareto.front import (
     write_front_csv,
 )
 from mogradient_llm.pareto.sweep import (
+    HeldOutEvaluator,
     SweepOptions,
-    _Evaluator,
-    _initial_policy,
+    initial_policy,
     preference_label,
     train_run,
 )
@@ -97,7 +97,7 @@ def write_controllability_csv(path: Path, values: dict[str, dict[str, float]]) -
 
 def evaluate_conditioned(
     policy_dir: Path,
-    evaluate: _Evaluator,
+    evaluate: HeldOutEvaluator,
     preferences: Sequence[Sequence[float]],
     injection: PreferenceInjection | None = None,
     step: int = 0,
@@ -110,16 +110,10 @@ def evaluate_conditioned(
 
     from mogradient_llm.policy.evaluation import evaluate_policy
 
-    injection = injection or TextPrefix()
     model = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     points = []
     for preference in preferences:
-        p = np.asarray(preference, dtype=np.float64)
-
-        def condition(texts: list[str], p: np.ndarray = p) -> list[str]:
-            return injection.apply(texts, np.tile(p, (len(texts), 1)))
-
         torch.manual_seed(evaluate.options.eval_seed)
         result = evaluate_policy(
             model,
@@ -130,7 +124,7 @@ def evaluate_conditioned(
             ref_model=evaluate.ref_model,
             ref_point=evaluate.ref_point,
             batch_size=evaluate.options.eval_batch_size,
-            condition=condition,
+            condition=conditioning(preference, injection),
         )
         scores = tuple(float(result[f"eval/scores/{r.name}"]) for r in evaluate.rewards)
         label, kl = preference_label(preference), float(result["eval/kl"])
@@ -176,12 +170,12 @@ def run_conditioned_sweep(run: RunSpec, config: MOConfig, options: SweepOptions)
     check_conditionable(aggregator, bool(config.constraints))
     out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = dataclasses.replace(run.model, policy=_initial_policy(run, config, out))
+    model = dataclasses.replace(run.model, policy=initial_policy(run, config, out))
     run = dataclasses.replace(run, model=model)
     run_dir = out / CONDITIONED_DIR
     final = train_run(run, config, run_dir, aggregator)
 
-    evaluate = _Evaluator(run, config, options)
+    evaluate = HeldOutEvaluator(run, config, options)
     names = [r.name for r in evaluate.rewards]
     step = int(json.loads((final / "trainer_state.json").read_text())["step"])
     points = evaluate_conditioned(final / "policy", evaluate, options.preferences, step=step)

@@ -230,7 +230,7 @@ def train_run(
     return train(run, config, aggregator)
 
 
-def _initial_policy(run: RunSpec, config: MOConfig, out: Path) -> str:
+def initial_policy(run: RunSpec, config: MOConfig, out: Path) -> str:
     """The policy every run starts from: the run's, or the tiny offline one, built once into
     ``OUT/initial_policy`` (written aside, then renamed) so that all runs share it."""
     from mogradient_llm.run import save_tiny_policy
@@ -250,7 +250,7 @@ def _initial_policy(run: RunSpec, config: MOConfig, out: Path) -> str:
 # ---------------------------------------------------------------------- evaluation
 
 
-class _Evaluator:
+class HeldOutEvaluator:
     """Held-out evaluation of saved policies with one set of prompts, rewards and reference,
     each result cached in a JSON file keyed by the policy's files and the evaluation settings."""
 
@@ -338,7 +338,7 @@ def _soups(
     out: Path,
     options: SweepOptions,
     curves: Mapping[str, Sequence[PolicyPoint]],
-    evaluate: _Evaluator,
+    evaluate: HeldOutEvaluator,
 ) -> list[PolicyPoint]:
     """Mix the one-hot runs' final policies at a lattice of weights and evaluate each mix
     (mixes and evaluations cached in ``OUT/soups/<weights>/``)."""
@@ -416,12 +416,12 @@ def run_sweep(run: RunSpec, config: MOConfig, options: SweepOptions) -> dict[str
 
     out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = dataclasses.replace(run.model, policy=_initial_policy(run, config, out))
+    model = dataclasses.replace(run.model, policy=initial_policy(run, config, out))
     run = dataclasses.replace(run, model=model)
     for label, (_, run_config, aggregator) in configs.items():
         train_run(run, run_config, out / RUNS_DIR / label, aggregator)
 
-    evaluate = _Evaluator(run, config, options)
+    evaluate = HeldOutEvaluator(run, config, options)
     ref_point = evaluate.ref_point
     names = [r.name for r in evaluate.rewards]
     initial = evaluate(Path(model.policy), out / EVALS_DIR / f"{INITIAL}.json")
