@@ -209,8 +209,7 @@ def evaluate(spec: EvalSpec) -> dict[str, Any]:
     rows = load_prompt_rows(spec.data, tokenizer, spec.seed)[: spec.num_prompts]
     condition = None
     if spec.preference is not None:
-        from mogradient_llm.inputs.preferences import conditioning
-        from mogradient_llm.pareto.sweep import normalize_preference
+        from mogradient_llm.inputs.preferences import conditioning, normalize_preference
 
         condition = conditioning(normalize_preference(spec.preference, len(rewards)))
     torch.manual_seed(spec.seed)

@@ -11,7 +11,8 @@ import argparse
 from mogradient_llm.cli.common import float_list
 from mogradient_llm.cli.train import parse_train_args
 from mogradient_llm.config import MOConfig
-from mogradient_llm.pareto.sweep import SweepOptions, normalize_preference, preference_lattice
+from mogradient_llm.inputs.preferences import normalize_preference
+from mogradient_llm.pareto.sweep import SweepOptions, preference_lattice
 from mogradient_llm.specs import RunSpec
 
 _DEFAULTS = SweepOptions(preferences=((1.0,),))

@@ -37,6 +37,19 @@ def on_grid(preferences: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray
     return units / resolution
 
 
+def normalize_preference(values: Sequence[float], n_objectives: int) -> tuple[float, ...]:
+    """``values`` divided by their sum; raises on a wrong length, negative or all-zero values."""
+    p = np.asarray(values, dtype=np.float64)
+    if p.shape != (n_objectives,):
+        raise ValueError(
+            f"preference {list(values)} has {p.size} entries for {n_objectives} rewards; "
+            "give one entry per --reward"
+        )
+    if not np.isfinite(p).all() or (p < 0).any() or not p.sum() > 0:
+        raise ValueError(f"preference {list(values)} must be non-negative and not all zero")
+    return tuple(float(x) for x in p / p.sum())
+
+
 class PreferenceSampler:
     """Preferences for a conditioned policy: one per prompt, Dirichlet with every
     concentration equal to ``concentration`` (1: uniform on the simplex; below 1: more near the

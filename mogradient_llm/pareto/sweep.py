@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mogradient import Aggregator, get_aggregator, registered
 from mogradient.pareto import simplex_lattice
 from mogradient_llm.config import MOConfig
+from mogradient_llm.inputs.preferences import (  # re-exported: the sweep's preferences
+    normalize_preference as normalize_preference,
+)
 from mogradient_llm.loop.checkpoint import TMP_PREFIX, is_complete, latest_checkpoint
 from mogradient_llm.pareto.front import (
     PolicyPoint,
@@ -142,19 +143,6 @@ def preference_lattice(n_objectives: int, n_points: int) -> list[tuple[float, ..
             "--preference a,b"
         )
     return [tuple(float(x) for x in row) for row in simplex_lattice(n_objectives, n_points)]
-
-
-def normalize_preference(values: Sequence[float], n_objectives: int) -> tuple[float, ...]:
-    """``values`` divided by their sum; raises on a wrong length, negative or all-zero values."""
-    p = np.asarray(values, dtype=np.float64)
-    if p.shape != (n_objectives,):
-        raise ValueError(
-            f"preference {list(values)} has {p.size} entries for {n_objectives} rewards; "
-            "give one entry per --reward"
-        )
-    if not np.isfinite(p).all() or (p < 0).any() or not p.sum() > 0:
-        raise ValueError(f"preference {list(values)} must be non-negative and not all zero")
-    return tuple(float(x) for x in p / p.sum())
 
 
 def preference_label(preference: Sequence[float]) -> str:
