@@ -76,6 +76,11 @@ class MOConfig:
       GRPO and RLOO rescale a loss weighting's weights to TRL's sum instead, ``Σ reward_weights``
       (k without them), so that ``linear`` weighs the rewards exactly as TRL.
     * ``noon``: clip every objective's advantage at zero before aggregating (Noon PPO).
+    * ``conditioned`` (``--conditioned``): train one preference-conditioned policy: every
+      prompt gets a preference drawn from a Dirichlet (every concentration
+      ``preference_concentration``), written before the prompt, and the loss weighs its
+      completions by it (:mod:`mogradient_llm.inputs.preferences`,
+      :mod:`mogradient_llm.objectives.conditioned`).
     * ``constraints`` (``--constraint 'sentiment>=0.8'``): objectives kept above / below a
       threshold by a Lagrange multiplier each (Safe RLHF), updated after every step by dual
       ascent with step ``constraint_lr`` (PID Lagrangian with ``constraint_kp``/``_kd``); the
@@ -152,6 +157,21 @@ class MOConfig:
         default=True, metadata=_help("rescale the aggregator's weights to sum to 1")
     )
     noon: bool = field(default=True, metadata=_help("clip every advantage at 0 (Noon)"))
+    conditioned: bool = field(
+        default=False,
+        metadata=_help(
+            "train one preference-conditioned policy: a preference drawn per prompt, written "
+            "before it, weighs its completions (a loss- or advantage-level preference-aware "
+            "aggregator: linear, tchebycheff, stch, pbi, cosmos, softmin)"
+        ),
+    )
+    preference_concentration: float = field(
+        default=1.0,
+        metadata=_help(
+            "--conditioned: the Dirichlet's concentration (1: uniform on the simplex; below 1: "
+            "more preferences near the corners)"
+        ),
+    )
     gramian_level: Literal["parameters", "features"] = field(
         default="parameters",
         metadata=_help("Gramian methods: over the policy parameters or the last hidden states"),
@@ -236,6 +256,17 @@ class MOConfig:
             raise ValueError(
                 "reward_weights and aggregator_kwargs['preference'] both set the weights of the "
                 "objectives; give one of them"
+            )
+        if not self.preference_concentration > 0:
+            raise ValueError(
+                f"preference_concentration must be positive, got {self.preference_concentration!r}"
+            )
+        if self.conditioned and (
+            self.reward_weights is not None or "preference" in self.aggregator_kwargs
+        ):
+            raise ValueError(
+                "conditioned draws each prompt's preference itself; drop reward_weights and "
+                "aggregator_kwargs['preference'] (preference_concentration shapes the draws)"
             )
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")

@@ -143,6 +143,10 @@ def train(run: RunSpec, config: MOConfig, aggregator: Aggregator | None = None) 
     output_dir = Path(run.output_dir)
     if aggregator is None:
         aggregator = build_aggregator(config)
+    if config.conditioned:  # before any model loads
+        from mogradient_llm.objectives.conditioned import check_conditionable
+
+        check_conditionable(aggregator, bool(config.constraints))
     check_reward_specs(list(run.rewards))
     resume = None
     if run.resume:
@@ -203,6 +207,11 @@ def evaluate(spec: EvalSpec) -> dict[str, Any]:
     ref_model = load_lm(ref_path)[0] if ref_path else None
     rewards = build_rewards(specs, tokenizer)
     rows = load_prompt_rows(spec.data, tokenizer, spec.seed)[: spec.num_prompts]
+    condition = None
+    if spec.preference is not None:
+        from mogradient_llm.inputs.preferences import conditioning, normalize_preference
+
+        condition = conditioning(normalize_preference(spec.preference, len(rewards)))
     torch.manual_seed(spec.seed)
     result = evaluate_policy(
         model.eval(),
@@ -213,6 +222,7 @@ def evaluate(spec: EvalSpec) -> dict[str, Any]:
         ref_model=ref_model.eval() if ref_model is not None else None,
         ref_point=list(spec.ref_point) if spec.ref_point is not None else None,
         batch_size=spec.batch_size,
+        condition=condition,
     )
     result["eval/policy"] = policy
     result["eval/ref_policy"] = ref_path

@@ -108,6 +108,8 @@ class EvalSpec:
         seed: seed of the prompts and of the sampling.
         generation: the sampling settings.
         data: the held-out prompts.
+        preference: for a conditioned policy (``train --conditioned``), the preference it
+            reads before every prompt (one weight per reward, normalised to sum to 1).
     """
 
     checkpoint: str | None = None
@@ -120,3 +122,4 @@ class EvalSpec:
     seed: int = 0
     generation: dict[str, Any] = field(default_factory=generation_kwargs)
     data: DataSpec = field(default_factory=lambda: DataSpec(split="test"))
+    preference: tuple[float, ...] | None = None

@@ -31,6 +31,12 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--num-prompts", type=int, default=_DEFAULTS.num_prompts)
     parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    parser.add_argument(
+        "--preference",
+        type=float_list,
+        help="a conditioned policy (train --conditioned): the preference it reads, "
+        "comma-separated, one weight per reward",
+    )
     parser.add_argument("--output", help="write the results as JSON here")
     add_generation_args(parser)
     add_data_args(parser, "test")
@@ -49,6 +55,7 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
         seed=args.seed,
         generation=generation_kwargs(args.max_new_tokens, args.temperature),
         data=data_spec(args),
+        preference=tuple(args.preference) if args.preference is not None else None,
     )
 
 

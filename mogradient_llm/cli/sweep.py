@@ -1,6 +1,8 @@
 """``mogradient-llm sweep``: its own flags (preferences, KL budgets, held-out evaluation) into
 a :class:`~mogradient_llm.pareto.sweep.SweepOptions`, every other flag ``train``'s, then
-:func:`mogradient_llm.pareto.sweep.run_sweep`."""
+:func:`mogradient_llm.pareto.sweep.run_sweep` (one run per preference) or, with
+``--conditioned``, :func:`mogradient_llm.pareto.conditioned.run_conditioned_sweep` (one
+conditioned policy evaluated at every preference)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import argparse
 from mogradient_llm.cli.common import float_list
 from mogradient_llm.cli.train import parse_train_args
 from mogradient_llm.config import MOConfig
-from mogradient_llm.pareto.sweep import SweepOptions, normalize_preference, preference_lattice
+from mogradient_llm.inputs.preferences import normalize_preference
+from mogradient_llm.pareto.sweep import SweepOptions, preference_lattice
 from mogradient_llm.specs import RunSpec
 
 _DEFAULTS = SweepOptions(preferences=((1.0,),))
@@ -23,7 +26,9 @@ def sweep_parser() -> argparse.ArgumentParser:
         "linear, tchebycheff, stch, epo, upgrad, ...), evaluate every checkpoint on held-out "
         "prompts, and write OUT/front.csv, front.png, kl_curve.csv, kl_curve.png and "
         "summary.json. Runs live in OUT/runs/<preference>/; finished ones are reused, "
-        "interrupted ones resume.",
+        "interrupted ones resume. With --conditioned: train one preference-conditioned policy "
+        "(OUT/conditioned/) and evaluate it at every preference instead: front.csv, front.png, "
+        "controllability.csv, summary.json.",
         allow_abbrev=False,
         epilog="Every flag of 'mogradient-llm train --algorithm ALG --help' is accepted too; "
         "--output-dir is the sweep's directory OUT.",
@@ -98,7 +103,9 @@ def parse_sweep_args(argv: list[str]) -> tuple[RunSpec, MOConfig, SweepOptions]:
 
 
 def main(argv: list[str]) -> None:
-    """Parse ``sweep``'s flags and run the sweep."""
+    """Parse ``sweep``'s flags and run the sweep (``--conditioned``: one conditioned policy)."""
+    from mogradient_llm.pareto.conditioned import run_conditioned_sweep
     from mogradient_llm.pareto.sweep import run_sweep
 
-    run_sweep(*parse_sweep_args(argv))
+    run, config, options = parse_sweep_args(argv)
+    (run_conditioned_sweep if config.conditioned else run_sweep)(run, config, options)

@@ -4,8 +4,9 @@ complete one.
 A checkpoint (:func:`save_checkpoint`) holds ``policy/`` (the policy, adapters only with LoRA,
 and its tokenizer, ``save_pretrained``), the value heads (PPO), ``resume/``
 (``accelerator.save_state``: model, optimizer, scheduler and every rank's RNGs; each rank's
-prompt order; the aggregator's state) and, written last, ``trainer_state.json`` (step, the
-estimator's state, the multipliers of constraints, the config).
+prompt order and, for a conditioned policy, its preference stream; the aggregator's state)
+and, written last, ``trainer_state.json`` (step, the estimator's state, the multipliers of
+constraints, the config).
 
 A checkpoint is written into ``.tmp-<name>`` next to its final place, every file is fsynced,
 and the directory is renamed into place (``os.replace``): a crash leaves either the previous
@@ -30,6 +31,7 @@ from torch import nn
 from mogradient import Aggregator
 from mogradient_llm.config import MOConfig
 from mogradient_llm.estimators import Estimator
+from mogradient_llm.inputs.preferences import PreferenceSampler
 from mogradient_llm.inputs.sampler import PromptSampler
 from mogradient_llm.objectives.loss import MultiObjectiveLoss
 
@@ -141,6 +143,7 @@ class Checkpointable(Protocol):
     names: list[str]
     estimator: Estimator
     prompt_sampler: PromptSampler
+    preference_sampler: PreferenceSampler | None
     objective: MultiObjectiveLoss
     step_count: int
 
@@ -165,6 +168,9 @@ def save_checkpoint(
     acc.save_state(str(tmp / RESUME_DIR))
     sampler = trainer.prompt_sampler.state_dict()
     torch.save(sampler, tmp / RESUME_DIR / f"prompt_sampler_{acc.process_index}.pt")
+    if trainer.preference_sampler is not None:
+        stream = json.dumps(trainer.preference_sampler.state_dict())
+        (tmp / RESUME_DIR / f"preference_sampler_{acc.process_index}.json").write_text(stream)
     if acc.is_main_process:  # every rank decides alike, so one copy of its state serves all
         torch.save(trainer.aggregator.state_dict(), tmp / RESUME_DIR / AGGREGATOR_FILE)
     acc.wait_for_everyone()
@@ -210,6 +216,14 @@ def load_checkpoint(trainer: Checkpointable, checkpoint: str | Path) -> Path:
     trainer.prompt_sampler.load_state_dict(
         torch.load(path / RESUME_DIR / f"prompt_sampler_{rank}.pt")
     )
+    if trainer.preference_sampler is not None:
+        stream = path / RESUME_DIR / f"preference_sampler_{rank}.json"
+        if not stream.is_file():
+            raise ValueError(
+                f"checkpoint {path} holds no preference stream (it was not trained with "
+                "--conditioned); resume it without --conditioned"
+            )
+        trainer.preference_sampler.load_state_dict(json.loads(stream.read_text()))
     # our own pickle (numpy random streams, histories), written by save_checkpoint above
     aggregator_state = torch.load(path / RESUME_DIR / AGGREGATOR_FILE, weights_only=False)
     trainer.aggregator.load_state_dict(aggregator_state)

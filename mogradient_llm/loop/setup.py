@@ -4,6 +4,7 @@ and the checks a distributed setup must pass."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from accelerate import Accelerator
@@ -23,7 +24,8 @@ def objective_loss(
 ) -> MultiObjectiveLoss:
     """The multi-objective loss of ``names`` with ``aggregator`` (default: the one the config
     names, ``reward_weights`` as its preference) at the config's level, with the config's
-    constraints."""
+    constraints; with ``conditioned``, each preference's aggregator is the config's method
+    built for that preference."""
     if aggregator is None:
         aggregator = aggregator_from(
             config.aggregator,
@@ -40,6 +42,12 @@ def objective_loss(
             kp=config.constraint_kp,
             kd=config.constraint_kd,
         )
+    per_preference = None
+    if config.conditioned:
+
+        def per_preference(preference: Sequence[float]) -> Aggregator:
+            return aggregator_from(config.aggregator, config.aggregator_kwargs, preference)
+
     objective = MultiObjectiveLoss(
         aggregator,
         names,
@@ -47,6 +55,7 @@ def objective_loss(
         normalize_weights=config.normalize_weights,
         noon=config.noon,
         constraints=constraints,
+        per_preference=per_preference,
     )
     if objective.decides_direction and config.parameter_gramian != "jacobian":
         raise ValueError(

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -35,6 +36,7 @@ from mogradient import Aggregator
 from mogradient_llm.config import MOConfig
 from mogradient_llm.estimators import Estimator, EstimatorInputs, estimator_for
 from mogradient_llm.estimators.value_heads import PolicyWithValueHeads
+from mogradient_llm.inputs.preferences import PreferenceInjection, PreferenceSampler, TextPrefix
 from mogradient_llm.inputs.prompts import as_prompt_rows, prompt_text
 from mogradient_llm.inputs.reward_context import RewardLog, trainer_state
 from mogradient_llm.inputs.rewards import NonFiniteRewardError, Reward, RewardFn, as_rewards
@@ -83,6 +85,8 @@ class MOTrainer:
             ``gradient_accumulation_steps`` and ``report_to``) is made if omitted.
         aggregator: the ``mogradient`` aggregator instance to combine the objectives with
             (default: the one ``config.aggregator`` names, with ``config``'s arguments).
+        injection: with ``config.conditioned``, how the policy reads each prompt's preference
+            (default :class:`~mogradient_llm.inputs.preferences.TextPrefix`).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class MOTrainer:
         ref_model: nn.Module | None = None,
         accelerator: Accelerator | None = None,
         aggregator: Aggregator | None = None,
+        injection: PreferenceInjection | None = None,
     ):
         self.config = config
         estimator_class = estimator_for(config)
@@ -107,6 +112,13 @@ class MOTrainer:
         self.prompt_sampler = PromptSampler(
             self.rows, self.prompts_per_step, config.seed + acc.process_index
         )
+        #: with ``conditioned``: each rank's stream of preferences (one per prompt), checkpointed
+        self.preference_sampler: PreferenceSampler | None = None
+        if config.conditioned:
+            self.preference_sampler = PreferenceSampler(
+                len(self.rewards), config.preference_concentration, config.seed, acc.process_index
+            )
+        self.injection = injection or TextPrefix()
         self.tokenizer = padding_tokenizer(tokenizer)
         self.estimator: Estimator = estimator_class(config, self.names)
         self.objective = objective_loss(config, self.names, aggregator)
@@ -168,16 +180,27 @@ class MOTrainer:
         """The next ``batch_size / num_generations`` rows of a reshuffled pass over the prompts."""
         return self.prompt_sampler.next()
 
-    def generate(self, prompts: Sequence[Any]) -> Rollout:
+    def draw_preferences(self, n_prompts: int) -> np.ndarray | None:
+        """With ``conditioned``: the next ``n_prompts`` preferences ``[n, k]``; else ``None``."""
+        return None if self.preference_sampler is None else self.preference_sampler.draw(n_prompts)
+
+    def per_sample(self, preferences: np.ndarray) -> np.ndarray:
+        """Each prompt's preference repeated for its ``num_generations`` completions."""
+        return np.repeat(preferences, self.config.num_generations, axis=0)
+
+    def generate(self, prompts: Sequence[Any], preferences: np.ndarray | None = None) -> Rollout:
         """``num_generations`` consecutive completions of each prompt (a row or a prompt),
         sampled from softmax(logits / temperature) — exactly what the loss scores — under the
-        policy's autocast, gathering sharded parameters the libraries' way."""
+        policy's autocast, gathering sharded parameters the libraries' way; with
+        ``preferences`` (one per prompt), each prompt as the injection shows it."""
         rows = as_prompt_rows(prompts)
         texts = [
             prompt_text(row["prompt"], self.tokenizer)
             for row in rows
             for _ in range(self.config.num_generations)
         ]
+        if preferences is not None:
+            texts = self.injection.apply(texts, self.per_sample(preferences))
         with self.accelerator.autocast(), generation_context(self.model) as synced_gpus:
             return generate_rollout(
                 self.policy,
@@ -214,8 +237,11 @@ class MOTrainer:
         return self.accelerator.reduce(tensor.to(self.accelerator.device), "sum")
 
     @torch.no_grad()
-    def prepare_batch(self, rollout: Rollout, scores: torch.Tensor) -> RolloutBatch:
-        """Everything the updates need: old log-probs (and values), combined advantages.
+    def prepare_batch(
+        self, rollout: Rollout, scores: torch.Tensor, preferences: np.ndarray | None = None
+    ) -> RolloutBatch:
+        """Everything the updates need: old log-probs (and values), combined advantages;
+        with ``preferences`` (one per prompt), each sample weighed under its prompt's.
 
         The estimator's pipeline (PPO: normalisation → KL penalty → GAE → [loss weightings:
         ``Σ wᵢ Aᵢ``] → whitening; GRPO: group-relative advantages) → Noon clip → advantage
@@ -229,10 +255,11 @@ class MOTrainer:
         if problem is not None:
             raise NonFiniteError(problem)
         stats: dict[str, float] = {}
+        prefs = None if preferences is None else torch.as_tensor(self.per_sample(preferences))
         inputs = EstimatorInputs(
             scores, mask, self.config.num_generations, logprobs, ref_logprobs, values, self._sum
         )
-        scalarize = self.objective.scalarizer(losses, stats, self.estimator.weight_total)
+        scalarize = self.objective.scalarizer(losses, stats, self.estimator.weight_total, prefs)
         estimate = self.estimator.estimate(inputs, scalarize)
         problem = estimate.nonfinite()
         if problem is None and logprobs is not None and not logprobs.isfinite().all():
@@ -240,7 +267,7 @@ class MOTrainer:
         if problem is not None:
             raise NonFiniteError(problem)
         clipped = self.objective.clip(estimate.advantages, mask)
-        combined, combine_stats = self.objective.combine(clipped, mask, losses, self._sum)
+        combined, combine_stats = self.objective.combine(clipped, mask, losses, self._sum, prefs)
         stats.update(estimate.stats)
         stats.update(combine_stats)
         stats.update(self.objective.diagnostics(clipped, mask, scores))
@@ -260,9 +287,10 @@ class MOTrainer:
         """
         start = time.perf_counter()
         rows = self.prompt_sampler.step_rows(prompts)
-        rollout = self.generate(rows)  # 1. rollout
+        preferences = self.draw_preferences(len(rows))  # None unless conditioned
+        rollout = self.generate(rows, preferences)  # 1. rollout
         snapshot = self.estimator.state_dict()  # restored if the step is abandoned
-        scores, batch, problem = self._score_and_prepare(rows, rollout)  # 2.-4.
+        scores, batch, problem = self._score_and_prepare(rows, rollout, preferences)  # 2.-4.
         reward_metrics = reward_metrics_of(self.reward_log, self.accelerator)  # every rank
         if problem is not None:
             self.estimator.load_state_dict(snapshot)  # the bad scores must not count
@@ -290,7 +318,7 @@ class MOTrainer:
         return stats
 
     def _score_and_prepare(
-        self, rows: list[dict[str, Any]], rollout: Rollout
+        self, rows: list[dict[str, Any]], rollout: Rollout, preferences: np.ndarray | None
     ) -> tuple[torch.Tensor | None, RolloutBatch | None, str | None]:
         """Score, estimate and combine; the problem every rank agrees on, if any."""
         scores: torch.Tensor | None = None
@@ -303,7 +331,7 @@ class MOTrainer:
         if self.guard.agree(problem) is None:  # every rank runs prepare_batch's forwards, or none
             assert scores is not None  # no problem on this rank: score_all returned
             try:
-                batch = self.prepare_batch(rollout, scores)
+                batch = self.prepare_batch(rollout, scores, preferences)
             except NonFiniteError as exc:
                 problem = str(exc)
         return scores, batch, self.guard.agree(problem)

@@ -47,6 +47,11 @@ from mogradient import (
     gramian_of,
 )
 from mogradient_llm.objectives.advantages import Advantages, noon_clip
+from mogradient_llm.objectives.conditioned import (
+    AggregatorFactory,
+    PerPreference,
+    check_conditionable,
+)
 from mogradient_llm.objectives.constraints import Lagrangian
 from mogradient_llm.objectives.diagnostics import (
     advantage_diagnostics,
@@ -109,6 +114,11 @@ class MultiObjectiveLoss:
             combines the unconstrained objectives only, and the constrained ones join at the
             advantage level, Safe RLHF's way. A Gramian weighting with several unconstrained
             objectives is refused (constraints are combined at the advantage level).
+        per_preference: for a preference-conditioned policy, ``preference -> Aggregator`` of
+            ``aggregator``'s method: the stages that take ``preferences`` (one row per sample)
+            then weigh each sample under its own
+            (:class:`~mogradient_llm.objectives.conditioned.PerPreference`); Gramian
+            weightings and constraints are refused.
     """
 
     def __init__(
@@ -120,6 +130,7 @@ class MultiObjectiveLoss:
         normalize_weights: bool = False,
         noon: bool = False,
         constraints: Lagrangian | None = None,
+        per_preference: AggregatorFactory | None = None,
     ):
         if not isinstance(aggregator, Aggregator):
             raise TypeError(
@@ -168,6 +179,19 @@ class MultiObjectiveLoss:
                 "use an advantage- or loss-level aggregator (pama, linear, mean, ...) or keep one "
                 "unconstrained objective"
             )
+        self.conditioned: PerPreference | None = None
+        if per_preference is not None:
+            check_conditionable(aggregator, constraints is not None)
+            self.conditioned = PerPreference(per_preference, self.names, normalize_weights)
+
+    def _per_sample(self) -> PerPreference:
+        """The per-preference weighting; raises if this loss was built without one."""
+        if self.conditioned is None:
+            raise ValueError(
+                "per-sample preferences were passed to a loss built without per_preference; "
+                "build it with per_preference=<preference -> Aggregator> (config.conditioned)"
+            )
+        return self.conditioned
 
     @property
     def gradient_level(self) -> bool:
@@ -223,16 +247,30 @@ class MultiObjectiveLoss:
         return (weights * values).sum(0, keepdim=True), stats
 
     def scalarizer(
-        self, losses: torch.Tensor, stats: Stats, total: float = 1.0
+        self,
+        losses: torch.Tensor,
+        stats: Stats,
+        total: float = 1.0,
+        preferences: torch.Tensor | None = None,
     ) -> Scalarize | None:
         """For an estimator's pipeline: a loss weighting's ``x [k, ...] → Σ wᵢ xᵢ [1, ...]``
         with the weights of ``losses`` (their stats go into ``stats``); ``None`` for other kinds.
 
         ``total``: with ``normalize_weights``, what the weights sum to instead of 1 (GRPO and
-        RLOO weigh the rewards at TRL's scale, ``Σ reward_weights``)."""
+        RLOO weigh the rewards at TRL's scale, ``Σ reward_weights``). ``preferences``
+        ``[B, k]``: each sample weighed under its own (a conditioned policy)."""
         if self.kind != "losses" or self.constraints is not None:
             return None  # with constraints, the combine stage weighs the unconstrained rows
         factor = total if self.normalize_weights else 1.0
+        if preferences is not None:
+            per_sample, p = self._per_sample(), preferences
+
+            def conditioned(x: torch.Tensor) -> torch.Tensor:
+                out, weight_stats = per_sample.scalarize(x, p, losses, factor)
+                stats.update(weight_stats)
+                return out
+
+            return conditioned
 
         def scalarize(x: torch.Tensor) -> torch.Tensor:
             out, weight_stats = self.scalarize(x, losses)
@@ -285,14 +323,18 @@ class MultiObjectiveLoss:
         mask: torch.Tensor,
         losses: torch.Tensor | None = None,
         all_reduce_sum: AllReduceSum | None = None,
+        preferences: torch.Tensor | None = None,
     ) -> tuple[Advantages, Stats]:
         """Advantage combiners combine and loss weightings scalarize (with the objectives' loss
         values ``losses [k]``) what is not combined yet; Gramian weightings keep one row per
-        objective. ``clipped``: from :meth:`clip`."""
+        objective. ``clipped``: from :meth:`clip`; ``preferences`` ``[B, k]``: each sample
+        weighed under its own (a conditioned policy)."""
         if self.constraints is not None and not clipped.is_combined:
             return self._constrained(clipped, mask, losses, all_reduce_sum)
         if clipped.is_combined or self.kind in ("gramian", "jacobian"):
             return clipped, {}
+        if preferences is not None:
+            return self._combine_per_sample(clipped, mask, losses, preferences)
         if self.kind == "advantages":
             return self._combine(clipped, mask, all_reduce_sum)
         if losses is None:
@@ -301,6 +343,22 @@ class MultiObjectiveLoss:
                 "(e.g. objective_losses(scores))"
             )
         scalarized, stats = self.scalarize(clipped.values, losses)
+        return Advantages.combined(scalarized), stats
+
+    def _combine_per_sample(
+        self,
+        clipped: Advantages,
+        mask: torch.Tensor,
+        losses: torch.Tensor | None,
+        preferences: torch.Tensor,
+    ) -> tuple[Advantages, Stats]:
+        """:meth:`combine` with one preference per sample."""
+        per_sample = self._per_sample()
+        if self.kind == "advantages":
+            return per_sample.combine(clipped, mask, preferences)
+        if losses is None:
+            raise ValueError(f"{self.aggregator!r} reads the loss values: pass losses")
+        scalarized, stats = per_sample.scalarize(clipped.values, preferences, losses, 1.0)
         return Advantages.combined(scalarized), stats
 
     def _constrained(
@@ -352,10 +410,12 @@ class MultiObjectiveLoss:
         mask: torch.Tensor,
         losses: torch.Tensor | None = None,
         all_reduce_sum: AllReduceSum | None = None,
+        preferences: torch.Tensor | None = None,
     ) -> tuple[Advantages, Stats]:
         """The advantage stage, :meth:`clip` then :meth:`combine`: ``[1, B, T]`` or
         ``[k, B, T]`` advantages and stats."""
-        return self.combine(self.clip(advantages, mask), mask, losses, all_reduce_sum)
+        clipped = self.clip(advantages, mask)
+        return self.combine(clipped, mask, losses, all_reduce_sum, preferences)
 
     def diagnostics(self, clipped: Advantages, mask: torch.Tensor, scores: torch.Tensor) -> Stats:
         """How much the objectives conflict, for kinds that decide without gradients: the

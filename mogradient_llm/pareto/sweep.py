@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mogradient import Aggregator, get_aggregator, registered
 from mogradient.pareto import simplex_lattice
 from mogradient_llm.config import MOConfig
+from mogradient_llm.inputs.preferences import (  # re-exported: the sweep's preferences
+    normalize_preference as normalize_preference,
+)
 from mogradient_llm.loop.checkpoint import TMP_PREFIX, is_complete, latest_checkpoint
 from mogradient_llm.pareto.front import (
     PolicyPoint,
@@ -144,19 +145,6 @@ def preference_lattice(n_objectives: int, n_points: int) -> list[tuple[float, ..
     return [tuple(float(x) for x in row) for row in simplex_lattice(n_objectives, n_points)]
 
 
-def normalize_preference(values: Sequence[float], n_objectives: int) -> tuple[float, ...]:
-    """``values`` divided by their sum; raises on a wrong length, negative or all-zero values."""
-    p = np.asarray(values, dtype=np.float64)
-    if p.shape != (n_objectives,):
-        raise ValueError(
-            f"preference {list(values)} has {p.size} entries for {n_objectives} rewards; "
-            "give one entry per --reward"
-        )
-    if not np.isfinite(p).all() or (p < 0).any() or not p.sum() > 0:
-        raise ValueError(f"preference {list(values)} must be non-negative and not all zero")
-    return tuple(float(x) for x in p / p.sum())
-
-
 def preference_label(preference: Sequence[float]) -> str:
     """The run directory name of a preference: ``0.25_0.75``."""
     return "_".join(f"{x:.6g}" for x in preference)
@@ -230,7 +218,7 @@ def train_run(
     return train(run, config, aggregator)
 
 
-def _initial_policy(run: RunSpec, config: MOConfig, out: Path) -> str:
+def initial_policy(run: RunSpec, config: MOConfig, out: Path) -> str:
     """The policy every run starts from: the run's, or the tiny offline one, built once into
     ``OUT/initial_policy`` (written aside, then renamed) so that all runs share it."""
     from mogradient_llm.run import save_tiny_policy
@@ -250,7 +238,7 @@ def _initial_policy(run: RunSpec, config: MOConfig, out: Path) -> str:
 # ---------------------------------------------------------------------- evaluation
 
 
-class _Evaluator:
+class HeldOutEvaluator:
     """Held-out evaluation of saved policies with one set of prompts, rewards and reference,
     each result cached in a JSON file keyed by the policy's files and the evaluation settings."""
 
@@ -338,7 +326,7 @@ def _soups(
     out: Path,
     options: SweepOptions,
     curves: Mapping[str, Sequence[PolicyPoint]],
-    evaluate: _Evaluator,
+    evaluate: HeldOutEvaluator,
 ) -> list[PolicyPoint]:
     """Mix the one-hot runs' final policies at a lattice of weights and evaluate each mix
     (mixes and evaluations cached in ``OUT/soups/<weights>/``)."""
@@ -382,6 +370,8 @@ def run_sweep(run: RunSpec, config: MOConfig, options: SweepOptions) -> dict[str
 
     if run.resume is not None:
         raise ValueError("sweep resumes interrupted runs by itself; drop --resume")
+    if config.conditioned:
+        raise ValueError("a conditioned policy is one run: use run_conditioned_sweep")
     check_preference_aware(config.aggregator)
     k = len(run.rewards)
     preferences = list(options.preferences)
@@ -414,12 +404,12 @@ def run_sweep(run: RunSpec, config: MOConfig, options: SweepOptions) -> dict[str
 
     out = Path(run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = dataclasses.replace(run.model, policy=_initial_policy(run, config, out))
+    model = dataclasses.replace(run.model, policy=initial_policy(run, config, out))
     run = dataclasses.replace(run, model=model)
     for label, (_, run_config, aggregator) in configs.items():
         train_run(run, run_config, out / RUNS_DIR / label, aggregator)
 
-    evaluate = _Evaluator(run, config, options)
+    evaluate = HeldOutEvaluator(run, config, options)
     ref_point = evaluate.ref_point
     names = [r.name for r in evaluate.rewards]
     initial = evaluate(Path(model.policy), out / EVALS_DIR / f"{INITIAL}.json")

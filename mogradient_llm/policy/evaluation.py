@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,6 +50,7 @@ def evaluate_policy(
     ref_model: nn.Module | None = None,
     ref_point: Sequence[float] | None = None,
     batch_size: int = 32,
+    condition: Callable[[list[str]], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Sample one completion per prompt and report ``eval/scores/<name>`` (the mean over the
     samples the reward scored), ``eval/scored/<name>`` (how many it scored: ``None`` is no
@@ -65,7 +66,11 @@ def evaluate_policy(
 
     Sampling is the trainer's: ``generation_kwargs`` (or a config from
     :func:`~mogradient_llm.policy.sampling.sampling_config`) sample softmax(logits / temperature),
-    whatever the model's own ``generation_config`` says, and the KL uses that temperature."""
+    whatever the model's own ``generation_config`` says, and the KL uses that temperature.
+
+    ``condition``: what a conditioned policy reads instead of the prompt texts (the preference
+    injected, :mod:`mogradient_llm.inputs.preferences`); the rewards see the rows as they are,
+    and the reference reads the same texts as the policy."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -80,6 +85,8 @@ def evaluate_policy(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         texts = [prompt_text(row["prompt"], tokenizer) for row in chunk]
+        if condition is not None:
+            texts = condition(texts)
         rollout = generate_rollout(model, tokenizer, texts, generation, device)
         reward_prompts = [row["prompt"] for row in chunk]
         log = RewardLog(len(chunk))
