@@ -35,8 +35,8 @@ leaves, which FSDP's hooks watch); parameter mode needs full gradients and is no
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, cast
 
 import torch
 
@@ -59,9 +59,11 @@ from mogradient.gramian.accumulator import (
 )
 from mogradient.gramian.distributed import all_reduce_mean
 from mogradient.gramian.jacobians import jacobian
+from mogradient.gramian.path import ParameterPath, choose_parameter_path
+from mogradient.gramian.recorder import GramianRecorder
 
-if TYPE_CHECKING:
-    from mogradient.gramian.recorder import GramianRecorder
+#: The losses, or a closure of no arguments that runs the forward and returns them.
+Losses = Sequence[torch.Tensor] | torch.Tensor
 
 __all__ = [
     "GramianAccumulator",
@@ -74,7 +76,7 @@ __all__ = [
 
 
 def backward(
-    losses: Sequence[torch.Tensor] | torch.Tensor,
+    losses: Losses | Callable[[], Losses],
     params: Iterable[torch.Tensor] | None = None,
     *,
     features: torch.Tensor | Sequence[torch.Tensor] | None = None,
@@ -84,12 +86,17 @@ def backward(
     recorder: GramianRecorder | None = None,
     batched: bool = False,
     gramian_precision: Literal["float64", "input"] = "input",
+    parameter_path: ParameterPath = "auto",
+    model: torch.nn.Module | None = None,
+    memory_budget: float | None = None,
     **kwargs: object,
 ) -> torch.Tensor | None:
     """Fill ``.grad`` of ``params`` with the aggregated direction of ``losses`` (accumulating).
 
     Args:
-        losses: one scalar loss per objective (a sequence of scalars or a 1-D tensor).
+        losses: one scalar loss per objective (a sequence of scalars or a 1-D tensor), or a
+            function of no arguments that runs the forward and returns them: with ``model=``
+            the forward can then be recorded for the layer path.
         params: tensors to receive gradients; default: every leaf tensor that requires grad in
             the losses' graph.
         features: a shared representation (or several) that every loss depends on; Gramian
@@ -111,6 +118,16 @@ def backward(
             block of 1024 columns summed in float64 (no float64 copy of J; error at most
             ~6e-5·‖gᵢ‖‖gⱼ‖ per entry, typically ~1e-8, :func:`gramian_of`); ``"float64"``
             copies J to float64 chunk by chunk.
+        parameter_path: Gramian methods at the parameters: ``"loop"`` (the k×d Jacobian),
+            ``"layers"`` (the Gramian layer by layer, then one backward of Σ wᵢ Lᵢ; needs
+            ``recorder=``, or ``losses`` as a closure with ``model=``) or ``"auto"`` (default):
+            the layer path when it can run and the loop's memory would exceed
+            ``memory_budget``, else the loop (:func:`~mogradient.gramian.path.
+            choose_parameter_path`). With tensors and no recorder only the loop can run.
+        model: the module whose forward the ``losses`` closure runs (recorded when the rule
+            may take the layer path; ``params`` then default to its trainable parameters).
+        memory_budget: bytes the loop's Jacobian may take (default: a quarter of the memory
+            free on the parameters' device).
         **kwargs: hyper-parameters for ``get_aggregator`` when ``aggregator`` is a name.
 
     Returns:
@@ -122,6 +139,23 @@ def backward(
     or FSDP to average their final backward. Parameter mode refuses FSDP-sharded parameters.
     """
     agg = get_aggregator(aggregator, **kwargs)
+    if recorder is not None and parameter_path == "loop":
+        raise ValueError(
+            "parameter_path='loop' computes the Jacobian, and recorder= asks for the layer "
+            "path: pass one of them"
+        )
+    owned = False  # whether the recorder is ours, recorded here, and may be discarded
+    if params is not None:
+        params = list(params)
+    if callable(losses):
+        if recorder is None and _may_record(agg, model, features, parameter_path):
+            assert model is not None
+            recorder, owned = GramianRecorder(model, params), True
+        if recorder is not None:  # the closure's forward runs under the recorder
+            with recorder:
+                losses = losses()
+        else:
+            losses = losses()
     loss_list = _as_list(losses)
     check_losses(torch.stack([loss.detach() for loss in loss_list]))
     if params is None:
@@ -157,7 +191,16 @@ def backward(
             _weighted_backward(loss_list, w, params, retain_graph)
             return w
         _check_unsharded(params)
-        if recorder is not None:
+        path = choose_parameter_path(
+            len(loss_list),
+            params,
+            requested="layers" if recorder is not None and not owned else parameter_path,
+            can_record=recorder is not None,
+            memory_budget=memory_budget,
+        )
+        if recorder is not None and path == "loop":
+            recorder.discard()
+        elif recorder is not None:
             gram = recorder.gramian(loss_list)
             w = agg.weights(gram, _global_values(agg, loss_list, loss_values))
             _weighted_backward(loss_list, w, params, retain_graph)
@@ -194,6 +237,28 @@ def backward(
         return None
 
     return dispatch(agg, losses=by_losses, gramian=by_gramian, advantages=by_advantages)
+
+
+def _may_record(
+    agg: Aggregator,
+    model: torch.nn.Module | None,
+    features: object,
+    parameter_path: str,
+) -> bool:
+    """Whether ``backward`` records the closure's forward: a Gramian method at the parameters
+    with the model known, unless the loop is asked for (``"auto"`` decides after the forward,
+    when k is known, and discards the record if it takes the loop)."""
+    if parameter_path == "layers" and model is None:
+        raise ValueError(
+            "parameter_path='layers' records the forward: pass model= (the module the losses' "
+            "closure runs) or a GramianRecorder as recorder="
+        )
+    return (
+        isinstance(agg, GramianWeighting)
+        and model is not None
+        and features is None
+        and parameter_path != "loop"
+    )
 
 
 def _as_list(losses: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
