@@ -9,6 +9,8 @@ Three paths, one per kind of method (:func:`mogradient.aggregators.dispatch`):
   ``through_backward=True`` one more backward of Σ wᵢ Lᵢ (the weights are decided first; the
   update then goes through autograd like any other, so DDP's hooks, AMP loss scaling and
   gradient accumulation see it).
+  Or the Gramian layer by layer (``recorder=``, or ``losses`` as a closure with ``model=``),
+  then one backward of Σ wᵢ Lᵢ: ``parameter_path`` (:mod:`mogradient.gramian.path`) picks.
   With ``features=h`` (a shared representation, the MGDA-UB bound of Sener & Koltun 2018) the
   gradients are taken w.r.t. ``h`` instead: cheaper (h is small) and followed by one backward
   of Σ wᵢ Lᵢ.
