@@ -202,3 +202,32 @@ def test_loss_weightings_run_the_closure_without_recording(monkeypatch) -> None:
     total = torch.stack(losses()).mean()
     expected = torch.autograd.grad(total, list(model.parameters()))
     torch.testing.assert_close(_update(model), torch.cat([g.reshape(-1) for g in expected]))
+
+
+def _rank_worker(rank: int, port: int, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        # rank 0 has no memory to spare, rank 1 plenty: alone they would take different paths
+        path_rule.default_memory_budget = lambda device: 0 if rank == 0 else 10**12  # type: ignore[assignment]
+        chosen = choose_parameter_path(4, _params(1000), can_record=True)
+        with open(f"{out}/rank{rank}.txt", "w") as f:
+            f.write(chosen)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_every_rank_takes_the_same_path(tmp_path) -> None:
+    """Under torch.distributed the default budget is the smallest of the ranks' (the two paths'
+    collectives differ, so ranks on different paths would wait on each other forever)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["layers", "layers"]

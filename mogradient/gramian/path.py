@@ -31,6 +31,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.distributed as dist
+
+from mogradient.gramian.distributed import world_size
 
 __all__ = [
     "LOOP_MEMORY_FACTOR",
@@ -110,8 +113,18 @@ def choose_parameter_path(
         return "loop"
     if memory_budget is None:
         device = params[0].device if params else torch.device("cpu")
-        memory_budget = default_memory_budget(device)
+        memory_budget = _smallest_over_ranks(default_memory_budget(device), device)
     if memory_budget < 0:
         raise ValueError(f"memory_budget must be >= 0 bytes, got {memory_budget!r}")
     over = LOOP_MEMORY_FACTOR * jacobian_bytes(k, params) > memory_budget
     return "layers" if over else "loop"
+
+
+def _smallest_over_ranks(budget: int, device: torch.device) -> int:
+    """The smallest of the ranks' budgets under ``torch.distributed``, so that every rank takes
+    the same path (the two paths' collectives differ: a rank on each would wait forever)."""
+    if world_size() == 1:
+        return budget
+    value = torch.tensor([float(budget)], dtype=torch.float64, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return int(value.item())
