@@ -349,10 +349,11 @@ def _flat_grad(p: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    if "--paths" in sys.argv[1:]:  # the parameter-path rule's evidence, its own module
-        from benchmarks import backward_paths
+    if "--paths" in sys.argv[1:]:  # the parameter-path rule's evidence: that module's command
+        import runpy  # (run, not imported: benchmarks.backward_paths imports this module)
 
-        backward_paths.main([a for a in sys.argv[1:] if a != "--paths"])
+        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--paths")]
+        runpy.run_module("benchmarks.backward_paths", run_name="__main__", alter_sys=True)
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
