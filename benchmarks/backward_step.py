@@ -1,6 +1,7 @@
 """One training step (forward + aggregation backward, MGDA) against one plain backward of Σ Lᵢ.
 
     python -m benchmarks.backward_step [--quick] [--out DIR]
+    python -m benchmarks.backward_step --paths [--quick]   # loop vs layers (backward_paths.py)
 
 Columns: mogradient parameter mode with the loop Jacobian (``batched=False``) and the
 vectorised one (``batched=True``), TorchJD 0.18 autojac (``autojac.backward`` +
@@ -348,6 +349,12 @@ def _flat_grad(p: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
+    if "--paths" in sys.argv[1:]:  # the parameter-path rule's evidence: that module's command
+        import runpy  # (run, not imported: benchmarks.backward_paths imports this module)
+
+        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--paths")]
+        runpy.run_module("benchmarks.backward_paths", run_name="__main__", alter_sys=True)
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="docs/results/backward_step")

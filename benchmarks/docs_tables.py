@@ -40,6 +40,7 @@ GENERATORS: dict[str, str] = {
     "rlhf_imdb": "benchmarks.rlhf_imdb.docs",
     "synthetic": "benchmarks.synthetic",
     "backward_step": "benchmarks.backward_step",
+    "backward_paths": "benchmarks.backward_paths",
     "solvers": "benchmarks.solvers",
     "sweep": "benchmarks.pareto_sweep",
     "psl": "benchmarks.psl_vs_libmoon",

@@ -9,6 +9,8 @@ Three paths, one per kind of method (:func:`mogradient.aggregators.dispatch`):
   ``through_backward=True`` one more backward of Σ wᵢ Lᵢ (the weights are decided first; the
   update then goes through autograd like any other, so DDP's hooks, AMP loss scaling and
   gradient accumulation see it).
+  Or the Gramian layer by layer (``recorder=``, or ``losses`` as a closure with ``model=``),
+  then one backward of Σ wᵢ Lᵢ: ``parameter_path`` (:mod:`mogradient.gramian.path`) picks.
   With ``features=h`` (a shared representation, the MGDA-UB bound of Sener & Koltun 2018) the
   gradients are taken w.r.t. ``h`` instead: cheaper (h is small) and followed by one backward
   of Σ wᵢ Lᵢ.
@@ -44,8 +46,8 @@ leaves, which FSDP's hooks watch); parameter mode needs full gradients and is no
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, cast
 
 import torch
 
@@ -69,10 +71,12 @@ from mogradient.gramian.accumulator import (
 )
 from mogradient.gramian.distributed import all_reduce_mean
 from mogradient.gramian.jacobians import jacobian
+from mogradient.gramian.path import ParameterPath, choose_parameter_path
+from mogradient.gramian.recorder import GramianRecorder
 from mogradient.gramian.two_batch import check_two_batches, two_batch_backward
 
-if TYPE_CHECKING:
-    from mogradient.gramian.recorder import GramianRecorder
+#: The losses, or a closure of no arguments that runs the forward and returns them.
+Losses = Sequence[torch.Tensor] | torch.Tensor
 
 __all__ = [
     "GramianAccumulator",
@@ -86,7 +90,7 @@ __all__ = [
 
 
 def backward(
-    losses: Sequence[torch.Tensor] | torch.Tensor,
+    losses: Losses | Callable[[], Losses],
     params: Iterable[torch.Tensor] | None = None,
     *,
     features: torch.Tensor | Sequence[torch.Tensor] | None = None,
@@ -97,12 +101,17 @@ def backward(
     batched: bool = False,
     gramian_precision: Literal["float64", "input"] = "input",
     second_losses: Sequence[torch.Tensor] | torch.Tensor | None = None,
+    parameter_path: ParameterPath = "auto",
+    model: torch.nn.Module | None = None,
+    memory_budget: float | None = None,
     **kwargs: object,
 ) -> torch.Tensor | None:
     """Fill ``.grad`` of ``params`` with the aggregated direction of ``losses`` (accumulating).
 
     Args:
-        losses: one scalar loss per objective (a sequence of scalars or a 1-D tensor).
+        losses: one scalar loss per objective (a sequence of scalars or a 1-D tensor), or a
+            function of no arguments that runs the forward and returns them: with ``model=``
+            the forward can then be recorded for the layer path.
         params: tensors to receive gradients; default: every leaf tensor that requires grad in
             the losses' graph.
         features: a shared representation (or several) that every loss depends on; Gramian
@@ -129,6 +138,16 @@ def backward(
             losses on a second batch. The weights come from ``J₁ J₂ᵀ`` and the update is that
             of ``Σ wᵢ (Lᵢ + L'ᵢ)/2``, the mean of both batches (parameter mode;
             ``through_backward=True`` runs it as one backward).
+        parameter_path: Gramian methods at the parameters: ``"loop"`` (the k×d Jacobian),
+            ``"layers"`` (the Gramian layer by layer, then one backward of Σ wᵢ Lᵢ; needs
+            ``recorder=``, or ``losses`` as a closure with ``model=``) or ``"auto"`` (default):
+            the layer path when it can run and the loop's memory would exceed
+            ``memory_budget``, else the loop (:func:`~mogradient.gramian.path.
+            choose_parameter_path`). With tensors and no recorder only the loop can run.
+        model: the module whose forward the ``losses`` closure runs (recorded when the rule
+            may take the layer path; ``params`` then default to its trainable parameters).
+        memory_budget: bytes the loop's Jacobian may take (default: a quarter of the memory
+            free on the parameters' device).
         **kwargs: hyper-parameters for ``get_aggregator`` when ``aggregator`` is a name.
 
     Returns:
@@ -141,6 +160,23 @@ def backward(
     or FSDP to average their final backward. Parameter mode refuses FSDP-sharded parameters.
     """
     agg = get_aggregator(aggregator, **kwargs)
+    if recorder is not None and parameter_path == "loop":
+        raise ValueError(
+            "parameter_path='loop' computes the Jacobian, and recorder= asks for the layer "
+            "path: pass one of them"
+        )
+    owned = False  # whether the recorder is ours, recorded here, and may be discarded
+    if params is not None:
+        params = list(params)
+    if callable(losses):
+        if recorder is None and _may_record(agg, model, features, parameter_path):
+            assert model is not None
+            recorder, owned = GramianRecorder(model, params), True
+        if recorder is not None:  # the closure's forward runs under the recorder
+            with recorder:
+                losses = losses()
+        else:
+            losses = losses()
     loss_list = _as_list(losses)
     check_losses(torch.stack([loss.detach() for loss in loss_list]))
     if params is None:
@@ -191,7 +227,16 @@ def backward(
             _weighted_backward(loss_list, w, params, retain_graph)
             return w
         _check_unsharded(params)
-        if recorder is not None:
+        path = choose_parameter_path(
+            len(loss_list),
+            params,
+            requested="layers" if recorder is not None and not owned else parameter_path,
+            can_record=recorder is not None,
+            memory_budget=memory_budget,
+        )
+        if recorder is not None and path == "loop":
+            recorder.discard()
+        elif recorder is not None:
             gram = recorder.gramian(loss_list)
             w = agg.weights(gram, _global_values(agg, loss_list, loss_values))
             _weighted_backward(loss_list, w, params, retain_graph)
@@ -262,6 +307,29 @@ def along(direction: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tens
     (``[d]``, split in their order), so that a direction goes through an ordinary backward."""
     parts = _split(direction.detach(), list(params))
     return cast(torch.Tensor, sum((d.to(p.dtype) * p).sum() for d, p in zip(parts, params)))
+
+
+def _may_record(
+    agg: Aggregator,
+    model: torch.nn.Module | None,
+    features: object,
+    parameter_path: str,
+) -> bool:
+    """Whether ``backward`` records the closure's forward: a Gramian method at the parameters
+    with the model known, unless the loop is asked for (``"auto"`` decides after the forward,
+    when k is known, and discards the record if it takes the loop)."""
+    if parameter_path == "layers" and model is None:
+        raise ValueError(
+            "parameter_path='layers' records the forward: pass model= (the module the losses' "
+            "closure runs) or a GramianRecorder as recorder="
+        )
+    return (
+        isinstance(agg, GramianWeighting)
+        and not agg.needs_two_batches
+        and model is not None
+        and features is None
+        and parameter_path != "loop"
+    )
 
 
 def _as_list(losses: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:

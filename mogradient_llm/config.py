@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from mogradient_llm.objectives.constraints import Constraint
 
 GRAMIAN_LEVELS = ("parameters", "features")
-PARAMETER_GRAMIANS = ("layers", "jacobian")
+PARAMETER_GRAMIANS = ("auto", "layers", "jacobian")
 
 Config = TypeVar("Config", bound="MOConfig")
 
@@ -87,8 +87,10 @@ class MOConfig:
       aggregator combines the other objectives.
     * ``gramian_level``: ``"parameters"`` (the policy-loss gradients over all trainable
       parameters) or ``"features"`` (over the last hidden states: MGDA-UB).
-    * ``parameter_gramian``: ``"layers"`` (layer by layer in one backward, never holding the k×d
-      Jacobian; with one micro-batch) or ``"jacobian"`` (always used with accumulation).
+    * ``parameter_gramian``: ``"auto"`` (default: the k×d Jacobian while it fits the memory
+      budget of :func:`mogradient.gramian.path.choose_parameter_path`, else layer by layer),
+      ``"layers"`` (layer by layer in one backward, never holding the k×d Jacobian; with one
+      micro-batch) or ``"jacobian"`` (always used with accumulation).
     """
 
     #: The ``--algorithm`` this config trains (set by each estimator's subclass).
@@ -176,9 +178,12 @@ class MOConfig:
         default="parameters",
         metadata=_help("Gramian methods: over the policy parameters or the last hidden states"),
     )
-    parameter_gramian: Literal["layers", "jacobian"] = field(
-        default="layers",
-        metadata=_help("parameters level: layer by layer, or from the k x d Jacobian"),
+    parameter_gramian: Literal["auto", "layers", "jacobian"] = field(
+        default="auto",
+        metadata=_help(
+            "parameters level: auto (the k x d Jacobian while it fits the memory budget, "
+            "else layer by layer), layers, or jacobian"
+        ),
     )
     generation_kwargs: dict[str, Any] = field(
         default_factory=_default_generation_kwargs,

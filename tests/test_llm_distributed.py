@@ -33,7 +33,12 @@ SETTINGS = {
     "pama": {"aggregator": "pama"},
     "pama-batch": {"aggregator": "pama", "aggregator_kwargs": {"granularity": "batch"}},
     "mgda-features": {"aggregator": "mgda", "gramian_level": "features"},
-    "pcgrad-parameters": {"aggregator": "pcgrad", "gramian_level": "parameters"},
+    "pcgrad-parameters": {  # the layer path under gloo (the default "auto" takes the Jacobian)
+        "aggregator": "pcgrad",
+        "gramian_level": "parameters",
+        "parameter_gramian": "layers",
+    },
+    "mgda-parameters-auto": {"aggregator": "mgda", "gramian_level": "parameters"},
     "mgda-parameters-untied": {
         "aggregator": "mgda",
         "gramian_level": "parameters",

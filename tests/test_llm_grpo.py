@@ -227,8 +227,8 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_minibatch(
     # the next one is made.
     common = {"algorithm": "grpo", "aggregator": "mgda", "loss_type": loss_type}
     common.update(mini_batch_size=8, max_grad_norm=None, gramian_level=level)
-    if untied:
-        common["lm_dir"] = untied_lm_dir()
+    if untied:  # the full minibatch by the layer path, the halves by the Jacobian
+        common.update(lm_dir=untied_lm_dir(), parameter_gramian="layers")
     full = make_trainer(_varied_rewards(), **common)
     rows = full.sample_prompts()
     rollout = full.generate(rows)

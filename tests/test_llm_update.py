@@ -16,7 +16,11 @@ from tests.llm_fixtures import make_trainer, untied_lm_dir
 SETTINGS = {
     "pama": {"aggregator": "pama"},
     "linear": {"aggregator": "linear", "aggregator_kwargs": {"preference": [0.7, 0.3]}},
-    "mgda-parameters": {"aggregator": "mgda", "gramian_level": "parameters"},
+    "mgda-parameters": {  # the full batch by the layer path, the halves by the Jacobian
+        "aggregator": "mgda",
+        "gramian_level": "parameters",
+        "parameter_gramian": "layers",
+    },
     "mgda-features": {"aggregator": "mgda", "gramian_level": "features"},
 }
 

@@ -261,6 +261,11 @@ class GramianRecorder:
         # Gramian (dependent objectives) makes it slightly indefinite: project within the bound
         return project_psd(0.5 * (total + total.T), self.error)
 
+    def discard(self) -> None:
+        """Drop what was recorded, without a Gramian: the forward's graph then serves an
+        ordinary backward (the taps pass cotangents through) and frees as usual."""
+        self._uses, self._dense, self._spent = [], {}, True
+
     def _fallback(self, losses: list[torch.Tensor], untracked: list[torch.Tensor]) -> None:
         jac = fallback_jacobian(losses, untracked)
         if jac is None:

@@ -23,6 +23,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from mogradient.gramian.path import choose_parameter_path
 from mogradient.gramian_engine import GramianRecorder
 from mogradient_llm.config import MOConfig
 from mogradient_llm.estimators import Estimator, Minibatch
@@ -226,9 +227,11 @@ class Updater:
         micro-batch (its graph then serves the update too); ``None`` when a loss is not finite
         and the minibatch is skipped.
 
-        Parameters level with one micro-batch and ``parameter_gramian="layers"``: accumulated
-        layer by layer during one backward (:class:`mogradient.gramian_engine.GramianRecorder`),
-        never holding the k×d Jacobian (block products in float32, summed in float64 with their
+        Parameters level with one micro-batch and ``parameter_gramian="layers"`` (or ``"auto"``
+        when the k×d Jacobian would exceed the memory budget,
+        :func:`mogradient.gramian.path.choose_parameter_path`): accumulated layer by layer
+        during one backward (:class:`mogradient.gramian_engine.GramianRecorder`), never holding
+        the k×d Jacobian (block products in float32, summed in float64 with their
         rounding bound). With several micro-batches the Gramian is that of the
         summed gradients, which needs every layer's k gradients at once: the Jacobian path
         (:meth:`MultiObjectiveLoss.accumulator`, float64 products), as at the features level.
@@ -238,7 +241,9 @@ class Updater:
         params = self._trainable()
         jacobian = self.objective.decides_direction
         if cfg.gramian_level == "parameters" and len(micro) == 1 and not jacobian:
-            if cfg.parameter_gramian == "layers":
+            requested = {"jacobian": "loop"}.get(cfg.parameter_gramian, cfg.parameter_gramian)
+            k = batch.advantages.shape[0]
+            if choose_parameter_path(k, params, requested=requested, can_record=True) == "layers":
                 with GramianRecorder(policy, params=params) as recorder:
                     out = self.minibatch_losses(batch, micro[0], scale)
                 if self._skip_nonfinite(batch, out[0], out[1], step):
