@@ -27,10 +27,15 @@ from mogradient_llm.specs import DataSpec, RunSpec
 #: The config of ``--quick``'s GRPO PAMA run, as the benchmark built it from
 #: ``mogradient_llm.demo.demo_config`` (commit 3fb1409): the demo's settings, GRPO's demo
 #: preset, then the run's own (16 steps of 16 completions in minibatches of 8, Noon for PAMA).
+#: Since then: ``parameter_gramian`` defaults to ``"auto"`` (the measured path rule: the tiny
+#: policy's Jacobian fits the memory budget, so MGDA/UPGrad take the Jacobian path where they
+#: took the layer path, the same Gramian up to rounding), and the conditioned-policy fields exist.
 QUICK_GRPO_PAMA = {
     "aggregator": "pama",
     "aggregator_kwargs": {},
     "algorithm": "grpo",
+    "conditioned": False,
+    "preference_concentration": 1.0,
     "batch_size": 16,
     "beta": 0.05,
     "epsilon": 0.2,
@@ -53,7 +58,7 @@ QUICK_GRPO_PAMA = {
     "normalize_weights": True,
     "num_generations": 4,
     "num_iterations": 2,
-    "parameter_gramian": "layers",
+    "parameter_gramian": "auto",
     "report_to": [],
     "reward_weights": None,
     "scale_rewards": "group",

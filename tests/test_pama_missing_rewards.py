@@ -149,8 +149,8 @@ def test_trl_multi_task_recipe_trains_each_sample_on_its_task(algorithm: str) ->
     seen = []
     prepare = trainer.prepare_batch
 
-    def keep(rollout, scores):
-        batch = prepare(rollout, scores)
+    def keep(rollout, scores, preferences=None):
+        batch = prepare(rollout, scores, preferences)
         seen.append(batch)
         return batch
 
