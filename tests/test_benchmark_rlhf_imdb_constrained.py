@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from benchmarks.docs_tables import generate
 from benchmarks.rlhf_imdb.cli import main
 from benchmarks.rlhf_imdb.constrained import (
     choose_weight,
@@ -95,16 +96,18 @@ def test_satisfaction_and_length_at_matched_kl_per_seed_and_summarised(rows, tmp
     assert (morlhf["satisfied"], morlhf["seeds_with_length"]) == (0.5, 1)
     assert morlhf["length_at_matched_kl_mean"] == 1.0 and morlhf["final_multiplier_mean"] is None
     assert (tight["satisfied"], tight["length_at_matched_kl_mean"]) == (0.0, None)
-    # the docs table is the summary's CSV formatted: a changed cell changes the table
-    write_csv(table, tmp_path / "constrained.csv")
-    text = docs_table(tmp_path, "constrained")
+    # the docs marker's table is the summary's CSV formatted: a changed cell changes it
+    folder = tmp_path / "rlhf_imdb_constrained"
+    folder.mkdir()
+    write_csv(table, folder / "constrained.csv")
+    text = generate("rlhf_imdb_constrained/constrained", tmp_path)
     assert text == format_summary(table)
     assert "| tiny | grpo | 0.4 | morlhf w=0.25 | 2 | 3.00 | 50 % | 1.000 ± 0.000 | 1/2 |" in text
     table[1]["satisfied"] = 0.25
-    write_csv(table, tmp_path / "constrained.csv")
-    assert docs_table(tmp_path, "constrained") != text
-    with pytest.raises(ValueError, match="unknown constrained table 'nope'"):
-        docs_table(tmp_path, "nope")
+    write_csv(table, folder / "constrained.csv")
+    assert generate("rlhf_imdb_constrained/constrained", tmp_path) != text
+    with pytest.raises(ValueError, match="unknown constrained table 'constrained-nope'"):
+        generate("rlhf_imdb_constrained/constrained-nope", tmp_path)
 
 
 POSITIVE = ("great", "wonderful", "beautiful", "funny", "brilliant", "amazing", "good", "excellent")
