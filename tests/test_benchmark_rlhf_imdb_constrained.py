@@ -157,3 +157,16 @@ def test_constrained_stage_end_to_end_reusing_the_sweep(tmp_path, capsys):
         expected = max(0.0, DUAL_LR * (tau - first["sentiment"]))
         # J is the float32 batch mean both ways: they agree to float32 rounding, < 1e-6 here
         assert first["constraint/sentiment/multiplier"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_constrained_arguments(tmp_path, capsys):
+    """``--constrained`` defaults to a 3-weight sweep and two objectives, and refuses a third
+    objective or no sweep, naming both."""
+    from benchmarks.rlhf_imdb.cli import parse_args
+
+    args = parse_args(["--constrained", "--data", str(tmp_path)])
+    assert (args.sweep, args.three_objectives) == (3, "")
+    for extra in (["--sweep", "0"], ["--three-objectives", "tiny"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--constrained", "--data", str(tmp_path), *extra])
+        assert "--sweep at least 1, no --three-objectives" in capsys.readouterr().err
