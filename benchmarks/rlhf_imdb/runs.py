@@ -34,8 +34,9 @@ from mogradient_llm.specs import DataSpec, EvalSpec, ModelSpec, RunSpec
 #: Part of every RL stage's cache key: bump it when the trainer's results change, so cached runs
 #: of an older loop are not reused (2: MORLHF scalarises before whitening, weights sum to 1,
 #: sampling ignores the checkpoint's generation settings, normaliser std floor; 3: one loop for
-#: PPO and GRPO, checkpoints evaluated along training).
-LOOP_REVISION = 3
+#: PPO and GRPO, checkpoints evaluated along training; 4: MORLHF trains with its sweep
+#: preference, which the ``morlhf`` alias had dropped for equal weights).
+LOOP_REVISION = 4
 
 ALGORITHMS = ("ppo", "grpo")
 # method name in the tables -> config fields (the preference of the scalarising methods is the
@@ -63,14 +64,14 @@ NOON = {"pama"}
 ONLY_FOR = {"gdpo": "grpo"}
 # The third objective of the k = 3 table.
 OBJECTIVES = ("sentiment", "length", "diversity")
+#: The dual ascent step of a constrained run's multiplier. The sentiment logit's violations are
+#: a few tenths (the thresholds sit a few tenths above the start policy's mean), so a step of
+#: 0.5 raises λ to about 1 (the constraint's advantage weighs as much as the primary one) within
+#: 8 steps of a steady violation; the library's default 0.05 would leave λ near 0.2 after the
+#: benchmark's 16 or 24 steps.
+DUAL_LR = 0.5
 # Hypervolume reference per objective: the sentiment classifier's positive logit (VADER's
 # compound score has minimum -1), the length reward's minimum 0.5, diversity's minimum 0.
-#: The dual ascent step of a constrained run's multiplier. The sentiment logit's violations are
-#: a few tenths (the start policies score about 0.26 against thresholds of 0.4 and 0.6), so a
-#: step of 0.5 raises λ to about 1 (the constraint's advantage weighs as much as the primary
-#: one) within the first evaluation's 8 steps of a steady violation; the library's default 0.05
-#: would leave λ near 0.1 after the benchmark's 24 steps.
-DUAL_LR = 0.5
 #: The sampling seed of every evaluation (each run and checkpoint sees the same draws).
 EVAL_SEED = 1234
 SENTIMENT_REFERENCE = {"classifier": -3.0, "vader": -1.0}
