@@ -23,7 +23,9 @@ def test_the_preference_reaches_the_method_under_every_name(name) -> None:
 def test_a_config_weighs_by_its_reward_weights() -> None:
     """The IMDb benchmark's MORLHF sweep: ``aggregator="morlhf"`` with ``reward_weights``."""
     config = MOGRPOConfig(aggregator="morlhf", reward_weights=[0.25, 0.75])
-    weights = build_aggregator(config).weights(np.array([1.0, 1.0]))
+    aggregator = build_aggregator(config)
+    assert isinstance(aggregator, Linear)
+    weights = aggregator.weights(np.array([1.0, 1.0]))
     np.testing.assert_array_equal(weights, [0.25, 0.75])  # exact: 0.25 and 0.75 are dyadic
 
 
