@@ -3,6 +3,7 @@
 python -m benchmarks.rlhf_imdb --jobs 2          # full run (docs/benchmarks.md: its measured time)
 python -m benchmarks.rlhf_imdb --quick --jobs 2  # a few minutes: a preference sweep's front vs
                                                  # single runs (the offline demo without the data)
+python -m benchmarks.rlhf_imdb --constrained     # length s.t. sentiment >= tau (constrained.py)
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from typing import Any
 
 import torch
 
+from benchmarks.rlhf_imdb import constrained, constrained_runs
 from benchmarks.rlhf_imdb.cache import cached_stage
 from benchmarks.rlhf_imdb.data import fingerprint, load_split
 from benchmarks.rlhf_imdb.policies import (
     SIZES,
     build_tokenizer,
 )
-from benchmarks.rlhf_imdb.report import write_report
+from benchmarks.rlhf_imdb.report import start_rows, write_report
 from benchmarks.rlhf_imdb.reward_model import classifier_key, train_reward_model
 from benchmarks.rlhf_imdb.runs import ALGORITHMS, METHODS, reference_point
 from benchmarks.rlhf_imdb.stages import (
@@ -36,6 +38,7 @@ from benchmarks.rlhf_imdb.stages import (
     policy_stages,
     stage_executor,
 )
+from benchmarks.tables import write_csv
 from mogradient_llm.specs import DEFAULT_DATA_DIR
 
 FULL = {
@@ -54,6 +57,8 @@ FULL = {
     "three_objectives": "tiny",
     "sweep": 0,
 }
+#: ``--constrained``'s default sweep size: weights 1/4, 1/2, 3/4, with the length-only end 0.
+CONSTRAINED_SWEEP = 3
 QUICK = {
     "sizes": "tiny",
     "algorithms": "grpo",
@@ -125,6 +130,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "algorithm and size, and plot their front against the single runs",
     )
     parser.add_argument(
+        "--constrained",
+        action="store_true",
+        help="the constrained benchmark instead of the methods: maximise length subject to "
+        "sentiment >= tau, the Lagrangian against the best weight of the MORLHF sweep "
+        f"(--sweep, default {CONSTRAINED_SWEEP}) at matched KL (benchmarks/rlhf_imdb/"
+        "constrained.py)",
+    )
+    parser.add_argument(
         "--sentiment",
         choices=["classifier", "vader"],
         default="classifier",
@@ -143,6 +156,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     three_objectives_unset = args.three_objectives is None
+    if args.constrained:  # two objectives, the sweep and the Lagrangian: no method runs
+        args.sweep = CONSTRAINED_SWEEP if args.sweep is None else args.sweep
+        args.three_objectives = "" if three_objectives_unset else args.three_objectives
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -166,6 +182,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--kl-budgets must be comma-separated numbers, got {args.kl_budgets!r}")
     if args.steps < 1 or args.eval_every < 1 or args.sweep < 0:
         parser.error("--steps and --eval-every must be at least 1, --sweep at least 0")
+    if args.constrained and (args.three_objectives or args.sweep < 1):
+        parser.error(
+            "--constrained compares two objectives with a sweep: --sweep at least 1, "
+            "no --three-objectives"
+        )
     return args
 
 
@@ -229,7 +250,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             print(f"sentiment reward model: test accuracy {reward_info['test_accuracy']:.3f}")
         sizes = args.sizes.split(",")
         progress = RunProgress()
-        policies, start_futures, run_futures = {}, {}, {}
+        policies, start_futures, run_futures, stages = {}, {}, {}, []
         # in --sizes order, so the smaller sizes' runs are queued (and finish) first
         for future in policy_futures:
             size, policy_config = policy_futures[future]
@@ -242,12 +263,28 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             policies[size] = {"size": size, **info}
             policy = str(policy_dir) if size in SIZES else size
             stage = RunStage(args, cache, size, policy, policy_config, reward_config, sentiment)
+            if args.constrained:
+                stage.prepare(train.texts, test.texts)
+                stages.append(stage)
+                continue
             starts, runs = stage.submit(pool, progress, train.texts, test.texts)
             start_futures.update(starts)
             run_futures.update(runs)
-        starts_done = {label: f.result()[1] for f, label in start_futures.items()}
-        results = [{**label, **f.result()[1]} for f, label in run_futures.items()]
+        if args.constrained:
+            results, starts_done = constrained_runs.run_all(pool, progress, stages)
+        else:
+            starts_done = {label: f.result()[1] for f, label in start_futures.items()}
+            results = [{**label, **f.result()[1]} for f, label in run_futures.items()]
         progress.close()
+    refs = {k: reference_point(sentiment, k) for k in (2, 3)}
+    if args.constrained:
+        write_csv([policies[s] for s in sizes], out / "policies.csv")
+        write_csv(start_rows(starts_done), out / "starts.csv")
+        rows = constrained.write_report(results, start_rows(starts_done), out)
+        wall = time.perf_counter() - start
+        write_setup(out / "setup.json", args, reward_info, refs, wall)
+        print(f"wall time {wall:.0f} s")
+        return rows
 
     def order(run: dict[str, Any]) -> tuple[Any, ...]:
         method = run["method"]
@@ -261,7 +298,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             run["seed"],
         )
 
-    refs = {k: reference_point(sentiment, k) for k in (2, 3)}
     summary = write_report(
         sorted(results, key=order),
         starts_done,

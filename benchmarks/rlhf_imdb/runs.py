@@ -34,8 +34,9 @@ from mogradient_llm.specs import DataSpec, EvalSpec, ModelSpec, RunSpec
 #: Part of every RL stage's cache key: bump it when the trainer's results change, so cached runs
 #: of an older loop are not reused (2: MORLHF scalarises before whitening, weights sum to 1,
 #: sampling ignores the checkpoint's generation settings, normaliser std floor; 3: one loop for
-#: PPO and GRPO, checkpoints evaluated along training).
-LOOP_REVISION = 3
+#: PPO and GRPO, checkpoints evaluated along training; 4: MORLHF trains with its sweep
+#: preference, which the ``morlhf`` alias had dropped for equal weights).
+LOOP_REVISION = 4
 
 ALGORITHMS = ("ppo", "grpo")
 # method name in the tables -> config fields (the preference of the scalarising methods is the
@@ -51,6 +52,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "gdpo": {"aggregator": "morlhf", "multi_objective_aggregation": "normalize_then_sum"},
 }
 SCALARISED = {"morlhf", "gdpo"}
+#: The method name of the constrained benchmark's runs: length maximised subject to a sentiment
+#: threshold by the Lagrangian (MORLHF's config; its one unconstrained objective needs no
+#: weighting).
+CONSTRAINED = "lagrangian"
 # Noon (advantages clipped at zero before aggregating) is PAMA's; the paper's baselines, and
 # every other method here, train on plain advantages (with Noon, v1 saw them collapse to the
 # shortest completions on the largest policy).
@@ -59,6 +64,12 @@ NOON = {"pama"}
 ONLY_FOR = {"gdpo": "grpo"}
 # The third objective of the k = 3 table.
 OBJECTIVES = ("sentiment", "length", "diversity")
+#: The dual ascent step of a constrained run's multiplier. The sentiment logit's violations are
+#: a few tenths (the thresholds sit a few tenths above the start policy's mean), so a step of
+#: 0.5 raises λ to about 1 (the constraint's advantage weighs as much as the primary one) within
+#: 8 steps of a steady violation; the library's default 0.05 would leave λ near 0.2 after the
+#: benchmark's 16 or 24 steps.
+DUAL_LR = 0.5
 # Hypervolume reference per objective: the sentiment classifier's positive logit (VADER's
 # compound score has minimum -1), the length reward's minimum 0.5, diversity's minimum 0.
 #: The sampling seed of every evaluation (each run and checkpoint sees the same draws).
@@ -97,14 +108,19 @@ def run_config(
     n_objectives: int = 2,
     noon: bool = True,
     preference: tuple[float, ...] | None = None,
+    constraint: str | None = None,
 ) -> MOConfig:
     """The config of one run: the algorithm's ``demo`` preset with ``method``'s fields,
     ``steps`` steps of ``batch_size`` completions in two minibatches (GRPO: ``batch_size / 4``
-    prompts × 4), Noon clipping only if ``noon``, and ``preference`` instead of a scalarised
-    method's equal weights."""
+    prompts × 4), Noon clipping only if ``noon``, ``preference`` instead of a scalarised
+    method's equal weights, and ``constraint`` (``"sentiment>=0.4"``) kept by the Lagrangian
+    with dual step :data:`DUAL_LR`."""
     fields = method_config(method, n_objectives)
     if preference is not None:
         fields["reward_weights"] = list(preference)
+    if constraint is not None:
+        fields["constraints"] = [constraint]
+        fields["constraint_lr"] = DUAL_LR
     return estimator_class(algorithm).config_class.demo(
         seed=seed,
         noon=noon,
@@ -251,8 +267,15 @@ def run_rl(run: RunSpec, config: MOConfig, eval_every: int, specs: Evaluation) -
         **test,
         "seconds_per_step": seconds / max(steps, 1),
         "curve": curve,
-        "history": [{n: h[f"objective/scores/{n}"] for n in names} for h in history],
+        "history": [step_record(h, names) for h in history],
     }
+
+
+def step_record(stats: dict[str, float], names: list[str]) -> dict[str, float]:
+    """One training step's mean score per objective and, in a constrained run, its
+    multipliers and measured constraint values (``constraint/<objective>/multiplier`` …)."""
+    record = {n: stats[f"objective/scores/{n}"] for n in names}
+    return record | {k: v for k, v in stats.items() if k.startswith("constraint/")}
 
 
 def rl_stage(

@@ -27,6 +27,8 @@ from benchmarks.rlhf_imdb.policies import (
 )
 from benchmarks.rlhf_imdb.report import SWEEP
 from benchmarks.rlhf_imdb.runs import (
+    CONSTRAINED,
+    DUAL_LR,
     LOOP_REVISION,
     NOON,
     evaluate_start,
@@ -178,8 +180,9 @@ class RunStage:
         method: str,
         seed: int,
         preference: tuple[float, ...] | None = None,
+        constraint: str | None = None,
     ) -> dict[str, Any]:
-        return {
+        label = {
             "objectives": k,
             "algorithm": algorithm,
             "size": self.size,
@@ -187,6 +190,7 @@ class RunStage:
             "seed": seed,
             "preference": preference,
         }
+        return label | ({"constraint": constraint} if constraint else {})
 
     def submit(
         self,
@@ -197,6 +201,11 @@ class RunStage:
     ) -> tuple[dict[Future, tuple[int, str]], dict[Future, dict[str, Any]]]:
         """Submit the start evaluations and the runs (cached); returns future -> label for
         each. ``progress`` reports each run as it ends."""
+        self.prepare(train_texts, test_texts)
+        return self.submit_starts(pool), self.submit_runs(pool, progress, self.runs())
+
+    def prepare(self, train_texts: list[str], test_texts: list[str]) -> None:
+        """Write the prompt files and build the evaluation specs every stage of this size uses."""
         from transformers import AutoTokenizer
 
         args = self.args
@@ -207,43 +216,55 @@ class RunStage:
         # training-split prompts for choosing the best configuration: other reviews' openings
         train_eval = imdb_prompts(train_texts[::-1], tokenizer, 2, 8, min_chars=0, seed=2)
         train_eval = train_eval[: args.train_eval_prompts]
-        evaluation_key = {  # what the evaluations depend on, in every stage's cache key
+        self.evaluation_key = {  # what the evaluations depend on, in every stage's cache key
             **self.common,
             "eval_prompts": args.eval_prompts,
             "train_eval_prompts": args.train_eval_prompts,
         }
         prompt_dir = self.cache / "prompts"  # files of prompt rows, named by their content
-        files = {
+        self.files = {
             name: write_prompts(prompt_dir, rows)
             for name, rows in (("train", prompts), ("test", held_out), ("train_eval", train_eval))
         }
-        specs = {
+        self.specs = {
             k: evaluation(
                 self.sentiment,
                 k,
-                files["test"],
-                files["train_eval"],
+                self.files["test"],
+                self.files["train_eval"],
                 args.eval_prompts,
                 args.train_eval_prompts,
             )
             for k in self.objective_counts()
         }
+
+    def submit_starts(self, pool: Executor) -> dict[Future, tuple[int, str]]:
+        """Submit the start evaluation of each objective count (after :meth:`prepare`)."""
         starts = {}
         for k in self.objective_counts():
-            compute = partial(without_directory, evaluate_start, (self.policy, specs[k]))
-            config = {**evaluation_key, "objectives": k}
+            compute = partial(without_directory, evaluate_start, (self.policy, self.specs[k]))
+            config = {**self.evaluation_key, "objectives": k}
             starts[pool.submit(cached_stage, self.cache, "start", config, compute)] = (
                 k,
                 self.size,
             )
+        return starts
+
+    def submit_runs(
+        self, pool: Executor, progress: RunProgress, labels: list[dict[str, Any]]
+    ) -> dict[Future, dict[str, Any]]:
+        """Submit the runs of ``labels`` (after :meth:`prepare`); returns future -> label. A
+        constrained run's config adds its constraint and dual step, so every other run keeps
+        the cache key it had."""
+        args = self.args
         runs = {}
-        labels = self.runs()
         progress.add(len(labels))
         for label in labels:
             k, method = label["objectives"], label["method"]
-            trained = "morlhf" if method == SWEEP else method  # a sweep run is MORLHF
+            trained = "morlhf" if method in (SWEEP, CONSTRAINED) else method  # both MORLHF's
+            constraint = label.get("constraint")
             config = {
-                **evaluation_key,
+                **self.evaluation_key,
                 "loop": LOOP_REVISION,
                 "algorithm": label["algorithm"],
                 "method": method_config(trained, k),
@@ -254,6 +275,7 @@ class RunStage:
                 "batch_size": args.batch_size,
                 **({"preference": label["preference"]} if label["preference"] else {}),
                 "noon": method in NOON and not args.no_noon,
+                **({"constraint": constraint, "dual_lr": DUAL_LR} if constraint else {}),
             }
             run = run_config(
                 label["algorithm"],
@@ -264,20 +286,21 @@ class RunStage:
                 k,
                 config["noon"],
                 label["preference"],
+                constraint,
             )
             compute = partial(
                 rl_stage,
                 self.policy,
                 self.sentiment,
-                files["train"],
+                self.files["train"],
                 run,
                 args.eval_every,
-                specs[k],
+                self.specs[k],
             )
             future = pool.submit(cached_stage, self.cache, "rl", config, compute)
             future.add_done_callback(partial(progress.report, label))
             runs[future] = label
-        return starts, runs
+        return runs
 
 
 def sweep_weights(n: int) -> list[float]:
@@ -301,6 +324,7 @@ class RunProgress:
         if future.exception() is None:
             _, result = future.result()
             preference = f" {label['preference']}" if label["preference"] else ""
+            preference += f" {label['constraint']}" if label.get("constraint") else ""
             self.bar.write(
                 f"{label['size']} {label['algorithm']} {label['method']}{preference} "
                 f"k={label['objectives']} seed {label['seed']}: HV {result['hypervolume']:.3f}, "
