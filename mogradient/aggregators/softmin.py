@@ -45,9 +45,16 @@ def softmin(
     m = torch.where(taking, torch.where(part, advantages, inf).amin(dim=0), 0.0)
     total = torch.where(part, p, 0.0).sum(dim=0)
     log_p = torch.where(part, torch.log(p / torch.where(taking, total, 1.0)), -inf)
-    logits = torch.where(part, log_p - (advantages - m) / tau, -inf)  # ≤ log p̃ᵢ ≤ 0
+    x = torch.where(part, -(advantages - m) / tau, 0.0)  # ≤ 0
+    logits = torch.where(part, log_p + x, -inf)  # ≤ log p̃ᵢ ≤ 0
     safe = torch.where(taking, logits, torch.zeros_like(logits))  # no all -inf column
     lse = torch.logsumexp(safe, dim=0)
+    # Near 0 the log-sum-exp's absolute rounding (ε, from sums of terms near 1) can be all of a
+    # small s − m: there log1p(Σ p̃ᵢ expm1(xᵢ)) (Σ p̃ᵢ = 1; terms of one sign, so relative error
+    # nε; 1 + S ≥ e^-½ keeps log1p well conditioned) gives it to relative precision.
+    p_tilde = torch.exp(torch.where(part, log_p, 0.0)) * part
+    near = torch.log1p((p_tilde * torch.expm1(x)).sum(dim=0))
+    lse = torch.where(lse.abs() < 0.5, near, lse)
     s = torch.where(taking, m - tau * lse, 0.0)
     w = torch.where(taking, torch.exp(safe - lse), 0.0)  # the softmax, from the same sum
     return s, w
