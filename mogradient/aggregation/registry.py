@@ -57,6 +57,13 @@ def registered() -> dict[str, type[Aggregator]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def aggregator_class(name: str) -> type[Aggregator] | None:
+    """The class :func:`get_aggregator` builds for ``name`` (an alias, any case, ``_`` or
+    ``-``), or ``None`` for an unknown name."""
+    key = _normalise(name)
+    return _REGISTRY.get(_ALIASES.get(key, key))
+
+
 def aliases_of(name: str) -> list[str]:
     """The aliases registered for the canonical ``name``."""
     return sorted(alias for alias, target in _ALIASES.items() if target == name)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mogradient import Aggregator, get_aggregator, registered
+from mogradient.aggregation.registry import aggregator_class
 
 
 def aggregator_from(
@@ -30,7 +31,7 @@ def aggregator_from(
                 f"constructor, not aggregator_kwargs={kwargs} / {preference_name}={preference}"
             )
         return aggregator
-    cls = registered().get(aggregator)
+    cls = aggregator_class(aggregator)  # aliases too: "morlhf" is linear
     if preference is not None and cls is not None:
         if not cls.preference_aware:
             aware = sorted(name for name, c in registered().items() if c.preference_aware)
