@@ -4,8 +4,9 @@ shows exactly what ``summary.csv``, ``starts.csv`` and ``best.csv`` hold.
 
 Table names (the part after the folder in a docs marker, e.g. ``rlhf_imdb_v2/2-ppo``):
 ``K-ALGORITHM`` (the K-objective rows of one algorithm), ``K`` (every algorithm), ``best``,
-``policies`` (the pre-trained policies of ``policies.csv``) and ``v1`` (the earlier
-benchmark's one-table format, kept for the archive page).
+``policies`` (the pre-trained policies of ``policies.csv``), ``fronts`` (the sweep, Rewarded
+Soups and conditioned policies of ``fronts.csv``, :mod:`benchmarks.rlhf_imdb.compare`) and
+``v1`` (the earlier benchmark's one-table format, kept for the archive page).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.rlhf_imdb.compare import CSV as FRONTS_CSV
+from benchmarks.rlhf_imdb.compare import format_fronts
 from benchmarks.rlhf_imdb.report import format_best, format_table, plot_kl_curves
 from benchmarks.rlhf_imdb.runs import OBJECTIVES
 from benchmarks.tables import read_csv
@@ -36,9 +39,13 @@ def docs_table(results: Path, name: str) -> str:
         return format_best(read_csv(results / "best.csv"))
     if name == "policies":
         return format_policies(read_csv(results / "policies.csv"))
+    if name == "fronts":
+        return format_fronts(read_csv(results / FRONTS_CSV))
     k, _, algorithm = name.partition("-")
     if not k.isdigit():
-        raise ValueError(f"unknown IMDb table {name!r}: use K, K-ALGORITHM, best, policies or v1")
+        raise ValueError(
+            f"unknown IMDb table {name!r}: use K, K-ALGORITHM, best, policies, fronts or v1"
+        )
     summary = read_csv(results / "summary.csv")
     starts = {(r["objectives"], r["size"]): r for r in read_csv(results / "starts.csv")}
     table = format_table(summary, budgets_of(summary), int(k), starts, algorithm or None)

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,9 @@ from mogradient_llm.specs import DataSpec, EvalSpec, ModelSpec, RunSpec
 #: Part of every RL stage's cache key: bump it when the trainer's results change, so cached runs
 #: of an older loop are not reused (2: MORLHF scalarises before whitening, weights sum to 1,
 #: sampling ignores the checkpoint's generation settings, normaliser std floor; 3: one loop for
-#: PPO and GRPO, checkpoints evaluated along training).
-LOOP_REVISION = 3
+#: PPO and GRPO, checkpoints evaluated along training; 4: ``morlhf``'s preference reaches its
+#: aggregator again: the last code of revision 3 built the alias of ``linear`` uniform).
+LOOP_REVISION = 4
 
 ALGORITHMS = ("ppo", "grpo")
 # method name in the tables -> config fields (the preference of the scalarising methods is the
@@ -174,10 +176,12 @@ def held_out_metrics(
     rewards: list[Reward],
     rows: list[dict[str, Any]],
     spec: EvalSpec,
+    condition: Callable[[list[str]], list[str]] | None = None,
 ) -> dict[str, Any]:
     """:func:`mogradient_llm.run.evaluate` of ``spec`` on a policy in memory: mean rewards,
     hypervolume against ``spec.ref_point`` and KL to ``reference`` on ``rows`` (one sampled
-    completion each, after ``torch.manual_seed(spec.seed)``)."""
+    completion each, after ``torch.manual_seed(spec.seed)``). ``condition``: the texts a
+    conditioned policy (and its reference) reads instead of the prompts (its preference)."""
     torch.manual_seed(spec.seed)
     result = evaluate_policy(
         policy.eval(),
@@ -188,6 +192,7 @@ def held_out_metrics(
         ref_model=reference,
         ref_point=list(spec.ref_point) if spec.ref_point is not None else None,
         batch_size=spec.batch_size,
+        condition=condition,
     )
     policy.train()
     return metrics(result, [r.name for r in rewards])
