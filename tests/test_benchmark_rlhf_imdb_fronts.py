@@ -30,7 +30,8 @@ def test_fronts_are_compared_on_the_sweep_lattice_with_their_compute(data_dir, t
     argv = [
         "--data", str(data_dir), "--out", str(out), "--sizes", "tiny", "--seeds", "0,1",
         "--algorithms", "grpo", "--aggregators", "morlhf", "--three-objectives", "",
-        "--sweep", "2", "--conditioned-steps", "2,3", "--soups", "--kl-budgets", "1,0.5",
+        "--sweep", "2", "--conditioned-steps", "2,3", "--concentration", "0.5", "--soups",
+        "--kl-budgets", "1,0.5",
         "--pretrain-steps", "2", "--reward-steps", "2", "--steps", "2", "--eval-every", "1",
         "--batch-size", "4", "--eval-prompts", "4", "--train-eval-prompts", "4",
         "--vocab-size", "300",
@@ -43,8 +44,8 @@ def test_fronts_are_compared_on_the_sweep_lattice_with_their_compute(data_dir, t
     assert [(r["front"], r["runs"], r["seeds"], r["train_steps"]) for r in rows] == [
         ("morlhf sweep", 3, 1, 6),
         ("rewarded soups", 2, 1, 4),
-        ("conditioned, 2 steps", 1, 2, 2),
-        ("conditioned, 3 steps", 1, 2, 3),
+        ("conditioned, 2 steps, α = 0.5", 1, 2, 2),
+        ("conditioned, 3 steps, α = 0.5", 1, 2, 3),
     ]
     assert all(r["train_seconds"] > 0 for r in rows)
     # the sweep's front here is the main table's sweep row
@@ -96,7 +97,7 @@ def test_the_docs_table_is_the_csv(tmp_path):
     from benchmarks.tables import write_csv
 
     row = {
-        "algorithm": "grpo", "size": "tiny", "front": "conditioned, 16 steps", "runs": 1,
+        "algorithm": "grpo", "size": "tiny", "front": "conditioned, 16 steps, α = 1", "runs": 1,
         "seeds": 2, "train_steps": 16, "train_seconds": 12.3, "hv@1_mean": 2.0, "hv@1_std": 0.1,
         "hv_final_mean": 2.5, "hv_final_std": 0.2, "kl_final_max_mean": 3.0,
         "kl_final_max_std": 0.5, "spearman_sentiment_mean": 0.9, "spearman_sentiment_std": 0.1,
@@ -107,7 +108,7 @@ def test_the_docs_table_is_the_csv(tmp_path):
     write_csv([row], tmp_path / "fronts.csv")
     table = docs_table(tmp_path, "fronts")
     assert table == format_fronts(read_csv(tmp_path / "fronts.csv"))
-    assert "| conditioned, 16 steps | 1 | 2 | 16 | 12 | 2.000 ± 0.100 | 95 % |" in table
+    assert "| conditioned, 16 steps, α = 1 | 1 | 2 | 16 | 12 | 2.000 ± 0.100 | 95 % |" in table
     assert "| n/a |" in table and "0.90 ± 0.10" in table
     write_csv([{**row, "hv@1_mean": 2.5}], tmp_path / "fronts.csv")
     assert docs_table(tmp_path, "fronts") != table

@@ -34,6 +34,7 @@ from mogradient_llm.pareto.front import PolicyPoint, front_metrics, select_at_kl
 
 NAMES = OBJECTIVES[:2]
 CSV = "fronts.csv"
+SOUPS = "rewarded soups"
 
 
 def stage_curves(
@@ -133,18 +134,16 @@ def fronts_summary(
         }
         block = [front_row({"algorithm": algorithm, "size": size, "front": "morlhf sweep"},
                            [front_numbers(curves, budgets, ref)], compute)]  # fmt: skip
-        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        groups: dict[str, list[dict[str, Any]]] = {}
         for label, result in fronts:
             if (label["algorithm"], label["size"]) == (algorithm, size):
-                groups.setdefault((label["front"], label["steps"]), []).append(result)
-        ordered = sorted(groups.items(), key=lambda g: (g[0][0] != "soups", g[0][1]))
-        for (front, steps_each), results in ordered:
-            soups = front == "soups"
+                groups.setdefault(front_name(label), []).append(result)
+        for name, results in groups.items():
+            soups = name == SOUPS
             per_seed = [
                 front_numbers(stage_curves(r, start if soups else None), budgets, ref)
                 for r in results
             ]
-            name = "rewarded soups" if soups else f"conditioned, {steps_each} steps"
             compute = {
                 "runs": 2 if soups else 1,
                 "train_steps": results[0]["train_steps"],
@@ -157,6 +156,14 @@ def fronts_summary(
             row["sweep_share"] = row[top] / block[0][top] if block[0][top] else math.nan
         rows += block
     return rows
+
+
+def front_name(label: dict[str, Any]) -> str:
+    """A front's row name: ``rewarded soups``, or the conditioned policy's steps and
+    Dirichlet concentration (``conditioned, 80 steps, α = 1``)."""
+    if label["front"] == "soups":
+        return SOUPS
+    return f"conditioned, {label['steps']} steps, α = {label['concentration']:g}"
 
 
 def budgets_of(rows: Sequence[dict[str, Any]]) -> list[float]:
@@ -218,8 +225,7 @@ def plot_fronts(
             if (label["algorithm"], label["size"]) != (algorithm, size):
                 continue
             soups = label["front"] == "soups"
-            name = "rewarded soups" if soups else f"conditioned, {label['steps']} steps"
-            drawn.setdefault(name, stage_curves(result, start if soups else None))
+            drawn.setdefault(front_name(label), stage_curves(result, start if soups else None))
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
         for i, (name, curves) in enumerate(drawn.items()):
             points = [select_at_kl_budget(c, budget) for c in curves.values()]

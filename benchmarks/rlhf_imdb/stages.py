@@ -335,7 +335,8 @@ class RunStage:
                     )  # fmt: skip
                     future = pool.submit(cached_stage, self.cache, "conditioned", config, compute)
                     futures[future] = {
-                        **label, "front": "conditioned", "steps": steps, "seed": seed
+                        **label, "front": "conditioned", "steps": steps, "seed": seed,
+                        "concentration": args.concentration,
                     }  # fmt: skip
         return futures
 
