@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 
 from benchmarks.rlhf_imdb import constrained, constrained_runs
 from benchmarks.rlhf_imdb.cache import cached_stage
+from benchmarks.rlhf_imdb.compare import write_fronts_report
 from benchmarks.rlhf_imdb.data import fingerprint, load_split
 from benchmarks.rlhf_imdb.policies import (
     SIZES,
@@ -138,6 +140,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "constrained.py)",
     )
     parser.add_argument(
+        "--conditioned-steps",
+        default="",
+        help="comma-separated step counts: per count, seed and algorithm, train one "
+        "preference-conditioned MORLHF policy that long and compare its front on the sweep's "
+        "preferences with the sweep's (needs --sweep; fronts.csv)",
+    )
+    parser.add_argument(
+        "--concentration",
+        type=float,
+        default=1.0,
+        help="the conditioned policy's Dirichlet concentration (1: uniform on the simplex; "
+        "below 1: more preferences near the ends of the front)",
+    )
+    parser.add_argument(
+        "--soups",
+        action="store_true",
+        help="also train the two one-hot MORLHF runs (first seed) and compare Rewarded Soups' "
+        "front, their weights mixed at the sweep's preferences (needs --sweep; fronts.csv)",
+    )
+    parser.add_argument(
         "--sentiment",
         choices=["classifier", "vader"],
         default="classifier",
@@ -187,6 +209,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--constrained compares two objectives with a sweep: --sweep at least 1, "
             "no --three-objectives"
         )
+    if (args.conditioned_steps or args.soups) and not args.sweep:
+        parser.error(
+            "--conditioned-steps and --soups are compared with the preference sweep on its "
+            "preferences: add --sweep N"
+        )
+    try:
+        steps = [int(s) for s in filter(None, args.conditioned_steps.split(","))]
+    except ValueError:
+        steps = [0]
+    if any(s < 1 for s in steps):
+        parser.error(
+            f"--conditioned-steps must be comma-separated positive integers, got "
+            f"{args.conditioned_steps!r}"
+        )
+    if not args.concentration > 0:
+        parser.error(f"--concentration must be positive, got {args.concentration}")
     return args
 
 
@@ -251,6 +289,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         sizes = args.sizes.split(",")
         progress = RunProgress()
         policies, start_futures, run_futures, stages = {}, {}, {}, []
+        front_futures: dict[Future, dict[str, Any]] = {}
         # in --sizes order, so the smaller sizes' runs are queued (and finish) first
         for future in policy_futures:
             size, policy_config = policy_futures[future]
@@ -270,11 +309,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             starts, runs = stage.submit(pool, progress, train.texts, test.texts)
             start_futures.update(starts)
             run_futures.update(runs)
+            front_futures.update(stage.submit_fronts(pool))
         if args.constrained:
             results, starts_done = constrained_runs.run_all(pool, progress, stages)
         else:
             starts_done = {label: f.result()[1] for f, label in start_futures.items()}
             results = [{**label, **f.result()[1]} for f, label in run_futures.items()]
+        fronts = [(label, f.result()[1]) for f, label in front_futures.items()]
         progress.close()
     refs = {k: reference_point(sentiment, k) for k in (2, 3)}
     if args.constrained:
@@ -306,6 +347,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         args.kl_budgets,
         refs,
     )
+    if fronts:
+        write_fronts_report(results, starts_done, fronts, args.kl_budgets, refs[2], out)
     wall = time.perf_counter() - start
     write_setup(out / "setup.json", args, reward_info, refs, wall)
     print(f"wall time {wall:.0f} s")

@@ -4,9 +4,10 @@ shows exactly what ``summary.csv``, ``starts.csv`` and ``best.csv`` hold.
 
 Table names (the part after the folder in a docs marker, e.g. ``rlhf_imdb_v2/2-ppo``):
 ``K-ALGORITHM`` (the K-objective rows of one algorithm), ``K`` (every algorithm), ``best``,
-``policies`` (the pre-trained policies of ``policies.csv``), ``v1`` (the earlier
-benchmark's one-table format, kept for the archive page) and the constrained benchmark's
-``constrained``, ``constrained-seeds`` and ``constrained-sweep``
+``policies`` (the pre-trained policies of ``policies.csv``), ``fronts`` (the sweep, Rewarded
+Soups and conditioned policies of ``fronts.csv``, :mod:`benchmarks.rlhf_imdb.compare`), ``v1``
+(the earlier benchmark's one-table format, kept for the archive page) and the constrained
+benchmark's ``constrained``, ``constrained-seeds`` and ``constrained-sweep``
 (:func:`benchmarks.rlhf_imdb.constrained.docs_table`).
 """
 
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.rlhf_imdb import constrained
+from benchmarks.rlhf_imdb.compare import CSV as FRONTS_CSV
+from benchmarks.rlhf_imdb.compare import format_fronts
 from benchmarks.rlhf_imdb.report import format_best, format_table, plot_kl_curves
 from benchmarks.rlhf_imdb.runs import OBJECTIVES
 from benchmarks.tables import read_csv
@@ -39,12 +42,14 @@ def docs_table(results: Path, name: str) -> str:
         return format_best(read_csv(results / "best.csv"))
     if name == "policies":
         return format_policies(read_csv(results / "policies.csv"))
+    if name == "fronts":
+        return format_fronts(read_csv(results / FRONTS_CSV))
     if name.startswith("constrained"):
         return constrained.docs_table(results, name)
     k, _, algorithm = name.partition("-")
     if not k.isdigit():
         raise ValueError(
-            f"unknown IMDb table {name!r}: use K, K-ALGORITHM, best, policies, v1 or "
+            f"unknown IMDb table {name!r}: use K, K-ALGORITHM, best, policies, fronts, v1 or "
             "constrained[-seeds|-sweep]"
         )
     summary = read_csv(results / "summary.csv")

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,10 +191,12 @@ def held_out_metrics(
     rewards: list[Reward],
     rows: list[dict[str, Any]],
     spec: EvalSpec,
+    condition: Callable[[list[str]], list[str]] | None = None,
 ) -> dict[str, Any]:
     """:func:`mogradient_llm.run.evaluate` of ``spec`` on a policy in memory: mean rewards,
     hypervolume against ``spec.ref_point`` and KL to ``reference`` on ``rows`` (one sampled
-    completion each, after ``torch.manual_seed(spec.seed)``)."""
+    completion each, after ``torch.manual_seed(spec.seed)``). ``condition``: the texts a
+    conditioned policy (and its reference) reads instead of the prompts (its preference)."""
     torch.manual_seed(spec.seed)
     result = evaluate_policy(
         policy.eval(),
@@ -204,6 +207,7 @@ def held_out_metrics(
         ref_model=reference,
         ref_point=list(spec.ref_point) if spec.ref_point is not None else None,
         batch_size=spec.batch_size,
+        condition=condition,
     )
     policy.train()
     return metrics(result, [r.name for r in rewards])

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.rlhf_imdb.cache import cached_stage
 from benchmarks.rlhf_imdb.data import Split
+from benchmarks.rlhf_imdb.fronts import conditioned_config, conditioned_stage, lattice, soups_stage
 from benchmarks.rlhf_imdb.policies import (
     PRETRAIN_LR,
     PRETRAIN_WARMUP,
@@ -301,6 +302,65 @@ class RunStage:
             future.add_done_callback(partial(progress.report, label))
             runs[future] = label
         return runs
+
+    def submit_fronts(self, pool: Executor) -> dict[Future, dict[str, Any]]:
+        """Submit (after :meth:`submit`) the fronts compared with the preference sweep, per
+        algorithm: a conditioned policy per ``--conditioned-steps`` entry and seed, and, with
+        ``--soups``, Rewarded Soups of the first seed (:mod:`benchmarks.rlhf_imdb.fronts`);
+        returns future -> label."""
+        args = self.args
+        steps_list = [int(s) for s in filter(None, args.conditioned_steps.split(","))]
+        if not args.sweep or not (steps_list or args.soups):
+            return {}
+        points = lattice(sweep_weights(args.sweep), "morlhf" in args.aggregators.split(","))
+        common = {
+            **self.evaluation_key,
+            "loop": LOOP_REVISION,
+            "eval_every": args.eval_every,
+            "batch_size": args.batch_size,
+            "lattice": points,
+        }
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        train, spec = self.files["train"], self.specs[2]
+        futures: dict[Future, dict[str, Any]] = {}
+        for algorithm in args.algorithms.split(","):
+            label = {"algorithm": algorithm, "size": self.size}
+            if args.soups:
+                one_hot = [(1.0, 0.0), (0.0, 1.0)]
+                runs = [
+                    run_config(algorithm, "morlhf", seeds[0], args.steps, args.batch_size, 2,
+                               False, p)
+                    for p in one_hot
+                ]  # fmt: skip
+                config = {**common, "algorithm": algorithm, "seed": seeds[0], "steps": args.steps}
+                compute = partial(
+                    soups_stage, self.policy, self.sentiment, train, runs, args.eval_every, spec,
+                    points,
+                )  # fmt: skip
+                future = pool.submit(cached_stage, self.cache, "soups", config, compute)
+                futures[future] = {**label, "front": "soups", "steps": args.steps, "seed": seeds[0]}
+            for steps in steps_list:
+                for seed in seeds:
+                    config = {
+                        **common,
+                        "algorithm": algorithm,
+                        "seed": seed,
+                        "steps": steps,
+                        "concentration": args.concentration,
+                    }
+                    run = conditioned_config(
+                        algorithm, seed, steps, args.batch_size, args.concentration
+                    )
+                    compute = partial(
+                        conditioned_stage, self.policy, self.sentiment, train, run,
+                        args.eval_every, spec, points,
+                    )  # fmt: skip
+                    future = pool.submit(cached_stage, self.cache, "conditioned", config, compute)
+                    futures[future] = {
+                        **label, "front": "conditioned", "steps": steps, "seed": seed,
+                        "concentration": args.concentration,
+                    }  # fmt: skip
+        return futures
 
 
 def sweep_weights(n: int) -> list[float]:
