@@ -168,7 +168,7 @@ def test_matches_torchjd_with_eps_zero(beta: float, monkeypatch: pytest.MonkeyPa
     # bound of two float64 evaluations (first_order_bound).
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(2)
-    for trial in range(15):
+    for trial in range(8):
         n = int(rng.integers(2, 7))
         d = int(rng.integers(n, 10))
         agg = get_aggregator("gradvac", beta=beta, seed=trial)

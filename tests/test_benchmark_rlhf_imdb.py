@@ -120,7 +120,7 @@ def test_parallel_jobs_give_the_same_runs(data_dir, tmp_path):
     """``--jobs 2`` runs the stages in two spawned processes; every run's metrics (all but the
     timing) equal the in-process run's, in the same table order."""
     argv = [
-        "--data", str(data_dir), "--sizes", "tiny", "--seeds", "0,1", "--three-objectives", "",
+        "--data", str(data_dir), "--sizes", "tiny", "--seeds", "0", "--three-objectives", "",
         "--algorithms", "ppo", "--aggregators", "pama,mgda", "--pretrain-steps", "2",
         "--reward-steps", "2",
         "--steps", "1", "--batch-size", "4", "--eval-prompts", "4", "--vocab-size", "300",
