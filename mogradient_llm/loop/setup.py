@@ -14,7 +14,7 @@ from torch import nn
 from mogradient import Aggregator
 from mogradient_llm.config import MOConfig
 from mogradient_llm.objectives.building import aggregator_from
-from mogradient_llm.objectives.constraints import Lagrangian
+from mogradient_llm.objectives.constraints import lagrangian_from
 from mogradient_llm.objectives.loss import MultiObjectiveLoss
 from mogradient_llm.policy.lora import apply_lora
 
@@ -33,15 +33,7 @@ def objective_loss(
             config.reward_weights,
             preference_name="reward_weights",
         )
-    constraints = None
-    if config.constraints:
-        constraints = Lagrangian(
-            config.constraints,
-            names,
-            lr=config.constraint_lr,
-            kp=config.constraint_kp,
-            kd=config.constraint_kd,
-        )
+    constraints = lagrangian_from(config, names)
     per_preference = None
     if config.conditioned:
 

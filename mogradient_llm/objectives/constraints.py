@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -169,3 +169,30 @@ class Lagrangian:
         self._integral = [float(x) for x in state["integral"]]
         self._last_error = [float(x) for x in state["last_error"]]
         self.values = [float(x) for x in state["values"]]
+
+
+class ConstraintSettings(Protocol):
+    """The constraint fields our config and the TRL adapter's configs share."""
+
+    @property
+    def constraints(self) -> Sequence[Constraint | str]: ...
+    @property
+    def constraint_lr(self) -> float: ...
+    @property
+    def constraint_kp(self) -> float: ...
+    @property
+    def constraint_kd(self) -> float: ...
+
+
+def lagrangian_from(settings: ConstraintSettings, names: Sequence[str]) -> Lagrangian | None:
+    """The Lagrangian of a config's constraints over the objectives ``names`` (``None`` when it
+    has none), with its dual step and PID gains."""
+    if not settings.constraints:
+        return None
+    return Lagrangian(
+        settings.constraints,
+        names,
+        lr=settings.constraint_lr,
+        kp=settings.constraint_kp,
+        kd=settings.constraint_kd,
+    )

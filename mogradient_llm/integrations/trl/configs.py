@@ -12,7 +12,7 @@ from trl import GRPOConfig, RLOOConfig
 
 from mogradient import AdvantageCombiner, Aggregator
 from mogradient_llm.objectives.building import aggregator_from
-from mogradient_llm.objectives.constraints import Constraint, Lagrangian
+from mogradient_llm.objectives.constraints import Constraint, lagrangian_from
 from mogradient_llm.objectives.loss import MultiObjectiveLoss
 
 LEVELS = ("features", "parameters")
@@ -140,15 +140,7 @@ def objective_loss_of(args: MultiObjectiveFields, names: Sequence[str]) -> Multi
     noon = args.noon
     if noon is None:
         noon = isinstance(aggregator, AdvantageCombiner)
-    constraints = None
-    if args.constraints:
-        constraints = Lagrangian(
-            args.constraints,
-            names,
-            lr=args.constraint_lr,
-            kp=args.constraint_kp,
-            kd=args.constraint_kd,
-        )
+    constraints = lagrangian_from(args, names)
     loss = MultiObjectiveLoss(
         aggregator,
         names,
