@@ -39,12 +39,8 @@ from mogradient import (
     AdvantageCombiner,
     Aggregator,
     GramianAccumulator,
-    GramianWeighting,
-    JacobianWeighting,
     LossWeighting,
-    along,
     dispatch,
-    gramian_of,
 )
 from mogradient_llm.objectives.advantages import Advantages, noon_clip
 from mogradient_llm.objectives.conditioned import (
@@ -53,11 +49,8 @@ from mogradient_llm.objectives.conditioned import (
     check_conditionable,
 )
 from mogradient_llm.objectives.constraints import Lagrangian
-from mogradient_llm.objectives.diagnostics import (
-    advantage_diagnostics,
-    gradient_diagnostics,
-    score_diagnostics,
-)
+from mogradient_llm.objectives.diagnostics import advantage_diagnostics, score_diagnostics
+from mogradient_llm.objectives.gradient_stages import GradientStages, Level, Stats
 
 #: Sums a tensor over the processes (``None`` in one process).
 AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
@@ -65,8 +58,6 @@ AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
 PolicyLosses = Callable[[torch.Tensor], torch.Tensor]
 #: A loss weighting's ``x [k, ...] → Σ wᵢ xᵢ [1, ...]``.
 Scalarize = Callable[[torch.Tensor], torch.Tensor]
-Level = Literal["features", "parameters"]
-Stats = dict[str, float]
 Kind = Literal["advantages", "losses", "gramian", "jacobian"]
 
 
@@ -99,7 +90,7 @@ def objective_losses(
     return -(totals[:k] / totals[k:].clamp(min=1))
 
 
-class MultiObjectiveLoss:
+class MultiObjectiveLoss(GradientStages):
     """The policy loss of ``names``' objectives combined by ``aggregator``.
 
     Args:
@@ -222,16 +213,6 @@ class MultiObjectiveLoss:
         )
 
     # ------------------------------------------------------------------ advantage stage
-    def _weight_stats(self, weights: torch.Tensor) -> Stats:
-        return {f"agg/weight/{n}": float(w) for n, w in zip(self.aggregated, weights)}
-
-    def _normalized(self, weights: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        """``weights / Σ weights`` with ``normalize_weights`` (and a positive sum)."""
-        total = float(weights.sum())
-        if self.normalize_weights and total > 0:
-            weights = weights / total
-        return weights, {"agg/weight_sum": total}
-
     def scalarize(self, values: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         """Loss weightings: ``values [k, ...]`` → ``Σ wᵢ valuesᵢ`` ``[1, ...]`` with ``w`` decided
         from the objectives' ``losses [k]``."""
@@ -430,85 +411,6 @@ class MultiObjectiveLoss:
         return advantage_diagnostics(clipped.values, mask, self.names)
 
     # ------------------------------------------------------------------ loss stage
-    def decide(
-        self, gramian: torch.Tensor, losses: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
-        """Gramian weightings: the weights for a global ``gramian`` (k×k, the same on every
-        rank) and, for methods that read them, the objectives' loss values; the stats include
-        every pair's gradient cosine and the conflict rate."""
-        if not isinstance(self.aggregator, GramianWeighting):
-            raise TypeError("only Gramian weightings decide weights from a Gramian")
-        # Only methods that read the loss values get them: the others would refuse an
-        # overflowing mean they never use.
-        values = None
-        if self.aggregator.uses_loss_values:
-            if losses is None:
-                raise ValueError(f"{self.aggregator!r} reads the loss values: pass losses")
-            values = losses.to(torch.float64)
-        with torch.no_grad():
-            raw = self.aggregator.weights(gramian, values)
-        weights, stats = self._normalized(raw)
-        stats.update(self._weight_stats(weights))
-        if len(self.names) > 1:
-            stats.update(gradient_diagnostics(gramian, self.names))
-        return weights, stats
-
-    def decide_direction(
-        self, jacobian: torch.Tensor, losses: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Stats]:
-        """Jacobian weightings: the direction ``[d]`` for a global ``jacobian`` (k×d, the same
-        on every rank; advances the method's state) and, for methods that read them, the
-        objectives' loss values; the stats include every pair's gradient cosine."""
-        if not isinstance(self.aggregator, JacobianWeighting):
-            raise TypeError("only Jacobian weightings decide a direction from the Jacobian")
-        values = None
-        if self.aggregator.uses_loss_values:
-            if losses is None:
-                raise ValueError(f"{self.aggregator!r} reads the loss values: pass losses")
-            values = losses.to(torch.float64)
-        direction = self.aggregator(jacobian.detach(), values)
-        stats: Stats = {"agg/direction_norm": float(direction.double().norm())}
-        if len(self.names) > 1:
-            stats.update(gradient_diagnostics(gramian_of(jacobian.detach()), self.names))
-        return direction, stats
-
-    @staticmethod
-    def along(direction: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``Σ_p ⟨d_p, p⟩``: the scalar whose gradient over ``params`` is ``direction``."""
-        return along(direction, params)
-
-    @staticmethod
-    def reduce(losses: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        """``Σ wᵢ Lᵢ`` with the decided weights; the single combined loss otherwise."""
-        if weights is None:
-            if len(losses) != 1:
-                raise ValueError(f"{len(losses)} policy losses and no weights to combine them")
-            return losses[0]
-        return weights.to(losses) @ losses
-
-    def accumulator(self, n_micro_batches: int = 1) -> GramianAccumulator:
-        """The Gramian accumulator of this loss's level over ``n_micro_batches``, with products
-        in float64 (``gramian_of(precision="float64")``): each entry within
-        ``γ_d ‖gᵢ‖‖gⱼ‖``, ``γ_d = d·u/(1 − d·u)``, ``u = 2⁻⁵³``, of the exact Gramian of the
-        gradients (``d`` columns summed), where float32 blocks of 1024 round at
-        ``1024 · 2⁻²⁴ ≈ 6e-5`` — the weights then depend on the gradients alone, not on the
-        order the engine summed them in. The float64 copy is taken one chunk of 2²⁰ columns at a
-        time: about 3 ms for k = 2 and 853k parameters on one CPU core (0.5 ms in float32
-        blocks), under 1 % of that policy's parameters-level step (``docs/trl.md``)."""
-        return GramianAccumulator(self.level, n_micro_batches, precision="float64")
-
-    def gramian(
-        self, losses: torch.Tensor, inputs: torch.Tensor | Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        """The k×k float64 Gramian of the ``losses``' gradients with respect to ``inputs`` (the
-        hidden state at the features level, the trainable parameters at the parameters level),
-        averaged over the ranks of ``torch.distributed`` (:meth:`accumulator`); keeps the graph
-        for the backward."""
-        accumulator = self.accumulator()
-        tensors = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
-        accumulator.add(losses.unbind(), tensors, retain_graph=True)
-        return accumulator.gramian()
-
     def __call__(
         self,
         advantages: Advantages,
