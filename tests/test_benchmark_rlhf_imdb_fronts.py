@@ -13,16 +13,10 @@ from benchmarks.rlhf_imdb.docs import docs_table
 from benchmarks.rlhf_imdb.fronts import lattice
 from benchmarks.rlhf_imdb.report import SWEEP
 from benchmarks.tables import read_csv
-from tests.test_benchmark_rlhf_imdb import write_split
+from tests import test_benchmark_rlhf_imdb
 
-
-@pytest.fixture
-def data_dir(tmp_path):
-    directory = tmp_path / "data"
-    directory.mkdir()
-    write_split(directory / "train.jsonl", 200, seed=0)
-    write_split(directory / "test.jsonl", 40, seed=1)
-    return directory
+#: The toy IMDb split the pipeline tests train on.
+data_dir = test_benchmark_rlhf_imdb.data_dir
 
 
 def test_fronts_are_compared_on_the_sweep_lattice_with_their_compute(data_dir, tmp_path, capsys):
