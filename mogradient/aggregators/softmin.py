@@ -10,6 +10,7 @@ from mogradient.aggregation.checks import positive_or_hint
 from mogradient.aggregation.kinds import AdvantageCombiner, AllReduceSum, Combination, Property
 from mogradient.aggregation.preference import DRAWN_PREFERENCE, Preference
 from mogradient.aggregation.registry import register
+from mogradient.aggregators._coordinatewise import checked
 
 
 def softmin(
@@ -128,34 +129,13 @@ class SoftMin(AdvantageCombiner):
         ``[n, *batch]`` (float64) and ``s`` itself as ``s_star``. Computed in float64 (O(n) per
         sample), so the weights sum to 1 to float64 rounding; ``s`` is returned in the
         advantages' dtype (float32 for half-precision ones)."""
-        a = torch.as_tensor(advantages)
-        if a.ndim == 0 or a.shape[0] == 0:
-            raise ValueError(
-                "expected advantages of shape [n_objectives, *batch] with at least one objective"
-            )
-        if not a.is_floating_point() or a.dtype in (torch.float16, torch.bfloat16):
-            a = a.to(torch.float32)
-        if not bool(torch.isfinite(a).all()):
-            i = int(torch.nonzero(~torch.isfinite(a).reshape(a.shape[0], -1).all(dim=1))[0])
-            raise ValueError(
-                f"the advantages of objective {i} contain NaN or Inf; check that objective's "
-                "rewards and value head, or skip this batch"
-            )
-        if mask is None:
-            mask = torch.ones(a.shape[1:], dtype=a.dtype, device=a.device)
-        elif mask.shape != a.shape[1:]:
-            raise ValueError(
-                f"the mask has shape {tuple(mask.shape)} but the advantages' batch shape is "
-                f"{tuple(a.shape[1:])}; pass one mask entry per sample"
-            )
-        mask = mask.to(device=a.device, dtype=a.dtype)
-        if valid is not None:
-            if valid.shape != a.shape:
-                raise ValueError(
-                    f"valid has shape {tuple(valid.shape)} but the advantages {tuple(a.shape)}; "
-                    "pass one entry per objective and sample (True where that objective scored it)"
-                )
-            valid = valid.to(device=a.device, dtype=torch.bool)
+        a, mask, valid = checked(
+            advantages,
+            mask,
+            valid,
+            noun="advantages",
+            fix="check that objective's rewards and value head",
+        )
         p = torch.as_tensor(self.preference.resolve(a.shape[0]))
         z = self._normalized(a, mask, valid, all_reduce_sum) if self.normalize else a.double()
         s, w = softmin(z, self.tau, p, valid)
