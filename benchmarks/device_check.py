@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     raises is one ``error`` row; the next section still runs."""
     import torch
 
-    from benchmarks import grpo_step
+    from benchmarks import grpo_cells
     from benchmarks.device_sections import DEVICE, SMOKE, backward_rows, rl_rows, row
 
     sizes = SMOKE if args.smoke else DEVICE
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="device-check-") as tmp:
         policy = tmp  # the RL policy, built only where a section needs it
         if {"rl", "correctness"} & set(args.sections):
-            grpo_step.build_policy(
+            grpo_cells.build_policy(
                 Path(tmp),
                 sizes.n_layer,
                 sizes.n_embd,

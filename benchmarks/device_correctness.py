@@ -74,7 +74,7 @@ def _trainer(policy: str, sizes: Sizes, accelerator: Any, **overrides: Any) -> A
     """Our GRPO trainer on the check's policy (two rewards, a reference: beta > 0)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from benchmarks import grpo_step
+    from benchmarks import grpo_cells
     from mogradient_llm import MOGRPOConfig, MOTrainer
 
     config = MOGRPOConfig(
@@ -86,7 +86,7 @@ def _trainer(policy: str, sizes: Sizes, accelerator: Any, **overrides: Any) -> A
             "num_iterations": 2,
             "beta": 0.1,
             "seed": 0,
-            "generation_kwargs": grpo_step._generation(sizes.completion_length),
+            "generation_kwargs": grpo_cells.generation_kwargs(sizes.completion_length),
             **overrides,
         }
     )
@@ -95,8 +95,8 @@ def _trainer(policy: str, sizes: Sizes, accelerator: Any, **overrides: Any) -> A
         config,
         AutoModelForCausalLM.from_pretrained(policy),
         tokenizer,
-        rewards=[grpo_step.length_reward, grpo_step.vowel_reward],
-        prompts=grpo_step.load_prompts(None, Path(policy), 8),
+        rewards=[grpo_cells.length_reward, grpo_cells.vowel_reward],
+        prompts=grpo_cells.load_prompts(None, Path(policy), 8),
         accelerator=accelerator,
     )
 

@@ -69,7 +69,7 @@ def rl_rows(policy: str, sizes: Sizes, deadline: float) -> list[dict[str, Any]]:
     cell's step over the reference's in the same round."""
     from accelerate.state import AcceleratorState
 
-    from benchmarks import grpo_step
+    from benchmarks import grpo_cells, grpo_step
 
     cells = list(RL_CELLS)
     rows = []
@@ -82,7 +82,7 @@ def rl_rows(policy: str, sizes: Sizes, deadline: float) -> list[dict[str, Any]]:
     n_prompts = sizes.batch_size // sizes.num_generations * (sizes.warmup + sizes.steps)
     settings = {
         "policy": policy,
-        "prompts": grpo_step.load_prompts(None, Path(policy), max(n_prompts, 8)),
+        "prompts": grpo_cells.load_prompts(None, Path(policy), max(n_prompts, 8)),
         "batch_size": sizes.batch_size,
         "num_generations": sizes.num_generations,
         "completion_length": sizes.completion_length,

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from benchmarks import grpo_step
+from benchmarks import grpo_cells
 from benchmarks.grpo_step import main
 
 
@@ -35,9 +35,9 @@ def test_quick_run_times_both_sides_and_writes_csv_and_plot(tmp_path, capsys):
 
 
 def test_unequal_completion_lengths_are_refused(monkeypatch):
-    monkeypatch.setattr(grpo_step, "COMPLETION_TOKENS", [])
-    grpo_step.length_reward(["a b", "c"], completion_ids=[[1, 2], [3, 4]])
-    grpo_step.check_lengths(2)
-    grpo_step.weighted_reward(["a"], completion_ids=[[1]])
+    monkeypatch.setattr(grpo_cells, "COMPLETION_TOKENS", [])
+    grpo_cells.length_reward(["a b", "c"], completion_ids=[[1, 2], [3, 4]])
+    grpo_cells.check_lengths(2)
+    grpo_cells.weighted_reward(["a"], completion_ids=[[1]])
     with pytest.raises(RuntimeError, match=r"completions of \[1, 2\] tokens"):
-        grpo_step.check_lengths(2)
+        grpo_cells.check_lengths(2)
