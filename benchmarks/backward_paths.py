@@ -66,19 +66,14 @@ FIELDS = (
 )
 
 
-def _build(shape_name: str, k: int) -> tuple[Any, Any, list[Any]]:
+def build_model(shape_name: str, k: int) -> tuple[Any, Any, list[Any]]:
     import torch
 
-    from benchmarks import backward_step
+    from benchmarks.backward_models import BUILDERS
 
     kind, shape = SHAPES[shape_name]
     torch.manual_seed(0)
-    builders = {
-        "mlp": backward_step._build_mlp,
-        "transformer": backward_step._build_transformer,
-        "gpt2": backward_step._build_gpt2,
-    }
-    model, forward, _ = builders[kind](k, shape, torch.device("cpu"))
+    model, forward, _ = BUILDERS[kind](k, shape, torch.device("cpu"))
     return model, forward, [p for p in model.parameters() if p.requires_grad]
 
 
@@ -100,7 +95,7 @@ def time_cell(shape_name: str, k: int, rounds: int, warmup: int) -> list[dict[st
     import torch
 
     torch.set_num_threads(1)
-    model, forward, params = _build(shape_name, k)
+    model, forward, params = build_model(shape_name, k)
     order = ("plain", *PATHS)
     times: dict[str, list[float]] = {p: [] for p in order}
     for r in range(warmup + rounds):
@@ -142,7 +137,7 @@ def memory_cell(shape_name: str, k: int, path: str, steps: int) -> float:
 
     torch.set_num_threads(1)
     _preload({"loop": "mg_loop", "layers": "mg_layers"}[path], k)
-    model, forward, params = _build(shape_name, k)
+    model, forward, params = build_model(shape_name, k)
     for _ in range(steps):
         for p in params:
             p.grad = None

@@ -137,7 +137,7 @@ def backward_rows(sizes: Sizes, deadline: float) -> list[dict[str, Any]]:
     CUDA the peak allocated memory beyond what was allocated before the steps."""
     import torch
 
-    from benchmarks.backward_step import MODELS, _build
+    from benchmarks.backward_models import MODELS, build_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = device_name()
@@ -157,7 +157,7 @@ def backward_rows(sizes: Sizes, deadline: float) -> list[dict[str, Any]]:
             )
             break
         started = time.perf_counter()
-        model, forward, _ = _build(model_name, k, size=sizes.backward_size, device=device)
+        model, forward, _ = build_model(model_name, k, size=sizes.backward_size, device=device)
         params = [p for p in model.parameters() if p.requires_grad]
 
         def plain(m: Any = model, f: Any = forward) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import device_check, docs_tables
-from benchmarks.backward_step import MODELS
+from benchmarks.backward_models import MODELS
 from benchmarks.device_sections import BACKWARD_METHODS, RL_CELLS, SMOKE, backward_rows
 from benchmarks.tables import read_csv
 
