@@ -163,10 +163,22 @@ def last_moments(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, to
     the order of TRL's ``nanmean``/``nanstd`` (the biased variance times ``n / (n − 1)``): the
     same float32 rounding, so TRL's trainers and ours take bit-identical steps."""
     x = torch.where(valid, x, torch.zeros_like(x))
-    n = valid.sum(-1, keepdim=True).to(x.dtype)
-    mean = x.sum(-1, keepdim=True) / n.clamp(min=1)
-    biased = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / n.clamp(min=1)
-    return mean, (biased * (n / (n - 1).clamp(min=1))).sqrt()
+    mean, _, std = centred_moments(x, valid.to(x.dtype))
+    return mean, std
+
+
+def centred_moments(
+    x: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mean (kept, size 1), the centred values (0 where not valid) and the unbiased std
+    (kept) over the last dimension of ``x`` (0 where not valid), ``valid`` a 0/1 float mask:
+    :func:`last_moments` in one pass that also returns what it centred."""
+    n = valid.sum(-1, keepdim=True)
+    count = n.clamp(min=1)
+    mean = x.sum(-1, keepdim=True) / count
+    centred = (x - mean) * valid
+    biased = (centred**2).sum(-1, keepdim=True) / count
+    return mean, centred, (biased * (n / (n - 1).clamp(min=1))).sqrt()
 
 
 def batch_normalized(
@@ -232,12 +244,6 @@ class GRPOEstimator(GroupEstimator[MOGRPOConfig]):
         super().__init__(config, names)
         self.normalization = LOSS_TYPES[config.loss_type]
 
-    def baseline_advantages(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """``rᵢ − mean of its group`` ``[k, B]`` over the valid entries (0 where not valid)."""
-        r, v = grouped(rewards, valid, self.config.num_generations)
-        mean = r.sum(-1, keepdim=True) / v.sum(-1, keepdim=True).clamp(min=1)
-        return ((r - mean) * v).view(rewards.shape)
-
     def _group_std(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The unbiased std of each completion's group ``[k, B]`` over its valid entries."""
         r, v = grouped(rewards, valid, self.config.num_generations)
@@ -252,14 +258,16 @@ class GRPOEstimator(GroupEstimator[MOGRPOConfig]):
         scale: str | None = None,
     ) -> torch.Tensor:
         """Per-objective group-relative advantages ``[k, B]`` under ``scale`` (default:
-        ``scale_rewards``)."""
-        advantages = self.baseline_advantages(rewards, valid)
+        ``scale_rewards``): every objective's groups in one ``[k, prompts, G]`` pass."""
+        r, v = grouped(rewards, valid, self.config.num_generations)
+        _, advantages, std = centred_moments(r, v)
         scale = scale or self.config.scale_rewards
         if scale == "group":
-            advantages = advantages / (self._group_std(rewards, valid) + STD_EPS)
-        elif scale == "batch":
-            _, std = moments(rewards, valid, all_reduce_sum)
-            advantages = advantages / (std[:, None].to(advantages) + STD_EPS)
+            advantages = advantages / (std + STD_EPS)
+        advantages = advantages.view(rewards.shape)
+        if scale == "batch":
+            _, batch_std = moments(rewards, valid, all_reduce_sum)
+            advantages = advantages / (batch_std[:, None].to(advantages) + STD_EPS)
         return advantages * valid
 
     def estimate(self, inputs: EstimatorInputs, scalarize: Scalarize | None) -> Estimate:

@@ -35,7 +35,7 @@ class GradientStages:
     normalize_weights: bool
 
     def _weight_stats(self, weights: torch.Tensor) -> Stats:
-        return {f"agg/weight/{n}": float(w) for n, w in zip(self.aggregated, weights)}
+        return {f"agg/weight/{n}": w for n, w in zip(self.aggregated, weights.tolist())}
 
     def _normalized(self, weights: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         """``weights / Σ weights`` with ``normalize_weights`` (and a positive sum)."""

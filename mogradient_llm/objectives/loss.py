@@ -49,7 +49,12 @@ from mogradient_llm.objectives.conditioned import (
     check_conditionable,
 )
 from mogradient_llm.objectives.constraints import Lagrangian
-from mogradient_llm.objectives.diagnostics import advantage_diagnostics, score_diagnostics
+from mogradient_llm.objectives.diagnostics import (
+    Correlation,
+    advantage_correlation,
+    correlation_stats,
+    score_correlation,
+)
 from mogradient_llm.objectives.gradient_stages import GradientStages, Level, Stats
 
 #: Sums a tensor over the processes (``None`` in one process).
@@ -398,17 +403,26 @@ class MultiObjectiveLoss(GradientStages):
         clipped = self.clip(advantages, mask)
         return self.combine(clipped, mask, losses, all_reduce_sum, preferences)
 
+    def correlation(
+        self, clipped: Advantages, mask: torch.Tensor, scores: torch.Tensor
+    ) -> Correlation | None:
+        """What :meth:`diagnostics` reads, for engines that compute it only when they log
+        (:func:`~mogradient_llm.objectives.diagnostics.correlation_stats`); ``None``: nothing
+        to log."""
+        if self.kind in ("gramian", "jacobian") or len(self.names) < 2:
+            return None
+        if clipped.is_combined:
+            return score_correlation(scores)
+        return advantage_correlation(clipped.values, mask)
+
     def diagnostics(self, clipped: Advantages, mask: torch.Tensor, scores: torch.Tensor) -> Stats:
         """How much the objectives conflict, for kinds that decide without gradients: the
         correlation of the objectives' advantages (``clipped``, from :meth:`clip`) over the
         response tokens, or of the ``scores`` ``[k, B]`` once a loss weighting summed the
         advantages. Gramian weightings log gradient cosines (:meth:`decide`); one objective:
         nothing."""
-        if self.kind in ("gramian", "jacobian") or len(self.names) < 2:
-            return {}
-        if clipped.is_combined:
-            return score_diagnostics(scores, self.names)
-        return advantage_diagnostics(clipped.values, mask, self.names)
+        correlation = self.correlation(clipped, mask, scores)
+        return {} if correlation is None else correlation_stats([correlation], self.names)[0]
 
     # ------------------------------------------------------------------ loss stage
     def __call__(

@@ -20,6 +20,7 @@ from mogradient_llm.estimators.grpo import GroupEstimator, GRPOEstimator
 from mogradient_llm.estimators.grpo import MOGRPOConfig as EstimatorGRPOConfig
 from mogradient_llm.estimators.rloo import MORLOOConfig as EstimatorRLOOConfig
 from mogradient_llm.estimators.rloo import RLOOEstimator
+from mogradient_llm.objectives.diagnostics import Correlation
 from mogradient_llm.objectives.loss import MultiObjectiveLoss, Stats, objective_losses
 
 
@@ -31,12 +32,15 @@ class ObjectiveAdvantages:
     constrained objectives; ``None`` for unconstrained Gramian weightings, which keep
     ``per_objective`` ``[B, k]``, batch-first so that TRL's shuffle and split keep it aligned).
     ``losses`` ``[k]``: the objectives' loss values (−mean score), for methods that decide from
-    them and for the constraints' measured values."""
+    them and for the constraints' measured values (``None`` where neither reads them).
+    ``correlation``: what the conflict diagnostics read, computed when TRL logs
+    (:func:`~mogradient_llm.objectives.diagnostics.correlation_stats`)."""
 
     combined: torch.Tensor | None
     per_objective: torch.Tensor
-    losses: torch.Tensor
+    losses: torch.Tensor | None
     stats: Stats
+    correlation: Correlation | None
 
 
 def group_estimator(
@@ -66,6 +70,14 @@ def group_estimator(
     return RLOOEstimator(rloo, names)
 
 
+def needs_loss_values(objective: MultiObjectiveLoss) -> bool:
+    """Whether the objectives' loss values are read: by the aggregator's decision
+    (``uses_loss_values``; ``linear`` and ``mean`` read only their number) or by the
+    constraints' measurements."""
+    uses = getattr(objective.aggregator, "uses_loss_values", False)
+    return bool(uses) or objective.constraints is not None
+
+
 def objective_advantages(
     objective: MultiObjectiveLoss,
     estimator: GroupEstimator[Any],
@@ -84,14 +96,16 @@ def objective_advantages(
     if kl is not None:  # k1 of (kl, 0) summed over one "token" is kl itself
         logprobs, ref = kl.to(scores)[:, None], torch.zeros_like(mask)
     inputs = EstimatorInputs(scores, mask, estimator.config.num_generations, logprobs, ref)
-    losses = objective_losses(scores)
+    losses = objective_losses(scores) if needs_loss_values(objective) else None
+    # a method that reads only their number gets placeholders (no device sync)
+    values = torch.zeros(scores.shape[0], dtype=torch.float64) if losses is None else losses
     stats: Stats = {}
-    scalarize = objective.scalarizer(losses, stats, estimator.weight_total)
+    scalarize = objective.scalarizer(values, stats, estimator.weight_total)
     estimate = estimator.estimate(inputs, scalarize)
     clipped = objective.clip(estimate.advantages, mask)
-    combined, combine_stats = objective.combine(clipped, mask, losses)
+    combined, combine_stats = objective.combine(clipped, mask, values)
     stats.update(combine_stats)
-    stats.update(objective.diagnostics(clipped, mask, scores))
     per_objective = clipped.values[..., 0].T.contiguous()
     single = None if objective.gradient_level else combined.values[0, :, 0]
-    return ObjectiveAdvantages(single, per_objective, losses, stats)
+    correlation = objective.correlation(clipped, mask, scores)
+    return ObjectiveAdvantages(single, per_objective, losses, stats, correlation)

@@ -17,6 +17,11 @@ from mogradient_llm.integrations.trl.constraints import ConstraintCallback, load
 from mogradient_llm.integrations.trl.loss import KEY, gramian_loss
 from mogradient_llm.integrations.trl.metrics import log_stats
 from mogradient_llm.loop.setup import check_sharding
+from mogradient_llm.objectives.diagnostics import Correlation, correlation_stats
+
+#: Generation batches whose diagnostics wait for TRL's log at most (then computed at once):
+#: what they hold stays bounded when logging is rare or off.
+PENDING = 64
 
 
 class MultiObjectiveMixin:
@@ -42,7 +47,9 @@ class MultiObjectiveMixin:
         self.mo_objective = objective_loss_of(self.args, list(self.reward_func_names))
         check_sharding(self.mo_objective, self.accelerator)
         self._mo_estimators: dict[int, GroupEstimator[Any]] = {}
-        self._mo_losses: dict[str, torch.Tensor] = {}
+        self._mo_losses: dict[str, torch.Tensor | None] = {}
+        #: each generation batch's conflict diagnostics, by mode, until TRL logs
+        self._mo_correlations: dict[str, list[Correlation]] = {"train": [], "eval": []}
         self._mo_rewards: torch.Tensor | None = None
         self._mo_constraints: ConstraintCallback | None = None
         if self.mo_objective.constraints is not None:
@@ -93,9 +100,26 @@ class MultiObjectiveMixin:
             output["advantages"] = result.combined[local].to(old)
         self._mo_losses[mode] = result.losses
         if self._mo_constraints is not None and mode == "train":
+            assert result.losses is not None  # computed for the constraints
             self._mo_constraints.measured(result.losses)
         log_stats(self._metrics[mode], result.stats)
+        if result.correlation is not None:
+            self._mo_correlations[mode].append(result.correlation)
+            if len(self._mo_correlations[mode]) >= PENDING:
+                self._log_correlations(mode)
         return output
+
+    def _log_correlations(self, mode: str) -> None:
+        """The pending diagnostics of ``mode`` into TRL's metrics, in one pass."""
+        pending, self._mo_correlations[mode] = self._mo_correlations[mode], []
+        for stats in correlation_stats(pending, self.mo_objective.names):
+            log_stats(self._metrics[mode], stats)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's log, with the conflict diagnostics of every generation batch since the last
+        one: computed here, in one pass over the window, and averaged by TRL with the rest."""
+        self._log_correlations("train" if self.model.training else "eval")
+        super().log(logs, start_time)  # type: ignore[misc]
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         """TRL's checkpoint, plus the constraints' multipliers (:mod:`.constraints`)."""
