@@ -18,6 +18,7 @@ from mogradient_llm.integrations.trl.loss import KEY, gramian_loss
 from mogradient_llm.integrations.trl.metrics import log_stats
 from mogradient_llm.loop.setup import check_sharding
 from mogradient_llm.objectives.diagnostics import Correlation, correlation_stats
+from mogradient_llm.objectives.loss import MultiObjectiveLoss
 
 #: Generation batches whose diagnostics wait for TRL's log at most (then computed at once):
 #: what they hold stays bounded when logging is rare or off.
@@ -46,6 +47,7 @@ class MultiObjectiveMixin:
             )
         self.mo_objective = objective_loss_of(self.args, list(self.reward_func_names))
         check_sharding(self.mo_objective, self.accelerator)
+        check_checkpointing(self.mo_objective, self.args)
         self._mo_estimators: dict[int, GroupEstimator[Any]] = {}
         self._mo_losses: dict[str, torch.Tensor | None] = {}
         #: each generation batch's conflict diagnostics, by mode, until TRL logs
@@ -142,3 +144,18 @@ class MultiObjectiveMixin:
         if not self.mo_objective.gradient_level or not torch.is_grad_enabled():
             return compute_loss(model, inputs)
         return gramian_loss(self, model, inputs, compute_loss)
+
+
+def check_checkpointing(objective: MultiObjectiveLoss, args: Any) -> None:
+    """Parameter-level Gramians take each objective's gradient with ``torch.autograd.grad``,
+    which gets no gradient for parameters under reentrant activation checkpointing (their
+    gradients go to ``.grad`` only, silently): refused, naming the settings that work."""
+    kwargs = getattr(args, "gradient_checkpointing_kwargs", None) or {}
+    reentrant = getattr(args, "gradient_checkpointing", False) and kwargs.get("use_reentrant")
+    if reentrant and objective.gradient_level and objective.level == "parameters":
+        raise ValueError(
+            "gramian_level='parameters' takes each objective's gradient with "
+            "torch.autograd.grad, which reentrant activation checkpointing "
+            "(gradient_checkpointing_kwargs={'use_reentrant': True}) leaves empty; set "
+            "use_reentrant=False, gradient_checkpointing=False, or gramian_level='features'"
+        )
