@@ -202,6 +202,14 @@ def test_tied_embedding_with_a_fused_logprob_head() -> None:
         logp = model(ids)
         return [-(w * logp).sum() for w in weights]
 
+    # the kernel itself: its log-probs are log_softmax's, its backward passes gradcheck
+    h = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    table = model.wte.weight.detach().clone().requires_grad_()
+    targets = ids[1:5]
+    expected = torch.log_softmax(h @ table.T, -1).gather(1, targets[:, None])[:, 0]
+    torch.testing.assert_close(ChunkedLogprob.apply(h, table, targets, 3), expected)
+    assert torch.autograd.gradcheck(lambda a, b: ChunkedLogprob.apply(a, b, targets, 3), (h, table))
+
     gram, exact, caught = _record(model, losses)
     _assert_exact(gram, exact)
     fell_back = [m for m in caught if "plain autograd.grad" in m]
