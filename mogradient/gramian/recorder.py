@@ -92,7 +92,8 @@ class GramianRecorder:
         self._uses: list[Use] = []
         self._n_uses: dict[int, int] = {}
         self._collecting = False
-        self._replaying = False
+        self._replaying = False  # a replay runs the forward again: the hooks keep quiet
+        self._watching = False  # the watcher reports uses (the forward runs, not the engine)
         self._anchor: torch.Tensor | None = None
         self._stack: list[Frame] = []
         self._watcher: UseWatcher | None = None
@@ -133,9 +134,11 @@ class GramianRecorder:
                 )
         self._watcher = UseWatcher(self)
         self._watcher.__enter__()
+        self._watching = True
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._watching = False
         if self._watcher is not None:
             self._watcher.__exit__(None, None, None)
             self._watcher = None
@@ -144,13 +147,20 @@ class GramianRecorder:
         self._handles = []
         self._stack = []
 
-    def _saw(self, params: list[torch.Tensor], func: Any) -> None:
+    def _saw(self, params: list[torch.Tensor], func: Any, grad: bool) -> None:
         """A torch function took tracked ``params``: inside their owner's call it is part of
-        that call (kept in the frame until the call is known to be recorded), else outside."""
+        that call (kept in the frame until the call is known to be recorded), else outside.
+        With grad disabled (``grad`` false) it is outside wherever it runs: a custom
+        ``autograd.Function``'s backward may hand the parameter a gradient no recorded call
+        sees (a plain ``no_grad`` read is sent to the exact fallback too, only slower)."""
         frame = self._stack[-1] if self._stack else None
         where = getattr(func, "__name__", str(func))
+        if not grad:
+            where += " with grad disabled (inside a no-grad region or a custom autograd.Function)"
+            for running in self._stack:  # their replays would run it again
+                running.blind = True
         for p in params:
-            if frame is not None and id(p) in frame.own:
+            if grad and frame is not None and id(p) in frame.own:
                 frame.touched.setdefault(id(p), where)
             elif id(p) not in self._outside:
                 inside = f"inside {type(frame.module).__name__}" if frame else "outside any module"
@@ -172,7 +182,8 @@ class GramianRecorder:
                 self._stack.append(frame)
                 frame = None
             recorded = (
-                torch.is_grad_enabled()
+                not (frame is not None and frame.blind)
+                and torch.is_grad_enabled()
                 and isinstance(output, torch.Tensor)
                 and output.requires_grad
             )
@@ -188,7 +199,11 @@ class GramianRecorder:
             self._uses.append(use)
             for p in own.values():
                 self._n_uses[id(p)] = self._n_uses.get(id(p), 0) + 1
-            return Tap.apply(self, use, self._anchor, output)
+            watching, self._watching = self._watching, False  # the tap's own no-grad forward
+            try:
+                return Tap.apply(self, use, self._anchor, output)
+            finally:
+                self._watching = watching
 
         return hook
 
@@ -203,6 +218,7 @@ class GramianRecorder:
                 "inputs are released then; record the forward again (a new `with "
                 "GramianRecorder(...)` block) for another Gramian"
             )
+        self._watching = False  # what follows is the engine's own backward, not the forward
         losses = [loss.reshape(()) for loss in losses]
         k = len(losses)
         if k == 0:

@@ -7,8 +7,10 @@
 * The fallback (:func:`fallback_jacobian`): parameters with any use outside their owner
   module's recorded call (an ``nn.Parameter`` used in a functional call such as
   ``F.linear(x, child.weight)`` in a parent's forward, one module's forward reading another
-  module's weight, a call of the owner that returns a tuple) get the plain ``autograd.grad``
-  Jacobian for those parameters only, with a warning naming them (:func:`fallback_message`).
+  module's weight, a call of the owner that returns a tuple, any use with grad disabled: inside
+  a custom ``autograd.Function``'s forward or a ``no_grad`` region, where a false positive
+  costs speed only) get the plain ``autograd.grad`` Jacobian for those parameters only, with
+  a warning naming them (:func:`fallback_message`).
   Such a parameter leaves the per-layer route entirely, even where it also has recorded uses,
   so its per-objective gradient is complete before the inner products.
 """

@@ -6,8 +6,16 @@ hand a module output's k cotangents to the recorder in the backward (:class:`Tap
 
 A parameter is *used outside* when a torch function receives it and returns a tensor requiring
 grad while the innermost recorded module running does not own it (an ``nn.Parameter`` in a
-functional call of a parent's forward, one module reading another's weight). The watcher only
-reports; the recorder (:mod:`mogradient.gramian.recorder`) decides.
+functional call of a parent's forward, one module reading another's weight). A parameter
+received by any torch function while grad is *disabled* is used outside too, whatever module
+runs: the ops inside a custom ``torch.autograd.Function``'s forward run with grad disabled
+(``Function.apply`` itself is not a torch function a mode sees), and the gradient that
+Function's backward hands the parameter bypasses every recorded call; its forward may only
+read the parameter's ``data_ptr()`` (a Triton kernel), so the output is not looked at. A
+mode cannot tell that apart from a plain ``no_grad`` region, so both count: a false positive
+(a parameter read under ``no_grad`` during the recorded forward, rare in a training forward)
+only sends it to the exact fallback, slower, never wrong. The watcher only reports; the recorder
+(:mod:`mogradient.gramian.recorder`) decides.
 """
 
 from __future__ import annotations
@@ -35,31 +43,38 @@ class Use:
 
 
 class Frame:
-    """A recorded module's call in progress: the tracked parameters its call touched."""
+    """A recorded module's call in progress: the tracked parameters its call touched, and
+    whether a tracked parameter was used with grad disabled during it (``blind``: a replay of
+    this call would run that custom ``autograd.Function`` again under ``torch.func``, which
+    it may not support, so the call is left unrecorded)."""
 
-    __slots__ = ("module", "own", "touched")
+    __slots__ = ("module", "own", "touched", "blind")
 
     def __init__(self, module: nn.Module, own: dict[str, nn.Parameter]):
         self.module = module
         self.own = {id(p) for p in own.values()}
         self.touched: dict[int, str] = {}
+        self.blind = False
 
 
 class Listener(Protocol):
     """What the taps and the watcher call back: the recorder."""
 
     _wanted: set[int]
-    _replaying: bool
+    _watching: bool
     _collecting: bool
 
-    def _saw(self, params: list[torch.Tensor], func: Any) -> None: ...
+    def _saw(self, params: list[torch.Tensor], func: Any, grad: bool) -> None: ...
 
     def _contribute(self, use: Use, delta: torch.Tensor) -> None: ...
 
 
 class UseWatcher(TorchFunctionMode):
     """Sees every torch function of the recorded forward; reports the ones that take a tracked
-    parameter (and give a tensor that requires grad) to the recorder."""
+    parameter to the recorder: with grad enabled, those giving a tensor that requires grad
+    (reading a parameter's shape or ``detach()`` is no use); with grad disabled, all of them
+    (a custom ``autograd.Function``'s forward, or a ``no_grad`` region). Quiet while the
+    recorder does its own work (``_watching`` false: its taps, replays, backward)."""
 
     def __init__(self, recorder: Listener):
         super().__init__()
@@ -69,14 +84,19 @@ class UseWatcher(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         rec = self.recorder
-        if rec._replaying or not torch.is_grad_enabled():
+        if not rec._watching:
             return out
         hits: list[torch.Tensor] = []
         collect_wanted(args, rec._wanted, hits)
         if kwargs:
             collect_wanted(kwargs, rec._wanted, hits)
-        if hits and any(isinstance(o, torch.Tensor) and o.requires_grad for o in tree_leaves(out)):
-            rec._saw(hits, func)
+        if not hits:
+            return out
+        grad = torch.is_grad_enabled()
+        if not grad or any(
+            isinstance(o, torch.Tensor) and o.requires_grad for o in tree_leaves(out)
+        ):
+            rec._saw(hits, func, grad)
         return out
 
 
