@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mogradient_llm.integrations.trl.factorised import logprob_gramian
 from mogradient_llm.integrations.trl.hidden import last_hidden_state
 from mogradient_llm.integrations.trl.metrics import log_stats, metrics_discarded
 from mogradient_llm.objectives.advantages import Advantages
@@ -53,9 +54,10 @@ def has_regulariser(trainer: Any, algorithm: str) -> bool:
 
 
 @contextmanager
-def one_forward(trainer: Any) -> Iterator[None]:
+def one_forward(trainer: Any) -> Iterator[list[Any]]:
     """Every ``_get_per_token_logps_and_entropies`` call in the block returns the first one's
-    outputs: the k loss calls share one forward (and its graph)."""
+    outputs: the k loss calls share one forward (and its graph). Yields the cache (one entry
+    once the forward ran), which the block may swap."""
     real = trainer._get_per_token_logps_and_entropies
     cache: list[Any] = []
 
@@ -66,7 +68,7 @@ def one_forward(trainer: Any) -> Iterator[None]:
 
     trainer._get_per_token_logps_and_entropies = cached
     try:
-        yield
+        yield cache
     finally:
         del trainer._get_per_token_logps_and_entropies
 
@@ -83,7 +85,10 @@ def gramian_loss(
     advantages = Advantages.of(per_objective.T, objective.names)
     unwrapped = trainer.accelerator.unwrap_model(model)
     features = objective.level == "features"
-    with one_forward(trainer), last_hidden_state(unwrapped) if features else _none() as hidden:
+    with (
+        one_forward(trainer) as forward,
+        last_hidden_state(unwrapped) if features else _none() as hidden,
+    ):
         prepared, stats = objective.prepare(advantages, ones)
         rows = prepared.values[..., 0]  # [k, b]
         with regulariser_off(trainer), metrics_discarded(trainer._metrics):
@@ -94,12 +99,17 @@ def gramian_loss(
                     "the backbone's forward hook did not fire during TRL's forward (a model "
                     "whose forward bypasses base_model); use gramian_level='parameters'"
                 )
-            gradient_of: Any = hidden["hidden"]
+            with regulariser_off(trainer):
+                local = logprob_gramian(
+                    trainer, model, inputs, rows, compute_loss, forward, hidden["hidden"]
+                )
+            if local is None:  # no factorisation: one backward through the head per objective
+                gramian = objective.gramian(losses, hidden["hidden"])
+            else:
+                gramian = objective.logprob_gramian(local)
         else:
-            gradient_of = [p for p in model.parameters() if p.requires_grad]
-        weights, decided = objective.decide(
-            objective.gramian(losses, gradient_of), trainer._mo_losses.get(mode)
-        )
+            gramian = objective.gramian(losses, [p for p in model.parameters() if p.requires_grad])
+        weights, decided = objective.decide(gramian, trainer._mo_losses.get(mode))
         stats.update(decided)
         weights = weights.to(losses)
         loss = objective.reduce(losses, weights)
