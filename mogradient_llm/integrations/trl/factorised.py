@@ -76,7 +76,7 @@ def logprob_gramian(
     extra = [v for v in other_leaves if isinstance(v, torch.Tensor) and v.requires_grad]
     for loss in losses:
         grads = torch.autograd.grad(loss, extra, retain_graph=True, allow_unused=True)
-        if any(g is not None for g in grads):
+        if any(g is not None and bool(g.any()) for g in grads):
             return None  # the loss differentiates the entropies or the aux loss
     a = logprob_slopes(losses, leaf)
     weight, bias = output_head(unwrapped)
