@@ -62,6 +62,14 @@ def logprob_slopes(losses: Sequence[torch.Tensor], logprobs: torch.Tensor) -> to
     return torch.stack(rows)
 
 
+def tile_shape(vocab: int, dim: int) -> tuple[int, int]:
+    """``(tokens, columns)`` of one float64 tile of :func:`head_gradient_norms`: the logits
+    ``[tokens, columns]`` and the head's float64 rows ``[columns, d]`` each within
+    ``TILE_ELEMENTS`` elements (32 MB)."""
+    columns = max(1, min(vocab, VOCAB_CHUNK, TILE_ELEMENTS // dim))
+    return max(1, TILE_ELEMENTS // columns), columns
+
+
 def head_gradient_norms(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -71,10 +79,10 @@ def head_gradient_norms(
 ) -> torch.Tensor:
     """``‖vₜ‖² = ‖Wᵀ(e_{yₜ} − pₜ)‖² / T²`` ``[N]`` in float64 for hidden states ``[N, d]``, the
     head ``weight`` ``[V, d]`` (and ``bias``) and ``targets`` ``[N]``: ``Wᵀpₜ`` by an online
-    softmax over vocabulary tiles (no ``[N, V]`` logits and no float64 copy of ``W`` at once)."""
+    softmax over vocabulary tiles (:func:`tile_shape`: no ``[N, V]`` logits and no float64 copy
+    of ``W`` at once)."""
     vocab = weight.shape[0]
-    columns = min(vocab, VOCAB_CHUNK)
-    step = max(1, TILE_ELEMENTS // columns)
+    step, columns = tile_shape(vocab, weight.shape[1])
     norms = []
     for start in range(0, hidden.shape[0], step):
         h = hidden[start : start + step].detach().to(torch.float64)
@@ -87,11 +95,11 @@ def head_gradient_norms(
             w = weight[first : first + columns].detach().to(torch.float64)
             z = h @ w.T
             if bias is not None:
-                z = z + bias[first : first + columns].detach().to(torch.float64)
-            z = z / temperature
+                z.add_(bias[first : first + columns].detach().to(torch.float64))
+            z.div_(temperature)
             new_peak = torch.maximum(peak, z.amax(-1, keepdim=True))
             rescale = torch.exp(peak - new_peak)
-            e = torch.exp(z - new_peak)
+            e = z.sub_(new_peak).exp_()  # in place: one [tokens, columns] tile at a time
             total = total * rescale + e.sum(-1, keepdim=True)
             mixed = mixed * rescale + e @ w
             peak = new_peak

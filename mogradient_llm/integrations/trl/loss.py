@@ -9,6 +9,10 @@ k policy losses are taken with it switched off and it is added once:
 ``R = L(A_w) − L_policy(A_w)`` at the decided combination ``A_w = Σ wᵢ Aᵢ``, whose call also
 logs TRL's usual metrics once. The returned loss goes through TRL's backward, loss scaling and
 accumulation unchanged.
+
+At the features level the Gramian is factorised through TRL's fused LM head
+(:mod:`~mogradient_llm.integrations.trl.factorised`): no backward through the head per
+objective, the k losses evaluated again on a float64 copy of the log-probs instead.
 """
 
 from __future__ import annotations
