@@ -180,30 +180,29 @@ def test_a_loss_that_differentiates_the_entropies_is_not_factorised() -> None:
     ``None`` (the caller differentiates the hidden state); the same loss without them a
     Gramian."""
     from mogradient_llm.integrations.trl.factorised import logprob_gramian
+    from mogradient_llm.integrations.trl.forward import one_forward
     from mogradient_llm.integrations.trl.hidden import last_hidden_state
 
     t, batch = _adapter("grpo")
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
     mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
-    with last_hidden_state(t.model) as hidden:
-        forward = [
-            t._get_per_token_logps_and_entropies(
-                t.model, ids, mask, batch["completion_ids"].shape[1], compute_entropy=True
-            )
-        ]
     rows = batch["objective_advantages"].T
 
     def loss_of(entropy: float) -> Any:
         def compute_loss(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-            logps, entropies, _ = forward[0]
+            logps, entropies, _ = t._get_per_token_logps_and_entropies(
+                model, ids, mask, batch["completion_ids"].shape[1], compute_entropy=True
+            )
             policy = (logps * inputs["advantages"].unsqueeze(1) * batch["completion_mask"]).sum()
             return policy + entropy * entropies.sum()
 
         return compute_loss
 
-    assert logprob_gramian(t, t.model, batch, rows, loss_of(0.1), forward, hidden["hidden"]) is None
-    gramian = logprob_gramian(t, t.model, batch, rows, loss_of(0.0), forward, hidden["hidden"])
-    assert gramian is not None and gramian.shape == (2, 2)
+    for entropy, factorised in ((0.1, False), (0.0, True)):
+        with one_forward(t) as forward, last_hidden_state(t.model) as hidden:
+            got = logprob_gramian(t, t.model, batch, rows, loss_of(entropy), forward, hidden)
+        assert (got is not None) == factorised
+        assert forward.outputs is not None  # TRL's forward ran either way
 
 
 def test_our_loop_factorises_its_features_gramian() -> None:

@@ -3,26 +3,50 @@ fused LM head (:mod:`mogradient_llm.objectives.logprob_gramian`).
 
 With the regulariser off, TRL's policy loss reads its forward only through the per-token
 log-probs ``ℓ`` ``[B, C]`` (its entropies at most through a non-differentiable mask), so the k
-losses are evaluated again on a float64 copy of ``ℓ`` — a graph of a few element-wise
-operations — for the slopes ``∂Lᵢ/∂ℓ``, and TRL's head (``get_output_embeddings()``, its bias,
+losses are evaluated on a float64 copy of ``ℓ`` — a graph of a few element-wise operations —
+for their values and slopes ``∂Lᵢ/∂ℓ``, and TRL's head (``get_output_embeddings()``, its bias,
 ``trainer.temperature``) gives ``‖∂ℓₜ/∂hₜ‖²`` at the backbone's output ``H[:, -C-1:-1]`` (the
-positions TRL's fused forward scores for the completion). Where that structure does not hold
-(a config that soft-caps or scales the logits, a loss that differentiates the entropies or the
-aux loss) :func:`logprob_gramian` returns ``None`` and the caller differentiates ``H`` itself.
+positions TRL's fused forward scores for the completion). No loss is evaluated on the float32
+graph: ``Σ wᵢ Lᵢ`` is returned as ``Σₜ (Σᵢ wᵢ aᵢₜ) ℓₜ`` on TRL's log-probs (the same gradient)
+with the value of ``Σ wᵢ Lᵢ``. Where that structure does not hold (a config that soft-caps or
+scales the logits, a loss that differentiates the entropies or the aux loss)
+:func:`logprob_gramian` returns ``None`` and the caller differentiates ``H`` itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from mogradient_llm.integrations.trl.forward import Forward
 from mogradient_llm.integrations.trl.metrics import metrics_discarded
 from mogradient_llm.objectives.logprob_gramian import head_transform, logprob_slopes, token_gramian
 
 ComputeLoss = Callable[[nn.Module, dict[str, Any]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Factorised:
+    """This rank's Gramian (k×k float64), the k losses (float64 values) and their slopes
+    ``[k, B, C]`` (float64) in TRL's log-probs ``logps`` (float32, with the model's graph)."""
+
+    gramian: torch.Tensor
+    losses: torch.Tensor
+    slopes: torch.Tensor
+    logps: torch.Tensor
+
+    def reduce(self, weights: torch.Tensor) -> torch.Tensor:
+        """``Σ wᵢ Lᵢ``: its value, and the gradient of ``Σₜ (Σᵢ wᵢ aᵢₜ) ℓₜ`` (equal to
+        ``Σ wᵢ ∇Lᵢ``: the losses read the model only through ``ℓ``)."""
+        w = weights.detach().to(torch.float64)
+        along = torch.tensordot(w, self.slopes, dims=1).to(self.logps.dtype)
+        surrogate = (along * self.logps).sum()
+        value = (w @ self.losses).to(self.logps.dtype)
+        return value + (surrogate - surrogate.detach())
 
 
 def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -35,11 +59,16 @@ def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return weight, bias
 
 
-def _leaf(value: Any) -> Any:
-    """A detached copy of a floating tensor that requires grad (anything else as is)."""
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return value.detach().requires_grad_()
-    return value
+def _leaves(outputs: Any) -> tuple[Any, ...]:
+    """TRL's forward outputs as leaves: the log-probs in float64, the other floating tensors
+    (entropies, aux loss) detached, all requiring grad."""
+    logps, *others = outputs
+    leaves = [logps.detach().to(torch.float64).requires_grad_()]
+    for value in others:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value.detach().requires_grad_()
+        leaves.append(value)
+    return tuple(leaves)
 
 
 def logprob_gramian(
@@ -48,38 +77,49 @@ def logprob_gramian(
     inputs: dict[str, Any],
     rows: torch.Tensor,
     compute_loss: ComputeLoss,
-    forward: list[Any],
-    hidden: torch.Tensor,
-) -> torch.Tensor | None:
-    """This rank's k×k float64 Gramian of the hidden-state gradients of TRL's policy losses of
-    the advantage ``rows`` ``[k, B]``, or ``None`` where the factorisation does not hold.
+    forward: Forward,
+    hidden: dict[str, torch.Tensor],
+) -> Factorised | None:
+    """TRL's policy losses of the advantage ``rows`` ``[k, B]`` factorised, or ``None`` where the
+    factorisation does not hold (TRL's forward has then run, into ``forward``).
 
-    ``forward``: the cached outputs of TRL's forward (``(logps, entropies, aux_loss)``, replaced
-    while the losses are re-evaluated); ``hidden``: the backbone's last hidden state of it. Call
-    with the regulariser off (:func:`~mogradient_llm.integrations.trl.loss.regulariser_off`).
+    ``forward``: the shared forward (:func:`~mogradient_llm.integrations.trl.forward.one_forward`);
+    ``hidden``: where the backbone's hook records its last hidden state. Call with the
+    regulariser off (:func:`~mogradient_llm.integrations.trl.loss.regulariser_off`).
     """
     from trl.trainer.utils import maybe_gather_lm_head_ctx
 
     unwrapped = trainer.accelerator.unwrap_model(model)
-    completion_ids = inputs["completion_ids"]
-    logps, *others = forward[0]
-    if head_transform(unwrapped.config) is not None or logps.shape != completion_ids.shape:
+    if head_transform(unwrapped.config) is not None:
         return None
-    leaf = logps.detach().to(torch.float64).requires_grad_()
-    other_leaves = [_leaf(value) for value in others]
-    forward[0] = (leaf, *other_leaves)
+    made: list[tuple[Any, ...]] = []
+
+    def leaves(outputs: Any) -> tuple[Any, ...]:
+        if not made:
+            made.append(_leaves(outputs))
+        return made[0]
+
+    forward.view = leaves
     try:
         with metrics_discarded(trainer._metrics):
             losses = [compute_loss(model, {**inputs, "advantages": a}) for a in rows]
     finally:
-        forward[0] = (logps, *others)
-    extra = [v for v in other_leaves if isinstance(v, torch.Tensor) and v.requires_grad]
+        forward.view = None
+    leaf, *others = made[0]
+    logps = forward.outputs[0]
+    completion_ids = inputs["completion_ids"]
+    if "hidden" not in hidden or logps.shape != completion_ids.shape:
+        return None
+    extra = [v for v in others if isinstance(v, torch.Tensor) and v.requires_grad]
     for loss in losses:
         grads = torch.autograd.grad(loss, extra, retain_graph=True, allow_unused=True)
         if any(g is not None and bool(g.any()) for g in grads):
             return None  # the loss differentiates the entropies or the aux loss
-    a = logprob_slopes(losses, leaf)
+    slopes = logprob_slopes(losses, leaf)
     weight, bias = output_head(unwrapped)
-    positions = hidden[:, -completion_ids.shape[1] - 1 : -1]
+    positions = hidden["hidden"][:, -completion_ids.shape[1] - 1 : -1]
     with maybe_gather_lm_head_ctx(weight, bias):  # type: ignore[arg-type]
-        return token_gramian(a, positions, completion_ids, weight, trainer.temperature, bias)
+        gramian = token_gramian(
+            slopes, positions, completion_ids, weight, trainer.temperature, bias
+        )
+    return Factorised(gramian, torch.stack(losses).detach(), slopes, logps)

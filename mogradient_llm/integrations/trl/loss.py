@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mogradient_llm.integrations.trl.factorised import logprob_gramian
+from mogradient_llm.integrations.trl.forward import one_forward
 from mogradient_llm.integrations.trl.hidden import last_hidden_state
 from mogradient_llm.integrations.trl.metrics import log_stats, metrics_discarded
 from mogradient_llm.objectives.advantages import Advantages
@@ -57,26 +58,6 @@ def has_regulariser(trainer: Any, algorithm: str) -> bool:
     return beta or any(getattr(trainer, name, False) for name in others)
 
 
-@contextmanager
-def one_forward(trainer: Any) -> Iterator[list[Any]]:
-    """Every ``_get_per_token_logps_and_entropies`` call in the block returns the first one's
-    outputs: the k loss calls share one forward (and its graph). Yields the cache (one entry
-    once the forward ran), which the block may swap."""
-    real = trainer._get_per_token_logps_and_entropies
-    cache: list[Any] = []
-
-    def cached(*args: Any, **kwargs: Any) -> Any:
-        if not cache:
-            cache.append(real(*args, **kwargs))
-        return cache[0]
-
-    trainer._get_per_token_logps_and_entropies = cached
-    try:
-        yield cache
-    finally:
-        del trainer._get_per_token_logps_and_entropies
-
-
 def gramian_loss(
     trainer: Any, model: nn.Module, inputs: dict[str, Any], compute_loss: ComputeLoss
 ) -> torch.Tensor:
@@ -95,29 +76,27 @@ def gramian_loss(
     ):
         prepared, stats = objective.prepare(advantages, ones)
         rows = prepared.values[..., 0]  # [k, b]
-        with regulariser_off(trainer), metrics_discarded(trainer._metrics):
-            losses = torch.stack([compute_loss(model, {**inputs, "advantages": a}) for a in rows])
+        factorised = None
         if features:
-            if "hidden" not in hidden:
-                raise RuntimeError(
-                    "the backbone's forward hook did not fire during TRL's forward (a model "
-                    "whose forward bypasses base_model); use gramian_level='parameters'"
-                )
             with regulariser_off(trainer):
-                local = logprob_gramian(
-                    trainer, model, inputs, rows, compute_loss, forward, hidden["hidden"]
+                factorised = logprob_gramian(
+                    trainer, model, inputs, rows, compute_loss, forward, hidden
                 )
-            if local is None:  # no factorisation: one backward through the head per objective
-                gramian = objective.gramian(losses, hidden["hidden"])
-            else:
-                gramian = objective.logprob_gramian(local)
+        if factorised is None:
+            with regulariser_off(trainer), metrics_discarded(trainer._metrics):
+                losses = torch.stack(
+                    [compute_loss(model, {**inputs, "advantages": a}) for a in rows]
+                )
+            gramian = objective.gramian(losses, _differentiated(model, hidden, features))
         else:
-            gramian = objective.gramian(losses, [p for p in model.parameters() if p.requires_grad])
+            gramian = objective.logprob_gramian(factorised.gramian)
         weights, decided = objective.decide(gramian, trainer._mo_losses.get(mode))
         stats.update(decided)
-        weights = weights.to(losses)
-        loss = objective.reduce(losses, weights)
-        combined = {**inputs, "advantages": (weights.detach() @ rows).to(rows)}
+        if factorised is None:
+            loss = objective.reduce(losses, weights.to(losses))
+        else:
+            loss = factorised.reduce(weights)
+        combined = {**inputs, "advantages": weights.detach().to(rows) @ rows}
         full = compute_loss(model, combined)  # logs TRL's metrics once
         if has_regulariser(trainer, trainer.mo_algorithm):
             with regulariser_off(trainer), metrics_discarded(trainer._metrics):
@@ -129,3 +108,17 @@ def gramian_loss(
 @contextmanager
 def _none() -> Iterator[dict[str, torch.Tensor]]:
     yield {}
+
+
+def _differentiated(
+    model: nn.Module, hidden: dict[str, torch.Tensor], features: bool
+) -> torch.Tensor | list[torch.Tensor]:
+    """What the Gramian differentiates: the recorded hidden state, or the parameters."""
+    if not features:
+        return [p for p in model.parameters() if p.requires_grad]
+    if "hidden" not in hidden:
+        raise RuntimeError(
+            "the backbone's forward hook did not fire during TRL's forward (a model whose "
+            "forward bypasses base_model); use gramian_level='parameters'"
+        )
+    return hidden["hidden"]
