@@ -200,7 +200,9 @@ def test_a_loss_that_differentiates_the_entropies_is_not_factorised() -> None:
 
     for entropy, factorised in ((0.1, False), (0.0, True)):
         with one_forward(t) as forward, last_hidden_state(t.model) as hidden:
-            got = logprob_gramian(t, t.model, batch, rows, loss_of(entropy), forward, hidden)
+            got = logprob_gramian(
+                t, t.model, t.model, batch, rows, loss_of(entropy), forward, hidden
+            )
         assert (got is not None) == factorised
         assert forward.outputs is not None  # TRL's forward ran either way
 

@@ -302,8 +302,10 @@ class Updater:
             leaf, rows.old_logprobs, batch.advantages[:, rows.index], rows.weights
         )
         q = batch.query_length
+        slopes = logprob_slopes(losses.unbind(), leaf)
+        assert slopes is not None  # no other outputs to depend on
         return token_gramian(
-            logprob_slopes(losses.unbind(), leaf),
+            slopes,
             hidden[:, q - 1 : -1],
             batch.input_ids[rows.index][:, q:],
             weight,

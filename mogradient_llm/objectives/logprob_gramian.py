@@ -52,13 +52,21 @@ def head_transform(config: Any) -> str | None:
     return None
 
 
-def logprob_slopes(losses: Sequence[torch.Tensor], logprobs: torch.Tensor) -> torch.Tensor:
+def logprob_slopes(
+    losses: Sequence[torch.Tensor],
+    logprobs: torch.Tensor,
+    others: Sequence[torch.Tensor] = (),
+) -> torch.Tensor | None:
     """``∂Lᵢ/∂ℓ`` ``[k, *ℓ.shape]`` of each loss with respect to ``logprobs`` (zeros where a
-    loss does not depend on them), in ``logprobs``' dtype; keeps the graph."""
+    loss does not depend on them), in ``logprobs``' dtype; keeps the graph. ``None`` when a loss
+    has a non-zero gradient with respect to one of ``others`` (other outputs of the forward:
+    the losses are then not functions of the log-probs alone)."""
     rows = []
     for loss in losses:
-        (grad,) = torch.autograd.grad(loss, logprobs, retain_graph=True, allow_unused=True)
-        rows.append(torch.zeros_like(logprobs) if grad is None else grad)
+        grads = torch.autograd.grad(loss, [logprobs, *others], retain_graph=True, allow_unused=True)
+        if any(g is not None and bool(g.any()) for g in grads[1:]):
+            return None
+        rows.append(torch.zeros_like(logprobs) if grads[0] is None else grads[0])
     return torch.stack(rows)
 
 
@@ -103,8 +111,11 @@ def head_gradient_norms(
             total = total * rescale + e.sum(-1, keepdim=True)
             mixed = mixed * rescale + e @ w
             peak = new_peak
-            inside = (y >= first) & (y < first + w.shape[0])
-            picked[inside] = w[y[inside] - first]
+            if w.shape[0] == vocab:  # one tile: every target in it
+                picked = w[y]
+            else:
+                inside = (y >= first) & (y < first + w.shape[0])
+                picked[inside] = w[y[inside] - first]
         v = (picked - mixed / total) / temperature
         norms.append(v.square().sum(-1))
     if not norms:

@@ -74,6 +74,7 @@ def _leaves(outputs: Any) -> tuple[Any, ...]:
 def logprob_gramian(
     trainer: Any,
     model: nn.Module,
+    unwrapped: nn.Module,
     inputs: dict[str, Any],
     rows: torch.Tensor,
     compute_loss: ComputeLoss,
@@ -83,13 +84,13 @@ def logprob_gramian(
     """TRL's policy losses of the advantage ``rows`` ``[k, B]`` factorised, or ``None`` where the
     factorisation does not hold (TRL's forward has then run, into ``forward``).
 
-    ``forward``: the shared forward (:func:`~mogradient_llm.integrations.trl.forward.one_forward`);
-    ``hidden``: where the backbone's hook records its last hidden state. Call with the
-    regulariser off (:func:`~mogradient_llm.integrations.trl.loss.regulariser_off`).
+    ``unwrapped``: ``model`` without its DDP wrapper; ``forward``: the shared forward
+    (:func:`~mogradient_llm.integrations.trl.forward.one_forward`); ``hidden``: where the
+    backbone's hook records its last hidden state. Call with the regulariser off
+    (:func:`~mogradient_llm.integrations.trl.loss.regulariser_off`).
     """
     from trl.trainer.utils import maybe_gather_lm_head_ctx
 
-    unwrapped = trainer.accelerator.unwrap_model(model)
     if head_transform(unwrapped.config) is not None:
         return None
     made: list[tuple[Any, ...]] = []
@@ -111,11 +112,9 @@ def logprob_gramian(
     if "hidden" not in hidden or logps.shape != completion_ids.shape:
         return None
     extra = [v for v in others if isinstance(v, torch.Tensor) and v.requires_grad]
-    for loss in losses:
-        grads = torch.autograd.grad(loss, extra, retain_graph=True, allow_unused=True)
-        if any(g is not None and bool(g.any()) for g in grads):
-            return None  # the loss differentiates the entropies or the aux loss
-    slopes = logprob_slopes(losses, leaf)
+    slopes = logprob_slopes(losses, leaf, extra)
+    if slopes is None:
+        return None  # a loss differentiates the entropies or the aux loss
     weight, bias = output_head(unwrapped)
     positions = hidden["hidden"][:, -completion_ids.shape[1] - 1 : -1]
     with maybe_gather_lm_head_ctx(weight, bias):  # type: ignore[arg-type]
