@@ -10,8 +10,8 @@ add noise), so a step is
 ``_generate_and_score_completions`` (rewards, advantages) plus ``_compute_loss`` and its
 backward. The cells run interleaved, one step each per round; a ratio is the median over rounds
 of the cell's step over ``trl``'s step of the same round. Memory: on CUDA the peak allocated
-during a step; on the CPU the size of what the Gramian holds at once (computed, not measured):
-the k gradients with respect to the hidden state (features) or the k×P Jacobian (parameters).
+during a step; on the CPU the size of what the Gramian holds at once (computed, not measured,
+``held_mb``): the slopes and one head tile (features) or the k×P Jacobian (parameters).
 
     python -m benchmarks.trl_adapter_step [--rounds 20] [--output-dir docs/results/trl_adapter_step]
 """
@@ -128,9 +128,19 @@ def step(trainer: Any) -> tuple[float, float]:
 
 
 def held_mb(cell: str, trainer: Any, n_embd: int) -> float:
-    """What the Gramian holds at once, in MB of float32 (computed)."""
+    """What the Gramian holds at once, in MB (computed). Features level (factorised through the
+    LM head): the k float64 slopes ``[k, B, C]`` and one float64 tile of the head pass (its
+    logits, exponentiated in place, ``[tokens, columns]``, three ``[tokens, d]`` rows and the
+    head's ``[columns, d]``).
+    Parameters level: the k×P float32 Jacobian."""
     if cell.endswith("features"):
-        return K * PROMPTS * G * (PROMPT_TOKENS + TOKENS) * n_embd * 4 / 2**20
+        from mogradient_llm.objectives.logprob_gramian import tile_shape
+
+        completion_tokens = PROMPTS * G * TOKENS
+        rows, columns = tile_shape(trainer.model.config.vocab_size, n_embd)
+        rows = min(rows, completion_tokens)
+        tile = rows * (columns + 3 * n_embd) + columns * n_embd
+        return 8 * (K * completion_tokens + tile) / 2**20
     if cell.endswith("parameters"):
         count = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         return K * count * 4 / 2**20

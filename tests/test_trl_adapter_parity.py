@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.logprob_reference import exact_gradients, factorisation_error
 from tests.trl_adapter_fixtures import parameters, train, trainer, trl_args
 from tests.trl_reference import (
     NEW_SEED,
@@ -135,26 +136,46 @@ def _trl_losses(t: Any, batch: dict[str, Any], level: str) -> tuple[torch.Tensor
     return losses, hidden if level == "features" else [params, params]
 
 
-def _expected_weights(
-    aggregator: str, losses: torch.Tensor, inputs: list[Any]
-) -> tuple[torch.Tensor, float, float]:
-    """``aggregator.weights`` (normalised) of the float64 Gramian of the ``losses``' gradients
-    with respect to ``inputs``, the bound of the adapter's float64 Gramian's effect on them (see
-    the test below) and the gradients' spread ``max‖gᵢ‖² / ‖g₁ − g₂‖²``."""
-    from mogradient import get_aggregator
+def _reference(
+    t: Any, batch: dict[str, Any], losses: torch.Tensor, inputs: list[Any], level: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Jacobian of TRL's per-objective losses the reference decides from, and a bound on
+    each entry of the adapter's Gramian's distance to its Gramian ``J Jᵀ``.
 
+    Parameters level: TRL's float32 gradients, both sides' products in float64, each entry
+    within ``γ_d ‖gᵢ‖‖gⱼ‖`` of the exact product (``γ_d = d·u/(1 − d·u)``, ``u = 2⁻⁵³``).
+    Features level: the exact float64 hidden-state gradients of TRL's losses at TRL's forward
+    (:func:`tests.logprob_reference.exact_gradients`); the adapter's factorised Gramian is
+    within :func:`tests.logprob_reference.factorisation_error` of their Gramian.
+    """
+    if level == "features":
+        jacobian, slopes = exact_gradients(t, batch)
+        head = t.model.get_output_embeddings().weight
+        return jacobian, factorisation_error(slopes, jacobian, head, t.temperature)
     rows = []
     for loss, wrt in zip(losses, inputs):
-        wrt = wrt if isinstance(wrt, list) else [wrt]
         grads = torch.autograd.grad(loss, wrt, retain_graph=True, allow_unused=True)
         rows.append(torch.cat([g.flatten() for g in grads if g is not None]).double())
     jacobian = torch.stack(rows)
+    d = jacobian.shape[1]
+    norms = jacobian.norm(dim=-1)
+    return jacobian, 2 * (d * U64 / (1 - d * U64)) * torch.outer(norms, norms)
+
+
+def _expected_weights(
+    aggregator: str, jacobian: torch.Tensor, error: torch.Tensor
+) -> tuple[torch.Tensor, float, float]:
+    """``aggregator.weights`` (normalised) of the float64 Gramian ``J Jᵀ``, the bound of a
+    Gramian within ``error`` of it on the weights, and the gradients' spread
+    ``max‖gᵢ‖² / ‖g₁ − g₂‖²``: the weights of two objectives are ratios of Gramian
+    differences over ``‖g₁ − g₂‖²``, so they move by at most ``8 · max error / ‖g₁ − g₂‖²``."""
+    from mogradient import get_aggregator
+
     gramian = jacobian @ jacobian.T
     expected = get_aggregator(aggregator).weights(gramian, None)
-    d = jacobian.shape[1]
-    gamma = d * U64 / (1 - d * U64)
-    spread = float(gramian.diagonal().max() / (gramian[0, 0] + gramian[1, 1] - 2 * gramian[0, 1]))
-    bound = 8 * (2 * gamma) * spread
+    gap = float(gramian[0, 0] + gramian[1, 1] - 2 * gramian[0, 1])
+    spread = float(gramian.diagonal().max()) / gap
+    bound = 8 * float(error.max()) / gap
     assert bound < 1e-9  # the issue's tolerance is implied by the bound
     return expected / expected.sum(), bound, spread
 
@@ -173,15 +194,17 @@ def _expected_weights(
 def test_gramian_weightings_decide_as_our_loop(algorithm: str, aggregator: str, level: str) -> None:
     """On the same fixed batch:
 
-    * the weights are ``aggregator.weights`` of the Gramian of TRL's own per-objective losses
-      (computed here with a forward each, ``autograd.grad`` and one float64 product), to 1e-9.
-      Bound: the adapter forms the Gramian in float64 (``MultiObjectiveLoss.gramian``,
-      ``gramian_of(precision="float64")``) from the same float32 gradients, so each entry of
-      either side is within ``γ_d ‖gᵢ‖‖gⱼ‖`` of the exact one, ``γ_d = d·u/(1 − d·u)``,
-      ``u = 2⁻⁵³``, ``d`` the gradients' length (chunks of ≤ 2²⁰ columns summed in float64 keep
-      that bound); the weights of two objectives are ratios of Gramian differences over
-      ``‖g₁ − g₂‖²``, so they move by at most ``8 · 2γ_d · max‖gᵢ‖² / ‖g₁ − g₂‖²`` — below
-      1e-9 here (≈ 1e-10 for d ≈ 10⁵), which the test checks before using it;
+    * the weights are ``aggregator.weights`` of the Gramian of TRL's own per-objective losses,
+      to 1e-9 (:func:`_reference`). Parameters level: TRL's float32 gradients (a forward each,
+      ``autograd.grad``, one float64 product); the adapter forms the same Gramian in float64
+      (``MultiObjectiveLoss.gramian``, ``gramian_of(precision="float64")``, chunks of ≤ 2²⁰
+      columns summed in float64 keep the bound), each entry of either side within
+      ``γ_d ‖gᵢ‖‖gⱼ‖`` of the exact one. Features level: the exact float64 hidden-state
+      gradients of TRL's losses at TRL's forward; the adapter's factorised Gramian
+      (``Σₜ aᵢₜ aⱼₜ ‖vₜ‖²``, :mod:`mogradient_llm.objectives.logprob_gramian`) is within
+      ``factorisation_error`` of theirs. Either way the weights of two objectives are ratios
+      of Gramian differences over ``‖g₁ − g₂‖²``, so they move by at most
+      ``8 · max entry error / ‖g₁ − g₂‖²`` — below 1e-9 here, which the test checks first;
     * they equal our loop's (``MOTrainer``) within the rounding of two forward implementations
       (TRL's fused, chunked float32 log-prob kernel against our loop's log-softmax: each
       gradient within ``tokens × 16 ε₃₂`` relative of the other side's, ``assert_grads_close``,
@@ -199,7 +222,9 @@ def test_gramian_weightings_decide_as_our_loop(algorithm: str, aggregator: str, 
 
     t.model.zero_grad()
     losses, inputs = _trl_losses(t, batch, level)
-    expected, bound, spread = _expected_weights(aggregator, losses, inputs)
+    expected, bound, spread = _expected_weights(
+        aggregator, *_reference(t, batch, losses, inputs, level)
+    )
     torch.testing.assert_close(weights, expected, rtol=0, atol=bound)
 
     ours = _our_weights(algorithm, aggregator, level)
@@ -222,10 +247,12 @@ def test_the_kl_term_is_added_once_outside_the_weights() -> None:
     weights = _weights(t._metrics["train"])
     t.beta = 0.0
     policy, inputs = _trl_losses(t, batch, "features")
-    expected, bound, _ = _expected_weights("upgrad", policy, inputs)
+    expected, bound, _ = _expected_weights(
+        "upgrad", *_reference(t, batch, policy, inputs, "features")
+    )
     torch.testing.assert_close(weights, expected, rtol=0, atol=bound)
     t.beta = 0.04
-    with_kl, _, _ = _expected_weights("upgrad", *_trl_losses(t, batch, "features"))
+    with_kl, _, _ = _expected_weights("upgrad", *_reference(t, batch, policy, inputs, "features"))
     assert float((with_kl - weights).abs().max()) > bound
     base = type(t).__mro__[2]
     t.model.zero_grad()

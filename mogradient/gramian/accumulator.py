@@ -61,6 +61,17 @@ class GramianAccumulator:
         part = gramian_of(jac, precision=self.precision) if self.level == "features" else jac
         self._total = part if self._total is None else self._total + part
 
+    def add_gramian(self, gramian: torch.Tensor) -> None:
+        """Fold in one micro-batch's local k×k Gramian, formed by the caller (features level
+        only: there the Gramian is block-additive over micro-batches and ranks)."""
+        if self.level != "features":
+            raise ValueError(
+                "a micro-batch's Gramian adds up at the features level only; at the parameters "
+                "level add its losses (the Jacobians are averaged before the product)"
+            )
+        part = gramian.to(torch.float64) if self.precision == "float64" else gramian
+        self._total = part if self._total is None else self._total + part
+
     def jacobian(self) -> torch.Tensor:
         """The global k×d Jacobian of the mean loss, identical on every rank (parameters level
         only: at the features level each micro-batch and rank has its own coordinates)."""

@@ -29,6 +29,7 @@ from mogradient_llm.config import MOConfig
 from mogradient_llm.estimators import Estimator, Minibatch
 from mogradient_llm.loop.batch import RolloutBatch
 from mogradient_llm.loop.nonfinite import NonFiniteGuard
+from mogradient_llm.objectives.logprob_gramian import head_transform, logprob_slopes, token_gramian
 from mogradient_llm.objectives.loss import MultiObjectiveLoss
 from mogradient_llm.objectives.surrogate import token_weights
 from mogradient_llm.policy.rollout import response_logprobs
@@ -140,6 +141,12 @@ class Updater:
 
         ``scale``: what token losses are averaged over (default: the rows of ``index``).
         """
+        return self._forward(batch, index, scale)[0]
+
+    def _forward(
+        self, batch: RolloutBatch, index: torch.Tensor, scale: LossScale | None = None
+    ) -> tuple[Losses, Minibatch]:
+        """:meth:`minibatch_losses` and what its policy losses read (:class:`Minibatch`)."""
         q = batch.query_length
         ids = batch.input_ids[index]
         logits, values, hidden = self.model(ids, batch.attention_mask[index])
@@ -160,7 +167,7 @@ class Updater:
         ref = None if batch.ref_logprobs is None else batch.ref_logprobs[index]
         rows = Minibatch(index, logprobs, old, weights, ref, values)
         extra, extra_stats = self.estimator.extra_loss(batch.estimate, rows)
-        return p_losses, extra, hidden, {**stats, **extra_stats}
+        return (p_losses, extra, hidden, {**stats, **extra_stats}), rows
 
     def update(self, batch: RolloutBatch, index: torch.Tensor, step: int) -> dict[str, float]:
         """One optimiser step on the minibatch ``index``, split into the config's micro-batches.
@@ -234,7 +241,11 @@ class Updater:
         the k×d Jacobian (block products in float32, summed in float64 with their
         rounding bound). With several micro-batches the Gramian is that of the
         summed gradients, which needs every layer's k gradients at once: the Jacobian path
-        (:meth:`MultiObjectiveLoss.accumulator`, float64 products), as at the features level.
+        (:meth:`MultiObjectiveLoss.accumulator`, float64 products).
+
+        Features level with a plain linear LM head: each micro-batch's Gramian factorised
+        through the head (:meth:`_logprob_gramian`), no backward per objective; otherwise (a
+        soft-capped or scaled head, none at all) the hidden states' Jacobian path.
         """
         cfg = self.config
         policy = self.policy()
@@ -250,16 +261,57 @@ class Updater:
                     return None
                 return recorder.gramian(list(out[0].unbind())), out
         accumulator = self.objective.accumulator(len(micro))
+        head = self._linear_head() if cfg.gramian_level == "features" and not jacobian else None
         held = None
         for idx in micro:
             with self.accelerator.no_sync(self.model) if len(micro) > 1 else nullcontext():
-                out = self.minibatch_losses(batch, idx, scale)
+                out, rows = self._forward(batch, idx, scale)
             if self._skip_nonfinite(batch, out[0], out[1], step):
                 return None
-            inputs = [out[2]] if cfg.gramian_level == "features" else params
-            accumulator.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
+            if head is not None:
+                accumulator.add_gramian(self._logprob_gramian(batch, rows, out[2], *head))
+            else:
+                inputs = [out[2]] if cfg.gramian_level == "features" else params
+                accumulator.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
             held = out if len(micro) == 1 else None
         return (accumulator.jacobian() if jacobian else accumulator.gramian()), held
+
+    def _linear_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The policy's LM head ``(W, b)`` when its logits are ``W h + b`` of the hidden states
+        the features level differentiates; ``None`` (differentiate them) otherwise."""
+        policy = self.policy()
+        head = getattr(policy, "get_output_embeddings", lambda: None)()
+        if not isinstance(head, nn.Linear) or head_transform(policy.config) is not None:
+            return None
+        return head.weight, head.bias
+
+    def _logprob_gramian(
+        self,
+        batch: RolloutBatch,
+        rows: Minibatch,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """This micro-batch's features Gramian, factorised through the LM head
+        (:mod:`mogradient_llm.objectives.logprob_gramian`): the policy losses read the hidden
+        states only through the log-probs, so they are re-evaluated on a float64 copy of those
+        for their slopes, and the head gives each token's ``‖∂ℓₜ/∂hₜ‖²``."""
+        leaf = rows.logprobs.detach().to(torch.float64).requires_grad_()
+        losses, _ = self.estimator.policy_losses(
+            leaf, rows.old_logprobs, batch.advantages[:, rows.index], rows.weights
+        )
+        q = batch.query_length
+        slopes = logprob_slopes(losses.unbind(), leaf)
+        assert slopes is not None  # no other outputs to depend on
+        return token_gramian(
+            slopes,
+            hidden[:, q - 1 : -1],
+            batch.input_ids[rows.index][:, q:],
+            weight,
+            self.temperature,
+            bias,
+        )
 
     def _trainable(self) -> list[torch.Tensor]:
         """The policy's trainable parameters, in the order of the Jacobian's columns."""

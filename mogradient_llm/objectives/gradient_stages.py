@@ -120,3 +120,16 @@ class GradientStages:
         tensors = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
         accumulator.add(losses.unbind(), tensors, retain_graph=True)
         return accumulator.gramian()
+
+    def logprob_gramian(self, gramian: torch.Tensor) -> torch.Tensor:
+        """The global k×k float64 features Gramian from this rank's factorised one
+        (:func:`~mogradient_llm.objectives.logprob_gramian.token_gramian`), averaged over the
+        ranks as :meth:`gramian` averages the hidden-state gradients' Gramian."""
+        if self.level != "features":
+            raise ValueError(
+                "the factorised Gramian is that of the hidden-state gradients: it needs "
+                f"level='features', this loss has level={self.level!r}"
+            )
+        accumulator = self.accumulator()
+        accumulator.add_gramian(gramian)
+        return accumulator.gramian()

@@ -9,6 +9,10 @@ k policy losses are taken with it switched off and it is added once:
 ``R = L(A_w) − L_policy(A_w)`` at the decided combination ``A_w = Σ wᵢ Aᵢ``, whose call also
 logs TRL's usual metrics once. The returned loss goes through TRL's backward, loss scaling and
 accumulation unchanged.
+
+At the features level the Gramian is factorised through TRL's fused LM head
+(:mod:`~mogradient_llm.integrations.trl.factorised`): no backward through the head per
+objective, the k losses evaluated again on a float64 copy of the log-probs instead.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mogradient_llm.integrations.trl.factorised import logprob_gramian
+from mogradient_llm.integrations.trl.forward import one_forward
 from mogradient_llm.integrations.trl.hidden import last_hidden_state
 from mogradient_llm.integrations.trl.metrics import log_stats, metrics_discarded
 from mogradient_llm.objectives.advantages import Advantages
@@ -52,25 +58,6 @@ def has_regulariser(trainer: Any, algorithm: str) -> bool:
     return beta or any(getattr(trainer, name, False) for name in others)
 
 
-@contextmanager
-def one_forward(trainer: Any) -> Iterator[None]:
-    """Every ``_get_per_token_logps_and_entropies`` call in the block returns the first one's
-    outputs: the k loss calls share one forward (and its graph)."""
-    real = trainer._get_per_token_logps_and_entropies
-    cache: list[Any] = []
-
-    def cached(*args: Any, **kwargs: Any) -> Any:
-        if not cache:
-            cache.append(real(*args, **kwargs))
-        return cache[0]
-
-    trainer._get_per_token_logps_and_entropies = cached
-    try:
-        yield
-    finally:
-        del trainer._get_per_token_logps_and_entropies
-
-
 def gramian_loss(
     trainer: Any, model: nn.Module, inputs: dict[str, Any], compute_loss: ComputeLoss
 ) -> torch.Tensor:
@@ -81,29 +68,35 @@ def gramian_loss(
     per_objective = inputs[KEY]  # [b, k]
     ones = per_objective.new_ones(per_objective.shape[0], 1)
     advantages = Advantages.of(per_objective.T, objective.names)
-    unwrapped = trainer.accelerator.unwrap_model(model)
+    unwrapped = _unwrapped(trainer, model)
     features = objective.level == "features"
-    with one_forward(trainer), last_hidden_state(unwrapped) if features else _none() as hidden:
+    with (
+        one_forward(trainer) as forward,
+        last_hidden_state(unwrapped) if features else _none() as hidden,
+    ):
         prepared, stats = objective.prepare(advantages, ones)
         rows = prepared.values[..., 0]  # [k, b]
-        with regulariser_off(trainer), metrics_discarded(trainer._metrics):
-            losses = torch.stack([compute_loss(model, {**inputs, "advantages": a}) for a in rows])
+        factorised = None
         if features:
-            if "hidden" not in hidden:
-                raise RuntimeError(
-                    "the backbone's forward hook did not fire during TRL's forward (a model "
-                    "whose forward bypasses base_model); use gramian_level='parameters'"
+            with regulariser_off(trainer):
+                factorised = logprob_gramian(
+                    trainer, model, unwrapped, inputs, rows, compute_loss, forward, hidden
                 )
-            gradient_of: Any = hidden["hidden"]
+        if factorised is None:
+            with regulariser_off(trainer), metrics_discarded(trainer._metrics):
+                losses = torch.stack(
+                    [compute_loss(model, {**inputs, "advantages": a}) for a in rows]
+                )
+            gramian = objective.gramian(losses, _differentiated(model, hidden, features))
         else:
-            gradient_of = [p for p in model.parameters() if p.requires_grad]
-        weights, decided = objective.decide(
-            objective.gramian(losses, gradient_of), trainer._mo_losses.get(mode)
-        )
+            gramian = objective.logprob_gramian(factorised.gramian)
+        weights, decided = objective.decide(gramian, trainer._mo_losses.get(mode))
         stats.update(decided)
-        weights = weights.to(losses)
-        loss = objective.reduce(losses, weights)
-        combined = {**inputs, "advantages": (weights.detach() @ rows).to(rows)}
+        if factorised is None:
+            loss = objective.reduce(losses, weights.to(losses))
+        else:
+            loss = factorised.reduce(weights)
+        combined = {**inputs, "advantages": weights.detach().to(rows) @ rows}
         full = compute_loss(model, combined)  # logs TRL's metrics once
         if has_regulariser(trainer, trainer.mo_algorithm):
             with regulariser_off(trainer), metrics_discarded(trainer._metrics):
@@ -112,6 +105,30 @@ def gramian_loss(
     return loss
 
 
+def _unwrapped(trainer: Any, model: nn.Module) -> nn.Module:
+    """``model`` without its DDP wrapper, unwrapped once per wrapper (accelerate's
+    ``unwrap_model`` looks DeepSpeed up on every call: about 1 ms)."""
+    cached = getattr(trainer, "_mo_unwrapped", None)
+    if cached is None or cached[0] is not model:
+        cached = (model, trainer.accelerator.unwrap_model(model))
+        trainer._mo_unwrapped = cached
+    return cached[1]
+
+
 @contextmanager
 def _none() -> Iterator[dict[str, torch.Tensor]]:
     yield {}
+
+
+def _differentiated(
+    model: nn.Module, hidden: dict[str, torch.Tensor], features: bool
+) -> torch.Tensor | list[torch.Tensor]:
+    """What the Gramian differentiates: the recorded hidden state, or the parameters."""
+    if not features:
+        return [p for p in model.parameters() if p.requires_grad]
+    if "hidden" not in hidden:
+        raise RuntimeError(
+            "the backbone's forward hook did not fire during TRL's forward (a model whose "
+            "forward bypasses base_model); use gramian_level='parameters'"
+        )
+    return hidden["hidden"]
