@@ -240,7 +240,7 @@ class GramianWeighting(Aggregator):
                 # By address: Tensor.numpy() and torch.from_numpy cost more than the solve. A
                 # lazily negated view (is_neg()) holds -G there: it fails validation (negative
                 # diagonal) unless G is zero (then -G = G), and the general path raises.
-                out = torch.empty(n, dtype=torch.float64)
+                out = gramian.new_empty(n)  # float64, CPU, no grad: as the Gramian
                 if self._checked_into(gramian.data_ptr(), n, out.data_ptr()):
                     return out
         g = check_gramian(gramian)
