@@ -202,10 +202,9 @@ DEFINITE_MARGIN = 4096.0
 @njit(cache=True)
 def definite_solve_ones(cos: np.ndarray) -> np.ndarray:
     """``Ĝ⁻¹1`` for a cosine matrix ``Ĝ = LLᵀ`` (Cholesky; in closed form at k = 2) whose
-    ``trace(Ĝ⁻¹) = ‖L⁻¹‖²_F``
-    certifies every eigenvalue :data:`DEFINITE_MARGIN` times above the rank cut-off; an empty
-    array otherwise (a non-positive pivot, or an eigenvalue that may lie near the cut-off: the
-    caller takes the eigendecomposition)."""
+    ``trace(Ĝ⁻¹) = ‖L⁻¹‖²_F`` certifies every eigenvalue :data:`DEFINITE_MARGIN` times above
+    the rank cut-off; an empty array otherwise (a non-positive pivot, or an eigenvalue that
+    may lie near the cut-off: the caller takes the eigendecomposition)."""
     k = cos.shape[0]
     if k == 2:  # Ĝ⁻¹1 = 1/(1 + c)·1 and trace(Ĝ⁻¹) = 2/(1 − c²), for c = Ĝ₀₁ ∈ [-1, 1]
         c = cos[0, 1]
