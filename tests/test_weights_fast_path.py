@@ -222,3 +222,18 @@ def test_pcgrad_orders_are_one_permutation_per_row(n: int) -> None:
     for _ in range(4):
         expected = np.array([rng.permutation(n) for _ in range(n)])
         np.testing.assert_array_equal(agg._orders(n), expected)
+
+
+@pytest.mark.parametrize(("name", "settings"), CASES)
+def test_a_contiguous_view_inside_a_larger_buffer(name: str, settings: dict) -> None:
+    """The address is that of the view's first entry (its storage offset included), and the
+    entries around it are never read."""
+    j = np.random.default_rng(2).normal(size=(3, 20))
+    g = j @ j.T
+    buf = torch.full((9 + 13,), np.nan, dtype=torch.float64)
+    view = buf[7 : 7 + 9].view(3, 3)
+    view.copy_(torch.from_numpy(g))
+    assert view.is_contiguous() and view.storage_offset() == 7
+    kw = _settings(name, settings, 3)
+    expected = _weighting(name, **kw).weights(g.copy())
+    np.testing.assert_array_equal(_weighting(name, **kw).weights(view).numpy(), expected)
