@@ -20,7 +20,13 @@ import mogradient.aggregation.kinds as kinds
 from mogradient.aggregation._scale import GRAMIAN_WINDOW, even_exponent_into_range
 from mogradient.aggregation.kinds import GramianWeighting
 from mogradient.aggregation.registry import get_aggregator
-from mogradient.solvers.checked import RESCALE, WINDOW, checked_status, outside_window
+from mogradient.solvers.checked import (
+    RESCALE,
+    WINDOW,
+    checked_status,
+    imtl_g_into,
+    outside_window,
+)
 from mogradient.solvers.validation import OK
 
 #: (name, settings): every method with a fast path, and the settings it branches on.
@@ -172,3 +178,62 @@ def test_window_matches_the_general_paths() -> None:
         assert outside_window(g) == expected, top
     assert checked_status(np.eye(2) * 2.0**300) == RESCALE
     assert checked_status(np.eye(2)) == OK
+
+
+def test_a_lazily_negated_view_is_not_read_as_its_negation() -> None:
+    """The fast path reads the tensor's memory by address; a negated view (``is_neg()``) holds
+    -G there. The general path refuses the view (as before), and with ``G = 0`` (where
+    -G = G) the fast path gives the weights of the zero Gramian."""
+    g = np.array([[2.0, 1.0], [1.0, 3.0]])
+    for name, settings in CASES:
+        agg = _weighting(name, **_settings(name, settings, 2))
+        with pytest.raises(RuntimeError, match="negative bit"):
+            agg.weights(torch._neg_view(torch.from_numpy(-g)))
+        if settings.get("warm_start"):  # no fast path: the general path refuses the view
+            continue
+        zero = agg.weights(torch._neg_view(torch.zeros(2, 2, dtype=torch.float64)))
+        expected = _weighting(name, **_settings(name, settings, 2)).weights(np.zeros((2, 2)))
+        np.testing.assert_array_equal(zero.numpy(), expected)
+
+
+def test_the_output_is_written_only_when_the_solve_is_ok() -> None:
+    """``*_into`` leaves the output alone on a refused or rescaled Gramian (the general path
+    then decides), and every call returns a new tensor."""
+    bad = torch.from_numpy(_bad_gramians()[0])
+    out = torch.full((3,), 7.0, dtype=torch.float64)
+    assert not imtl_g_into(bad.data_ptr(), 3, out.data_ptr())
+    big = torch.eye(3, dtype=torch.float64) * 2.0**300
+    assert not imtl_g_into(big.data_ptr(), 3, out.data_ptr())
+    assert out.tolist() == [7.0] * 3
+    g = torch.eye(3, dtype=torch.float64)
+    assert imtl_g_into(g.data_ptr(), 3, out.data_ptr())
+    assert out.tolist() == [1 / 3] * 3
+    agg = _weighting("imtl-g")
+    first, second = agg.weights(g), agg.weights(g)
+    assert first.data_ptr() != second.data_ptr()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_pcgrad_orders_are_one_permutation_per_row(n: int) -> None:
+    """PCGrad draws its visiting orders in one call; the stream is that of one
+    ``Generator.permutation(n)`` per objective, so a seed gives the same weights as before."""
+    agg = _weighting("pcgrad", seed=11)
+    rng = np.random.default_rng(np.random.SeedSequence(11).entropy)
+    for _ in range(4):
+        expected = np.array([rng.permutation(n) for _ in range(n)])
+        np.testing.assert_array_equal(agg._orders(n), expected)
+
+
+@pytest.mark.parametrize(("name", "settings"), CASES)
+def test_a_contiguous_view_inside_a_larger_buffer(name: str, settings: dict) -> None:
+    """The address is that of the view's first entry (its storage offset included), and the
+    entries around it are never read."""
+    j = np.random.default_rng(2).normal(size=(3, 20))
+    g = j @ j.T
+    buf = torch.full((9 + 13,), np.nan, dtype=torch.float64)
+    view = buf[7 : 7 + 9].view(3, 3)
+    view.copy_(torch.from_numpy(g))
+    assert view.is_contiguous() and view.storage_offset() == 7
+    kw = _settings(name, settings, 3)
+    expected = _weighting(name, **kw).weights(g.copy())
+    np.testing.assert_array_equal(_weighting(name, **kw).weights(view).numpy(), expected)

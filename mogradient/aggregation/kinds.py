@@ -142,12 +142,13 @@ class GramianWeighting(Aggregator):
         ``uses_loss_values`` override this; the others ignore the losses)."""
         return self._solve(gramian)
 
-    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
-        """Weights for a square C-contiguous float64 Gramian, validated and solved in one
-        compiled call (:mod:`mogradient.solvers.checked`), equal to the general path's; or
-        ``None`` where the general path must decide (a failed check, a Gramian to rescale, a
-        method or setting without such a call, the default)."""
-        return None
+    def _checked_into(self, address: int, n: int, out: int) -> bool:
+        """Write the weights of the C-contiguous float64 ``n × n`` Gramian at ``address`` to
+        the ``n`` float64 entries at ``out``, validated and solved in one compiled call
+        (:mod:`mogradient.solvers.checked`), equal to the general path's; or return False
+        where the general path must decide (a failed check, a Gramian to rescale, a method or
+        setting without such a call: the default)."""
+        return False
 
     def weight_exponent(self) -> float:
         """``p`` with ``w(κG) = κ^p · w(G)`` for every ``κ > 0`` (before the norm cap): under
@@ -234,12 +235,14 @@ class GramianWeighting(Aggregator):
             and gramian.is_cpu
             and not gramian.requires_grad
         ):
-            a = gramian.numpy()
-            shape = a.shape
-            if len(shape) == 2 and shape[0] == shape[1] != 0 and gramian.is_contiguous():
-                fast = self._checked_weights(a)
-                if fast is not None:
-                    return torch.from_numpy(fast)
+            shape = gramian.shape
+            if len(shape) == 2 and (n := shape[0]) == shape[1] != 0 and gramian.is_contiguous():
+                # By address: Tensor.numpy() and torch.from_numpy cost more than the solve. A
+                # lazily negated view (is_neg()) holds -G there: it fails validation (negative
+                # diagonal) unless G is zero (then -G = G), and the general path raises.
+                out = gramian.new_empty(n)  # float64, CPU, no grad: as the Gramian
+                if self._checked_into(gramian.data_ptr(), n, out.data_ptr()):
+                    return out
         g = check_gramian(gramian)
         values = None
         if losses is not None or self.uses_loss_values:

@@ -8,7 +8,6 @@ import numpy as np
 
 from mogradient.aggregation.kinds import GramianWeighting
 from mogradient.aggregation.preference import PreferenceAware
-from mogradient.solvers.validation import OK
 
 
 class DualConeWeighting(PreferenceAware, GramianWeighting):
@@ -17,9 +16,9 @@ class DualConeWeighting(PreferenceAware, GramianWeighting):
 
     #: ``(gramian, preference) -> weights``: one of :mod:`mogradient.solvers.dual_cone`'s.
     _weights_of: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    #: ``(gramian, preference) -> (weights, status)``: the same solve, validated in the same
-    #: compiled call (one of :mod:`mogradient.solvers.checked`'s).
-    _checked_of: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, int]]
+    #: ``(address, n, preference, out) -> written``: the same solve, validated in the same
+    #: compiled call, by address (one of :mod:`mogradient.solvers.checked`'s).
+    _checked_into_of: Callable[[int, int, np.ndarray, int], bool]
 
     properties = frozenset(
         {
@@ -35,6 +34,5 @@ class DualConeWeighting(PreferenceAware, GramianWeighting):
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         return type(self)._weights_of(gramian, self.preference.resolve(gramian.shape[0]))
 
-    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
-        w, status = type(self)._checked_of(gramian, self.preference.shared(gramian.shape[0]))
-        return w if status == OK else None
+    def _checked_into(self, address: int, n: int, out: int) -> bool:
+        return type(self)._checked_into_of(address, n, self.preference.shared(n), out)

@@ -11,8 +11,7 @@ from mogradient.aggregation.kinds import GramianWeighting, Property
 from mogradient.aggregation.preference import Preference
 from mogradient.aggregation.registry import register
 from mogradient.solvers.aligned_mtl import SCALE_MODES, aligned_mtl_weights
-from mogradient.solvers.checked import aligned_mtl_checked
-from mogradient.solvers.validation import OK
+from mogradient.solvers.checked import aligned_mtl_into
 
 ScaleMode = Literal["min", "median", "rmse"]
 
@@ -66,10 +65,9 @@ class AlignedMTL(GramianWeighting):
     def _hyperparameters(self) -> dict[str, object]:
         return {"preference": self.preference, "scale_mode": self.scale_mode}
 
-    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
-        p = self.preference.shared(gramian.shape[0])
-        w, status = aligned_mtl_checked(gramian, p, SCALE_MODES[self.scale_mode])
-        return w if status == OK else None
+    def _checked_into(self, address: int, n: int, out: int) -> bool:
+        p = self.preference.shared(n)
+        return aligned_mtl_into(address, n, p, SCALE_MODES[self.scale_mode], out)
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         p = self.preference.resolve(gramian.shape[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mogradient.aggregation.registry import register
 from mogradient.aggregators._dual_cone import DualConeWeighting
 from mogradient.solvers import dualproj_weights
-from mogradient.solvers.checked import dualproj_checked
+from mogradient.solvers.checked import dualproj_into
 
 
 @register("dualproj")
@@ -28,4 +28,4 @@ class DualProj(DualConeWeighting):
     """
 
     _weights_of = staticmethod(dualproj_weights)
-    _checked_of = staticmethod(dualproj_checked)
+    _checked_into_of = staticmethod(dualproj_into)

@@ -10,8 +10,8 @@ import numpy as np
 from mogradient.aggregation.checks import stream_seed
 from mogradient.aggregation.kinds import GramianWeighting, Property
 from mogradient.aggregation.registry import register
-from mogradient.solvers.checked import checked_status
-from mogradient.solvers.gradvac import _gradvac_kernel, gradvac_weights
+from mogradient.solvers.checked import gradvac_into, status_at
+from mogradient.solvers.gradvac import gradvac_weights
 from mogradient.solvers.validation import OK
 
 
@@ -82,11 +82,11 @@ class GradVac(GramianWeighting):
             self._phi_hat = np.zeros((n, n))
         return np.argsort(self._rng.random((n, n)), axis=1), self._phi_hat
 
-    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
-        if checked_status(gramian) != OK:  # validated before the state moves
-            return None
-        orders, phi_hat = self._step_state(gramian.shape[0])
-        return _gradvac_kernel(gramian, orders, phi_hat, self.beta)
+    def _checked_into(self, address: int, n: int, out: int) -> bool:
+        if status_at(address, n) != OK:  # validated before the state moves
+            return False
+        orders, phi_hat = self._step_state(n)
+        return gradvac_into(address, n, orders, phi_hat, self.beta, out)
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         orders, phi_hat = self._step_state(gramian.shape[0])

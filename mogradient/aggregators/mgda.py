@@ -7,8 +7,7 @@ import numpy as np
 from mogradient.aggregation.kinds import GramianWeighting
 from mogradient.aggregation.registry import register
 from mogradient.solvers import min_norm
-from mogradient.solvers.checked import min_norm_checked
-from mogradient.solvers.validation import OK
+from mogradient.solvers.checked import min_norm_into
 
 
 @register("mgda")
@@ -50,11 +49,9 @@ class MGDA(GramianWeighting):
     def _hyperparameters(self) -> dict[str, object]:
         return {"warm_start": self.warm_start}
 
-    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
-        if self.warm_start:  # the general path keeps the previous weights
-            return None
-        w, status = min_norm_checked(gramian)
-        return w if status == OK else None
+    def _checked_into(self, address: int, n: int, out: int) -> bool:
+        # with a warm start, the general path keeps the previous weights
+        return not self.warm_start and min_norm_into(address, n, out)
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         previous = self._previous

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from mogradient.aggregation.kinds import GramianWeighting, Property
 from mogradient.aggregation.registry import register
 from mogradient.solvers import pcgrad_weights
-from mogradient.solvers.checked import checked_status
-from mogradient.solvers.pcgrad import _pcgrad_kernel
+from mogradient.solvers.checked import pcgrad_into, status_at
 from mogradient.solvers.validation import OK
+
+
+@functools.cache
+def _aranges(n: int) -> np.ndarray:
+    """``n`` rows of ``range(n)`` (read-only: ``Generator.permuted`` shuffles a copy)."""
+    rows = np.tile(np.arange(n), (n, 1))
+    rows.flags.writeable = False
+    return rows
 
 
 @register("pcgrad")
@@ -49,12 +58,14 @@ class PCGrad(GramianWeighting):
         return {"seed": self.seed}
 
     def _orders(self, n: int) -> np.ndarray:
-        return np.array([self._rng.permutation(n) for _ in range(n)])
+        # One random permutation of range(n) per row, drawn row after row: the stream of
+        # ``[self._rng.permutation(n) for _ in range(n)]`` in a single call.
+        return self._rng.permuted(_aranges(n), axis=1)
 
-    def _checked_weights(self, gramian: np.ndarray) -> np.ndarray | None:
-        if checked_status(gramian) != OK:  # validated before the orders are drawn
-            return None
-        return _pcgrad_kernel(gramian, self._orders(gramian.shape[0]))
+    def _checked_into(self, address: int, n: int, out: int) -> bool:
+        if status_at(address, n) != OK:  # validated before the orders are drawn
+            return False
+        return pcgrad_into(address, n, self._orders(n), out)
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         return pcgrad_weights(gramian, self._orders(gramian.shape[0]))

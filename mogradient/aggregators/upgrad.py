@@ -5,7 +5,7 @@ from __future__ import annotations
 from mogradient.aggregation.registry import register
 from mogradient.aggregators._dual_cone import DualConeWeighting
 from mogradient.solvers import upgrad_weights
-from mogradient.solvers.checked import upgrad_checked
+from mogradient.solvers.checked import upgrad_into
 
 
 @register("upgrad")
@@ -28,4 +28,4 @@ class UPGrad(DualConeWeighting):
     """
 
     _weights_of = staticmethod(upgrad_weights)
-    _checked_of = staticmethod(upgrad_checked)
+    _checked_into_of = staticmethod(upgrad_into)

@@ -9,6 +9,9 @@ two middle ones when r is even, as TorchJD's ``torch.median``) or their mean (``
 Since ``s = λ_min`` scales the whole update, the small eigenvalues must be accurate when the
 gradient norms differ by orders of magnitude: those Gramians are decomposed by Jacobi rotations
 (:func:`mogradient.solvers.imtl_g.jacobi_eigh`), which are accurate relative to each eigenvalue.
+The others (squared norms within a factor ``GRADED_RATIO``) take Householder and QL
+(:func:`mogradient.solvers.tridiagonal.tridiagonal_eigh`) up to ``JACOBI_MAX_N`` objectives,
+LAPACK above: accurate to ``n·ε·λ_max``, as much as their ``λ_min`` needs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import math
 import numpy as np
 from numba import njit
 
-from mogradient.solvers.imtl_g import eigh_psd, first_kept, spectral_dots
+from mogradient.solvers.imtl_g import (
+    GRADED_RATIO,
+    JACOBI_MAX_N,
+    eigh_psd,
+    first_kept,
+    spectral_dots,
+)
+from mogradient.solvers.tridiagonal import tridiagonal_eigh
 
 MIN = 0
 MEDIAN = 1
@@ -27,9 +37,27 @@ SCALE_MODES = {"min": MIN, "median": MEDIAN, "rmse": RMSE}
 
 
 @njit(cache=True)
+def gramian_eigh(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of a PSD Gramian: Householder and QL up to
+    ``JACOBI_MAX_N`` objectives when the diagonal is not graded, else :func:`eigh_psd`."""
+    n = g.shape[0]
+    top = 0.0
+    low = np.inf
+    for i in range(n):
+        if g[i, i] > 0.0:
+            top = max(top, g[i, i])
+            low = min(low, g[i, i])
+    if n <= JACOBI_MAX_N and not top > GRADED_RATIO * low:
+        lam, vec, converged = tridiagonal_eigh(g)
+        if converged:
+            return lam, vec
+    return eigh_psd(g)
+
+
+@njit(cache=True)
 def _aligned_mtl_kernel(g: np.ndarray, p: np.ndarray, mode: int) -> np.ndarray:
     n = g.shape[0]
-    lam, vec = eigh_psd(g)
+    lam, vec = gramian_eigh(g)
     f = first_kept(lam)
     if f == n:  # every gradient is zero: B = I, as TorchJD
         return p.copy()
