@@ -6,6 +6,9 @@ PAMA needs only DDP's gradient all-reduce; the Gramian aggregators all-reduce th
 (hidden-state level) or the per-objective gradients (parameter level) so that every rank
 solves the same problem, then run one ordinary backward that DDP averages — also on a model
 whose LM head is not tied to its embeddings, over several minibatches per step.
+
+Two steps per setting: agreement holds after any number of steps, and the second step starts
+from the state (KL coefficient, normalisers, optimiser) that the first left on each rank.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ SETTINGS = {
         "untied": True,
     },
 }
-STEPS = 3
+STEPS = 2
 
 
 def _state(trainer) -> dict:
