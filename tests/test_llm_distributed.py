@@ -10,9 +10,6 @@ whose LM head is not tied to its embeddings, over several minibatches per step.
 The same two processes also train the group estimators (GRPO with MGDA and with PAMA under a
 KL term, RLOO with GDPO's normalise-then-sum) on two plain reward functions: both ranks end with
 the same update (one run for every check: each process start imports the whole stack).
-
-Two steps per setting: agreement holds after any number of steps, and the second step starts
-from the state (KL coefficient, normalisers, optimiser) that the first left on each rank.
 """
 
 from __future__ import annotations
@@ -54,7 +51,7 @@ SETTINGS = {
         "untied": True,
     },
 }
-STEPS = 2
+STEPS = 3
 #: The group estimators, with two plain reward functions and the tiny config's batch.
 GROUP_SETTINGS = {
     "grpo-mgda-features-batch-scale": {
