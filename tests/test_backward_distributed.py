@@ -1,5 +1,6 @@
 """``mogradient.backward`` under DDP (two gloo processes): every rank writes the gradient of the
-mean of the ranks' losses, the same one a single process computes on the whole batch."""
+mean of the ranks' losses, the same one a single process computes on the whole batch; under
+FSDP2 the loss and features paths do too (the same two processes run both)."""
 
 from __future__ import annotations
 
@@ -77,14 +78,16 @@ def _grads(model: torch.nn.Module, x: torch.Tensor, setting: dict) -> dict[str, 
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
+    """Every DDP setting, then the FSDP2 ones, in the same two processes (one start each)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
     shard = _data().chunk(WORLD)[rank]
-    results = {}
+    results: dict[str, object] = {}
     for name, setting in SETTINGS.items():
         model = torch.nn.parallel.DistributedDataParallel(TwoHeads())
         results[name] = _grads(model, shard, setting)
+    results["fsdp"] = _fsdp_results(shard)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 
@@ -92,15 +95,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 FSDP_SETTINGS = ["linear", "mgda-features", "pcgrad-features", "cagrad-features"]
 
 
-def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
+def _fsdp_results(shard: torch.Tensor) -> dict[str, object]:
     """FSDP2 (``fully_shard`` per block, then the root) on CPU: the loss and features paths
     work, parameter mode refuses."""
     from torch.distributed.fsdp import fully_shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
-    shard = _data().chunk(WORLD)[rank]
     results: dict[str, object] = {}
     for name in FSDP_SETTINGS:
         model = TwoHeads()
@@ -119,8 +118,7 @@ def _fsdp_worker(rank: int, port: int, out_dir: str) -> None:
         mogradient.backward(losses, list(model.parameters()), aggregator="mgda")
     except ValueError as exc:
         results["parameters-error"] = str(exc)
-    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    torch.distributed.destroy_process_group()
+    return results
 
 
 def _free_port() -> int:
@@ -149,11 +147,10 @@ def test_every_rank_gets_the_whole_batch_gradient(ranks, name) -> None:
 
 
 def test_fsdp_features_and_loss_paths_match_one_process_and_parameter_mode_refuses(
-    tmp_path,
+    ranks,
 ) -> None:
-    mp.spawn(_fsdp_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    for r in range(WORLD):
-        got = torch.load(tmp_path / f"rank{r}.pt")
+    for rank in ranks:
+        got = rank["fsdp"]
         for name in FSDP_SETTINGS:
             expected = _grads(TwoHeads(), _data(), SETTINGS[name])["grad0"]
             torch.testing.assert_close(got[name], expected, rtol=1e-5, atol=1e-6)

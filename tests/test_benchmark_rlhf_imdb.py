@@ -83,9 +83,19 @@ def test_pipeline_writes_outputs_and_reuses_every_stage(data_dir, tmp_path, caps
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
     assert again == summary
 
-    main([*argv[:-2], "--vocab-size", "301"])  # a changed tokenizer invalidates its dependants
+    # A changed tokenizer invalidates its dependants, shown on one run of the grid (the cache
+    # keys do not depend on which other runs a call asks for): at the old vocabulary every
+    # stage of that run is cached, at a new one each is computed again.
+    one_run = [*argv[:-2], "--seeds", "0", "--algorithms", "ppo", "--aggregators", "pama"]
+    one_run += ["--three-objectives", "", "--sweep", "0"]
+    main([*one_run, "--vocab-size", "300"])
+    control = capsys.readouterr().out
+    assert "computing" not in control and "[rl] cached" in control, control
+    main([*one_run, "--vocab-size", "301"])
     third = capsys.readouterr().out
-    assert "[tokenizer] computing" in third and "[rl] cached" not in third
+    assert "[tokenizer] computing" in third and "[rl] cached" not in third, third
+    for stage in ("reward_model", "policy", "start", "rl"):
+        assert f"[{stage}] computing" in third and f"[{stage}] cached" not in third, stage
 
 
 def test_vader_sentiment_and_a_policy_loaded_by_path(data_dir, tmp_path):

@@ -19,7 +19,6 @@ from mogradient.gramian.path import (
     jacobian_bytes,
 )
 from mogradient.gramian.recorder import GramianRecorder
-from tests.test_docs_tables import RESULTS
 
 
 def _params(d: int, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
@@ -76,6 +75,10 @@ def test_bad_inputs_name_the_fix() -> None:
 def test_the_loop_memory_factor_covers_every_measured_cell() -> None:
     """The rule's constant is at least the largest ratio (loop's peak extra memory / k×d
     Jacobian bytes) of the committed measurements it says it comes from."""
+    # imported here, not at the top: the ranks of test_every_rank_takes_the_same_path import
+    # this module, and the docs' modules would load transformers into each (~5 CPU seconds)
+    from tests.test_docs_tables import RESULTS
+
     rows = read_csv(RESULTS / "backward_paths" / "backward_paths.csv")
     assert LOOP_MEMORY_FACTOR >= loop_memory_factor(rows) > 1.0
 

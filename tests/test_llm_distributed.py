@@ -6,6 +6,10 @@ PAMA needs only DDP's gradient all-reduce; the Gramian aggregators all-reduce th
 (hidden-state level) or the per-objective gradients (parameter level) so that every rank
 solves the same problem, then run one ordinary backward that DDP averages — also on a model
 whose LM head is not tied to its embeddings, over several minibatches per step.
+
+The same two processes also train the group estimators (GRPO with MGDA and with PAMA under a
+KL term, RLOO with GDPO's normalise-then-sum) on two plain reward functions: both ranks end with
+the same update (one run for every check: each process start imports the whole stack).
 """
 
 from __future__ import annotations
@@ -48,6 +52,29 @@ SETTINGS = {
     },
 }
 STEPS = 3
+#: The group estimators, with two plain reward functions and the tiny config's batch.
+GROUP_SETTINGS = {
+    "grpo-mgda-features-batch-scale": {
+        "algorithm": "grpo",
+        "aggregator": "mgda",
+        "gramian_level": "features",
+        "scale_rewards": "batch",
+    },
+    "grpo-pama-beta": {"algorithm": "grpo", "aggregator": "pama", "noon": True, "beta": 0.1},
+    "rloo-gdpo": {
+        "algorithm": "rloo",
+        "aggregator": "linear",
+        "multi_objective_aggregation": "normalize_then_sum",
+    },
+}
+
+
+def _chars(completions, **kwargs):
+    return [len(c) / 10.0 for c in completions]
+
+
+def _vowels(completions, **kwargs):
+    return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]
 
 
 def _state(trainer) -> dict:
@@ -126,6 +153,16 @@ def _worker(
                 "state": _state(resumed),
                 "weights": [stats["agg/weight/length"], stats["agg/weight/vader"]],
             }
+    results["group"] = {}
+    for name, setting in GROUP_SETTINGS.items():
+        trainer = make_trainer(
+            [_chars, _vowels], accelerator=Accelerator(cpu=True), lm_dir=lm_dir, **setting
+        )
+        module = accelerator.unwrap_model(trainer.model)
+        before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+        weights = [trainer.step()["agg/weight/_chars"] for _ in range(2)]
+        after = torch.cat([p.detach().flatten() for p in module.parameters()])
+        results["group"][name] = {"before": before, "after": after, "weights": weights}
     nan_on_rank1 = Reward(lambda p, c: [math.nan if rank else 0.0] * len(c), name="nan")
     trainer = make_trainer(
         [VaderReward(), nan_on_rank1],
@@ -171,6 +208,14 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path) -> None:
     assert first["state"] == second["state"] and first["weights"] == second["weights"]
     for rank in ranks:  # a NaN reward on rank 1 only: both ranks skip the step together
         assert rank["skip"] == {"skipped": 1.0, "warned": True}
+    for name in GROUP_SETTINGS:  # the group estimators: both ranks end with the same update
+        first, second = ranks[0]["group"][name], ranks[1]["group"][name]
+        assert not torch.equal(first["before"], first["after"]), f"{name}: no update"
+        torch.testing.assert_close(
+            first["after"], second["after"], rtol=0, atol=0, msg=f"{name}: the ranks differ"
+        )
+        if name != "grpo-pama-beta":  # PAMA's logged weights are means over each rank's batch
+            assert first["weights"] == second["weights"], f"{name}: logged weights differ"
 
 
 def test_cli_trains_and_resumes_under_accelerate_launch_with_two_cpu_processes(tmp_path) -> None:

@@ -1,16 +1,12 @@
-"""What the loop adds around every estimator: per-objective diagnostics, trackers through
-accelerate (``report_to``), and two processes agreeing on GRPO and RLOO updates."""
+"""What the loop adds around every estimator: per-objective diagnostics and trackers through
+accelerate (``report_to``). Two processes agreeing on GRPO and RLOO updates: in
+``tests/test_llm_distributed.py`` (the same two-process run as the other estimators)."""
 
 from __future__ import annotations
-
-import os
-import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from accelerate.tracking import GeneralTracker
 
 from mogradient_llm.objectives.diagnostics import (
@@ -19,7 +15,7 @@ from mogradient_llm.objectives.diagnostics import (
     cosine_matrix,
     gradient_diagnostics,
 )
-from tests.llm_fixtures import make_trainer, tiny_lm_dir
+from tests.llm_fixtures import make_trainer
 
 
 def test_gradient_cosines_and_conflict_rate_match_the_gradients() -> None:
@@ -87,69 +83,3 @@ def test_trackers_get_the_config_and_every_steps_metrics(tmp_path) -> None:
 
 def _chars(completions, **kwargs):
     return [len(c) / 10.0 for c in completions]
-
-
-def _vowels(completions, **kwargs):
-    return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]
-
-
-SETTINGS = {
-    "grpo-mgda-features-batch-scale": {
-        "algorithm": "grpo",
-        "aggregator": "mgda",
-        "gramian_level": "features",
-        "scale_rewards": "batch",
-    },
-    "grpo-pama-beta": {"algorithm": "grpo", "aggregator": "pama", "noon": True, "beta": 0.1},
-    "rloo-gdpo": {
-        "algorithm": "rloo",
-        "aggregator": "linear",
-        "multi_objective_aggregation": "normalize_then_sum",
-    },
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, out_dir: str, lm_dir: Path) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=True)
-    results = {}
-    for name, setting in SETTINGS.items():
-        trainer = make_trainer(
-            [_chars, _vowels], accelerator=Accelerator(cpu=True), lm_dir=lm_dir, **setting
-        )
-        module = accelerator.unwrap_model(trainer.model)
-        before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
-        weights = [trainer.step()["agg/weight/_chars"] for _ in range(2)]
-        after = torch.cat([p.detach().flatten() for p in module.parameters()])
-        results[name] = {"before": before, "after": after, "weights": weights}
-    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def test_two_gloo_processes_agree_on_group_estimators(tmp_path) -> None:
-    lm_dir = tiny_lm_dir()  # saved here: under torch.distributed only rank 0 would write it
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), lm_dir), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    for name in SETTINGS:
-        first, second = ranks[0][name], ranks[1][name]
-        assert not torch.equal(first["before"], first["after"]), name
-        torch.testing.assert_close(first["after"], second["after"], rtol=0, atol=0)
-        if name != "grpo-pama-beta":  # PAMA's logged weights are means over each rank's batch
-            assert first["weights"] == second["weights"], name
