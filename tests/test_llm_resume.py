@@ -71,7 +71,7 @@ def _logged_steps(out: Path) -> list[int]:
 def _kill_mid_interval(out: Path, algorithm: str) -> int:
     """Start a run and SIGKILL it once a step after its newest checkpoint is logged."""
     proc = _cli(out, algorithm=algorithm)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a loaded machine: the run takes ~10 s when idle
     while time.monotonic() < deadline and proc.poll() is None:
         latest = latest_checkpoint(out)
         done = _logged_steps(out)
@@ -80,8 +80,10 @@ def _kill_mid_interval(out: Path, algorithm: str) -> int:
             proc.wait()
             return done[-1]
         time.sleep(0.01)
+    ended = proc.poll() is not None
     proc.kill()
-    raise AssertionError(f"run ended before it could be killed: {proc.communicate()}")
+    why = "ended before it could be killed" if ended else "was not killed within 600 s"
+    raise AssertionError(f"the run {why}: {proc.communicate()}")
 
 
 def _state(out: Path) -> dict[str, torch.Tensor]:
