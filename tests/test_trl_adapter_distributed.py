@@ -1,7 +1,8 @@
 """The TRL adapter under ``accelerate launch`` with two CPU processes (gloo, DDP): each rank
 scores and holds half of the completions; the Gramian is averaged over the ranks, so both decide
-the same weights and end with the same parameters. One launch, two settings (about 1 min on a
-loaded 2-core machine: the slowest of the adapter's tests)."""
+the same weights and end with the same parameters; a constraint's multiplier, moved on the
+gathered batch, is the same on both ranks. One launch, three settings (about 1 min on a loaded
+2-core machine: the slowest of the adapter's tests)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ def test_two_processes_decide_the_same_weights_and_end_with_the_same_parameters(
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for name, first in ranks[0].items():
         second = ranks[1][name]
-        assert len(first["weights"]) == 2 and first["weights"] == second["weights"], name
-        assert all(abs(sum(w) - 1) < 1e-6 for w in first["weights"]), name
+        if name == "linear-constrained":  # the Lagrange multiplier: measured on the gathered batch
+            multipliers = first["multipliers"]
+            assert len(multipliers) == 2 and multipliers == second["multipliers"], name
+            assert 0 < multipliers[0] < multipliers[1], name  # violated at every step: λ grows
+        else:
+            assert len(first["weights"]) == 2 and first["weights"] == second["weights"], name
+            assert all(abs(sum(w) - 1) < 1e-6 for w in first["weights"]), name
         torch.testing.assert_close(first["params"], second["params"], rtol=0, atol=0, msg=name)

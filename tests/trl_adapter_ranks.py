@@ -1,6 +1,7 @@
 """Run by ``tests/test_trl_adapter_distributed.py`` under ``accelerate launch`` (2 CPU
-processes): the adapter trains 2 steps with UPGrad at the features level and MGDA at the
-parameters level; each rank saves its final parameters and logged weights to ``argv[1]``.
+processes): the adapter trains with UPGrad at the features level, MGDA at the parameters level
+and ``linear`` under a constraint; each rank saves its final parameters, logged weights and
+constraint multipliers to ``argv[1]``.
 ``argv[2]``: the tiny policy (saved once, by the test)."""
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from tests.trl_adapter_fixtures import G, train, trainer, trl_args
 SETTINGS = {
     "upgrad-features": {"aggregator": "upgrad", "gramian_level": "features"},
     "mgda-parameters": {"aggregator": "mgda", "gramian_level": "parameters"},
+    # a constraint no completion meets: λ grows on every rank alike
+    "linear-constrained": {
+        "aggregator": "linear",
+        "constraints": ["vowel_reward>=100"],
+        "constraint_lr": 0.1,
+    },
 }
+MULTIPLIER = "constraint/vowel_reward/multiplier"
 
 
 def main(out_dir: Path, lm_dir: Path) -> None:
@@ -31,6 +39,7 @@ def main(out_dir: Path, lm_dir: Path) -> None:
         results[name] = {
             "params": torch.cat([p.detach().flatten() for p in module.parameters()]),
             "weights": weights,
+            "multipliers": [h[MULTIPLIER] for h in t.state.log_history if MULTIPLIER in h],
         }
         rank = t.accelerator.process_index
     torch.save(results, out_dir / f"rank{rank}.pt")
