@@ -9,8 +9,7 @@ import numpy as np
 from mogradient.aggregation.kinds import GramianWeighting, Property
 from mogradient.aggregation.registry import register
 from mogradient.solvers import pcgrad_weights
-from mogradient.solvers.checked import pcgrad_into, status_at
-from mogradient.solvers.validation import OK
+from mogradient.solvers.checked import pcgrad_into
 
 
 @functools.cache
@@ -63,9 +62,9 @@ class PCGrad(GramianWeighting):
         return self._rng.permuted(_aranges(n), axis=1)
 
     def _checked_into(self, address: int, n: int, out: int) -> bool:
-        if status_at(address, n) != OK:  # validated before the orders are drawn
-            return False
-        return pcgrad_into(address, n, self._orders(n), out)
+        # Validated, then the orders drawn (the same stream as _orders) and solved, in one
+        # compiled call: a refused Gramian leaves the stream where it was.
+        return pcgrad_into(address, n, self._rng.bit_generator.ctypes.bit_generator.value, out)
 
     def _solve(self, gramian: np.ndarray) -> np.ndarray:
         return pcgrad_weights(gramian, self._orders(gramian.shape[0]))

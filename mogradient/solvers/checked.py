@@ -28,6 +28,7 @@ from numba import carray, njit, types
 from numba.extending import intrinsic
 
 from mogradient.solvers.aligned_mtl import _aligned_mtl_kernel
+from mogradient.solvers.bitgen import permuted_rows
 from mogradient.solvers.dual_cone import _dualproj_kernel, _upgrad_kernel
 from mogradient.solvers.gradvac import _gradvac_kernel
 from mogradient.solvers.imtl_g import _imtl_g_kernel
@@ -185,9 +186,14 @@ def aligned_mtl_into(address: int, n: int, pref: np.ndarray, mode: int, out: int
 
 
 @njit(cache=True)
-def pcgrad_into(address: int, n: int, orders: np.ndarray, out: int) -> bool:
-    """PCGrad's weights for a Gramian that passed :func:`status_at`, written to ``out``."""
-    return _write(_pcgrad_kernel(square_at(address, n), orders), OK, out)
+def pcgrad_into(address: int, n: int, bitgen: int, out: int) -> bool:
+    """PCGrad's weights written to ``out``, the visiting orders drawn from the NumPy bit
+    generator at ``bitgen`` (:func:`~mogradient.solvers.bitgen.permuted_rows`) only once the
+    Gramian passed :func:`checked_status`; False (nothing written, nothing drawn) otherwise."""
+    g = square_at(address, n)
+    if checked_status(g) != OK:
+        return False
+    return _write(_pcgrad_kernel(g, permuted_rows(bitgen, n)), OK, out)
 
 
 @njit(cache=True)
