@@ -197,3 +197,44 @@ def test_the_adapter_factorises_trls_parameter_jacobian(algorithm: str, head: st
     rho = tokens * 16 * EPS
     for g, e in zip(got, expected):
         assert float((g - e).norm()) <= rho * float(e.norm())
+
+
+def test_scaled_jacobians_accumulate_as_their_products() -> None:
+    """``add_jacobian(J, s)`` over micro-batches folds in ``s·J`` (the first scale kept
+    outside, later ones as ratios): the Gramian and Jacobian equal those of ``add`` on the
+    products, within float64 rounding of the rescaling (a few ulps of each entry); the features
+    level refuses it."""
+    generator = torch.Generator().manual_seed(4)
+    parts = [(torch.randn(2, 7, generator=generator, dtype=torch.float64), s) for s in (0.3, 2.5)]
+    scaled = GramianAccumulator("parameters", 2, precision="float64")
+    plain = GramianAccumulator("parameters", 2, precision="float64")
+    for jacobian, scale in parts:
+        scaled.add_jacobian(jacobian, scale)
+        plain.add_jacobian(jacobian * scale)
+    torch.testing.assert_close(scaled.jacobian(), plain.jacobian(), rtol=8 * U64, atol=0)
+    torch.testing.assert_close(scaled.gramian(), plain.gramian(), rtol=64 * U64, atol=0)
+    with pytest.raises(ValueError, match="parameters level"):
+        GramianAccumulator("features").add_jacobian(torch.eye(2))
+
+
+def test_rloos_old_sums_keep_their_dtype() -> None:
+    """RLOO's loss on a float64 copy of the log-probs (the factorised slopes) meets π_old's
+    sequence sums rounded in float32, as TRL stores them (``(old * mask).sum(1)`` in float32):
+    by hand, ``Σ_b w_b · (−A_b u_b)`` with ``u_b = exp(Σ ℓ − old₃₂ sum)`` (no clipping here),
+    within a few float64 ulps; float64 sums of the same terms would be off by their float32
+    rounding, which the example checks it has."""
+    from mogradient_llm.estimators.rloo import MORLOOConfig, RLOOEstimator
+
+    estimator = RLOOEstimator(
+        MORLOOConfig(num_generations=2, batch_size=2, mini_batch_size=2), ["r"]
+    )
+    old = torch.tensor([[-7.1, -3.3, -9.7, -0.9], [-2.7, -0.1, -5.3, -8.9]])
+    logprobs = old.double() + 0.01
+    weights = torch.full((2, 4), 0.125)
+    advantages = torch.tensor([[[1.0] * 4, [-1.0] * 4]])
+    got, _ = estimator.policy_losses(logprobs, old, advantages, weights)
+    sums32 = old.sum(1).double()
+    assert bool((sums32 != old.double().sum(1)).any())  # the float32 sums are rounded
+    ratio = torch.exp(logprobs.sum(1) - sums32)
+    expected = (0.5 * -advantages[0, :, 0].double() * ratio).sum()
+    torch.testing.assert_close(got[0], expected, rtol=16 * U64, atol=0)
