@@ -132,7 +132,8 @@ def held_mb(cell: str, trainer: Any, n_embd: int) -> float:
     LM head): the k float64 slopes ``[k, B, C]`` and one float64 tile of the head pass (its
     logits, exponentiated in place, ``[tokens, columns]``, three ``[tokens, d]`` rows and the
     head's ``[columns, d]``).
-    Parameters level: the k×P float32 Jacobian."""
+    Parameters level (factorised through the LM head too): the k×P float32 Jacobian, the k
+    float64 cotangents ``[k, tokens, d]`` and the head's float64 gradients ``[k, V, d]``."""
     if cell.endswith("features"):
         from mogradient_llm.objectives.logprob_gramian import tile_shape
 
@@ -143,7 +144,9 @@ def held_mb(cell: str, trainer: Any, n_embd: int) -> float:
         return 8 * (K * completion_tokens + tile) / 2**20
     if cell.endswith("parameters"):
         count = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        return K * count * 4 / 2**20
+        vocab, completion_tokens = trainer.model.config.vocab_size, PROMPTS * G * TOKENS
+        head = 8 * K * (completion_tokens + vocab) * n_embd
+        return (K * count * 4 + head) / 2**20
     return 0.0
 
 

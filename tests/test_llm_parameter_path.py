@@ -25,6 +25,7 @@ def test_the_default_is_auto_and_the_old_values_stay_overrides() -> None:
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     gramian, add = GramianRecorder.gramian, GramianAccumulator.add
+    add_jacobian = GramianAccumulator.add_jacobian  # the Jacobian factorised through the head
 
     def spy_gramian(rec, losses):  # noqa: ANN001, ANN202
         calls.append("layers")
@@ -34,8 +35,13 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("jacobian")
         return add(acc, *args, **kwargs)
 
+    def spy_add_jacobian(acc, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append("jacobian")
+        return add_jacobian(acc, *args, **kwargs)
+
     monkeypatch.setattr(GramianRecorder, "gramian", spy_gramian)
     monkeypatch.setattr(GramianAccumulator, "add", spy_add)
+    monkeypatch.setattr(GramianAccumulator, "add_jacobian", spy_add_jacobian)
     return calls
 
 

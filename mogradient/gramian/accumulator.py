@@ -49,6 +49,8 @@ class GramianAccumulator:
         self.batched = batched
         self.precision = precision
         self._total: torch.Tensor | None = None
+        #: what the parameters-level total is to be multiplied by (:meth:`add_jacobian`)
+        self._scale = 1.0
 
     def add(
         self,
@@ -59,6 +61,8 @@ class GramianAccumulator:
         """Fold in one micro-batch: its losses' Jacobian over ``inputs`` (local rank)."""
         jac = jacobian(list(losses), list(inputs), retain_graph=retain_graph, batched=self.batched)
         part = gramian_of(jac, precision=self.precision) if self.level == "features" else jac
+        if self._scale != 1.0:
+            part = part / self._scale
         self._total = part if self._total is None else self._total + part
 
     def add_gramian(self, gramian: torch.Tensor) -> None:
@@ -72,6 +76,39 @@ class GramianAccumulator:
         part = gramian.to(torch.float64) if self.precision == "float64" else gramian
         self._total = part if self._total is None else self._total + part
 
+    def add_jacobian(self, jacobian: torch.Tensor, scale: float = 1.0) -> None:
+        """Fold in one micro-batch's local k×d Jacobian ``scale · jacobian``, formed by the
+        caller (parameters level only: there the Jacobians are averaged before the product).
+
+        The first micro-batch's ``scale`` stays outside the total (later ones join it as
+        ``scale / first``), and the Gramian is multiplied by its square in float64: a caller
+        that normalised its rows by a common factor before rounding them to float32 gets the
+        Gramian of those same float32 rows, whatever that factor."""
+        if self.level != "parameters":
+            raise ValueError(
+                "a micro-batch's Jacobian over shared parameters is kept at the parameters level "
+                "only; at the features level add its losses or its Gramian"
+            )
+        if self._total is None:
+            self._scale, self._total = float(scale), jacobian
+        else:
+            ratio = scale / self._scale
+            self._total = self._total + (jacobian if ratio == 1.0 else jacobian * ratio)
+
+    def _mean(self) -> tuple[torch.Tensor, float]:
+        """The parameters-level total averaged over the micro-batches and ranks, and its scale
+        (under ``torch.distributed`` the ranks' mean scale, each rank's total rescaled to it)."""
+        if self._total is None:
+            raise RuntimeError("no micro-batch was added")
+        total, scale = self._total, self._scale
+        if world_size() > 1:
+            common = all_reduce_mean(
+                torch.tensor([scale], dtype=torch.float64, device=total.device)
+            )
+            if float(common) != scale:
+                total, scale = total * (scale / float(common)), float(common)
+        return all_reduce_mean(total) / self.n_micro_batches, scale
+
     def jacobian(self) -> torch.Tensor:
         """The global k×d Jacobian of the mean loss, identical on every rank (parameters level
         only: at the features level each micro-batch and rank has its own coordinates)."""
@@ -80,18 +117,19 @@ class GramianAccumulator:
                 "the Jacobian is kept at the parameters level only; build the accumulator with "
                 "level='parameters'"
             )
-        if self._total is None:
-            raise RuntimeError("no micro-batch was added")
-        return all_reduce_mean(self._total) / self.n_micro_batches
+        mean, scale = self._mean()
+        return mean if scale == 1.0 else mean * scale
 
     def gramian(self) -> torch.Tensor:
         """The global k×k Gramian (float64), identical on every rank."""
-        if self._total is None:
-            raise RuntimeError("no micro-batch was added")
-        mean = all_reduce_mean(self._total) / self.n_micro_batches
         if self.level == "features":
+            if self._total is None:
+                raise RuntimeError("no micro-batch was added")
+            mean = all_reduce_mean(self._total) / self.n_micro_batches
             return mean / (self.n_micro_batches * world_size())
-        return gramian_of(mean, precision=self.precision)
+        mean, scale = self._mean()
+        gramian = gramian_of(mean, precision=self.precision)
+        return gramian if scale == 1.0 else gramian * scale**2
 
 
 def feature_weights(

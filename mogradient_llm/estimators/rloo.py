@@ -115,9 +115,12 @@ class RLOOEstimator(GroupEstimator[MORLOOConfig]):
         # its advantage (the mean over its tokens, all equal) and its total weight.
         mask = (weights > 0).to(logprobs.dtype)
         per_sequence = (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # [m, b]
+        # π_old's sums in their own dtype, as TRL stores them: a float64 copy of the log-probs
+        # (the factorised Gramian's slopes) then meets the same rounded old sums as TRL's loss
+        old_mask = mask.to(old_logprobs.dtype)
         return clipped_surrogate(
             (logprobs * mask).sum(1, keepdim=True),
-            (old_logprobs * mask).sum(1, keepdim=True),
+            (old_logprobs * old_mask).sum(1, keepdim=True),
             per_sequence.unsqueeze(-1),
             weights.sum(1, keepdim=True),
             *self.clip_range,

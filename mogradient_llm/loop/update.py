@@ -23,6 +23,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from mogradient.gramian.accumulator import GramianAccumulator
 from mogradient.gramian.path import choose_parameter_path
 from mogradient.gramian_engine import GramianRecorder
 from mogradient_llm.config import MOConfig
@@ -30,6 +31,7 @@ from mogradient_llm.estimators import Estimator, Minibatch
 from mogradient_llm.loop.batch import RolloutBatch
 from mogradient_llm.loop.nonfinite import NonFiniteGuard
 from mogradient_llm.objectives.logprob_gramian import head_transform, logprob_slopes, token_gramian
+from mogradient_llm.objectives.logprob_jacobian import factorised_jacobian, plain_head
 from mogradient_llm.objectives.loss import MultiObjectiveLoss
 from mogradient_llm.objectives.surrogate import token_weights
 from mogradient_llm.policy.rollout import response_logprobs
@@ -243,9 +245,11 @@ class Updater:
         summed gradients, which needs every layer's k gradients at once: the Jacobian path
         (:meth:`MultiObjectiveLoss.accumulator`, float64 products).
 
-        Features level with a plain linear LM head: each micro-batch's Gramian factorised
-        through the head (:meth:`_logprob_gramian`), no backward per objective; otherwise (a
-        soft-capped or scaled head, none at all) the hidden states' Jacobian path.
+        With a plain linear LM head each micro-batch is factorised through the head
+        (:meth:`_factorised`): at the features level its Gramian, no backward per objective; at
+        the parameters level (Jacobian path) its Jacobian, one backward of the hidden states per
+        objective with the head's gradient formed in float64. Otherwise (a soft-capped or scaled
+        head, none at all, LoRA on the head) the hidden states' or the parameters' Jacobian.
         """
         cfg = self.config
         policy = self.policy()
@@ -261,7 +265,7 @@ class Updater:
                     return None
                 return recorder.gramian(list(out[0].unbind())), out
         accumulator = self.objective.accumulator(len(micro))
-        head = self._linear_head() if cfg.gramian_level == "features" and not jacobian else None
+        head = None if jacobian else self._linear_head()
         held = None
         for idx in micro:
             with self.accelerator.no_sync(self.model) if len(micro) > 1 else nullcontext():
@@ -269,7 +273,7 @@ class Updater:
             if self._skip_nonfinite(batch, out[0], out[1], step):
                 return None
             if head is not None:
-                accumulator.add_gramian(self._logprob_gramian(batch, rows, out[2], *head))
+                self._factorised(accumulator, batch, rows, out[2], head, len(micro) == 1)
             else:
                 inputs = [out[2]] if cfg.gramian_level == "features" else params
                 accumulator.add(out[0].unbind(), inputs, retain_graph=len(micro) == 1)
@@ -278,40 +282,57 @@ class Updater:
 
     def _linear_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """The policy's LM head ``(W, b)`` when its logits are ``W h + b`` of the hidden states
-        the features level differentiates; ``None`` (differentiate them) otherwise."""
+        the features level differentiates (at the parameters level also a plain ``nn.Linear``
+        whose gradient joins its weight's row, :func:`plain_head`); ``None`` (differentiate the
+        hidden states or the parameters) otherwise."""
         policy = self.policy()
         head = getattr(policy, "get_output_embeddings", lambda: None)()
         if not isinstance(head, nn.Linear) or head_transform(policy.config) is not None:
             return None
+        if self.config.gramian_level == "parameters" and not plain_head(policy):
+            return None
         return head.weight, head.bias
 
-    def _logprob_gramian(
+    def _factorised(
         self,
+        accumulator: GramianAccumulator,
         batch: RolloutBatch,
         rows: Minibatch,
         hidden: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """This micro-batch's features Gramian, factorised through the LM head
-        (:mod:`mogradient_llm.objectives.logprob_gramian`): the policy losses read the hidden
-        states only through the log-probs, so they are re-evaluated on a float64 copy of those
-        for their slopes, and the head gives each token's ``‖∂ℓₜ/∂hₜ‖²``."""
+        head: tuple[torch.Tensor, torch.Tensor | None],
+        retain_graph: bool,
+    ) -> None:
+        """Fold this micro-batch in, factorised through the LM head: the policy losses read the
+        hidden states only through the log-probs, so they are re-evaluated on a float64 copy of
+        those for their slopes; the head then gives each token's ``‖∂ℓₜ/∂hₜ‖²`` (features
+        level, :mod:`mogradient_llm.objectives.logprob_gramian`) or the parameters' Jacobian
+        from one backward of the hidden states per objective plus the head's own gradient
+        (:mod:`mogradient_llm.objectives.logprob_jacobian`)."""
         leaf = rows.logprobs.detach().to(torch.float64).requires_grad_()
         losses, _ = self.estimator.policy_losses(
             leaf, rows.old_logprobs, batch.advantages[:, rows.index], rows.weights
         )
-        q = batch.query_length
         slopes = logprob_slopes(losses.unbind(), leaf)
         assert slopes is not None  # no other outputs to depend on
-        return token_gramian(
+        q = batch.query_length
+        positions, targets = hidden[:, q - 1 : -1], batch.input_ids[rows.index][:, q:]
+        weight, bias = head
+        if self.config.gramian_level == "features":
+            accumulator.add_gramian(
+                token_gramian(slopes, positions, targets, weight, self.temperature, bias)
+            )
+            return
+        jacobian, scale = factorised_jacobian(
             slopes,
-            hidden[:, q - 1 : -1],
-            batch.input_ids[rows.index][:, q:],
+            positions,
+            targets,
             weight,
+            self._trainable(),
             self.temperature,
             bias,
+            retain_graph,
         )
+        accumulator.add_jacobian(jacobian, scale)
 
     def _trainable(self) -> list[torch.Tensor]:
         """The policy's trainable parameters, in the order of the Jacobian's columns."""

@@ -133,3 +133,17 @@ class GradientStages:
         accumulator = self.accumulator()
         accumulator.add_gramian(gramian)
         return accumulator.gramian()
+
+    def jacobian_gramian(self, jacobian: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The global k×k float64 Gramian from this rank's k×d parameters Jacobian
+        ``scale · jacobian`` (factorised through the LM head,
+        :mod:`~mogradient_llm.objectives.logprob_jacobian`), averaged over the ranks and
+        multiplied as :meth:`gramian` does."""
+        if self.level != "parameters":
+            raise ValueError(
+                "a Jacobian over the parameters needs level='parameters', this loss has "
+                f"level={self.level!r}"
+            )
+        accumulator = self.accumulator()
+        accumulator.add_jacobian(jacobian, scale)
+        return accumulator.gramian()

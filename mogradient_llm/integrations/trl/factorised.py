@@ -1,16 +1,20 @@
-"""The features-level Gramian of TRL's per-objective policy losses, factorised through TRL's
-fused LM head (:mod:`mogradient_llm.objectives.logprob_gramian`).
+"""The features-level Gramian and the parameters-level Jacobian of TRL's per-objective policy
+losses, factorised through TRL's fused LM head (:mod:`mogradient_llm.objectives.logprob_gramian`,
+:mod:`mogradient_llm.objectives.logprob_jacobian`).
 
 With the regulariser off, TRL's policy loss reads its forward only through the per-token
 log-probs ``ℓ`` ``[B, C]`` (its entropies at most through a non-differentiable mask), so the k
 losses are evaluated on a float64 copy of ``ℓ`` — a graph of a few element-wise operations —
 for their values and slopes ``∂Lᵢ/∂ℓ``, and TRL's head (``get_output_embeddings()``, its bias,
 ``trainer.temperature``) gives ``‖∂ℓₜ/∂hₜ‖²`` at the backbone's output ``H[:, -C-1:-1]`` (the
-positions TRL's fused forward scores for the completion). No loss is evaluated on the float32
-graph: ``Σ wᵢ Lᵢ`` is returned as ``Σₜ (Σᵢ wᵢ aᵢₜ) ℓₜ`` on TRL's log-probs (the same gradient)
-with the value of ``Σ wᵢ Lᵢ``. Where that structure does not hold (a config that soft-caps or
-scales the logits, a loss that differentiates the entropies or the aux loss)
-:func:`logprob_gramian` returns ``None`` and the caller differentiates ``H`` itself.
+positions TRL's fused forward scores for the completion), or at the parameters level the
+cotangents ``aᵢₜ vₜ`` backpropagated from ``H`` and the head's own gradient. No loss is
+evaluated on the float32 graph: ``Σ wᵢ Lᵢ`` is returned as ``Σₜ (Σᵢ wᵢ aᵢₜ) ℓₜ`` on TRL's
+log-probs (the same gradient) with the value of ``Σ wᵢ Lᵢ``. Where that structure does not
+hold (a config that soft-caps or scales the logits, a loss that differentiates the entropies or
+the aux loss; at the parameters level also a head that is not a plain ``nn.Linear``, e.g. with
+LoRA on it or sharded) :func:`logprob_gramian` returns ``None`` and the caller differentiates
+``H`` or the parameters itself.
 """
 
 from __future__ import annotations
@@ -25,19 +29,22 @@ from torch import nn
 from mogradient_llm.integrations.trl.forward import Forward
 from mogradient_llm.integrations.trl.metrics import metrics_discarded
 from mogradient_llm.objectives.logprob_gramian import head_transform, logprob_slopes, token_gramian
+from mogradient_llm.objectives.logprob_jacobian import factorised_jacobian, plain_head
 
 ComputeLoss = Callable[[nn.Module, dict[str, Any]], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Factorised:
-    """This rank's Gramian (k×k float64), the k losses (float64 values) and their slopes
+    """This rank's features Gramian (k×k float64) or parameters Jacobian (k×d, the parameters'
+    dtype, to be multiplied by ``scale``), the k losses (float64 values) and their slopes
     ``[k, B, C]`` (float64) in TRL's log-probs ``logps`` (float32, with the model's graph)."""
 
-    gramian: torch.Tensor
+    local: torch.Tensor
     losses: torch.Tensor
     slopes: torch.Tensor
     logps: torch.Tensor
+    scale: float = 1.0
 
     def reduce(self, weights: torch.Tensor) -> torch.Tensor:
         """``Σ wᵢ Lᵢ``: its value, and the gradient of ``Σₜ (Σᵢ wᵢ aᵢₜ) ℓₜ`` (equal to
@@ -80,9 +87,13 @@ def logprob_gramian(
     compute_loss: ComputeLoss,
     forward: Forward,
     hidden: dict[str, torch.Tensor],
+    params: list[torch.Tensor] | None = None,
 ) -> Factorised | None:
     """TRL's policy losses of the advantage ``rows`` ``[k, B]`` factorised, or ``None`` where the
     factorisation does not hold (TRL's forward has then run, into ``forward``).
+
+    ``params``: the trainable parameters, for their Jacobian (parameters level; the graph is
+    kept for the update's backward); ``None``: the features Gramian.
 
     ``unwrapped``: ``model`` without its DDP wrapper; ``forward``: the shared forward
     (:func:`~mogradient_llm.integrations.trl.forward.one_forward`); ``hidden``: where the
@@ -92,6 +103,8 @@ def logprob_gramian(
     from trl.trainer.utils import maybe_gather_lm_head_ctx
 
     if head_transform(unwrapped.config) is not None:
+        return None
+    if params is not None and not plain_head(unwrapped):
         return None
     made: list[tuple[Any, ...]] = []
 
@@ -117,8 +130,11 @@ def logprob_gramian(
         return None  # a loss differentiates the entropies or the aux loss
     weight, bias = output_head(unwrapped)
     positions = hidden["hidden"][:, -completion_ids.shape[1] - 1 : -1]
-    with maybe_gather_lm_head_ctx(weight, bias):  # type: ignore[arg-type]
-        gramian = token_gramian(
-            slopes, positions, completion_ids, weight, trainer.temperature, bias
+    if params is not None:
+        local, scale = factorised_jacobian(
+            slopes, positions, completion_ids, weight, params, trainer.temperature, bias
         )
-    return Factorised(gramian, torch.stack(losses).detach(), slopes, logps)
+        return Factorised(local, torch.stack(losses).detach(), slopes, logps, scale)
+    with maybe_gather_lm_head_ctx(weight, bias):  # type: ignore[arg-type]
+        local = token_gramian(slopes, positions, completion_ids, weight, trainer.temperature, bias)
+    return Factorised(local, torch.stack(losses).detach(), slopes, logps)

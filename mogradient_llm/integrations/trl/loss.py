@@ -10,15 +10,17 @@ k policy losses are taken with it switched off and it is added once:
 logs TRL's usual metrics once. The returned loss goes through TRL's backward, loss scaling and
 accumulation unchanged.
 
-At the features level the Gramian is factorised through TRL's fused LM head
+At both levels the Gramian is factorised through TRL's fused LM head
 (:mod:`~mogradient_llm.integrations.trl.factorised`): no backward through the head per
-objective, the k losses evaluated again on a float64 copy of the log-probs instead.
+objective, the k losses evaluated again on a float64 copy of the log-probs instead; at the
+parameters level each objective's cotangent at the backbone's output is backpropagated once and
+the head's gradient is formed in float64.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -70,26 +72,26 @@ def gramian_loss(
     advantages = Advantages.of(per_objective.T, objective.names)
     unwrapped = _unwrapped(trainer, model)
     features = objective.level == "features"
-    with (
-        one_forward(trainer) as forward,
-        last_hidden_state(unwrapped) if features else _none() as hidden,
-    ):
+    params: list[torch.Tensor] | None = None
+    if not features:
+        params = [p for p in model.parameters() if p.requires_grad]
+    with one_forward(trainer) as forward, _hidden_state(unwrapped, features) as hidden:
         prepared, stats = objective.prepare(advantages, ones)
         rows = prepared.values[..., 0]  # [k, b]
-        factorised = None
-        if features:
-            with regulariser_off(trainer):
-                factorised = logprob_gramian(
-                    trainer, model, unwrapped, inputs, rows, compute_loss, forward, hidden
-                )
+        with regulariser_off(trainer):
+            factorised = logprob_gramian(
+                trainer, model, unwrapped, inputs, rows, compute_loss, forward, hidden, params
+            )
         if factorised is None:
             with regulariser_off(trainer), metrics_discarded(trainer._metrics):
                 losses = torch.stack(
                     [compute_loss(model, {**inputs, "advantages": a}) for a in rows]
                 )
-            gramian = objective.gramian(losses, _differentiated(model, hidden, features))
+            gramian = objective.gramian(losses, _hidden(hidden) if params is None else params)
+        elif features:
+            gramian = objective.logprob_gramian(factorised.local)
         else:
-            gramian = objective.logprob_gramian(factorised.gramian)
+            gramian = objective.jacobian_gramian(factorised.local, factorised.scale)
         weights, decided = objective.decide(gramian, trainer._mo_losses.get(mode))
         stats.update(decided)
         if factorised is None:
@@ -116,16 +118,21 @@ def _unwrapped(trainer: Any, model: nn.Module) -> nn.Module:
 
 
 @contextmanager
-def _none() -> Iterator[dict[str, torch.Tensor]]:
-    yield {}
+def _hidden_state(unwrapped: nn.Module, features: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """:func:`last_hidden_state`; at the parameters level an empty record (the parameters are
+    differentiated instead) for a model without a backbone under its head."""
+    with ExitStack() as stack:
+        try:
+            captured = stack.enter_context(last_hidden_state(unwrapped))
+        except TypeError:
+            if features:
+                raise
+            captured = {}
+        yield captured
 
 
-def _differentiated(
-    model: nn.Module, hidden: dict[str, torch.Tensor], features: bool
-) -> torch.Tensor | list[torch.Tensor]:
-    """What the Gramian differentiates: the recorded hidden state, or the parameters."""
-    if not features:
-        return [p for p in model.parameters() if p.requires_grad]
+def _hidden(hidden: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The recorded hidden state the features Gramian differentiates."""
     if "hidden" not in hidden:
         raise RuntimeError(
             "the backbone's forward hook did not fire during TRL's forward (a model whose "
