@@ -113,9 +113,9 @@ def test_a_section_that_raises_is_an_error_row_and_the_csv_is_still_written(
 def test_a_missing_package_skips_its_cells_with_a_row_naming_the_import(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from benchmarks import backward_step, device_sections
+    from benchmarks import backward_models, device_sections
 
-    monkeypatch.setattr(backward_step, "MODELS", ("mlp",))
+    monkeypatch.setattr(backward_models, "MODELS", ("mlp",))
     monkeypatch.setattr(
         device_sections,
         "missing",
