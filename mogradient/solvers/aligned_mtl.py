@@ -22,10 +22,10 @@ import numpy as np
 from numba import njit
 
 from mogradient.solvers.imtl_g import (
-    GRADED_RATIO,
     JACOBI_MAX_N,
     eigh_psd,
     first_kept,
+    graded,
     spectral_dots,
 )
 from mogradient.solvers.tridiagonal import tridiagonal_eigh
@@ -40,14 +40,7 @@ SCALE_MODES = {"min": MIN, "median": MEDIAN, "rmse": RMSE}
 def gramian_eigh(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (ascending) and eigenvectors of a PSD Gramian: Householder and QL up to
     ``JACOBI_MAX_N`` objectives when the diagonal is not graded, else :func:`eigh_psd`."""
-    n = g.shape[0]
-    top = 0.0
-    low = np.inf
-    for i in range(n):
-        if g[i, i] > 0.0:
-            top = max(top, g[i, i])
-            low = min(low, g[i, i])
-    if n <= JACOBI_MAX_N and not top > GRADED_RATIO * low:
+    if g.shape[0] <= JACOBI_MAX_N and not graded(g):
         lam, vec, converged = tridiagonal_eigh(g)
         if converged:
             return lam, vec

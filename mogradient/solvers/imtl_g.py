@@ -130,17 +130,24 @@ GRADED_RATIO = 1e4
 
 
 @njit(cache=True)
-def eigh_psd(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of a symmetric PSD matrix: Jacobi rotations up
-    to ``JACOBI_MAX_N`` objectives or when the diagonal is graded, LAPACK otherwise."""
-    n = g.shape[0]
+def graded(g: np.ndarray) -> bool:
+    """Whether the positive diagonal entries of ``g`` (the squared gradient norms) span more
+    than ``GRADED_RATIO``: then only Jacobi rotations keep the small eigenvalues' relative
+    accuracy."""
     top = 0.0
     low = np.inf
-    for i in range(n):
+    for i in range(g.shape[0]):
         if g[i, i] > 0.0:
             top = max(top, g[i, i])
             low = min(low, g[i, i])
-    if n <= JACOBI_MAX_N or top > GRADED_RATIO * low:
+    return top > GRADED_RATIO * low
+
+
+@njit(cache=True)
+def eigh_psd(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric PSD matrix: Jacobi rotations up
+    to ``JACOBI_MAX_N`` objectives or when the diagonal is graded, LAPACK otherwise."""
+    if g.shape[0] <= JACOBI_MAX_N or graded(g):
         return jacobi_eigh(g)
     return np.linalg.eigh(0.5 * (g + g.T))
 
