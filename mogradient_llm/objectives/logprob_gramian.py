@@ -89,38 +89,55 @@ def head_gradient_norms(
     head ``weight`` ``[V, d]`` (and ``bias``) and ``targets`` ``[N]``: ``Wᵀpₜ`` by an online
     softmax over vocabulary tiles (:func:`tile_shape`: no ``[N, V]`` logits and no float64 copy
     of ``W`` at once)."""
-    vocab = weight.shape[0]
-    step, columns = tile_shape(vocab, weight.shape[1])
+    step, _ = tile_shape(weight.shape[0], weight.shape[1])
     norms = []
     for start in range(0, hidden.shape[0], step):
         h = hidden[start : start + step].detach().to(torch.float64)
-        y = targets[start : start + step]
-        peak = h.new_full((h.shape[0], 1), -torch.inf)
-        total = h.new_zeros(h.shape[0], 1)
-        mixed = torch.zeros_like(h)  # Σ_j exp(z_j − peak) w_j
-        picked = torch.zeros_like(h)  # w_{yₜ}
-        for first in range(0, vocab, columns):
-            w = weight[first : first + columns].detach().to(torch.float64)
-            z = h @ w.T
-            if bias is not None:
-                z.add_(bias[first : first + columns].detach().to(torch.float64))
-            z.div_(temperature)
-            new_peak = torch.maximum(peak, z.amax(-1, keepdim=True))
-            rescale = torch.exp(peak - new_peak)
-            e = z.sub_(new_peak).exp_()  # in place: one [tokens, columns] tile at a time
-            total = total * rescale + e.sum(-1, keepdim=True)
-            mixed = mixed * rescale + e @ w
-            peak = new_peak
-            if w.shape[0] == vocab:  # one tile: every target in it
-                picked = w[y]
-            else:
-                inside = (y >= first) & (y < first + w.shape[0])
-                picked[inside] = w[y[inside] - first]
-        v = (picked - mixed / total) / temperature
+        _, v = logsumexp_and_v(h, targets[start : start + step], weight, temperature, bias)
         norms.append(v.square().sum(-1))
     if not norms:
         return hidden.new_zeros(0, dtype=torch.float64)
     return torch.cat(norms)
+
+
+def logsumexp_and_v(
+    h: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    temperature: float,
+    bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log Σⱼ exp zⱼ`` ``[n, 1]`` and ``vₜ = Wᵀ(e_{yₜ} − pₜ) / T`` ``[n, d]`` (float64) of
+    float64 hidden states ``h`` ``[n, d]`` with targets ``y``, by an online softmax over the
+    vocabulary tiles of :func:`tile_shape` (one ``[n, columns]`` tile of logits at a time)."""
+    vocab = weight.shape[0]
+    _, columns = tile_shape(vocab, weight.shape[1])
+    peak = h.new_full((h.shape[0], 1), -torch.inf)
+    total = h.new_zeros(h.shape[0], 1)
+    mixed = torch.zeros_like(h)  # Σ_j exp(z_j − peak) w_j
+    picked = torch.zeros_like(h)  # w_{yₜ}
+    for first in range(0, vocab, columns):
+        w = weight[first : first + columns].detach().to(torch.float64)
+        z = head_logits(h, w, bias, first, temperature)
+        new_peak = torch.maximum(peak, z.amax(-1, keepdim=True))
+        rescale = torch.exp(peak - new_peak)
+        e = z.sub_(new_peak).exp_()  # in place: one [tokens, columns] tile at a time
+        total = total * rescale + e.sum(-1, keepdim=True)
+        mixed = mixed * rescale + e @ w
+        peak = new_peak
+        inside = (y >= first) & (y < first + w.shape[0])
+        picked[inside] = w[y[inside] - first]
+    return peak + total.log(), (picked - mixed / total) / temperature
+
+
+def head_logits(
+    h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, first: int, temperature: float
+) -> torch.Tensor:
+    """``(h wᵀ + b) / T`` of the vocabulary tile starting at ``first``, float64."""
+    z = h @ w.T
+    if bias is not None:
+        z.add_(bias[first : first + w.shape[0]].detach().to(torch.float64))
+    return z.div_(temperature)
 
 
 def token_gramian(

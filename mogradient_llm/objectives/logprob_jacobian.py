@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mogradient_llm.objectives.logprob_gramian import tile_shape
+from mogradient_llm.objectives.logprob_gramian import head_logits, logsumexp_and_v, tile_shape
 
 
 def plain_head(model: nn.Module) -> bool:
@@ -41,45 +41,6 @@ def plain_head(model: nn.Module) -> bool:
         return False
     own = {id(head.weight), id(head.bias)}
     return all(id(p) in own for p in head.parameters() if p.requires_grad)
-
-
-def _logsumexp_and_v(
-    h: torch.Tensor,
-    y: torch.Tensor,
-    weight: torch.Tensor,
-    temperature: float,
-    bias: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log Σⱼ exp zⱼ`` ``[n, 1]`` and ``vₜ`` ``[n, d]`` (float64) of float64 hidden states
-    ``h`` by an online softmax over vocabulary tiles."""
-    vocab = weight.shape[0]
-    _, columns = tile_shape(vocab, weight.shape[1])
-    peak = h.new_full((h.shape[0], 1), -torch.inf)
-    total = h.new_zeros(h.shape[0], 1)
-    mixed = torch.zeros_like(h)
-    picked = torch.zeros_like(h)
-    for first in range(0, vocab, columns):
-        w = weight[first : first + columns].detach().to(torch.float64)
-        z = _logits(h, w, bias, first, temperature)
-        new_peak = torch.maximum(peak, z.amax(-1, keepdim=True))
-        rescale = torch.exp(peak - new_peak)
-        e = z.sub_(new_peak).exp_()
-        total = total * rescale + e.sum(-1, keepdim=True)
-        mixed = mixed * rescale + e @ w
-        peak = new_peak
-        inside = (y >= first) & (y < first + w.shape[0])
-        picked[inside] = w[y[inside] - first]
-    return peak + total.log(), (picked - mixed / total) / temperature
-
-
-def _logits(
-    h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, first: int, temperature: float
-) -> torch.Tensor:
-    """``(h wᵀ + b) / T`` of one vocabulary tile, float64."""
-    z = h @ w.T
-    if bias is not None:
-        z.add_(bias[first : first + w.shape[0]].detach().to(torch.float64))
-    return z.div_(temperature)
 
 
 def head_parts(
@@ -106,13 +67,13 @@ def head_parts(
         h = hidden[rows].detach().to(torch.float64)
         y = targets[rows]
         at = a[:, rows]  # [k, n]
-        lse, v = _logsumexp_and_v(h, y, weight, temperature, bias)
+        lse, v = logsumexp_and_v(h, y, weight, temperature, bias)
         cotangents[:, rows] = at[..., None] * v
         if grad_w is None or grad_b is None:
             continue
         for first in range(0, vocab, columns):
             w = weight[first : first + columns].detach().to(torch.float64)
-            p = _logits(h, w, bias, first, temperature).sub_(lse).exp_()
+            p = head_logits(h, w, bias, first, temperature).sub_(lse).exp_()
             inside = (y >= first) & (y < first + w.shape[0])
             p[inside, y[inside] - first] -= 1.0  # p − e_y
             r = at[..., None] * p.neg_().div_(temperature)  # [k, n, c]: aᵢₜ (e_y − pₜ) / T
