@@ -70,6 +70,28 @@ def dot(a: np.ndarray, b: np.ndarray, m: int) -> float:
 
 
 @njit(cache=True)
+def cholesky_in_place(a: np.ndarray) -> bool:
+    """Overwrite the lower triangle of the symmetric ``a`` (read from its lower triangle) with
+    its Cholesky factor L, ``a = LLᵀ``; False at the first non-positive pivot (``a`` is then
+    not positive definite, and partly overwritten). The upper triangle is left as it was."""
+    n = a.shape[0]
+    for j in range(n):
+        s = a[j, j]
+        for k in range(j):
+            s -= a[j, k] * a[j, k]
+        if not s > 0.0:
+            return False
+        d = math.sqrt(s)
+        a[j, j] = d
+        for i in range(j + 1, n):
+            s = a[i, j]
+            for k in range(j):
+                s -= a[i, k] * a[j, k]
+            a[i, j] = s / d
+    return True
+
+
+@njit(cache=True)
 def back_substitute(lower: np.ndarray, m: int, rhs: np.ndarray, out: np.ndarray) -> None:
     """Solve ``Lᵀ out = rhs`` (rhs is overwritten); column-oriented, contiguous rows."""
     for k in range(m - 1, -1, -1):

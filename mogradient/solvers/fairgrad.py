@@ -44,6 +44,8 @@ import math
 import numpy as np
 from numba import njit
 
+from mogradient.solvers.factor import cholesky_in_place
+
 #: A diagonal entry at most this fraction of the largest is a zero gradient (‖gᵢ‖ ≤ 2⁻⁵²·max‖gⱼ‖).
 ZERO_TOL = 2.0**-104
 #: A largest diagonal entry below the smallest normal float64 counts as all-zero gradients.
@@ -75,19 +77,8 @@ NOT_CONVERGED = 2
 def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
     """Solve ``a x = b`` for SPD ``a`` (overwritten by its Cholesky factor); False if not SPD."""
     n = a.shape[0]
-    for j in range(n):
-        s = a[j, j]
-        for k in range(j):
-            s -= a[j, k] * a[j, k]
-        if not s > 0.0:
-            return b, False
-        d = math.sqrt(s)
-        a[j, j] = d
-        for i in range(j + 1, n):
-            s = a[i, j]
-            for k in range(j):
-                s -= a[i, k] * a[j, k]
-            a[i, j] = s / d
+    if not cholesky_in_place(a):
+        return b, False
     x = b.copy()
     for i in range(n):
         s = x[i]

@@ -21,6 +21,8 @@ import math
 import numpy as np
 from numba import njit
 
+from mogradient.solvers.factor import cholesky_in_place
+
 #: An eigenvalue at or below ``RANK_RTOL · n · λ_max`` counts as zero (a singular value below
 #: about ``1.5e-7 · √n`` of the largest: float64 rounding of a Gramian, and float32 rounding of
 #: a Jacobian, stay below it).
@@ -219,20 +221,9 @@ def definite_solve_ones(cos: np.ndarray) -> np.ndarray:
             return np.empty(0)
         b = 1.0 / (1.0 + c)
         return np.array([b, b])
-    low = np.zeros((k, k))
-    for j in range(k):
-        d = cos[j, j]
-        for m in range(j):
-            d -= low[j, m] * low[j, m]
-        if not d > 0.0:
-            return np.empty(0)
-        d = math.sqrt(d)
-        low[j, j] = d
-        for i in range(j + 1, k):
-            t = cos[i, j]
-            for m in range(j):
-                t -= low[i, m] * low[j, m]
-            low[i, j] = t / d
+    low = cos.copy()  # its lower triangle becomes L
+    if not cholesky_in_place(low):
+        return np.empty(0)
     inv = np.zeros((k, k))  # L⁻¹, lower triangular, column by column
     trace = 0.0
     for c in range(k):
