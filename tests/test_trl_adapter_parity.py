@@ -281,18 +281,18 @@ def test_group_statistics_and_weighted_sums_round_as_trls() -> None:
     from trl.trainer.utils import nanstd
 
     from mogradient import get_aggregator
-    from mogradient_llm.estimators.grpo import GRPOEstimator, MOGRPOConfig, batch_normalized
+    from mogradient_llm.estimators.grpo import batch_normalized, centred_moments, grouped
     from mogradient_llm.objectives.loss import MultiObjectiveLoss
 
     rewards = (
         torch.tensor([1.4, 1.8, 1.4, 1.3, 0.7, 1.2, 0.7, 1.6]) * 0.7
         + torch.tensor([4.0, 7.0, 3.0, 3.0, 1.0, 3.0, 0.0, 3.0]) * 0.3
     )
-    config = MOGRPOConfig(num_generations=G, batch_size=G, mini_batch_size=G)
-    estimator = GRPOEstimator(config, ["r"])
     valid = torch.ones(1, 8, dtype=torch.bool)
     theirs = nanstd(rewards.view(-1, G), dim=1).repeat_interleave(G)
-    assert torch.equal(estimator._group_std(rewards[None], valid)[0], theirs)
+    r, v = grouped(rewards[None], valid, G)  # as GRPOEstimator.normalized takes them
+    _, _, std = centred_moments(r, v)
+    assert torch.equal(std.expand_as(r).reshape(1, -1)[0], theirs)
     theirs = (rewards - torch.nanmean(rewards)) / (nanstd(rewards) + 1e-4)
     assert torch.equal(batch_normalized(rewards[None], valid, None)[0], theirs)
 

@@ -244,12 +244,6 @@ class GRPOEstimator(GroupEstimator[MOGRPOConfig]):
         super().__init__(config, names)
         self.normalization = LOSS_TYPES[config.loss_type]
 
-    def _group_std(self, rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The unbiased std of each completion's group ``[k, B]`` over its valid entries."""
-        r, v = grouped(rewards, valid, self.config.num_generations)
-        _, std = last_moments(r, v.bool())
-        return std.expand_as(r).reshape(rewards.shape)
-
     def normalized(
         self,
         rewards: torch.Tensor,
